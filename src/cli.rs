@@ -1,0 +1,143 @@
+//! Command-line types (clap only; no behaviour here).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ddb2pg",
+    version,
+    about = "Move a DynamoDB table into PostgreSQL: parallel, idempotent, resumable.",
+    long_about = "Move a DynamoDB table into PostgreSQL: parallel, idempotent, resumable.\n\n\
+        ddb2pg scans a DynamoDB table with parallel segments, maps every item to rows and \
+        upserts them in batches (INSERT ... ON CONFLICT DO UPDATE ... WHERE the row differs). \
+        A checkpoint file records what is committed, so a crashed or interrupted run is \
+        resumed by running the same command again: nothing lost, nothing duplicated."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy a DynamoDB table into PostgreSQL (resumes an interrupted run)
+    #[command(after_help = MIGRATE_EXAMPLES)]
+    Migrate(MigrateArgs),
+    /// Create and fill a sample single-table-design table (for demos and benchmarks)
+    #[command(after_help = SAMPLE_EXAMPLES)]
+    Sample(SampleArgs),
+}
+
+const MIGRATE_EXAMPLES: &str = "\
+Examples:
+  # Against DynamoDB Local (dummy credentials are used on loopback):
+  ddb2pg migrate --table app --target postgres://me@127.0.0.1:5432/db \\
+      --endpoint-url http://127.0.0.1:8000
+
+  # Against AWS, with a named profile, writing a JSON report:
+  ddb2pg migrate --table app --profile prod --region eu-west-1 --report run.json
+
+  # Interrupted or crashed? Run the very same command again to resume.
+  # Start over, discarding the checkpoint:
+  ddb2pg migrate --table app --restart
+
+Exit codes: 0 done, 1 failed (checkpoint saved; re-run to resume), 2 usage or
+configuration error, 4 done but some items were rejected (see the rejects file),
+130 interrupted (checkpoint saved; re-run to resume).";
+
+const SAMPLE_EXAMPLES: &str = "\
+Examples:
+  ddb2pg sample --table app --items 5000 --endpoint-url http://127.0.0.1:8000";
+
+#[derive(Debug, Clone, Args)]
+pub struct AwsArgs {
+    /// DynamoDB endpoint, e.g. http://127.0.0.1:8000 for DynamoDB Local
+    /// [env: AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL]
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+
+    /// AWS region (default: from the profile or AWS_REGION; us-east-1 on a loopback endpoint)
+    #[arg(long)]
+    pub region: Option<String>,
+
+    /// Named AWS profile from ~/.aws/config and ~/.aws/credentials
+    #[arg(long)]
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// Source DynamoDB table name
+    #[arg(long, value_name = "NAME")]
+    pub table: String,
+
+    /// Target PostgreSQL URL, e.g. postgres://user@host:5432/db
+    #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
+    pub target: Option<String>,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
+
+    /// Scan segments (DynamoDB TotalSegments). Default: from the table size, and never
+    /// fewer than 4 x --concurrency. A resumed run keeps the checkpoint's value.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub segments: Option<u32>,
+
+    /// Segments scanned and written at once (one PostgreSQL connection each)
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+
+    /// Items per scan page and rows per upsert batch (one transaction each)
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+
+    /// Directory holding the checkpoint, lock and rejects files
+    #[arg(long, value_name = "DIR", default_value = "checkpoints")]
+    pub checkpoint_dir: PathBuf,
+
+    /// Discard the existing checkpoint and start over
+    #[arg(long)]
+    pub restart: bool,
+
+    /// Write a JSON summary of the run to FILE
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Progress display: bars on a terminal, a log line every few seconds otherwise
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// Bars when stderr is a terminal, log lines otherwise
+    Auto,
+    /// Progress bars
+    Bar,
+    /// A log line every few seconds
+    Log,
+    /// Nothing but the final summary
+    None,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SampleArgs {
+    /// Table to create (if missing) and fill
+    #[arg(long, value_name = "NAME")]
+    pub table: String,
+
+    /// Number of items to write
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    pub items: u64,
+
+    /// Seed of the generator: the same seed gives the same items
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}

@@ -1,0 +1,101 @@
+//! The crate's error type, with the exit code each kind maps to and whether retrying can help.
+
+use std::path::PathBuf;
+
+/// Everything that stops a command. `anyhow` is used only at the very edge (main).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A bad flag, an unreachable or missing table, a refused resume: the user must act.
+    #[error("{0}")]
+    Config(String),
+
+    /// DynamoDB failed after the SDK's retries.
+    #[error("DynamoDB: {message}")]
+    Source { message: String, retryable: bool },
+
+    /// PostgreSQL failed.
+    #[error("PostgreSQL: {message}")]
+    Sink { message: String, retryable: bool },
+
+    /// The checkpoint, lock or rejects file could not be read or written.
+    #[error("{}: {message}", path.display())]
+    File { path: PathBuf, message: String },
+}
+
+impl Error {
+    pub fn config(message: impl Into<String>) -> Self {
+        Error::Config(message.into())
+    }
+
+    pub fn file(path: impl Into<PathBuf>, err: impl std::fmt::Display) -> Self {
+        Error::File {
+            path: path.into(),
+            message: err.to_string(),
+        }
+    }
+
+    /// Process exit code for this error (see `ddb2pg migrate --help`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) => 2,
+            _ => 1,
+        }
+    }
+
+    /// Whether the same operation may succeed if tried again (throttling, lost connection).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Source { retryable, .. } | Error::Sink { retryable, .. } => *retryable,
+            Error::Config(_) | Error::File { .. } => false,
+        }
+    }
+
+    /// Classify a PostgreSQL error: connection-level and transient server states are retryable.
+    pub fn from_pg(context: &str, err: tokio_postgres::Error) -> Self {
+        let retryable = match err.code() {
+            Some(code) => {
+                let c = code.code();
+                // 08: connection exception, 40001 serialization, 40P01 deadlock,
+                // 57P01..03 admin shutdown / crash shutdown / cannot connect now, 57014 timeout.
+                c.starts_with("08")
+                    || c == "40001"
+                    || c == "40P01"
+                    || c.starts_with("57P0")
+                    || c == "57014"
+                    || c == "53300"
+            }
+            None => err.is_closed() || err.as_db_error().is_none(),
+        };
+        Error::Sink {
+            message: format!("{context}: {}", pg_message(&err)),
+            retryable,
+        }
+    }
+}
+
+/// The full text of a PostgreSQL error: message, detail and hint when the server sent them.
+pub fn pg_message(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!("; detail: {d}"));
+            }
+            if let Some(h) = db.hint() {
+                s.push_str(&format!("; hint: {h}"));
+            }
+            s
+        }
+        None => {
+            let mut s = err.to_string();
+            let mut src = std::error::Error::source(err);
+            while let Some(e) = src {
+                s.push_str(&format!(": {e}"));
+                src = e.source();
+            }
+            s
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

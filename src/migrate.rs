@@ -1,0 +1,348 @@
+//! `ddb2pg migrate`: resolve the source, target, plan and checkpoint, run the pipeline, report.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::checkpoint::{Checkpoint, Lock, RunFiles, Settings, Store};
+use crate::cli::MigrateArgs;
+use crate::error::{Error, Result};
+use crate::pipeline::{self, Job};
+use crate::plan::Plan;
+use crate::progress::{self, ProgressInfo, Stats};
+use crate::rejects::Rejects;
+use crate::report::Report;
+use crate::sink;
+use crate::source::Source;
+
+/// Exit code for a run that finished but rejected items.
+pub const EXIT_REJECTS: u8 = 4;
+/// Exit code for an interrupted run (128 + SIGINT).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// One segment per this many bytes of table, when that gives more than 4 x concurrency.
+const BYTES_PER_SEGMENT: u64 = 512 << 20;
+
+pub fn default_segments(concurrency: u32, table_bytes: u64) -> u32 {
+    let by_size = table_bytes.div_ceil(BYTES_PER_SEGMENT).min(1_000_000) as u32;
+    (4 * concurrency).max(by_size)
+}
+
+/// `postgres://user@host:port/db` from a URL or key=value string: the target's identity,
+/// without the password.
+pub fn target_identity(url: &str) -> Result<String> {
+    let cfg: tokio_postgres::Config = url.parse().map_err(|e| {
+        Error::config(format!(
+            "--target is not a valid PostgreSQL URL ({e}); expected postgres://user@host:5432/db"
+        ))
+    })?;
+    let host = cfg
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(s) => s.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let user = cfg.get_user().unwrap_or("");
+    let db = cfg.get_dbname().unwrap_or(user);
+    Ok(format!("postgres://{user}@{host}:{port}/{db}"))
+}
+
+/// Replace the password of a `scheme://user:password@host` URL with `***`.
+pub fn redact_url(s: &str) -> String {
+    let Some(scheme_end) = s.find("://") else {
+        return s.to_string();
+    };
+    let rest = &s[scheme_end + 3..];
+    let Some(at) = rest.find('@') else {
+        return s.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &s[..scheme_end + 3],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => s.to_string(),
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// The command line that resumes this run: the same one, without --restart.
+fn resume_command() -> String {
+    let args: Vec<String> = std::env::args()
+        .enumerate()
+        .filter(|(_, a)| a != "--restart")
+        .map(|(i, a)| {
+            if i == 0 {
+                "ddb2pg".to_string()
+            } else {
+                shell_quote(&redact_url(&a))
+            }
+        })
+        .collect();
+    args.join(" ")
+}
+
+pub async fn migrate(args: MigrateArgs) -> Result<u8> {
+    let started = Instant::now();
+    let target_url = args.target.clone().ok_or_else(|| {
+        Error::config(
+            "no target database: pass --target postgres://user@host:5432/db or set DATABASE_URL",
+        )
+    })?;
+    let target_id = target_identity(&target_url)?;
+
+    let source = Source::connect(&args.aws).await?;
+    let info = source.describe(&args.table).await?;
+    let plan = Arc::new(Plan::default_for(&info));
+
+    let client = sink::connect(&target_url)
+        .await
+        .map_err(|e| Error::config(format!("cannot connect to the target {target_id}: {e}")))?;
+    sink::prepare_target(&client, &plan).await?;
+    drop(client);
+
+    let dir = &args.checkpoint_dir;
+    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e))?;
+    let files = RunFiles::new(dir, &info.name, &info.arn, &target_id);
+    let _lock = Lock::acquire(&files.lock)?;
+
+    let existing = if args.restart {
+        match std::fs::remove_file(&files.checkpoint) {
+            Ok(()) => eprintln!(
+                "ddb2pg: --restart: discarded {}",
+                files.checkpoint.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::file(&files.checkpoint, e)),
+        }
+        None
+    } else {
+        Checkpoint::load(&files.checkpoint)?
+    };
+    let segments = args
+        .segments
+        .or(existing.as_ref().map(|c| c.settings.segments))
+        .unwrap_or_else(|| default_segments(args.concurrency, info.size_bytes));
+    let settings = Settings {
+        source: info.arn.clone(),
+        target: target_id.clone(),
+        mapping: plan.describe(),
+        segments,
+    };
+    let cp = match existing {
+        Some(cp) => {
+            let diffs = cp.settings.differences(&settings);
+            if !diffs.is_empty() {
+                return Err(Error::config(format!(
+                    "checkpoint {} was written under different settings:\n  - {}\n\
+                     resume with the original settings, or add --restart to discard the \
+                     checkpoint and start over (rows already written are upserted again, not duplicated)",
+                    files.checkpoint.display(),
+                    diffs.join("\n  - ")
+                )));
+            }
+            cp
+        }
+        None => Checkpoint::new(settings),
+    };
+
+    let segments_skipped = cp.segments_done() as u64;
+    let segments_resumed = cp
+        .segments
+        .iter()
+        .filter(|s| !s.done && s.cursor.is_some())
+        .count() as u64;
+    let items_before: u64 = cp.segments.iter().map(|s| s.items).sum();
+    let pending: Vec<u32> = (0..segments)
+        .filter(|&i| !cp.segments[i as usize].done)
+        .collect();
+    let already_complete = cp.complete;
+
+    let store = Arc::new(Store::new(files.checkpoint.clone(), cp));
+    let stats = Arc::new(Stats::default());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let interrupted = Arc::new(AtomicBool::new(false));
+
+    let mut result = Ok(());
+    if !already_complete {
+        store.flush()?;
+        {
+            let tx = shutdown_tx.clone();
+            let flag = interrupted.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                eprintln!("ddb2pg: interrupted: finishing in-flight batches and saving the checkpoint ...");
+                flag.store(true, Ordering::SeqCst);
+                let _ = tx.send(true);
+            });
+        }
+        let (progress_stop, progress_rx) = watch::channel(false);
+        let display = tokio::spawn(progress::run(
+            ProgressInfo {
+                mode: args.progress,
+                approx_items: info.item_count,
+                items_before,
+                segments_total: segments as u64,
+                segments_done_before: segments_skipped,
+            },
+            stats.clone(),
+            progress_rx,
+        ));
+        let job = Arc::new(Job {
+            client: source.client.clone(),
+            table: info.name.clone(),
+            key_attrs: info.key.iter().map(|k| k.name.clone()).collect(),
+            plan: plan.clone(),
+            target_url: target_url.clone(),
+            total_segments: segments,
+            concurrency: args.concurrency,
+            page_size: args.batch_size,
+            store: store.clone(),
+            rejects: Arc::new(Rejects::new(files.rejects.clone())),
+            stats: stats.clone(),
+        });
+        result = pipeline::run(job, pending, shutdown_tx).await;
+        let _ = progress_stop.send(true);
+        let _ = display.await;
+    }
+    drop(shutdown_rx);
+
+    let cp = store.snapshot();
+    let was_interrupted = interrupted.load(Ordering::SeqCst);
+    let status = if already_complete {
+        "nothing_to_do"
+    } else if result.is_err() {
+        "failed"
+    } else if was_interrupted && !cp.complete {
+        "interrupted"
+    } else {
+        "complete"
+    };
+    let duration = started.elapsed().as_secs_f64();
+    let items_read = Stats::get(&stats.items_read);
+    let rejected_total: u64 = cp.segments.iter().map(|s| s.rejected).sum();
+    let report = Report {
+        status: status.to_string(),
+        source_table: format!("{} ({})", info.name, source.describe_location()),
+        target: format!(
+            "{target_id} table {}",
+            plan.tables
+                .iter()
+                .map(|t| t.display_name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        items_read,
+        rows_written: stats.rows_written(),
+        rows_inserted: Stats::get(&stats.rows_inserted),
+        rows_updated: Stats::get(&stats.rows_updated),
+        rows_unchanged: Stats::get(&stats.rows_unchanged),
+        collisions: Stats::get(&stats.collisions),
+        rejected: Stats::get(&stats.rejected),
+        rejects_by_reason: stats
+            .rejects_by_reason
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default(),
+        segments_total: segments as u64,
+        segments_done: cp.segments_done() as u64,
+        segments_resumed,
+        segments_skipped,
+        items_total: cp.segments.iter().map(|s| s.items).sum(),
+        duration_s: duration,
+        items_per_s: if duration > 0.0 {
+            items_read as f64 / duration
+        } else {
+            0.0
+        },
+        checkpoint: files.checkpoint.display().to_string(),
+        rejects_file: (rejected_total > 0 || files.rejects.exists())
+            .then(|| files.rejects.display().to_string()),
+        error: result.as_ref().err().map(|e| e.to_string()),
+    };
+    report.print_human();
+    if let Some(path) = &args.report {
+        report.write_json(path)?;
+    }
+    match status {
+        "failed" | "interrupted" => {
+            eprintln!(
+                "ddb2pg: to resume, run the same command again:\n  {}",
+                resume_command()
+            );
+        }
+        _ => {}
+    }
+    result?;
+    Ok(match status {
+        "interrupted" => EXIT_INTERRUPTED,
+        _ if report.rejected > 0 => EXIT_REJECTS,
+        _ => 0,
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_default() {
+        assert_eq!(default_segments(8, 0), 32);
+        assert_eq!(default_segments(4, 100 << 30), 200);
+    }
+
+    #[test]
+    fn identity_and_redaction() {
+        assert_eq!(
+            target_identity("postgres://me:secret@127.0.0.1:5433/db").expect("ok"),
+            "postgres://me@127.0.0.1:5433/db"
+        );
+        assert_eq!(
+            redact_url("postgres://me:secret@h/db"),
+            "postgres://me:***@h/db"
+        );
+        assert_eq!(redact_url("postgres://me@h/db"), "postgres://me@h/db");
+        assert!(target_identity("postgres://h:notaport/db").is_err());
+        assert_eq!(shell_quote("a b"), "'a b'");
+    }
+}

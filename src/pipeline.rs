@@ -1,0 +1,221 @@
+//! Wiring: segment workers, each with its own PostgreSQL connection, pulling segments from a
+//! shared queue. Per segment, a scanner task feeds pages through a bounded channel into the
+//! worker, which transforms them, writes each page in one transaction and only then moves the
+//! segment's cursor in the checkpoint. Memory is bounded by concurrency x (channel + 1) pages.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::checkpoint::{Delta, Store};
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::progress::Stats;
+use crate::rejects::Rejects;
+use crate::sink::Sink;
+use crate::source::scan::{Page, SegmentScan};
+use crate::transform::{transform, Row};
+use crate::value;
+
+/// Everything the workers share.
+pub struct Job {
+    pub client: aws_sdk_dynamodb::Client,
+    pub table: String,
+    pub key_attrs: Vec<String>,
+    pub plan: Arc<Plan>,
+    pub target_url: String,
+    pub total_segments: u32,
+    pub concurrency: u32,
+    pub page_size: u32,
+    pub store: Arc<Store>,
+    pub rejects: Arc<Rejects>,
+    pub stats: Arc<Stats>,
+}
+
+/// Pages buffered between a segment's scanner and its writer.
+const PAGES_IN_FLIGHT: usize = 2;
+
+/// Run the `pending` segments to completion, or until `shutdown` (set by a signal or by the
+/// first failing worker). The checkpoint is flushed regularly and once more at the end.
+pub async fn run(job: Arc<Job>, pending: Vec<u32>, shutdown: watch::Sender<bool>) -> Result<()> {
+    let workers = (job.concurrency as usize).min(pending.len()).max(1);
+    let queue = Arc::new(Mutex::new(pending.into_iter().collect::<VecDeque<u32>>()));
+
+    let (flush_stop, mut flush_stop_rx) = watch::channel(false);
+    let store = job.store.clone();
+    let flusher = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = flush_stop_rx.changed() => return Ok(()),
+            }
+            let s = store.clone();
+            tokio::task::spawn_blocking(move || s.flush())
+                .await
+                .map_err(|e| Error::file(store.path(), e))??;
+        }
+    });
+
+    let mut set = JoinSet::new();
+    for _ in 0..workers {
+        let job = job.clone();
+        let queue = queue.clone();
+        let rx = shutdown.subscribe();
+        set.spawn(async move { worker(job, queue, rx).await });
+    }
+    let mut first_err: Option<Error> = None;
+    while let Some(res) = set.join_next().await {
+        let err = match res {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(e) => Error::config(format!("internal error: a worker panicked: {e}")),
+        };
+        if first_err.is_none() {
+            tracing::debug!("stopping all workers after: {err}");
+            let _ = shutdown.send(true);
+            first_err = Some(err);
+        }
+    }
+    let _ = flush_stop.send(true);
+    let flushed = flusher.await;
+    // The last flush happens here, whatever stopped the run.
+    let final_flush = job.store.flush();
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    match flushed {
+        Ok(r) => r?,
+        Err(e) => return Err(Error::file(job.store.path(), e)),
+    }
+    final_flush
+}
+
+async fn worker(
+    job: Arc<Job>,
+    queue: Arc<Mutex<VecDeque<u32>>>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let mut sink = Sink::open(&job.target_url, &job.plan).await?;
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+        let Some(segment) = next else {
+            return Ok(());
+        };
+        run_segment(&job, &mut sink, segment, shutdown.clone()).await?;
+    }
+}
+
+async fn run_segment(
+    job: &Job,
+    sink: &mut Sink,
+    segment: u32,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let state = job.store.segment(segment);
+    if state.done {
+        return Ok(());
+    }
+    let start = match &state.cursor {
+        Some(v) => Some(value::item_from_ddb_json(v).map_err(|e| {
+            Error::config(format!(
+                "checkpoint {}: cursor of segment {segment} is unreadable ({e}); use --restart",
+                job.store.path().display()
+            ))
+        })?),
+        None => None,
+    };
+    job.store.begin_segment(segment);
+    let (tx, mut rx) = mpsc::channel::<Page>(PAGES_IN_FLIGHT);
+    let scan = SegmentScan {
+        client: job.client.clone(),
+        table: job.table.clone(),
+        segment,
+        total_segments: job.total_segments,
+        page_size: job.page_size,
+    };
+    let scanner = tokio::spawn(scan.run(start, tx, shutdown.clone(), job.stats.clone()));
+
+    let mut rows: Vec<Row> = Vec::new();
+    let written = async {
+        while let Some(page) = rx.recv().await {
+            write_page(job, sink, segment, &page, &mut rows).await?;
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        Ok::<(), Error>(())
+    }
+    .await;
+    drop(rx);
+    if let Err(e) = written {
+        scanner.abort();
+        return Err(e);
+    }
+    match scanner.await {
+        Ok(r) => r,
+        Err(e) => Err(Error::config(format!(
+            "internal error: scanner of segment {segment}: {e}"
+        ))),
+    }
+}
+
+/// Transform one page, record its rejects, write its rows in one transaction, then advance
+/// the segment's cursor. The order is what makes the checkpoint safe.
+async fn write_page(
+    job: &Job,
+    sink: &mut Sink,
+    segment: u32,
+    page: &Page,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    rows.clear();
+    let mut reject_lines = Vec::new();
+    for item in &page.items {
+        if let Err(r) = transform(&job.plan, item, rows) {
+            reject_lines.push(Rejects::line(&r, &job.key_attrs, item, Some(segment)));
+            job.stats
+                .count_reject(format!("{}: {}", r.table.as_deref().unwrap_or("-"), r.kind));
+        }
+    }
+    let rejected = reject_lines.len() as u64;
+    if rejected > 0 {
+        let rejects = job.rejects.clone();
+        tokio::task::spawn_blocking(move || rejects.append(&reject_lines))
+            .await
+            .map_err(|e| Error::file(job.rejects.path(), e))??;
+    }
+    let mut delta = Delta {
+        items: page.items.len() as u64,
+        rejected,
+        ..Delta::default()
+    };
+    if !rows.is_empty() {
+        for c in sink.write(rows).await? {
+            delta.rows_written += c.inserted + c.updated;
+            delta.rows_unchanged += c.unchanged();
+            Stats::add(&job.stats.rows_inserted, c.inserted);
+            Stats::add(&job.stats.rows_updated, c.updated);
+            Stats::add(&job.stats.rows_unchanged, c.unchanged());
+            Stats::add(&job.stats.collisions, c.collisions());
+        }
+    }
+    let done = page.next.is_none();
+    job.store.commit(
+        segment,
+        page.next.as_ref().map(value::item_to_ddb_json),
+        done,
+        delta,
+    );
+    Stats::add(&job.stats.items_committed, delta.items);
+    if done {
+        Stats::add(&job.stats.segments_done, 1);
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! The rejects file: one JSON line per item that could not be written, with the reason and the
+//! whole item in DynamoDB JSON so it can be fixed and replayed. Appended across resumes, never
+//! truncated, and fsynced before the checkpoint moves past the items it holds.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::transform::Reject;
+use crate::value::{self, Item};
+
+pub struct Rejects {
+    path: PathBuf,
+    file: Mutex<Option<File>>,
+}
+
+impl Rejects {
+    pub fn new(path: PathBuf) -> Rejects {
+        Rejects {
+            path,
+            file: Mutex::new(None),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// One JSON line for a rejected item.
+    pub fn line(
+        reject: &Reject,
+        key_attrs: &[String],
+        item: &Item,
+        segment: Option<u32>,
+    ) -> String {
+        let key: serde_json::Map<String, serde_json::Value> = key_attrs
+            .iter()
+            .filter_map(|k| {
+                item.get(k)
+                    .map(|v| (k.clone(), value::value_to_ddb_json(v)))
+            })
+            .collect();
+        json!({
+            "table": reject.table,
+            "column": reject.column,
+            "reason": reject.reason,
+            "key": key,
+            "segment": segment,
+            "item": value::item_to_ddb_json(item),
+        })
+        .to_string()
+    }
+
+    /// Append lines and fsync them: once this returns, the rejects survive a crash.
+    pub fn append(&self, lines: &[String]) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(|e| Error::file(&self.path, e))?;
+            *guard = Some(f);
+        }
+        let Some(f) = guard.as_mut() else {
+            return Err(Error::file(&self.path, "rejects file not open"));
+        };
+        let mut buf = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        for l in lines {
+            buf.push_str(l);
+            buf.push('\n');
+        }
+        f.write_all(buf.as_bytes())
+            .and_then(|()| f.sync_data())
+            .map_err(|e| Error::file(&self.path, format!("cannot record rejected items: {e}")))
+    }
+}

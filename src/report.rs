@@ -1,0 +1,95 @@
+//! The end-of-run summary: printed for humans, and written as JSON with `--report`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// complete | nothing_to_do | interrupted | failed
+    pub status: String,
+    pub source_table: String,
+    pub target: String,
+    /// Items read from the source in this run.
+    pub items_read: u64,
+    /// Rows inserted or changed in this run.
+    pub rows_written: u64,
+    pub rows_inserted: u64,
+    pub rows_updated: u64,
+    /// Rows that were already identical in the target.
+    pub rows_unchanged: u64,
+    /// Items of this run that landed on a key another item of the same batch also produced.
+    pub collisions: u64,
+    pub rejected: u64,
+    pub rejects_by_reason: BTreeMap<String, u64>,
+    pub segments_total: u64,
+    /// Segments finished, over all runs.
+    pub segments_done: u64,
+    /// Segments this run continued from a saved cursor.
+    pub segments_resumed: u64,
+    /// Segments already finished by an earlier run and not scanned again.
+    pub segments_skipped: u64,
+    /// Items committed over all runs of this checkpoint.
+    pub items_total: u64,
+    pub duration_s: f64,
+    pub items_per_s: f64,
+    pub checkpoint: String,
+    pub rejects_file: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Report {
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::file(path, e))?;
+        std::fs::write(path, json).map_err(|e| Error::file(path, e))
+    }
+
+    /// A few lines for a human, on stderr.
+    pub fn print_human(&self) {
+        let head = match self.status.as_str() {
+            "complete" => "migration complete",
+            "nothing_to_do" => "nothing left to do: this migration already completed",
+            "interrupted" => "interrupted: checkpoint saved",
+            _ => "migration failed: checkpoint saved",
+        };
+        eprintln!("ddb2pg: {head}");
+        eprintln!("  {} -> {}", self.source_table, self.target);
+        eprintln!(
+            "  items read {:>10}   rows written {:>10} (inserted {}, updated {})   unchanged {}",
+            self.items_read,
+            self.rows_written,
+            self.rows_inserted,
+            self.rows_updated,
+            self.rows_unchanged
+        );
+        eprintln!(
+            "  segments {}/{} done ({} resumed, {} already done)   {:.1} s, {:.0} items/s",
+            self.segments_done,
+            self.segments_total,
+            self.segments_resumed,
+            self.segments_skipped,
+            self.duration_s,
+            self.items_per_s
+        );
+        if self.collisions > 0 {
+            eprintln!(
+                "  collisions {} (several items mapped to one key; the last won)",
+                self.collisions
+            );
+        }
+        if self.rejected > 0 {
+            eprintln!(
+                "  REJECTED {} items, written with their reasons to {}",
+                self.rejected,
+                self.rejects_file.as_deref().unwrap_or("the rejects file")
+            );
+            for (k, n) in &self.rejects_by_reason {
+                eprintln!("    {n:>8}  {k}");
+            }
+        }
+        eprintln!("  checkpoint {}", self.checkpoint);
+    }
+}

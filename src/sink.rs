@@ -1,0 +1,316 @@
+//! The PostgreSQL sink: batched idempotent upserts, fed by COPY into a staging table.
+//!
+//! Per connection, each target table gets a temporary staging table (`ON COMMIT DELETE ROWS`).
+//! A batch is one transaction: COPY the rows (text format) into the staging tables, then one
+//! prepared statement per table:
+//!
+//! ```sql
+//! WITH src AS (SELECT DISTINCT ON (key) ... FROM stage ORDER BY key, _seq DESC),
+//!      up  AS (INSERT INTO t SELECT ... FROM src
+//!              ON CONFLICT (key) DO UPDATE SET ... WHERE (t.cols) IS DISTINCT FROM (excluded.cols)
+//!              RETURNING xmax = 0 AS inserted)
+//! SELECT (SELECT count(*) FROM src), count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
+//! ```
+//!
+//! `DISTINCT ON` keeps the last of repeated keys in a batch (no SQLSTATE 21000), and the
+//! `WHERE ... IS DISTINCT FROM` makes a re-run rewrite nothing.
+
+use bytes::{BufMut, BytesMut};
+use futures_util::SinkExt;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::error::{pg_message, Error, Result};
+use crate::plan::{ident, Plan, TablePlan};
+use crate::transform::{Cell, Row};
+
+/// What one batch did, per table.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TableCounts {
+    /// Rows sent.
+    pub staged: u64,
+    /// Rows left after repeated keys in the batch collapsed (last wins).
+    pub distinct: u64,
+    pub inserted: u64,
+    pub updated: u64,
+}
+
+impl TableCounts {
+    pub fn unchanged(&self) -> u64 {
+        self.distinct.saturating_sub(self.inserted + self.updated)
+    }
+    pub fn collisions(&self) -> u64 {
+        self.staged.saturating_sub(self.distinct)
+    }
+}
+
+/// Open a connection; the connection task runs in the background.
+pub async fn connect(url: &str) -> Result<Client> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| Error::from_pg("connect", e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("postgres connection ended: {}", pg_message(&e));
+        }
+    });
+    Ok(client)
+}
+
+/// Create missing tables and check that existing ones can take the plan's rows:
+/// every column present and a unique index on the key. Reports every problem at once.
+pub async fn prepare_target(client: &Client, plan: &Plan) -> Result<()> {
+    let mut problems = Vec::new();
+    for t in &plan.tables {
+        let sql_name = t.sql_name();
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&sql_name])
+            .await
+            .map_err(|e| Error::from_pg("look up target table", e))?
+            .get(0);
+        if !exists {
+            client.batch_execute(&t.create_sql()).await.map_err(|e| {
+                Error::config(format!(
+                    "cannot create {}: {}",
+                    t.display_name(),
+                    pg_message(&e)
+                ))
+            })?;
+            tracing::info!("created table {}", t.display_name());
+            continue;
+        }
+        let cols: Vec<String> = client
+            .query(
+                "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass($1) \
+                 AND attnum > 0 AND NOT attisdropped",
+                &[&sql_name],
+            )
+            .await
+            .map_err(|e| Error::from_pg("read target columns", e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for c in &t.columns {
+            if !cols.contains(&c.name) {
+                problems.push(format!(
+                    "table {} has no column {:?} (expected {})",
+                    t.display_name(),
+                    c.name,
+                    c.ty.sql()
+                ));
+            }
+        }
+        let mut key: Vec<String> = t.key_columns().map(|c| c.name.clone()).collect();
+        key.sort();
+        let unique: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) \
+                 AND i.indisunique AND i.indpred IS NULL AND (SELECT array_agg(a.attname::text \
+                 ORDER BY a.attname::text) FROM pg_attribute a WHERE a.attrelid = i.indrelid \
+                 AND a.attnum = ANY(i.indkey)) = $2::text[])",
+                &[&sql_name, &key],
+            )
+            .await
+            .map_err(|e| Error::from_pg("read target indexes", e))?
+            .get(0);
+        if !unique {
+            problems.push(format!(
+                "table {} has no primary key or unique index on ({}): upserts need one",
+                t.display_name(),
+                key.join(", ")
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::config(format!(
+            "the target does not match the mapping:\n  - {}\nfix the target schema (or drop the table to let ddb2pg create it)",
+            problems.join("\n  - ")
+        )))
+    }
+}
+
+struct TableSink {
+    copy_sql: String,
+    upsert: Statement,
+    buf: BytesMut,
+}
+
+/// One connection's writer: staging tables and prepared upserts for every table of the plan.
+pub struct Sink {
+    client: Client,
+    tables: Vec<TableSink>,
+}
+
+impl Sink {
+    pub async fn open(url: &str, plan: &Plan) -> Result<Sink> {
+        let client = connect(url).await?;
+        let mut tables = Vec::with_capacity(plan.tables.len());
+        for (i, t) in plan.tables.iter().enumerate() {
+            let stage = format!("ddb2pg_stage_{i}");
+            let cols: Vec<String> = t
+                .columns
+                .iter()
+                .map(|c| format!("{} {}", ident(&c.name), c.ty.sql()))
+                .collect();
+            client
+                .batch_execute(&format!(
+                    "CREATE TEMP TABLE IF NOT EXISTS {stage} (_seq int8, {}) ON COMMIT DELETE ROWS",
+                    cols.join(", ")
+                ))
+                .await
+                .map_err(|e| Error::from_pg("create staging table", e))?;
+            let names: Vec<String> = t.columns.iter().map(|c| ident(&c.name)).collect();
+            let copy_sql = format!(
+                "COPY pg_temp.{stage} (_seq, {}) FROM STDIN",
+                names.join(", ")
+            );
+            let upsert = client.prepare(&upsert_sql(t, &stage)).await.map_err(|e| {
+                Error::from_pg(&format!("prepare upsert into {}", t.display_name()), e)
+            })?;
+            tables.push(TableSink {
+                copy_sql,
+                upsert,
+                buf: BytesMut::with_capacity(1 << 20),
+            });
+        }
+        Ok(Sink { client, tables })
+    }
+
+    /// Write `rows` in one transaction; returns per-table counts once committed.
+    pub async fn write(&mut self, rows: &[Row]) -> Result<Vec<TableCounts>> {
+        let mut counts = vec![TableCounts::default(); self.tables.len()];
+        for t in &mut self.tables {
+            t.buf.clear();
+        }
+        for (seq, row) in rows.iter().enumerate() {
+            let t = &mut self.tables[row.table];
+            encode_row(&mut t.buf, seq as i64, &row.cells);
+            counts[row.table].staged += 1;
+        }
+        let tx = self
+            .client
+            .transaction()
+            .await
+            .map_err(|e| Error::from_pg("begin", e))?;
+        for (i, t) in self.tables.iter_mut().enumerate() {
+            if counts[i].staged == 0 {
+                continue;
+            }
+            let sink = tx
+                .copy_in::<_, bytes::Bytes>(&t.copy_sql)
+                .await
+                .map_err(|e| Error::from_pg("copy into staging table", e))?;
+            futures_util::pin_mut!(sink);
+            sink.send(t.buf.split().freeze())
+                .await
+                .map_err(|e| Error::from_pg("copy into staging table", e))?;
+            sink.finish()
+                .await
+                .map_err(|e| Error::from_pg("copy into staging table", e))?;
+            let r = tx
+                .query_one(&t.upsert, &[])
+                .await
+                .map_err(|e| Error::from_pg("upsert", e))?;
+            counts[i].distinct = r.get::<_, i64>(0) as u64;
+            counts[i].inserted = r.get::<_, i64>(1) as u64;
+            counts[i].updated = r.get::<_, i64>(2) as u64;
+        }
+        tx.commit().await.map_err(|e| Error::from_pg("commit", e))?;
+        Ok(counts)
+    }
+}
+
+fn upsert_sql(t: &TablePlan, stage: &str) -> String {
+    let all: Vec<String> = t.columns.iter().map(|c| ident(&c.name)).collect();
+    let key: Vec<String> = t.key_columns().map(|c| ident(&c.name)).collect();
+    let rest: Vec<String> = t
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !t.key.contains(i))
+        .map(|(_, c)| ident(&c.name))
+        .collect();
+    let on_conflict = if rest.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        let set: Vec<String> = rest.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+        let old: Vec<String> = rest.iter().map(|c| format!("t.{c}")).collect();
+        let new: Vec<String> = rest.iter().map(|c| format!("EXCLUDED.{c}")).collect();
+        format!(
+            "DO UPDATE SET {} WHERE ROW({}) IS DISTINCT FROM ROW({})",
+            set.join(", "),
+            old.join(", "),
+            new.join(", ")
+        )
+    };
+    format!(
+        "WITH src AS (SELECT DISTINCT ON ({key}) {all} FROM pg_temp.{stage} ORDER BY {key}, _seq DESC), \
+         up AS (INSERT INTO {target} AS t ({all}) SELECT {all} FROM src ON CONFLICT ({key}) {on_conflict} \
+         RETURNING (xmax = 0) AS inserted) \
+         SELECT (SELECT count(*) FROM src), count(*) FILTER (WHERE inserted), \
+         count(*) FILTER (WHERE NOT inserted) FROM up",
+        key = key.join(", "),
+        all = all.join(", "),
+        target = t.sql_name(),
+    )
+}
+
+/// Append one row in COPY text format: tab-separated, `\N` for NULL, backslash escapes.
+pub fn encode_row(buf: &mut BytesMut, seq: i64, cells: &[Cell]) {
+    buf.put_slice(seq.to_string().as_bytes());
+    for cell in cells {
+        buf.put_u8(b'\t');
+        match cell {
+            Cell::Null => buf.put_slice(b"\\N"),
+            Cell::Text(s) => escape_text(buf, s.as_bytes()),
+            Cell::Bytes(b) => {
+                // bytea hex input `\x...`, with the backslash escaped for COPY.
+                buf.put_slice(b"\\\\x");
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                for &x in b {
+                    buf.put_u8(HEX[(x >> 4) as usize]);
+                    buf.put_u8(HEX[(x & 15) as usize]);
+                }
+            }
+        }
+    }
+    buf.put_u8(b'\n');
+}
+
+fn escape_text(buf: &mut BytesMut, s: &[u8]) {
+    let mut start = 0;
+    for (i, &b) in s.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            _ => continue,
+        };
+        buf.put_slice(&s[start..i]);
+        buf.put_slice(esc);
+        start = i + 1;
+    }
+    buf.put_slice(&s[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_encoding() {
+        let mut b = BytesMut::new();
+        encode_row(
+            &mut b,
+            7,
+            &[
+                Cell::Text("a\tb\\c\nd\re".into()),
+                Cell::Null,
+                Cell::Bytes(vec![0, 255, 16]),
+            ],
+        );
+        assert_eq!(&b[..], b"7\ta\\tb\\\\c\\nd\\re\t\\N\t\\\\x00ff10\n");
+    }
+}

@@ -1,0 +1,273 @@
+//! Sources of items: the DynamoDB client and the segmented parallel scan.
+
+pub mod scan;
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_dynamodb::config::Credentials;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{KeyType, ScalarAttributeType};
+use aws_sdk_dynamodb::Client;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_http_client::Builder as HttpBuilder;
+
+use crate::cli::AwsArgs;
+use crate::error::{Error, Result};
+
+/// The DynamoDB client with what we resolved, for messages.
+pub struct Source {
+    pub client: Client,
+    pub endpoint: Option<String>,
+    pub region: String,
+}
+
+/// The type of a key attribute, from the table's AttributeDefinitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum KeyAttrType {
+    S,
+    N,
+    B,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyAttr {
+    pub name: String,
+    pub ty: KeyAttrType,
+}
+
+/// What DescribeTable tells us about the source table.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub name: String,
+    pub arn: String,
+    /// Partition key first, then the sort key if any.
+    pub key: Vec<KeyAttr>,
+    /// Approximate: DynamoDB refreshes it about every six hours.
+    pub item_count: u64,
+    pub size_bytes: u64,
+}
+
+fn is_loopback(url: &str) -> bool {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    matches!(host, "localhost" | "[::1]" | "::1") || host.starts_with("127.")
+}
+
+/// Endpoint from the flag, else the standard environment variables.
+fn resolve_endpoint(flag: &Option<String>) -> Option<String> {
+    flag.clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL_DYNAMODB").ok())
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+        .filter(|s| !s.is_empty())
+}
+
+impl Source {
+    /// Build a client from the standard AWS chain (profile, environment, SSO, IMDS ...).
+    /// On a loopback endpoint (DynamoDB Local) missing credentials and region are filled with
+    /// dummies instead of failing.
+    pub async fn connect(args: &AwsArgs) -> Result<Source> {
+        let endpoint = resolve_endpoint(&args.endpoint_url);
+        let local = endpoint.as_deref().is_some_and(is_loopback);
+        let http = HttpBuilder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+        if let Some(p) = &args.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(r) = &args.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        let shared = loader.load().await;
+
+        let mut builder = aws_sdk_dynamodb::config::Builder::from(&shared).retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(10)
+                .with_initial_backoff(std::time::Duration::from_millis(100)),
+        );
+        if let Some(e) = &endpoint {
+            builder = builder.endpoint_url(e);
+        }
+        let region = match shared.region() {
+            Some(r) => r.to_string(),
+            None if local => {
+                builder = builder.region(Region::new("us-east-1"));
+                "us-east-1".to_string()
+            }
+            None => {
+                return Err(Error::config(
+                    "no AWS region: pass --region, set AWS_REGION, or set one in the profile",
+                ))
+            }
+        };
+        if local {
+            let have = match shared.credentials_provider() {
+                Some(p) => {
+                    use aws_sdk_dynamodb::config::ProvideCredentials;
+                    p.provide_credentials().await.is_ok()
+                }
+                None => false,
+            };
+            if !have {
+                tracing::debug!(
+                    "no AWS credentials found; using dummy ones for the loopback endpoint"
+                );
+                builder = builder.credentials_provider(Credentials::new(
+                    // DynamoDB Local accepts any key made of letters and digits only.
+                    "ddb2pglocal",
+                    "ddb2pglocal",
+                    None,
+                    None,
+                    "ddb2pg-dummy",
+                ));
+            }
+        }
+        Ok(Source {
+            client: Client::from_conf(builder.build()),
+            endpoint,
+            region,
+        })
+    }
+
+    /// Where the source is, for messages.
+    pub fn describe_location(&self) -> String {
+        match &self.endpoint {
+            Some(e) => format!("{e} (region {})", self.region),
+            None => format!("region {}", self.region),
+        }
+    }
+
+    /// DescribeTable: key schema, types, approximate size.
+    pub async fn describe(&self, table: &str) -> Result<TableInfo> {
+        let out = self
+            .client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| {
+                let not_found = e
+                    .as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception());
+                if not_found {
+                    Error::config(format!(
+                        "table {table:?} not found at {}: check --table, --region and --endpoint-url",
+                        self.describe_location()
+                    ))
+                } else {
+                    Error::config(format!(
+                        "cannot describe table {table:?} at {}: {}",
+                        self.describe_location(),
+                        sdk_message(&e)
+                    ))
+                }
+            })?;
+        let desc = out.table.ok_or_else(|| {
+            Error::config(format!("DescribeTable returned no table for {table:?}"))
+        })?;
+        let defs = desc.attribute_definitions.unwrap_or_default();
+        let mut key = Vec::new();
+        let mut schema = desc.key_schema.unwrap_or_default();
+        schema.sort_by_key(|k| if k.key_type == KeyType::Hash { 0 } else { 1 });
+        for k in schema {
+            let def = defs
+                .iter()
+                .find(|d| d.attribute_name == k.attribute_name)
+                .ok_or_else(|| {
+                    Error::config(format!(
+                        "key attribute {:?} has no AttributeDefinition",
+                        k.attribute_name
+                    ))
+                })?;
+            let ty = match def.attribute_type {
+                ScalarAttributeType::S => KeyAttrType::S,
+                ScalarAttributeType::N => KeyAttrType::N,
+                ScalarAttributeType::B => KeyAttrType::B,
+                ref other => {
+                    return Err(Error::config(format!(
+                        "key attribute {:?} has unsupported type {other:?}",
+                        k.attribute_name
+                    )))
+                }
+            };
+            key.push(KeyAttr {
+                name: k.attribute_name,
+                ty,
+            });
+        }
+        if key.is_empty() {
+            return Err(Error::config(format!(
+                "table {table:?} reports no key schema"
+            )));
+        }
+        Ok(TableInfo {
+            name: table.to_string(),
+            arn: desc.table_arn.unwrap_or_else(|| table.to_string()),
+            key,
+            item_count: desc.item_count.unwrap_or(0).max(0) as u64,
+            size_bytes: desc.table_size_bytes.unwrap_or(0).max(0) as u64,
+        })
+    }
+}
+
+/// A readable one-line message from an SDK error, with the service's code when there is one.
+pub fn sdk_message<E, R>(err: &SdkError<E, R>) -> String
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
+{
+    match err {
+        SdkError::ServiceError(s) => {
+            let e = s.err();
+            format!(
+                "{}: {}",
+                e.code().unwrap_or("service error"),
+                e.message().unwrap_or("(no message)")
+            )
+        }
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+            format!("cannot reach the endpoint: {}", DisplayErrorContext(err))
+        }
+        _ => DisplayErrorContext(err).to_string(),
+    }
+}
+
+/// Whether an SDK error is worth retrying after the SDK's own retries gave up.
+pub fn sdk_retryable<E, R>(err: &SdkError<E, R>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    match err {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(s) => matches!(
+            s.err().code(),
+            Some(
+                "ProvisionedThroughputExceededException"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
+                    | "InternalServerError"
+                    | "ServiceUnavailable"
+            )
+        ),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn loopback_detection() {
+        assert!(is_loopback("http://127.0.0.1:8000"));
+        assert!(is_loopback("http://localhost:8000/"));
+        assert!(is_loopback("http://[::1]:8000"));
+        assert!(!is_loopback("https://dynamodb.eu-west-1.amazonaws.com"));
+        assert!(!is_loopback("http://10.0.0.1:8000"));
+    }
+}
