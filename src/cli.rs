@@ -110,6 +110,11 @@ pub struct MigrateArgs {
     /// Progress display: bars on a terminal, a log line every few seconds otherwise
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+
+    /// Measure the source's limit: scan, decode and map every item, write nothing
+    /// (no target needed, no checkpoint)
+    #[arg(long)]
+    pub scan_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

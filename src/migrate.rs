@@ -15,6 +15,7 @@ use crate::progress::{self, ProgressInfo, Stats};
 use crate::rejects::Rejects;
 use crate::report::Report;
 use crate::sink;
+use crate::source::scan::SegmentScan;
 use crate::source::Source;
 
 /// Exit code for a run that finished but rejected items.
@@ -100,6 +101,9 @@ fn resume_command() -> String {
 }
 
 pub async fn migrate(args: MigrateArgs) -> Result<u8> {
+    if args.scan_only {
+        return scan_only(args).await;
+    }
     let started = Instant::now();
     let target_url = args.target.clone().ok_or_else(|| {
         Error::config(
@@ -296,6 +300,46 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
         _ if report.rejected > 0 => EXIT_REJECTS,
         _ => 0,
     })
+}
+
+/// `--scan-only`: read, decode and map every item; write nothing.
+async fn scan_only(args: MigrateArgs) -> Result<u8> {
+    let started = Instant::now();
+    let source = Source::connect(&args.aws).await?;
+    let info = source.describe(&args.table).await?;
+    let plan = Arc::new(Plan::default_for(&info));
+    let segments = args
+        .segments
+        .unwrap_or_else(|| default_segments(args.concurrency, info.size_bytes));
+    let stats = Arc::new(Stats::default());
+    let (_tx, rx) = watch::channel(false);
+    let template = SegmentScan {
+        client: source.client.clone(),
+        table: info.name.clone(),
+        segment: 0,
+        total_segments: segments,
+        page_size: args.batch_size,
+    };
+    pipeline::scan_only(template, plan, args.concurrency, stats.clone(), rx)
+    .await?;
+    let secs = started.elapsed().as_secs_f64();
+    let items = Stats::get(&stats.items_read);
+    eprintln!(
+        "ddb2pg: scan only: {items} items from {segments} segments in {secs:.2} s, {:.0} items/s ({} would be rejected)",
+        items as f64 / secs.max(1e-9),
+        Stats::get(&stats.rejected)
+    );
+    if let Some(path) = &args.report {
+        let json = serde_json::json!({
+            "status": "scan_only",
+            "items_read": items,
+            "segments_total": segments,
+            "duration_s": secs,
+            "items_per_s": items as f64 / secs.max(1e-9),
+        });
+        std::fs::write(path, json.to_string()).map_err(|e| Error::file(path, e))?;
+    }
+    Ok(0)
 }
 
 /// Ctrl-C or SIGTERM.

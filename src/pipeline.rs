@@ -219,3 +219,56 @@ async fn write_page(
     }
     Ok(())
 }
+
+/// Scan every segment and transform every item, writing nothing: the source's limit.
+/// `template` gives the client, table, segmentation and page size (its `segment` is ignored).
+pub async fn scan_only(
+    template: SegmentScan,
+    plan: Arc<Plan>,
+    concurrency: u32,
+    stats: Arc<Stats>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let total = template.total_segments;
+    let queue = Arc::new(Mutex::new((0..total).collect::<VecDeque<u32>>()));
+    let mut set = JoinSet::new();
+    for _ in 0..concurrency.min(total) {
+        let (template, plan, stats, queue, shutdown) = (
+            template.clone(),
+            plan.clone(),
+            stats.clone(),
+            queue.clone(),
+            shutdown.clone(),
+        );
+        set.spawn(async move {
+            let mut rows = Vec::new();
+            loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                let Some(segment) = next else { return Ok::<(), Error>(()) };
+                let (tx, mut rx) = mpsc::channel::<Page>(PAGES_IN_FLIGHT);
+                let scan = SegmentScan {
+                    segment,
+                    ..template.clone()
+                };
+                let scanner = tokio::spawn(scan.run(None, tx, shutdown.clone(), stats.clone()));
+                while let Some(page) = rx.recv().await {
+                    rows.clear();
+                    for item in &page.items {
+                        if transform(&plan, item, &mut rows).is_err() {
+                            Stats::add(&stats.rejected, 1);
+                        }
+                    }
+                    Stats::add(&stats.items_committed, page.items.len() as u64);
+                }
+                scanner
+                    .await
+                    .map_err(|e| Error::config(format!("internal error: scanner: {e}")))??;
+                Stats::add(&stats.segments_done, 1);
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.map_err(|e| Error::config(format!("internal error: scan worker: {e}")))??;
+    }
+    Ok(())
+}
