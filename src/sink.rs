@@ -32,14 +32,18 @@ pub struct TableCounts {
     pub distinct: u64,
     pub inserted: u64,
     pub updated: u64,
+    /// Keys that an earlier batch of this run already wrote (only counted with a mapping file).
+    pub earlier: u64,
 }
 
 impl TableCounts {
     pub fn unchanged(&self) -> u64 {
         self.distinct.saturating_sub(self.inserted + self.updated)
     }
+    /// Rows that landed on a key another item of this run also produced: in this batch, or
+    /// in an earlier one.
     pub fn collisions(&self) -> u64 {
-        self.staged.saturating_sub(self.distinct)
+        self.staged.saturating_sub(self.distinct) + self.earlier
     }
 }
 
@@ -56,9 +60,15 @@ pub async fn connect(url: &str) -> Result<Client> {
     Ok(client)
 }
 
-/// Create missing tables and check that existing ones can take the plan's rows:
-/// every column present and a unique index on the key. Reports every problem at once.
+/// Create missing tables and check existing ones (see `prepare_target_with`).
 pub async fn prepare_target(client: &Client, plan: &Plan) -> Result<()> {
+    prepare_target_with(client, plan, true).await
+}
+
+/// Check that the target can take the plan's rows, before any item is read: every table and
+/// column exists, each declared type is assignable to its column, and the key has a unique
+/// index. Missing tables are created when `create` is set. Reports every problem at once.
+pub async fn prepare_target_with(client: &Client, plan: &Plan, create: bool) -> Result<()> {
     let mut problems = Vec::new();
     for t in &plan.tables {
         let sql_name = t.sql_name();
@@ -67,6 +77,14 @@ pub async fn prepare_target(client: &Client, plan: &Plan) -> Result<()> {
             .await
             .map_err(|e| Error::from_pg("look up target table", e))?
             .get(0);
+        if !exists && !create {
+            problems.push(format!(
+                "table {} does not exist: create it (`ddb2pg schema --mapping FILE` prints the DDL), \
+                 or pass --create-tables or --migrations DIR",
+                t.display_name()
+            ));
+            continue;
+        }
         if !exists {
             client.batch_execute(&t.create_sql()).await.map_err(|e| {
                 Error::config(format!(
@@ -96,6 +114,24 @@ pub async fn prepare_target(client: &Client, plan: &Plan) -> Result<()> {
                     t.display_name(),
                     c.name,
                     c.ty.sql()
+                ));
+                continue;
+            }
+            // PostgreSQL itself decides assignability: preparing (not running) an INSERT of a
+            // typed NULL fails when no assignment cast exists.
+            let probe = format!(
+                "INSERT INTO {} ({}) SELECT NULL::{} WHERE false",
+                sql_name,
+                ident(&c.name),
+                c.ty.sql()
+            );
+            if let Err(e) = client.prepare(&probe).await {
+                problems.push(format!(
+                    "table {} column {:?}: the mapping's type {} is not assignable: {}",
+                    t.display_name(),
+                    c.name,
+                    c.ty.sql(),
+                    pg_message(&e)
                 ));
             }
         }
@@ -144,6 +180,12 @@ pub struct Sink {
 
 impl Sink {
     pub async fn open(url: &str, plan: &Plan) -> Result<Sink> {
+        Self::open_with(url, plan, None).await
+    }
+
+    /// With `run_xid` (the 32-bit transaction id at the start of the run), each batch also
+    /// counts the keys that earlier transactions of this run wrote: collisions across batches.
+    pub async fn open_with(url: &str, plan: &Plan, run_xid: Option<u32>) -> Result<Sink> {
         let client = connect(url).await?;
         let mut tables = Vec::with_capacity(plan.tables.len());
         for (i, t) in plan.tables.iter().enumerate() {
@@ -165,7 +207,7 @@ impl Sink {
                 "COPY pg_temp.{stage} (_seq, {}) FROM STDIN",
                 names.join(", ")
             );
-            let upsert = client.prepare(&upsert_sql(t, &stage)).await.map_err(|e| {
+            let upsert = client.prepare(&upsert_sql(t, &stage, run_xid)).await.map_err(|e| {
                 Error::from_pg(&format!("prepare upsert into {}", t.display_name()), e)
             })?;
             tables.push(TableSink {
@@ -215,13 +257,14 @@ impl Sink {
             counts[i].distinct = r.get::<_, i64>(0) as u64;
             counts[i].inserted = r.get::<_, i64>(1) as u64;
             counts[i].updated = r.get::<_, i64>(2) as u64;
+            counts[i].earlier = r.get::<_, i64>(3) as u64;
         }
         tx.commit().await.map_err(|e| Error::from_pg("commit", e))?;
         Ok(counts)
     }
 }
 
-fn upsert_sql(t: &TablePlan, stage: &str) -> String {
+fn upsert_sql(t: &TablePlan, stage: &str, run_xid: Option<u32>) -> String {
     let all: Vec<String> = t.columns.iter().map(|c| ident(&c.name)).collect();
     let key: Vec<String> = t.key_columns().map(|c| ident(&c.name)).collect();
     let rest: Vec<String> = t
@@ -244,12 +287,22 @@ fn upsert_sql(t: &TablePlan, stage: &str) -> String {
             new.join(", ")
         )
     };
+    // Rows already in the target that a transaction of this run wrote (xmin newer than the
+    // run's start; wraparound-safe through age()). The CTE sees the table before this INSERT.
+    let earlier = match run_xid {
+        Some(xid) => format!(
+            ", old AS (SELECT 1 FROM {target} t JOIN src USING ({key}) WHERE age(t.xmin) <= age('{xid}'::xid))",
+            target = t.sql_name(),
+            key = key.join(", "),
+        ),
+        None => ", old AS (SELECT 1 WHERE false)".to_string(),
+    };
     format!(
-        "WITH src AS (SELECT DISTINCT ON ({key}) {all} FROM pg_temp.{stage} ORDER BY {key}, _seq DESC), \
+        "WITH src AS (SELECT DISTINCT ON ({key}) {all} FROM pg_temp.{stage} ORDER BY {key}, _seq DESC){earlier}, \
          up AS (INSERT INTO {target} AS t ({all}) SELECT {all} FROM src ON CONFLICT ({key}) {on_conflict} \
          RETURNING (xmax = 0) AS inserted) \
          SELECT (SELECT count(*) FROM src), count(*) FILTER (WHERE inserted), \
-         count(*) FILTER (WHERE NOT inserted) FROM up",
+         count(*) FILTER (WHERE NOT inserted), (SELECT count(*) FROM old) FROM up",
         key = key.join(", "),
         all = all.join(", "),
         target = t.sql_name(),
