@@ -13,9 +13,14 @@ pub enum Error {
     #[error("DynamoDB: {message}")]
     Source { message: String, retryable: bool },
 
-    /// PostgreSQL failed.
+    /// PostgreSQL failed. `row_error`: caused by the data of particular rows (a constraint
+    /// violation, a value out of range), so isolating those rows lets the rest land.
     #[error("PostgreSQL: {message}")]
-    Sink { message: String, retryable: bool },
+    Sink {
+        message: String,
+        retryable: bool,
+        row_error: bool,
+    },
 
     /// The checkpoint, lock or rejects file could not be read or written.
     #[error("{}: {message}", path.display())]
@@ -50,6 +55,11 @@ impl Error {
         }
     }
 
+    /// Whether the error comes from particular rows' data (see `Error::Sink`).
+    pub fn is_row_error(&self) -> bool {
+        matches!(self, Error::Sink { row_error: true, .. })
+    }
+
     /// Classify a PostgreSQL error: connection-level and transient server states are retryable.
     pub fn from_pg(context: &str, err: tokio_postgres::Error) -> Self {
         let retryable = match err.code() {
@@ -66,9 +76,16 @@ impl Error {
             }
             None => err.is_closed() || err.as_db_error().is_none(),
         };
+        // 22: data exception, 23: integrity constraint violation, 54000: program limit
+        // (e.g. an index row too large): all caused by the rows themselves.
+        let row_error = err.code().is_some_and(|c| {
+            let c = c.code();
+            c.starts_with("22") || c.starts_with("23") || c == "54000"
+        });
         Error::Sink {
             message: format!("{context}: {}", pg_message(&err)),
             retryable,
+            row_error,
         }
     }
 }

@@ -221,6 +221,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
             store: store.clone(),
             rejects: Arc::new(Rejects::new(files.rejects.clone())),
             stats: stats.clone(),
+            limiter: None,
         });
         result = pipeline::run(job, pending, shutdown_tx).await;
         let _ = progress_stop.send(true);
@@ -319,6 +320,7 @@ async fn scan_only(args: MigrateArgs) -> Result<u8> {
         segment: 0,
         total_segments: segments,
         page_size: args.batch_size,
+        limiter: None,
     };
     pipeline::scan_only(template, plan, args.concurrency, stats.clone(), rx)
     .await?;

@@ -16,7 +16,7 @@ use crate::plan::Plan;
 use crate::progress::Stats;
 use crate::rejects::Rejects;
 use crate::sink::Sink;
-use crate::source::scan::{Page, SegmentScan};
+use crate::source::scan::{Page, ReadLimiter, SegmentScan};
 use crate::transform::{transform, Row};
 use crate::value;
 
@@ -33,6 +33,7 @@ pub struct Job {
     pub store: Arc<Store>,
     pub rejects: Arc<Rejects>,
     pub stats: Arc<Stats>,
+    pub limiter: Option<Arc<ReadLimiter>>,
 }
 
 /// Pages buffered between a segment's scanner and its writer.
@@ -139,6 +140,7 @@ async fn run_segment(
         segment,
         total_segments: job.total_segments,
         page_size: job.page_size,
+        limiter: job.limiter.clone(),
     };
     let scanner = tokio::spawn(scan.run(start, tx, shutdown.clone(), job.stats.clone()));
 

@@ -3,6 +3,10 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
 use aws_sdk_dynamodb::Client;
 use tokio::sync::{mpsc, watch};
 
@@ -17,6 +21,41 @@ pub struct Page {
     pub next: Option<Item>,
 }
 
+/// `--max-read-units`: a token bucket shared by all segments, fed by the ConsumedCapacity each
+/// Scan response reports. When the segments together go over the rate, each waits its share.
+pub struct ReadLimiter {
+    per_second: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl ReadLimiter {
+    pub fn new(per_second: f64) -> ReadLimiter {
+        ReadLimiter {
+            per_second,
+            state: Mutex::new((per_second, Instant::now())),
+        }
+    }
+
+    /// Record `units` consumed; sleeps while the bucket is in debt.
+    pub async fn consume(&self, units: f64) {
+        let wait = {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let refill = now.duration_since(s.1).as_secs_f64() * self.per_second;
+            s.0 = (s.0 + refill).min(self.per_second) - units;
+            s.1 = now;
+            if s.0 < 0.0 {
+                Duration::from_secs_f64(-s.0 / self.per_second)
+            } else {
+                Duration::ZERO
+            }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
 /// Where and how to scan one segment.
 #[derive(Clone)]
 pub struct SegmentScan {
@@ -26,6 +65,7 @@ pub struct SegmentScan {
     pub total_segments: u32,
     /// Items per page (the Scan `Limit`); DynamoDB also stops a page at 1 MB.
     pub page_size: u32,
+    pub limiter: Option<Arc<ReadLimiter>>,
 }
 
 impl SegmentScan {
@@ -51,6 +91,9 @@ impl SegmentScan {
                 .total_segments(self.total_segments as i32)
                 .limit(self.page_size as i32)
                 .set_exclusive_start_key(cursor.take())
+                .set_return_consumed_capacity(
+                    self.limiter.as_ref().map(|_| ReturnConsumedCapacity::Total),
+                )
                 .send();
             let out = tokio::select! {
                 out = request => out,
@@ -65,6 +108,14 @@ impl SegmentScan {
                 ),
                 retryable: super::sdk_retryable(&e),
             })?;
+            if let Some(limiter) = &self.limiter {
+                let units = out
+                    .consumed_capacity
+                    .as_ref()
+                    .and_then(|c| c.capacity_units)
+                    .unwrap_or(0.0);
+                limiter.consume(units).await;
+            }
             let items = out.items.unwrap_or_default();
             stats
                 .items_read
