@@ -15,6 +15,8 @@
 //! `DISTINCT ON` keeps the last of repeated keys in a batch (no SQLSTATE 21000), and the
 //! `WHERE ... IS DISTINCT FROM` makes a re-run rewrite nothing.
 
+pub mod resilient;
+
 use bytes::{BufMut, BytesMut};
 use futures_util::SinkExt;
 use tokio_postgres::{Client, NoTls, Statement};

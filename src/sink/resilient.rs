@@ -1,0 +1,163 @@
+//! A sink that rides out failures: transient PostgreSQL errors (lost connection, restart or
+//! failover, admin shutdown, serialization failure, deadlock, statement timeout) are retried
+//! with a fresh connection and jittered exponential backoff for a bounded time (batches are
+//! idempotent, so a retry is safe); a permanent error caused by particular rows is narrowed
+//! down by bisection to the items that cause it, which are returned as rejects while the rest
+//! of the batch lands.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Sink, TableCounts};
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::transform::Row;
+
+/// How long and how fast to retry transient failures.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Give up after failing for this long (default rides out an Aurora failover, ~30 s).
+    pub max_elapsed: Duration,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    pub fn new(max_elapsed: Duration) -> RetryPolicy {
+        RetryPolicy {
+            max_elapsed,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Full jitter: a random duration in [backoff/2, backoff].
+fn jittered(backoff: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let frac = 0.5 + (nanos % 1000) as f64 / 2000.0;
+    backoff.mul_f64(frac)
+}
+
+/// Rows an item produced that PostgreSQL refused, with its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedItem {
+    /// Index of the item in the page.
+    pub item: u32,
+    pub error: String,
+}
+
+pub struct Writer {
+    sink: Option<Sink>,
+    url: String,
+    plan: Arc<Plan>,
+    run_xid: Option<u32>,
+    policy: RetryPolicy,
+}
+
+impl Writer {
+    /// Connect (retrying transient failures too).
+    pub async fn open(url: &str, plan: Arc<Plan>, run_xid: Option<u32>, policy: RetryPolicy) -> Result<Writer> {
+        let mut w = Writer {
+            sink: None,
+            url: url.to_string(),
+            plan,
+            run_xid,
+            policy,
+        };
+        w.write_retrying(&[]).await?;
+        Ok(w)
+    }
+
+    /// Write `rows` on a live sink, reconnecting and retrying while errors are transient.
+    async fn write_retrying(&mut self, rows: &[Row]) -> Result<Vec<TableCounts>> {
+        let started = Instant::now();
+        let mut backoff = self.policy.initial_backoff;
+        loop {
+            let attempt = match self.sink.as_mut() {
+                Some(sink) => sink.write(rows).await,
+                None => match Sink::open_with(&self.url, &self.plan, self.run_xid).await {
+                    Ok(sink) => self.sink.insert(sink).write(rows).await,
+                    Err(e) => Err(e),
+                },
+            };
+            match attempt {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable() && started.elapsed() < self.policy.max_elapsed => {
+                    tracing::warn!("{e}; retrying in {backoff:?} with a new connection");
+                    self.sink = None;
+                    tokio::time::sleep(jittered(backoff)).await;
+                    backoff = (backoff * 2).min(self.policy.max_backoff);
+                }
+                Err(e) if e.is_retryable() => {
+                    return Err(Error::Sink {
+                        message: format!(
+                            "{e} (still failing after retrying for {:.0} s)",
+                            started.elapsed().as_secs_f64()
+                        ),
+                        retryable: false,
+                        row_error: false,
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Write `rows` (grouped by item: `item_of[i]` is the page index of the item that produced
+    /// `rows[i]`, non-decreasing). Returns the counts of what landed and the items refused.
+    pub async fn write(&mut self, rows: &[Row], item_of: &[u32]) -> Result<(Vec<TableCounts>, Vec<RefusedItem>)> {
+        let first = match self.write_retrying(rows).await {
+            Ok(c) => return Ok((c, Vec::new())),
+            Err(e) if e.is_row_error() => e,
+            Err(e) => return Err(e),
+        };
+        let mut items: Vec<u32> = item_of.to_vec();
+        items.dedup();
+        if items.len() == 1 {
+            return Ok((Vec::new(), vec![RefusedItem { item: items[0], error: first.to_string() }]));
+        }
+        tracing::info!("a batch failed on its data ({first}); isolating the offending items");
+        let span = |lo: usize, hi: usize| {
+            let a = item_of.partition_point(|&x| x < items[lo]);
+            let b = if hi < items.len() { item_of.partition_point(|&x| x < items[hi]) } else { rows.len() };
+            a..b
+        };
+        let mut counts: Vec<TableCounts> = Vec::new();
+        let mut refused = Vec::new();
+        let mid = items.len() / 2;
+        let mut stack = vec![(mid, items.len()), (0, mid)];
+        while let Some((lo, hi)) = stack.pop() {
+            match self.write_retrying(&rows[span(lo, hi)]).await {
+                Ok(c) => merge(&mut counts, &c),
+                Err(e) if e.is_row_error() => {
+                    if hi - lo == 1 {
+                        refused.push(RefusedItem { item: items[lo], error: e.to_string() });
+                    } else {
+                        let m = lo + (hi - lo) / 2;
+                        stack.push((m, hi));
+                        stack.push((lo, m));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((counts, refused))
+    }
+}
+
+fn merge(into: &mut Vec<TableCounts>, add: &[TableCounts]) {
+    if into.len() < add.len() {
+        into.resize(add.len(), TableCounts::default());
+    }
+    for (a, b) in into.iter_mut().zip(add) {
+        a.staged += b.staged;
+        a.distinct += b.distinct;
+        a.inserted += b.inserted;
+        a.updated += b.updated;
+        a.earlier += b.earlier;
+    }
+}
