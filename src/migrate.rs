@@ -222,6 +222,8 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
             rejects: Arc::new(Rejects::new(files.rejects.clone())),
             stats: stats.clone(),
             limiter: None,
+            run_xid: None,
+            retry: crate::sink::resilient::RetryPolicy::new(std::time::Duration::from_secs(300)),
         });
         result = pipeline::run(job, pending, shutdown_tx).await;
         let _ = progress_stop.send(true);

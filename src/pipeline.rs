@@ -15,9 +15,9 @@ use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::progress::Stats;
 use crate::rejects::Rejects;
-use crate::sink::Sink;
+use crate::sink::resilient::{RetryPolicy, Writer};
 use crate::source::scan::{Page, ReadLimiter, SegmentScan};
-use crate::transform::{transform, Row};
+use crate::transform::{transform, Reject, Row};
 use crate::value;
 
 /// Everything the workers share.
@@ -34,6 +34,9 @@ pub struct Job {
     pub rejects: Arc<Rejects>,
     pub stats: Arc<Stats>,
     pub limiter: Option<Arc<ReadLimiter>>,
+    /// With a mapping file: the run's first transaction id, to count collisions across batches.
+    pub run_xid: Option<u32>,
+    pub retry: RetryPolicy,
 }
 
 /// Pages buffered between a segment's scanner and its writer.
@@ -47,6 +50,7 @@ pub async fn run(job: Arc<Job>, pending: Vec<u32>, shutdown: watch::Sender<bool>
 
     let (flush_stop, mut flush_stop_rx) = watch::channel(false);
     let store = job.store.clone();
+    let stop_all = shutdown.clone();
     let flusher = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
@@ -55,9 +59,15 @@ pub async fn run(job: Arc<Job>, pending: Vec<u32>, shutdown: watch::Sender<bool>
                 _ = flush_stop_rx.changed() => return Ok(()),
             }
             let s = store.clone();
-            tokio::task::spawn_blocking(move || s.flush())
+            let flushed = tokio::task::spawn_blocking(move || s.flush())
                 .await
-                .map_err(|e| Error::file(store.path(), e))??;
+                .map_err(|e| Error::file(store.path(), e))
+                .and_then(|r| r);
+            if let Err(e) = flushed {
+                // Disk full or similar: stop the run; the last good checkpoint stays valid.
+                let _ = stop_all.send(true);
+                return Err(e);
+            }
         }
     });
 
@@ -100,7 +110,7 @@ async fn worker(
     queue: Arc<Mutex<VecDeque<u32>>>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let mut sink = Sink::open(&job.target_url, &job.plan).await?;
+    let mut sink = Writer::open(&job.target_url, job.plan.clone(), job.run_xid, job.retry).await?;
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -115,7 +125,7 @@ async fn worker(
 
 async fn run_segment(
     job: &Job,
-    sink: &mut Sink,
+    sink: &mut Writer,
     segment: u32,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
@@ -168,38 +178,36 @@ async fn run_segment(
     }
 }
 
-/// Transform one page, record its rejects, write its rows in one transaction, then advance
-/// the segment's cursor. The order is what makes the checkpoint safe.
+/// Transform one page, write its rows in one transaction (or, when PostgreSQL refuses some
+/// items' rows, in several that leave those items out), record the rejects, and only then
+/// advance the segment's cursor. The order is what makes the checkpoint safe.
 async fn write_page(
     job: &Job,
-    sink: &mut Sink,
+    sink: &mut Writer,
     segment: u32,
     page: &Page,
     rows: &mut Vec<Row>,
 ) -> Result<()> {
     rows.clear();
+    let mut item_of: Vec<u32> = Vec::with_capacity(page.items.len());
     let mut reject_lines = Vec::new();
-    for item in &page.items {
-        if let Err(r) = transform(&job.plan, item, rows) {
-            reject_lines.push(Rejects::line(&r, &job.key_attrs, item, Some(segment)));
-            job.stats
-                .count_reject(format!("{}: {}", r.table.as_deref().unwrap_or("-"), r.kind));
+    for (i, item) in page.items.iter().enumerate() {
+        match transform(&job.plan, item, rows) {
+            Ok(()) => item_of.resize(rows.len(), i as u32),
+            Err(r) => {
+                reject_lines.push(Rejects::line(&r, &job.key_attrs, item, Some(segment)));
+                job.stats
+                    .count_reject(format!("{}: {}", r.table.as_deref().unwrap_or("-"), r.kind));
+            }
         }
-    }
-    let rejected = reject_lines.len() as u64;
-    if rejected > 0 {
-        let rejects = job.rejects.clone();
-        tokio::task::spawn_blocking(move || rejects.append(&reject_lines))
-            .await
-            .map_err(|e| Error::file(job.rejects.path(), e))??;
     }
     let mut delta = Delta {
         items: page.items.len() as u64,
-        rejected,
         ..Delta::default()
     };
     if !rows.is_empty() {
-        for c in sink.write(rows).await? {
+        let (counts, refused) = sink.write(rows, &item_of).await?;
+        for c in counts {
             delta.rows_written += c.inserted + c.updated;
             delta.rows_unchanged += c.unchanged();
             Stats::add(&job.stats.rows_inserted, c.inserted);
@@ -207,6 +215,24 @@ async fn write_page(
             Stats::add(&job.stats.rows_unchanged, c.unchanged());
             Stats::add(&job.stats.collisions, c.collisions());
         }
+        for r in refused {
+            let reject = Reject {
+                table: None,
+                column: None,
+                kind: "refused by PostgreSQL",
+                reason: r.error,
+            };
+            let item = &page.items[r.item as usize];
+            reject_lines.push(Rejects::line(&reject, &job.key_attrs, item, Some(segment)));
+            job.stats.count_reject(format!("-: {}", reject.kind));
+        }
+    }
+    delta.rejected = reject_lines.len() as u64;
+    if !reject_lines.is_empty() {
+        let rejects = job.rejects.clone();
+        tokio::task::spawn_blocking(move || rejects.append(&reject_lines))
+            .await
+            .map_err(|e| Error::file(job.rejects.path(), e))??;
     }
     let done = page.next.is_none();
     job.store.commit(
