@@ -84,7 +84,7 @@ impl Source {
         let shared = loader.load().await;
 
         let mut builder = aws_sdk_dynamodb::config::Builder::from(&shared).retry_config(
-            aws_config::retry::RetryConfig::standard()
+            aws_config::retry::RetryConfig::adaptive()
                 .with_max_attempts(10)
                 .with_initial_backoff(std::time::Duration::from_millis(100)),
         );
