@@ -57,7 +57,13 @@ impl Error {
 
     /// Whether the error comes from particular rows' data (see `Error::Sink`).
     pub fn is_row_error(&self) -> bool {
-        matches!(self, Error::Sink { row_error: true, .. })
+        matches!(
+            self,
+            Error::Sink {
+                row_error: true,
+                ..
+            }
+        )
     }
 
     /// Classify a PostgreSQL error: connection-level and transient server states are retryable.

@@ -7,6 +7,8 @@ pub mod checkpoint;
 pub mod cli;
 pub mod error;
 pub mod migrate;
+pub mod migrations;
+pub mod pgconn;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;

@@ -31,28 +31,6 @@ pub fn default_segments(concurrency: u32, table_bytes: u64) -> u32 {
     (4 * concurrency).max(by_size)
 }
 
-/// `postgres://user@host:port/db` from a URL or key=value string: the target's identity,
-/// without the password.
-pub fn target_identity(url: &str) -> Result<String> {
-    let cfg: tokio_postgres::Config = url.parse().map_err(|e| {
-        Error::config(format!(
-            "--target is not a valid PostgreSQL URL ({e}); expected postgres://user@host:5432/db"
-        ))
-    })?;
-    let host = cfg
-        .get_hosts()
-        .first()
-        .map(|h| match h {
-            tokio_postgres::config::Host::Tcp(s) => s.clone(),
-            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-        })
-        .unwrap_or_else(|| "localhost".into());
-    let port = cfg.get_ports().first().copied().unwrap_or(5432);
-    let user = cfg.get_user().unwrap_or("");
-    let db = cfg.get_dbname().unwrap_or(user);
-    Ok(format!("postgres://{user}@{host}:{port}/{db}"))
-}
-
 /// Replace the password of a `scheme://user:password@host` URL with `***`.
 pub fn redact_url(s: &str) -> String {
     let Some(scheme_end) = s.find("://") else {
@@ -105,20 +83,19 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
         return scan_only(args).await;
     }
     let started = Instant::now();
-    let target_url = args.target.clone().ok_or_else(|| {
-        Error::config(
-            "no target database: pass --target postgres://user@host:5432/db or set DATABASE_URL",
-        )
-    })?;
-    let target_id = target_identity(&target_url)?;
+    let target = crate::pgconn::resolve(args.target.as_deref())?;
+    let target_id = target.identity();
+    // Workers resolve the same string again (empty: from the PG* variables).
+    let target_url = args.target.clone().unwrap_or_default();
 
     let source = Source::connect(&args.aws).await?;
     let info = source.describe(&args.table).await?;
     let plan = Arc::new(Plan::default_for(&info));
 
-    let client = sink::connect(&target_url)
+    let client = target
+        .connect()
         .await
-        .map_err(|e| Error::config(format!("cannot connect to the target {target_id}: {e}")))?;
+        .map_err(|e| Error::config(format!("cannot connect to the target: {e}")))?;
     sink::prepare_target(&client, &plan).await?;
     drop(client);
 
@@ -324,8 +301,7 @@ async fn scan_only(args: MigrateArgs) -> Result<u8> {
         page_size: args.batch_size,
         limiter: None,
     };
-    pipeline::scan_only(template, plan, args.concurrency, stats.clone(), rx)
-    .await?;
+    pipeline::scan_only(template, plan, args.concurrency, stats.clone(), rx).await?;
     let secs = started.elapsed().as_secs_f64();
     let items = Stats::get(&stats.items_read);
     eprintln!(
@@ -382,15 +358,10 @@ mod tests {
     #[test]
     fn identity_and_redaction() {
         assert_eq!(
-            target_identity("postgres://me:secret@127.0.0.1:5433/db").expect("ok"),
-            "postgres://me@127.0.0.1:5433/db"
-        );
-        assert_eq!(
             redact_url("postgres://me:secret@h/db"),
             "postgres://me:***@h/db"
         );
         assert_eq!(redact_url("postgres://me@h/db"), "postgres://me@h/db");
-        assert!(target_identity("postgres://h:notaport/db").is_err());
         assert_eq!(shell_quote("a b"), "'a b'");
     }
 }

@@ -50,7 +50,10 @@ pub async fn apply(client: &mut Client, dir: &Path) -> Result<Vec<String>> {
             .await
             .map_err(|e| Error::from_pg("lock migrations", e))?;
         let done = tx
-            .query_opt(&format!("SELECT checksum FROM {TABLE} WHERE name = $1"), &[&name])
+            .query_opt(
+                &format!("SELECT checksum FROM {TABLE} WHERE name = $1"),
+                &[&name],
+            )
             .await
             .map_err(|e| Error::from_pg("read migrations", e))?;
         if let Some(row) = done {
@@ -66,7 +69,11 @@ pub async fn apply(client: &mut Client, dir: &Path) -> Result<Vec<String>> {
             continue;
         }
         tx.batch_execute(&sql).await.map_err(|e| {
-            Error::config(format!("migration {} failed: {}", path.display(), pg_message(&e)))
+            Error::config(format!(
+                "migration {} failed: {}",
+                path.display(),
+                pg_message(&e)
+            ))
         })?;
         tx.execute(
             &format!("INSERT INTO {TABLE} (name, checksum) VALUES ($1, $2)"),

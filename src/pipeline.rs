@@ -196,8 +196,11 @@ async fn write_page(
             Ok(()) => item_of.resize(rows.len(), i as u32),
             Err(r) => {
                 reject_lines.push(Rejects::line(&r, &job.key_attrs, item, Some(segment)));
-                job.stats
-                    .count_reject(format!("{}: {}", r.table.as_deref().unwrap_or("-"), r.kind));
+                job.stats.count_reject(format!(
+                    "{}: {}",
+                    r.table.as_deref().unwrap_or("-"),
+                    r.kind
+                ));
             }
         }
     }
@@ -272,7 +275,9 @@ pub async fn scan_only(
             let mut rows = Vec::new();
             loop {
                 let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
-                let Some(segment) = next else { return Ok::<(), Error>(()) };
+                let Some(segment) = next else {
+                    return Ok::<(), Error>(());
+                };
                 let (tx, mut rx) = mpsc::channel::<Page>(PAGES_IN_FLIGHT);
                 let scan = SegmentScan {
                     segment,

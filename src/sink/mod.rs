@@ -19,7 +19,7 @@ pub mod resilient;
 
 use bytes::{BufMut, BytesMut};
 use futures_util::SinkExt;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 use crate::error::{pg_message, Error, Result};
 use crate::plan::{ident, Plan, TablePlan};
@@ -49,17 +49,9 @@ impl TableCounts {
     }
 }
 
-/// Open a connection; the connection task runs in the background.
+/// Open a connection (TLS and credentials as libpq would: see `pgconn`).
 pub async fn connect(url: &str) -> Result<Client> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(|e| Error::from_pg("connect", e))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("postgres connection ended: {}", pg_message(&e));
-        }
-    });
-    Ok(client)
+    crate::pgconn::resolve(Some(url))?.connect().await
 }
 
 /// Create missing tables and check existing ones (see `prepare_target_with`).
@@ -209,9 +201,12 @@ impl Sink {
                 "COPY pg_temp.{stage} (_seq, {}) FROM STDIN",
                 names.join(", ")
             );
-            let upsert = client.prepare(&upsert_sql(t, &stage, run_xid)).await.map_err(|e| {
-                Error::from_pg(&format!("prepare upsert into {}", t.display_name()), e)
-            })?;
+            let upsert = client
+                .prepare(&upsert_sql(t, &stage, run_xid))
+                .await
+                .map_err(|e| {
+                    Error::from_pg(&format!("prepare upsert into {}", t.display_name()), e)
+                })?;
             tables.push(TableSink {
                 copy_sql,
                 upsert,

@@ -60,7 +60,12 @@ pub struct Writer {
 
 impl Writer {
     /// Connect (retrying transient failures too).
-    pub async fn open(url: &str, plan: Arc<Plan>, run_xid: Option<u32>, policy: RetryPolicy) -> Result<Writer> {
+    pub async fn open(
+        url: &str,
+        plan: Arc<Plan>,
+        run_xid: Option<u32>,
+        policy: RetryPolicy,
+    ) -> Result<Writer> {
         let mut w = Writer {
             sink: None,
             url: url.to_string(),
@@ -109,7 +114,11 @@ impl Writer {
 
     /// Write `rows` (grouped by item: `item_of[i]` is the page index of the item that produced
     /// `rows[i]`, non-decreasing). Returns the counts of what landed and the items refused.
-    pub async fn write(&mut self, rows: &[Row], item_of: &[u32]) -> Result<(Vec<TableCounts>, Vec<RefusedItem>)> {
+    pub async fn write(
+        &mut self,
+        rows: &[Row],
+        item_of: &[u32],
+    ) -> Result<(Vec<TableCounts>, Vec<RefusedItem>)> {
         let first = match self.write_retrying(rows).await {
             Ok(c) => return Ok((c, Vec::new())),
             Err(e) if e.is_row_error() => e,
@@ -118,12 +127,22 @@ impl Writer {
         let mut items: Vec<u32> = item_of.to_vec();
         items.dedup();
         if items.len() == 1 {
-            return Ok((Vec::new(), vec![RefusedItem { item: items[0], error: first.to_string() }]));
+            return Ok((
+                Vec::new(),
+                vec![RefusedItem {
+                    item: items[0],
+                    error: first.to_string(),
+                }],
+            ));
         }
         tracing::info!("a batch failed on its data ({first}); isolating the offending items");
         let span = |lo: usize, hi: usize| {
             let a = item_of.partition_point(|&x| x < items[lo]);
-            let b = if hi < items.len() { item_of.partition_point(|&x| x < items[hi]) } else { rows.len() };
+            let b = if hi < items.len() {
+                item_of.partition_point(|&x| x < items[hi])
+            } else {
+                rows.len()
+            };
             a..b
         };
         let mut counts: Vec<TableCounts> = Vec::new();
@@ -135,7 +154,10 @@ impl Writer {
                 Ok(c) => merge(&mut counts, &c),
                 Err(e) if e.is_row_error() => {
                     if hi - lo == 1 {
-                        refused.push(RefusedItem { item: items[lo], error: e.to_string() });
+                        refused.push(RefusedItem {
+                            item: items[lo],
+                            error: e.to_string(),
+                        });
                     } else {
                         let m = lo + (hi - lo) / 2;
                         stack.push((m, hi));
