@@ -73,6 +73,9 @@ pub struct SegmentState {
     pub rows_written: u64,
     pub rows_unchanged: u64,
     pub rejected: u64,
+    /// Items no table rule matched (unrouted = "skip").
+    #[serde(default)]
+    pub skipped: u64,
     /// Runs that worked on this segment.
     pub runs: u32,
 }
@@ -321,6 +324,7 @@ pub struct Delta {
     pub rows_written: u64,
     pub rows_unchanged: u64,
     pub rejected: u64,
+    pub skipped: u64,
 }
 
 impl Store {
@@ -364,6 +368,7 @@ impl Store {
         s.rows_written += d.rows_written;
         s.rows_unchanged += d.rows_unchanged;
         s.rejected += d.rejected;
+        s.skipped += d.skipped;
         if done && cp.segments.iter().all(|s| s.done) {
             cp.complete = true;
         }

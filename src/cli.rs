@@ -25,6 +25,20 @@ pub enum Command {
     /// Copy a DynamoDB table into PostgreSQL (resumes an interrupted run)
     #[command(after_help = MIGRATE_EXAMPLES)]
     Migrate(MigrateArgs),
+    /// Print the CREATE TABLE statements a mapping file implies
+    #[command(after_help = SCHEMA_EXAMPLES)]
+    Schema(SchemaArgs),
+    /// Show a checkpoint: segments done / in progress / pending, rejects, settings, live run
+    #[command(after_help = STATUS_EXAMPLES)]
+    Status(StatusArgs),
+    /// Print a shell completion script
+    #[command(
+        after_help = "Examples:\n  ddb2pg completions bash > /etc/bash_completion.d/ddb2pg\n  ddb2pg completions zsh > \"${fpath[1]}/_ddb2pg\""
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Create and fill a sample single-table-design table (for demos and benchmarks)
     #[command(after_help = SAMPLE_EXAMPLES)]
     Sample(SampleArgs),
@@ -39,6 +53,10 @@ Examples:
   # Against AWS, with a named profile, writing a JSON report:
   ddb2pg migrate --table app --profile prod --region eu-west-1 --report run.json
 
+  # Route a single-table design into typed tables, schema from versioned SQL:
+  ddb2pg migrate --table app --mapping examples/single-table/mapping.toml \\
+      --migrations examples/single-table/migrations
+
   # Interrupted or crashed? Run the very same command again to resume.
   # Start over, discarding the checkpoint:
   ddb2pg migrate --table app --restart
@@ -46,6 +64,15 @@ Examples:
 Exit codes: 0 done, 1 failed (checkpoint saved; re-run to resume), 2 usage or
 configuration error, 4 done but some items were rejected (see the rejects file),
 130 interrupted (checkpoint saved; re-run to resume).";
+
+const SCHEMA_EXAMPLES: &str = "\
+Examples:
+  ddb2pg schema --mapping examples/single-table/mapping.toml > schema.sql";
+
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  ddb2pg status                         # every checkpoint in ./checkpoints
+  ddb2pg status --checkpoint-dir /var/lib/ddb2pg --json | jq .segments_done";
 
 const SAMPLE_EXAMPLES: &str = "\
 Examples:
@@ -80,6 +107,18 @@ pub struct MigrateArgs {
     #[command(flatten)]
     pub aws: AwsArgs,
 
+    /// Mapping file (TOML) routing items into typed tables; default: key columns + item jsonb
+    #[arg(long, value_name = "FILE")]
+    pub mapping: Option<PathBuf>,
+
+    /// Create the mapping's missing tables (the default mapping always creates its table)
+    #[arg(long)]
+    pub create_tables: bool,
+
+    /// Apply the .sql files of DIR in name order, each once, before loading
+    #[arg(long, value_name = "DIR")]
+    pub migrations: Option<PathBuf>,
+
     /// Scan segments (DynamoDB TotalSegments). Default: from the table size, and never
     /// fewer than 4 x --concurrency. A resumed run keeps the checkpoint's value.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -111,6 +150,16 @@ pub struct MigrateArgs {
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
 
+    /// Cap the read capacity units consumed per second (as DynamoDB reports them), to run
+    /// beside production traffic; all segments share the budget
+    #[arg(long, value_name = "N")]
+    pub max_read_units: Option<f64>,
+
+    /// Keep retrying PostgreSQL through lost connections, restarts and failovers for this long
+    /// (seconds) before giving up on a batch
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub pg_retry_for: u64,
+
     /// Measure the source's limit: scan, decode and map every item, write nothing
     /// (no target needed, no checkpoint)
     #[arg(long)]
@@ -127,6 +176,24 @@ pub enum ProgressMode {
     Log,
     /// Nothing but the final summary
     None,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Directory holding checkpoints (or a checkpoint file)
+    #[arg(long, value_name = "DIR", default_value = "checkpoints")]
+    pub checkpoint_dir: PathBuf,
+
+    /// Print JSON, for scripts
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SchemaArgs {
+    /// Mapping file (TOML)
+    #[arg(long, value_name = "FILE")]
+    pub mapping: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]

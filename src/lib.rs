@@ -5,7 +5,9 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod convert;
 pub mod error;
+pub mod mapping;
 pub mod migrate;
 pub mod migrations;
 pub mod pgconn;
@@ -17,6 +19,7 @@ pub mod report;
 pub mod sample;
 pub mod sink;
 pub mod source;
+pub mod status;
 pub mod transform;
 pub mod value;
 
@@ -27,6 +30,19 @@ pub use error::{Error, Result};
 pub async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Migrate(args) => migrate::migrate(args).await,
+        Command::Schema(args) => {
+            let plan = mapping::load(&args.mapping)?;
+            for t in &plan.tables {
+                println!("{}\n", t.create_sql());
+            }
+            Ok(0)
+        }
+        Command::Status(args) => status::run(&args.checkpoint_dir, args.json),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "ddb2pg", &mut std::io::stdout());
+            Ok(0)
+        }
         Command::Sample(args) => {
             let source = source::Source::connect(&args.aws).await?;
             let started = std::time::Instant::now();

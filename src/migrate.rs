@@ -90,13 +90,40 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
 
     let source = Source::connect(&args.aws).await?;
     let info = source.describe(&args.table).await?;
-    let plan = Arc::new(Plan::default_for(&info));
+    let plan = Arc::new(load_plan(&args, &info)?);
 
     let client = target
         .connect()
         .await
         .map_err(|e| Error::config(format!("cannot connect to the target: {e}")))?;
-    sink::prepare_target(&client, &plan).await?;
+    let mut client = client;
+    if let Some(dir) = &args.migrations {
+        let applied = crate::migrations::apply(&mut client, dir).await?;
+        eprintln!(
+            "ddb2pg: migrations in {}: {} applied{}",
+            dir.display(),
+            applied.len(),
+            if applied.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", applied.join(", "))
+            }
+        );
+    }
+    // The default mapping always creates its table; a mapping file's tables only on request.
+    sink::prepare_target_with(&client, &plan, args.create_tables || !plan.from_file).await?;
+    // With a mapping file, several items may land on one key: remember where this run starts
+    // so each batch can count keys written earlier in the run (collisions).
+    let run_xid = if plan.from_file {
+        let xid: i64 = client
+            .query_one("SELECT txid_current()", &[])
+            .await
+            .map_err(|e| Error::from_pg("read the transaction id", e))?
+            .get(0);
+        Some((xid & 0xffff_ffff) as u32)
+    } else {
+        None
+    };
     drop(client);
 
     let dir = &args.checkpoint_dir;
@@ -124,7 +151,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     let settings = Settings {
         source: info.arn.clone(),
         target: target_id.clone(),
-        mapping: plan.describe(),
+        mapping: plan.fingerprint_label(),
         segments,
     };
     let cp = match existing {
@@ -198,9 +225,11 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
             store: store.clone(),
             rejects: Arc::new(Rejects::new(files.rejects.clone())),
             stats: stats.clone(),
-            limiter: None,
-            run_xid: None,
-            retry: crate::sink::resilient::RetryPolicy::new(std::time::Duration::from_secs(300)),
+            limiter: read_limiter(&args)?,
+            run_xid,
+            retry: crate::sink::resilient::RetryPolicy::new(std::time::Duration::from_secs(
+                args.pg_retry_for,
+            )),
         });
         result = pipeline::run(job, pending, shutdown_tx).await;
         let _ = progress_stop.send(true);
@@ -239,6 +268,8 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
         rows_updated: Stats::get(&stats.rows_updated),
         rows_unchanged: Stats::get(&stats.rows_unchanged),
         collisions: Stats::get(&stats.collisions),
+        skipped: Stats::get(&stats.skipped),
+        tables: stats.tables.lock().map(|m| m.clone()).unwrap_or_default(),
         rejected: Stats::get(&stats.rejected),
         rejects_by_reason: stats
             .rejects_by_reason
@@ -287,7 +318,7 @@ async fn scan_only(args: MigrateArgs) -> Result<u8> {
     let started = Instant::now();
     let source = Source::connect(&args.aws).await?;
     let info = source.describe(&args.table).await?;
-    let plan = Arc::new(Plan::default_for(&info));
+    let plan = Arc::new(load_plan(&args, &info)?);
     let segments = args
         .segments
         .unwrap_or_else(|| default_segments(args.concurrency, info.size_bytes));
@@ -299,7 +330,7 @@ async fn scan_only(args: MigrateArgs) -> Result<u8> {
         segment: 0,
         total_segments: segments,
         page_size: args.batch_size,
-        limiter: None,
+        limiter: read_limiter(&args)?,
     };
     pipeline::scan_only(template, plan, args.concurrency, stats.clone(), rx).await?;
     let secs = started.elapsed().as_secs_f64();
@@ -320,6 +351,26 @@ async fn scan_only(args: MigrateArgs) -> Result<u8> {
         std::fs::write(path, json.to_string()).map_err(|e| Error::file(path, e))?;
     }
     Ok(0)
+}
+
+/// The mapping file's plan, or the default mapping.
+fn load_plan(args: &MigrateArgs, info: &crate::source::TableInfo) -> Result<Plan> {
+    match &args.mapping {
+        Some(path) => crate::mapping::load(path),
+        None => Ok(Plan::default_for(info)),
+    }
+}
+
+fn read_limiter(args: &MigrateArgs) -> Result<Option<Arc<crate::source::scan::ReadLimiter>>> {
+    match args.max_read_units {
+        None => Ok(None),
+        Some(n) if n.is_finite() && n > 0.0 => {
+            Ok(Some(Arc::new(crate::source::scan::ReadLimiter::new(n))))
+        }
+        Some(n) => Err(Error::config(format!(
+            "--max-read-units {n}: expected a positive number of read capacity units per second"
+        ))),
+    }
 }
 
 /// Ctrl-C or SIGTERM.

@@ -17,7 +17,7 @@ use crate::progress::Stats;
 use crate::rejects::Rejects;
 use crate::sink::resilient::{RetryPolicy, Writer};
 use crate::source::scan::{Page, ReadLimiter, SegmentScan};
-use crate::transform::{transform, Reject, Row};
+use crate::transform::{transform, Reject, Routed, Row};
 use crate::value;
 
 /// Everything the workers share.
@@ -189,11 +189,16 @@ async fn write_page(
     rows: &mut Vec<Row>,
 ) -> Result<()> {
     rows.clear();
+    let mut delta = Delta {
+        items: page.items.len() as u64,
+        ..Delta::default()
+    };
     let mut item_of: Vec<u32> = Vec::with_capacity(page.items.len());
     let mut reject_lines = Vec::new();
     for (i, item) in page.items.iter().enumerate() {
         match transform(&job.plan, item, rows) {
-            Ok(()) => item_of.resize(rows.len(), i as u32),
+            Ok(Routed::Rows) => item_of.resize(rows.len(), i as u32),
+            Ok(Routed::Skipped) => delta.skipped += 1,
             Err(r) => {
                 reject_lines.push(Rejects::line(&r, &job.key_attrs, item, Some(segment)));
                 job.stats.count_reject(format!(
@@ -204,13 +209,10 @@ async fn write_page(
             }
         }
     }
-    let mut delta = Delta {
-        items: page.items.len() as u64,
-        ..Delta::default()
-    };
     if !rows.is_empty() {
         let (counts, refused) = sink.write(rows, &item_of).await?;
-        for c in counts {
+        for (ti, c) in counts.iter().enumerate() {
+            job.stats.add_table(&job.plan.tables[ti].display_name(), c);
             delta.rows_written += c.inserted + c.updated;
             delta.rows_unchanged += c.unchanged();
             Stats::add(&job.stats.rows_inserted, c.inserted);
@@ -245,6 +247,7 @@ async fn write_page(
         delta,
     );
     Stats::add(&job.stats.items_committed, delta.items);
+    Stats::add(&job.stats.skipped, delta.skipped);
     if done {
         Stats::add(&job.stats.segments_done, 1);
     }

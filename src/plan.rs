@@ -1,45 +1,66 @@
 //! The plan: which target tables and columns the items of the source become.
 //!
-//! Today only the default mapping exists: one table named after the source, a column per key
-//! attribute typed from AttributeDefinitions, and `item jsonb` holding the whole item.
+//! It comes from a mapping file (`mapping`) or is the default mapping: one table named after
+//! the source, a column per key attribute typed from AttributeDefinitions, and `item jsonb`.
 
+use sha2::{Digest, Sha256};
+
+use crate::convert::{BaseType, ColType, TimeFormat};
 use crate::source::{KeyAttrType, TableInfo};
-use crate::value::NulPolicy;
+use crate::value::{NulPolicy, Number};
 
-/// PostgreSQL column types the transform can produce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PgType {
-    Text,
-    Numeric,
-    Bytea,
-    Jsonb,
-}
-
-impl PgType {
-    pub fn sql(self) -> &'static str {
-        match self {
-            PgType::Text => "text",
-            PgType::Numeric => "numeric",
-            PgType::Bytea => "bytea",
-            PgType::Jsonb => "jsonb",
-        }
-    }
-}
+/// A dot path into an item (`prefs.lang` is attribute `prefs`, map key `lang`).
+pub type Path = Vec<String>;
 
 /// Where a column's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ColumnSource {
-    /// A top-level attribute of the item.
-    Attr(String),
-    /// The whole item, JSON-encoded.
+    /// An attribute of the item, or a path into its maps.
+    Path(Path),
+    /// The whole item (`$item`), JSON-encoded.
     Item,
+    /// The position in the exploded list (`$index`).
+    Index,
+    /// The exploded list's element (`$element`) or a path into it (`$element.sku`).
+    Element(Path),
 }
 
 #[derive(Debug, Clone)]
 pub struct ColumnPlan {
     pub name: String,
-    pub ty: PgType,
+    pub ty: ColType,
     pub source: ColumnSource,
+    /// Removed from the start of an S value before conversion; a value without it is an error.
+    pub strip_prefix: Option<String>,
+    /// A missing or NULL value rejects the item.
+    pub required: bool,
+    /// A value that does not convert becomes NULL instead of rejecting the item.
+    pub on_error_null: bool,
+    pub time: TimeFormat,
+}
+
+/// A literal in a `when` condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Literal {
+    S(String),
+    N(Number),
+    Bool(bool),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Test {
+    Equals(Literal),
+    BeginsWith(String),
+    Exists(bool),
+    In(Vec<Literal>),
+    /// DynamoDB type name: S, N, B, BOOL, NULL, M, L, SS, NS, BS.
+    Type(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub path: Path,
+    pub test: Test,
 }
 
 #[derive(Debug, Clone)]
@@ -49,12 +70,26 @@ pub struct TablePlan {
     pub columns: Vec<ColumnPlan>,
     /// Indexes into `columns` of the conflict key.
     pub key: Vec<usize>,
+    /// All must hold for an item to produce rows here.
+    pub when: Vec<Condition>,
+    /// One row per element of this list.
+    pub explode: Option<Path>,
+}
+
+/// Items that no table rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unrouted {
+    Skip,
+    Reject,
 }
 
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub tables: Vec<TablePlan>,
     pub nul: NulPolicy,
+    pub unrouted: Unrouted,
+    /// From a mapping file (several items may then land on one key: collisions are counted).
+    pub from_file: bool,
 }
 
 /// Quote an SQL identifier.
@@ -81,66 +116,103 @@ pub fn default_table_name(source: &str) -> String {
     s
 }
 
+fn scalar(base: BaseType) -> ColType {
+    ColType { base, array: false }
+}
+
+impl ColumnPlan {
+    /// A plain column: value from `source`, no options.
+    pub fn simple(name: &str, ty: ColType, source: ColumnSource) -> ColumnPlan {
+        ColumnPlan {
+            name: name.to_string(),
+            ty,
+            source,
+            strip_prefix: None,
+            required: false,
+            on_error_null: false,
+            time: TimeFormat::Auto,
+        }
+    }
+}
+
 impl Plan {
     /// Key columns named and typed as the key attributes, plus `item jsonb`.
     pub fn default_for(table: &TableInfo) -> Plan {
         let mut columns: Vec<ColumnPlan> = table
             .key
             .iter()
-            .map(|k| ColumnPlan {
-                name: k.name.clone(),
-                ty: match k.ty {
-                    KeyAttrType::S => PgType::Text,
-                    KeyAttrType::N => PgType::Numeric,
-                    KeyAttrType::B => PgType::Bytea,
-                },
-                source: ColumnSource::Attr(k.name.clone()),
+            .map(|k| {
+                let base = match k.ty {
+                    KeyAttrType::S => BaseType::Text,
+                    KeyAttrType::N => BaseType::Numeric,
+                    KeyAttrType::B => BaseType::Bytea,
+                };
+                ColumnPlan::simple(
+                    &k.name,
+                    scalar(base),
+                    ColumnSource::Path(vec![k.name.clone()]),
+                )
             })
             .collect();
         let key = (0..columns.len()).collect();
-        columns.push(ColumnPlan {
-            name: "item".into(),
-            ty: PgType::Jsonb,
-            source: ColumnSource::Item,
-        });
+        columns.push(ColumnPlan::simple(
+            "item",
+            scalar(BaseType::Jsonb),
+            ColumnSource::Item,
+        ));
         Plan {
             tables: vec![TablePlan {
                 schema: None,
                 name: default_table_name(&table.name),
                 columns,
                 key,
+                when: Vec::new(),
+                explode: None,
             }],
             nul: NulPolicy::Reject,
+            unrouted: Unrouted::Reject,
+            from_file: false,
         }
     }
 
-    /// A stable, human-readable description, part of the checkpoint fingerprint.
+    /// A stable description of everything that shapes the rows (debug format of the plan).
     pub fn describe(&self) -> String {
-        let tables: Vec<String> = self
-            .tables
-            .iter()
-            .map(|t| {
-                let cols: Vec<String> = t
-                    .columns
-                    .iter()
-                    .map(|c| {
-                        let from = match &c.source {
-                            ColumnSource::Attr(a) => a.clone(),
-                            ColumnSource::Item => "$item".into(),
-                        };
-                        format!("{} {} <- {}", c.name, c.ty.sql(), from)
-                    })
-                    .collect();
-                let key: Vec<&str> = t.key.iter().map(|&i| t.columns[i].name.as_str()).collect();
-                format!(
-                    "{}({}) key({})",
-                    t.display_name(),
-                    cols.join(", "),
-                    key.join(", ")
-                )
-            })
-            .collect();
-        format!("{}; nul={:?}", tables.join("; "), self.nul)
+        let mut s = format!("nul={:?} unrouted={:?}", self.nul, self.unrouted);
+        for t in &self.tables {
+            s.push_str(&format!(
+                "\n{} key={:?} when={:?} explode={:?}",
+                t.display_name(),
+                t.key,
+                t.when,
+                t.explode
+            ));
+            for c in &t.columns {
+                s.push_str(&format!(
+                    "\n  {} {} {:?} {:?} {} {} {:?}",
+                    c.name,
+                    c.ty.sql(),
+                    c.source,
+                    c.strip_prefix,
+                    c.required,
+                    c.on_error_null,
+                    c.time
+                ));
+            }
+        }
+        s
+    }
+
+    /// What the checkpoint fingerprint records of the mapping.
+    pub fn fingerprint_label(&self) -> String {
+        let h = Sha256::digest(self.describe().as_bytes());
+        let hex: String = h.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let tables: Vec<String> = self.tables.iter().map(|t| t.display_name()).collect();
+        let kind = if self.from_file {
+            "mapping file"
+        } else {
+            "default mapping"
+        };
+        format!("{kind} -> {} (plan {hex})", tables.join(", "))
     }
 }
 
@@ -165,14 +237,14 @@ impl TablePlan {
         self.key.iter().map(|&i| &self.columns[i])
     }
 
-    /// CREATE TABLE IF NOT EXISTS with the key as primary key.
+    /// CREATE TABLE IF NOT EXISTS with the key as primary key (and the schema, if any).
     pub fn create_sql(&self) -> String {
         let mut cols: Vec<String> = self
             .columns
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let not_null = if self.key.contains(&i) {
+                let not_null = if self.key.contains(&i) || c.required {
                     " NOT NULL"
                 } else {
                     ""
@@ -182,8 +254,12 @@ impl TablePlan {
             .collect();
         let key: Vec<String> = self.key_columns().map(|c| ident(&c.name)).collect();
         cols.push(format!("PRIMARY KEY ({})", key.join(", ")));
+        let schema = match &self.schema {
+            Some(s) => format!("CREATE SCHEMA IF NOT EXISTS {};\n", ident(s)),
+            None => String::new(),
+        };
         format!(
-            "CREATE TABLE IF NOT EXISTS {} (\n  {}\n)",
+            "{schema}CREATE TABLE IF NOT EXISTS {} (\n  {}\n);",
             self.sql_name(),
             cols.join(",\n  ")
         )
@@ -225,8 +301,10 @@ mod tests {
         assert_eq!(t.name, "app");
         assert_eq!(
             t.create_sql(),
-            "CREATE TABLE IF NOT EXISTS \"app\" (\n  \"PK\" text NOT NULL,\n  \"n\" numeric NOT NULL,\n  \"item\" jsonb,\n  PRIMARY KEY (\"PK\", \"n\")\n)"
+            "CREATE TABLE IF NOT EXISTS \"app\" (\n  \"PK\" text NOT NULL,\n  \"n\" numeric NOT NULL,\n  \"item\" jsonb,\n  PRIMARY KEY (\"PK\", \"n\")\n);"
         );
-        assert!(plan.describe().contains("key(PK, n)"));
+        assert!(plan
+            .fingerprint_label()
+            .starts_with("default mapping -> app (plan "));
     }
 }

@@ -25,11 +25,34 @@ pub struct Stats {
     pub collisions: AtomicU64,
     pub rejected: AtomicU64,
     pub segments_done: AtomicU64,
+    /// Items no table rule matched (skipped).
+    pub skipped: AtomicU64,
+    /// Per target table.
+    pub tables: Mutex<BTreeMap<String, TableTotals>>,
     /// Rejections by table and reason kind.
     pub rejects_by_reason: Mutex<BTreeMap<String, u64>>,
 }
 
+/// What this run did to one target table.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct TableTotals {
+    pub rows_inserted: u64,
+    pub rows_updated: u64,
+    pub rows_unchanged: u64,
+    /// Rows that landed on a key another item of this run also produced (last write wins).
+    pub collisions: u64,
+}
+
 impl Stats {
+    pub fn add_table(&self, table: &str, c: &crate::sink::TableCounts) {
+        let mut m = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        let t = m.entry(table.to_string()).or_default();
+        t.rows_inserted += c.inserted;
+        t.rows_updated += c.updated;
+        t.rows_unchanged += c.unchanged();
+        t.collisions += c.collisions();
+    }
+
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
     }

@@ -24,7 +24,12 @@ pub struct Report {
     /// Items of this run that landed on a key another item of the same batch also produced.
     pub collisions: u64,
     pub rejected: u64,
+    /// Rejections by "table: reason".
     pub rejects_by_reason: BTreeMap<String, u64>,
+    /// Items no table rule matched (unrouted = "skip").
+    pub skipped: u64,
+    /// Per target table: rows inserted, updated, unchanged, collisions.
+    pub tables: BTreeMap<String, crate::progress::TableTotals>,
     pub segments_total: u64,
     /// Segments finished, over all runs.
     pub segments_done: u64,
@@ -74,6 +79,20 @@ impl Report {
             self.duration_s,
             self.items_per_s
         );
+        if self.tables.len() > 1 || self.collisions > 0 {
+            for (name, t) in &self.tables {
+                eprintln!(
+                    "    {name:<24} inserted {:>9}  updated {:>9}  unchanged {:>9}  collisions {}",
+                    t.rows_inserted, t.rows_updated, t.rows_unchanged, t.collisions
+                );
+            }
+        }
+        if self.skipped > 0 {
+            eprintln!(
+                "  skipped {} items that no table rule matches (unrouted = \"skip\")",
+                self.skipped
+            );
+        }
         if self.collisions > 0 {
             eprintln!(
                 "  collisions {} (several items mapped to one key; the last won)",

@@ -1,0 +1,168 @@
+//! `ddb2pg status`: what a checkpoint says, from another terminal or a script.
+
+use std::fs::OpenOptions;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+
+/// Whether a live process holds the lock next to a checkpoint, and who.
+fn lock_state(lock: &Path) -> (bool, Option<String>) {
+    let Ok(f) = OpenOptions::new().read(true).write(true).open(lock) else {
+        return (false, None);
+    };
+    let holder = std::fs::read_to_string(lock)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    match f.try_lock() {
+        Ok(()) => {
+            let _ = f.unlock();
+            (false, holder)
+        }
+        Err(_) => (true, holder),
+    }
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let stem = path
+        .file_name()
+        .map(|n| n.to_string_lossy().trim_end_matches(".json").to_string())
+        .unwrap_or_default();
+    path.with_file_name(format!("{stem}{suffix}"))
+}
+
+/// The checkpoint files of a directory (not tmp, lock or rejects files).
+pub fn checkpoints_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::config(format!("checkpoint directory {}: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// One checkpoint as JSON (the `--json` form; the text form is printed from it).
+pub fn describe(path: &Path) -> Result<serde_json::Value> {
+    let cp = Checkpoint::load(path)?
+        .ok_or_else(|| Error::config(format!("no checkpoint at {}", path.display())))?;
+    let rejects_path = sibling(path, ".rejects.jsonl");
+    let rejects = std::fs::File::open(&rejects_path)
+        .map(|f| std::io::BufReader::new(f).lines().count())
+        .unwrap_or(0);
+    let (locked, holder) = lock_state(&sibling(path, ".lock"));
+    let segments: Vec<serde_json::Value> = cp
+        .segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let state = if s.done {
+                "done"
+            } else if s.cursor.is_some() || s.runs > 0 {
+                "in_progress"
+            } else {
+                "pending"
+            };
+            json!({"segment": i, "state": state, "items": s.items, "rows_written": s.rows_written,
+                   "rows_unchanged": s.rows_unchanged, "rejected": s.rejected, "runs": s.runs})
+        })
+        .collect();
+    let count = |st: &str| segments.iter().filter(|s| s["state"] == st).count();
+    Ok(json!({
+        "checkpoint": path.display().to_string(),
+        "complete": cp.complete,
+        "settings": cp.settings,
+        "fingerprint": cp.fingerprint,
+        "items": cp.segments.iter().map(|s| s.items).sum::<u64>(),
+        "rows_written": cp.segments.iter().map(|s| s.rows_written).sum::<u64>(),
+        "rejected": cp.segments.iter().map(|s| s.rejected).sum::<u64>(),
+        "rejects_file": rejects_path.exists().then(|| rejects_path.display().to_string()),
+        "rejects_lines": rejects,
+        "segments_done": count("done"),
+        "segments_in_progress": count("in_progress"),
+        "segments_pending": count("pending"),
+        "running": locked,
+        "lock_holder": if locked { holder } else { None },
+        "updated_at": cp.updated_at,
+        "segments": segments,
+    }))
+}
+
+/// Print every checkpoint of `dir` (or the one file given); exit code 0.
+pub fn run(target: &Path, as_json: bool) -> Result<u8> {
+    let files = if target.is_dir() {
+        checkpoints_in(target)?
+    } else {
+        vec![target.to_path_buf()]
+    };
+    if files.is_empty() {
+        return Err(Error::config(format!(
+            "no checkpoint in {}: nothing has run with this --checkpoint-dir yet",
+            target.display()
+        )));
+    }
+    let all: Vec<serde_json::Value> = files.iter().map(|f| describe(f)).collect::<Result<_>>()?;
+    if as_json {
+        let out = if all.len() == 1 {
+            all[0].clone()
+        } else {
+            json!(all)
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).map_err(|e| Error::config(e.to_string()))?
+        );
+        return Ok(0);
+    }
+    for d in &all {
+        let s = &d["settings"];
+        println!("{}", d["checkpoint"].as_str().unwrap_or(""));
+        println!("  source   {}", s["source"].as_str().unwrap_or(""));
+        println!("  target   {}", s["target"].as_str().unwrap_or(""));
+        println!("  mapping  {}", s["mapping"].as_str().unwrap_or(""));
+        println!(
+            "  state    {}{}",
+            if d["complete"] == true {
+                "complete"
+            } else {
+                "incomplete"
+            },
+            match (d["running"] == true, d["lock_holder"].as_str()) {
+                (true, Some(h)) => format!(", running now ({h})"),
+                (true, None) => ", running now".to_string(),
+                _ => ", no run holds the lock".to_string(),
+            }
+        );
+        println!(
+            "  segments {} done, {} in progress, {} pending (of {})",
+            d["segments_done"], d["segments_in_progress"], d["segments_pending"], s["segments"]
+        );
+        println!(
+            "  items    {} committed, {} rows written, {} rejected{}",
+            d["items"],
+            d["rows_written"],
+            d["rejected"],
+            d["rejects_file"]
+                .as_str()
+                .map(|f| format!(" (see {f})"))
+                .unwrap_or_default()
+        );
+        for seg in d["segments"].as_array().into_iter().flatten() {
+            if seg["state"] != "pending" {
+                println!(
+                    "    segment {:>4}  {:<11}  {:>9} items  {:>9} written  {:>6} rejected",
+                    seg["segment"],
+                    seg["state"].as_str().unwrap_or(""),
+                    seg["items"],
+                    seg["rows_written"],
+                    seg["rejected"]
+                );
+            }
+        }
+    }
+    Ok(0)
+}
