@@ -1,0 +1,189 @@
+//! A fault-injecting HTTP proxy on loopback, in front of the real DynamoDB Local.
+//!
+//! Each client connection carries one request (forwarded with `Connection: close`). Scan
+//! requests are, by a seeded pseudo-random draw: answered with a throttling error (HTTP 400
+//! ProvisionedThroughputExceededException), answered with HTTP 500, reset (TCP RST, no answer),
+//! delayed, or forwarded untouched. Other requests are always forwarded.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Shares in percent of Scan requests, and the largest added latency.
+#[derive(Debug, Clone, Copy)]
+pub struct Faults {
+    pub throttle_pct: u64,
+    pub error500_pct: u64,
+    pub reset_pct: u64,
+    pub max_delay_ms: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    pub requests: AtomicU64,
+    pub throttled: AtomicU64,
+    pub errors500: AtomicU64,
+    pub resets: AtomicU64,
+    pub forwarded: AtomicU64,
+}
+
+pub struct FaultProxy {
+    pub url: String,
+    pub stats: Arc<ProxyStats>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn draw(n: u64) -> u64 {
+    // splitmix64
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Start the proxy in front of `upstream` (e.g. "http://127.0.0.1:8000").
+pub async fn start(upstream: &str, faults: Faults) -> FaultProxy {
+    let up: SocketAddr = upstream
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("upstream host:port");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    let addr = listener.local_addr().expect("proxy addr");
+    let stats = Arc::new(ProxyStats::default());
+    let st = stats.clone();
+    let task = tokio::spawn(async move {
+        let counter = Arc::new(AtomicU64::new(0));
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let (st, counter) = (st.clone(), counter.clone());
+            tokio::spawn(async move {
+                let _ = handle(client, up, faults, st, counter).await;
+            });
+        }
+    });
+    FaultProxy {
+        url: format!("http://{addr}"),
+        stats,
+        task,
+    }
+}
+
+async fn read_request(s: &mut TcpStream) -> std::io::Result<Option<(String, Vec<u8>)>> {
+    let mut buf = Vec::with_capacity(4096);
+    let mut tmp = [0u8; 8192];
+    let header_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = s.read(&mut tmp).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..header_end]).to_string();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())
+                .flatten()
+        })
+        .unwrap_or(0);
+    let mut body = buf[header_end..].to_vec();
+    while body.len() < len {
+        let n = s.read(&mut tmp).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        body.extend_from_slice(&tmp[..n]);
+    }
+    Ok(Some((head, body)))
+}
+
+async fn respond(s: &mut TcpStream, status: &str, error_type: &str, message: &str) -> std::io::Result<()> {
+    let body = format!("{{\"__type\":\"{error_type}\",\"message\":\"{message}\"}}");
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(resp.as_bytes()).await?;
+    s.shutdown().await
+}
+
+async fn handle(
+    mut client: TcpStream,
+    up: SocketAddr,
+    f: Faults,
+    st: Arc<ProxyStats>,
+    counter: Arc<AtomicU64>,
+) -> std::io::Result<()> {
+    let Some((head, body)) = read_request(&mut client).await? else {
+        return Ok(());
+    };
+    st.requests.fetch_add(1, Ordering::Relaxed);
+    let is_scan = head.contains("DynamoDB_20120810.Scan");
+    if is_scan {
+        let r = draw(counter.fetch_add(1, Ordering::Relaxed));
+        let pct = r % 100;
+        if f.max_delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis((r >> 8) % f.max_delay_ms)).await;
+        }
+        if pct < f.throttle_pct {
+            st.throttled.fetch_add(1, Ordering::Relaxed);
+            return respond(
+                &mut client,
+                "400 Bad Request",
+                "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+                "throttled by the test proxy",
+            )
+            .await;
+        }
+        if pct < f.throttle_pct + f.error500_pct {
+            st.errors500.fetch_add(1, Ordering::Relaxed);
+            return respond(
+                &mut client,
+                "500 Internal Server Error",
+                "com.amazonaws.dynamodb.v20120810#InternalServerError",
+                "injected by the test proxy",
+            )
+            .await;
+        }
+        if pct < f.throttle_pct + f.error500_pct + f.reset_pct {
+            st.resets.fetch_add(1, Ordering::Relaxed);
+            client.set_linger(Some(Duration::ZERO))?;
+            drop(client);
+            return Ok(());
+        }
+    }
+    st.forwarded.fetch_add(1, Ordering::Relaxed);
+    // Forward with Connection: close, then pipe the response back until the server closes.
+    let mut head_out = String::with_capacity(head.len() + 20);
+    for line in head.trim_end().split("\r\n") {
+        if line.to_ascii_lowercase().starts_with("connection:") {
+            continue;
+        }
+        head_out.push_str(line);
+        head_out.push_str("\r\n");
+    }
+    head_out.push_str("Connection: close\r\n\r\n");
+    let mut server = TcpStream::connect(up).await?;
+    server.write_all(head_out.as_bytes()).await?;
+    server.write_all(&body).await?;
+    tokio::io::copy(&mut server, &mut client).await?;
+    client.shutdown().await
+}
