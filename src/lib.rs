@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod config;
 pub mod convert;
 pub mod error;
 pub mod mapping;
@@ -29,7 +30,12 @@ pub use error::{Error, Result};
 /// Run a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
-        Command::Migrate(args) => migrate::migrate(args).await,
+        Command::Migrate(mut args) => {
+            if cli.quiet {
+                args.progress = cli::ProgressMode::None;
+            }
+            migrate::migrate(args).await
+        }
         Command::Schema(args) => {
             let plan = mapping::load(&args.mapping)?;
             for t in &plan.tables {

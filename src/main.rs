@@ -1,16 +1,34 @@
 //! The `ddb2pg` binary: parse, run, map the outcome to an exit code. Nothing else exits.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = ddb2pg::cli::Cli::parse();
+    let args = match ddb2pg::config::expand_args(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(err) => {
+            eprintln!("ddb2pg: error: {err}");
+            return ExitCode::from(err.exit_code());
+        }
+    };
+    let cli = ddb2pg::cli::Cli::parse_from(args);
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,aws_config=error,aws_smithy_runtime=error")
+        tracing_subscriber::EnvFilter::new(format!(
+            "{level},aws_config=error,aws_smithy_runtime=error"
+        ))
     });
+    let color = std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(color)
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
