@@ -33,7 +33,7 @@ fn is_root() -> bool {
 }
 
 /// Run a server binary, as the postgres user when we are root.
-fn run(bin: &PathBuf, tool: &str, args: &[&str]) {
+fn run(bin: &std::path::Path, tool: &str, args: &[&str]) {
     let exe = bin.join(tool);
     let out = if is_root() {
         Command::new("runuser")
@@ -89,7 +89,21 @@ impl PrivatePg {
         let port = free_port();
         let data = dir.join("data");
         let data_s = data.to_string_lossy().to_string();
-        run(&bin, "initdb", &["-D", &data_s, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"]);
+        run(
+            &bin,
+            "initdb",
+            &[
+                "-D",
+                &data_s,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
         let pg = PrivatePg {
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             dir,
@@ -140,7 +154,9 @@ impl Drop for PrivatePg {
                 .args(["-D", &data, "stop", "-m", "immediate"])
                 .status()
         } else {
-            Command::new(&exe).args(["-D", &data, "stop", "-m", "immediate"]).status()
+            Command::new(&exe)
+                .args(["-D", &data, "stop", "-m", "immediate"])
+                .status()
         };
         let _ = std::fs::remove_dir_all(&self.dir);
     }
