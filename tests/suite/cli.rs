@@ -1,0 +1,78 @@
+//! The command-line interface changes only on purpose: `--help` of every subcommand is compared
+//! with tests/snapshots/. After an intended change: `UPDATE_SNAPSHOTS=1 cargo test --test main help`.
+
+use std::process::Command;
+
+const PAGES: &[(&str, &[&str])] = &[
+    ("help", &["--help"]),
+    ("migrate-help", &["migrate", "--help"]),
+    ("schema-help", &["schema", "--help"]),
+    ("status-help", &["status", "--help"]),
+    ("sample-help", &["sample", "--help"]),
+    ("completions-help", &["completions", "--help"]),
+];
+
+#[test]
+fn help_pages_match_their_snapshots() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
+    let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some();
+    let mut stale = Vec::new();
+    for (name, args) in PAGES {
+        let out = Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
+            .args(*args)
+            .env_remove("DATABASE_URL")
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run ddb2pg");
+        assert!(out.status.success(), "{args:?} exited {:?}", out.status);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let path = dir.join(format!("{name}.txt"));
+        if update {
+            std::fs::write(&path, &text).expect("write snapshot");
+            continue;
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_default();
+        if want != text {
+            stale.push(format!("{name}: ddb2pg {}\n--- snapshot\n{want}\n--- now\n{text}", args.join(" ")));
+        }
+    }
+    assert!(stale.is_empty(), "help changed (UPDATE_SNAPSHOTS=1 to accept):\n{}", stale.join("\n"));
+}
+
+#[test]
+fn bad_flags_exit_2_with_a_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
+        .args(["migrate", "--table", "t", "--segments", "0"])
+        .output()
+        .expect("run ddb2pg");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--segments"));
+    let out = Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
+        .args(["schema", "--mapping", "/nonexistent/mapping.toml"])
+        .output()
+        .expect("run ddb2pg");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/mapping.toml"));
+}
+
+#[test]
+fn schema_prints_the_example_ddl_and_completions_work() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
+        .args(["schema", "--mapping", &format!("{root}/examples/single-table/mapping.toml")])
+        .output()
+        .expect("run ddb2pg");
+    assert_eq!(out.status.code(), Some(0));
+    let ddl = String::from_utf8_lossy(&out.stdout);
+    assert!(ddl.contains("CREATE TABLE IF NOT EXISTS \"order_lines\""), "{ddl}");
+    assert!(ddl.contains("PRIMARY KEY (\"order_id\", \"line_no\")"), "{ddl}");
+    assert!(ddl.contains("\"email\" text NOT NULL"), "{ddl}");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
+            .args(["completions", shell])
+            .output()
+            .expect("run ddb2pg");
+        assert_eq!(out.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("migrate"), "{shell}");
+    }
+}
