@@ -1,0 +1,171 @@
+//! Surviving faults against the real services: a throttling, failing, resetting, slow
+//! DynamoDB (through the fault proxy), PostgreSQL connections terminated and the server
+//! restarted mid-run, a crash loop of kill -9, and rows refused by a CHECK constraint.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::support::fault_proxy::{self, Faults};
+use crate::support::harness::*;
+use crate::support::private_pg::PrivatePg;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulty_dynamodb_still_yields_the_exact_table() {
+    let n = 3000;
+    let table = sample_table(n).await;
+    let proxy = fault_proxy::start(
+        &services().ddb,
+        Faults { throttle_pct: 10, error500_pct: 5, reset_pct: 5, max_delay_ms: 20 },
+    )
+    .await;
+    let db = new_database().await;
+    let cp = tempdir("faults-ddb");
+    let mut args = migrate_args(&table, &db, &cp);
+    let at = args.iter().position(|a| a == "--endpoint-url").expect("flag") + 1;
+    args[at] = proxy.url.clone();
+    args.extend(["--segments", "8", "--concurrency", "4", "--batch-size", "100"].map(String::from));
+    let r = run(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let s = &proxy.stats;
+    assert!(
+        s.throttled.load(Ordering::Relaxed) > 0
+            && s.errors500.load(Ordering::Relaxed) > 0
+            && s.resets.load(Ordering::Relaxed) > 0,
+        "the proxy injected faults: {s:?}"
+    );
+    assert_eq!(default_mapping_differences(&db, &table, n).await, (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_connections_are_reconnected_and_retried() {
+    let n = 12000;
+    let table = sample_table(n).await;
+    let db = new_database().await;
+    let dbname = db.rsplit('/').next().expect("db name").to_string();
+    let cp = tempdir("faults-term");
+    let mut args = migrate_args(&table, &db, &cp);
+    args.extend(["--segments", "16", "--concurrency", "2", "--batch-size", "20"].map(String::from));
+    let mut child = spawn(&args);
+    let admin = pg(&services().pg).await;
+    let mut killed = 0u64;
+    // Once the workers write (the setup phase before them is not retried), terminate every
+    // backend of the target database every 50 ms while the run lasts.
+    wait_for_items(&mut child, &cp, 1);
+    for _ in 0..20 {
+        if child.try_wait().expect("poll").is_some() {
+            break;
+        }
+        let rows = admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&dbname],
+            )
+            .await
+            .expect("terminate");
+        killed += rows.len() as u64;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(killed > 0, "no connection was terminated: the run finished too early");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(default_mapping_differences(&db, &table, n).await, (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_mid_run_ends_exact() {
+    let n = 6000;
+    let table = sample_table(n).await;
+    let server = PrivatePg::start();
+    let db = new_database_on(&server.url).await;
+    let cp = tempdir("faults-restart");
+    let mut args = migrate_args(&table, &db, &cp);
+    args.extend(["--segments", "16", "--concurrency", "2", "--batch-size", "25"].map(String::from));
+    let mut child = spawn(&args);
+    wait_for_items(&mut child, &cp, n / 4);
+    server.restart();
+    let out = child.wait_with_output().expect("wait");
+    // Either it rode out the restart, or it stopped resumably: then the same command finishes.
+    if out.status.code() != Some(0) {
+        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+        let r = run(&args);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    assert_eq!(default_mapping_differences(&db, &table, n).await, (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_of_kill_9_ends_exact() {
+    let n = 8000;
+    let table = sample_table(n).await;
+    let db = new_database().await;
+    let cp = tempdir("faults-crash");
+    let mut args = migrate_args(&table, &db, &cp);
+    args.extend(["--segments", "16", "--concurrency", "4", "--batch-size", "50"].map(String::from));
+    let mut kills = 0;
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    for _ in 0..40 {
+        if kills >= 12 {
+            break;
+        }
+        let mut child = spawn(&args);
+        // A random moment: 0..400 ms after start.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(seed % 400));
+        if child.try_wait().expect("poll").is_none() {
+            child.kill().expect("kill -9");
+            kills += 1;
+        }
+        let _ = child.wait();
+    }
+    assert!(kills >= 10, "only {kills} kills landed mid-run");
+    let r = run(&args);
+    assert!(r.code == 0, "{}", r.stderr);
+    assert_eq!(default_mapping_differences(&db, &table, n).await, (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_refused_by_a_check_constraint_is_rejected_and_the_rest_lands() {
+    let n = 500;
+    let table = sample_table(n).await;
+    let db = new_database().await;
+    let t = ddb2pg::plan::default_table_name(&table);
+    // The target refuses one particular item (PK of item 7, an order).
+    let bad_pk = "USER#00000001";
+    let bad_sk = "ORDER#00000001-2";
+    pg(&db)
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE \"{t}\" (\"PK\" text NOT NULL, \"SK\" text NOT NULL, item jsonb, \
+             PRIMARY KEY (\"PK\", \"SK\"), CONSTRAINT no_such_order CHECK (NOT (\"PK\" = '{bad_pk}' AND \"SK\" = '{bad_sk}')))"
+        ))
+        .await
+        .expect("create");
+    let cp = tempdir("faults-check");
+    let mut args = migrate_args(&table, &db, &cp);
+    args.extend(["--batch-size", "100"].map(String::from));
+    let r = run(&args);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert_eq!(r.report["rejected"], 1);
+    let rejects: Vec<serde_json::Value> = std::fs::read_dir(&cp)
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.path().to_string_lossy().ends_with(".rejects.jsonl"))
+        .flat_map(|e| {
+            std::fs::read_to_string(e.path())
+                .expect("read")
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("json line"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!(rejects[0]["key"]["SK"]["S"], bad_sk);
+    let reason = rejects[0]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("no_such_order") && reason.contains("23514"), "{reason}");
+    assert_eq!(rejects[0]["item"]["PK"]["S"], bad_pk);
+    // Every other item is there.
+    let (missing, extra) = default_mapping_differences(&db, &table, n).await;
+    assert_eq!((missing, extra), (1, 0));
+}

@@ -1,0 +1,226 @@
+//! The real services and the ddb2pg binary, for the suite's tests.
+//!
+//! DynamoDB Local and PostgreSQL come from DDB2PG_TEST_DYNAMODB_ENDPOINT and
+//! DDB2PG_TEST_DATABASE_URL, or are started once with scripts/services.sh.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub struct Services {
+    pub ddb: String,
+    pub pg: String,
+}
+
+pub fn services() -> &'static Services {
+    static S: OnceLock<Services> = OnceLock::new();
+    S.get_or_init(|| {
+        let (ddb, pg) = (
+            std::env::var("DDB2PG_TEST_DYNAMODB_ENDPOINT").ok(),
+            std::env::var("DDB2PG_TEST_DATABASE_URL").ok(),
+        );
+        if let (Some(ddb), Some(pg)) = (ddb, pg) {
+            return Services { ddb, pg };
+        }
+        let root = env!("CARGO_MANIFEST_DIR");
+        let out = Command::new("bash")
+            .arg(format!("{root}/scripts/services.sh"))
+            .arg("start")
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("scripts/services.sh start");
+        assert!(out.status.success(), "scripts/services.sh start failed");
+        let env_file = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let text = std::fs::read_to_string(&env_file).expect("services env file");
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {k}=")).map(str::to_string))
+                .unwrap_or_else(|| panic!("{k} in {env_file}"))
+        };
+        Services {
+            ddb: get("DDB2PG_TEST_DYNAMODB_ENDPOINT"),
+            pg: get("DDB2PG_TEST_DATABASE_URL"),
+        }
+    })
+}
+
+/// A name unique to this process and call: `prefix_<pid>_<n>`.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn tempdir(prefix: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(unique(&format!("ddb2pg-{prefix}")));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("tempdir");
+    d
+}
+
+pub async fn pg(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+/// A fresh database on `server_url`'s server; returns its URL.
+pub async fn new_database_on(server_url: &str) -> String {
+    let name = unique("db");
+    pg(server_url)
+        .await
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let base = server_url.rsplit_once('/').map(|(b, _)| b).expect("url with a database");
+    format!("{base}/{name}")
+}
+
+pub async fn new_database() -> String {
+    new_database_on(&services().pg).await
+}
+
+pub async fn ddb() -> aws_sdk_dynamodb::Client {
+    ddb2pg::source::Source::connect(&ddb2pg::cli::AwsArgs {
+        endpoint_url: Some(services().ddb.clone()),
+        region: None,
+        profile: None,
+    })
+    .await
+    .expect("DynamoDB client")
+    .client
+}
+
+/// A sample table of `n` items (seed 1); returns its name.
+pub async fn sample_table(n: u64) -> String {
+    let table = unique("t");
+    ddb2pg::sample::load(&ddb().await, &table, 1, n).await.expect("load sample");
+    table
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stderr: String,
+    pub report: serde_json::Value,
+}
+
+/// The usual `migrate` arguments against the test services.
+pub fn migrate_args(table: &str, target: &str, checkpoints: &Path) -> Vec<String> {
+    [
+        "migrate",
+        "--table",
+        table,
+        "--target",
+        target,
+        "--endpoint-url",
+        &services().ddb,
+        "--checkpoint-dir",
+        &checkpoints.to_string_lossy(),
+        "--progress",
+        "none",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+pub fn command(args: &[String]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ddb2pg"));
+    c.args(args).env_remove("DATABASE_URL").env_remove("RUST_LOG");
+    c
+}
+
+/// Run to the end; the report is read from a fresh --report file.
+pub fn run(args: &[String]) -> Run {
+    let report = std::env::temp_dir().join(format!("{}.json", unique("report")));
+    let mut all = args.to_vec();
+    all.extend(["--report".to_string(), report.to_string_lossy().to_string()]);
+    let out = command(&all).output().expect("run ddb2pg");
+    let report = std::fs::read_to_string(&report)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        report,
+    }
+}
+
+/// Start in the background.
+pub fn spawn(args: &[String]) -> Child {
+    command(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ddb2pg")
+}
+
+/// Items committed so far according to the checkpoint in `dir` (0 while there is none).
+pub fn committed_items(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "json") {
+            if let Ok(Some(cp)) = ddb2pg::checkpoint::Checkpoint::load(&p) {
+                return cp.segments.iter().map(|s| s.items).sum();
+            }
+        }
+    }
+    0
+}
+
+/// Wait until the checkpoint in `dir` claims at least `n` items (or the child exits).
+pub fn wait_for_items(child: &mut Child, dir: &Path, n: u64) {
+    let t0 = Instant::now();
+    while committed_items(dir) < n && t0.elapsed() < Duration::from_secs(60) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// How many of items 0..n of the sample (seed 1) are NOT in `table` of `db` exactly as the
+/// default mapping writes them (jsonb equality, so PostgreSQL compares), plus the rows the
+/// table has beyond them.
+pub async fn default_mapping_differences(db: &str, table: &str, n: u64) -> (i64, i64) {
+    let mut pks = Vec::new();
+    let mut sks = Vec::new();
+    let mut docs = Vec::new();
+    for i in 0..n {
+        let item = ddb2pg::sample::item(1, i);
+        let mut s = String::new();
+        ddb2pg::value::write_item_json(&item, ddb2pg::value::NulPolicy::Reject, &mut s).expect("json");
+        let key = |k: &str| match item.get(k) {
+            Some(aws_sdk_dynamodb::types::AttributeValue::S(v)) => v.clone(),
+            other => panic!("{k}: {other:?}"),
+        };
+        pks.push(key("PK"));
+        sks.push(key("SK"));
+        docs.push(s);
+    }
+    let c = pg(db).await;
+    let t = ddb2pg::plan::default_table_name(table);
+    let missing: i64 = c
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM unnest($1::text[], $2::text[], $3::text[]) e(pk, sk, doc) \
+                 WHERE NOT EXISTS (SELECT 1 FROM \"{t}\" a WHERE a.\"PK\" = e.pk AND a.\"SK\" = e.sk \
+                 AND a.item = e.doc::jsonb)"
+            ),
+            &[&pks, &sks, &docs],
+        )
+        .await
+        .expect("compare")
+        .get(0);
+    let total: i64 = c
+        .query_one(&format!("SELECT count(*) FROM \"{t}\""), &[])
+        .await
+        .expect("count")
+        .get(0);
+    (missing, total - (n as i64 - missing))
+}
