@@ -130,14 +130,8 @@ impl Checkpoint {
 
     /// Read a checkpoint. `Ok(None)` when there is none; a damaged file is an error that
     /// names the file and the way out, never a silent start-over.
+    /// Never touches the tmp file: a live run may be writing it (see `remove_leftover_tmp`).
     pub fn load(path: &Path) -> Result<Option<Checkpoint>> {
-        let tmp = tmp_path(path);
-        if tmp.exists() {
-            // A crash between writing and renaming the tmp file: the real file is still the
-            // last good one.
-            tracing::info!("removing leftover {}", tmp.display());
-            let _ = fs::remove_file(&tmp);
-        }
         let bytes = match fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -168,6 +162,19 @@ impl Checkpoint {
             return Err(damaged("segment count does not match its settings".into()));
         }
         Ok(Some(cp))
+    }
+
+    /// Remove a tmp file left by a crash between writing and renaming it (the real file is
+    /// still the last good one). Only the holder of the run's lock may call this.
+    pub fn remove_leftover_tmp(path: &Path) {
+        let tmp = tmp_path(path);
+        if tmp.exists() {
+            eprintln!(
+                "ddb2pg: removing {} left by an interrupted checkpoint write",
+                tmp.display()
+            );
+            let _ = fs::remove_file(&tmp);
+        }
     }
 
     /// Write atomically: tmp file, fsync, rename over, fsync the directory.
@@ -432,10 +439,13 @@ mod tests {
         let bytes = fs::read(&p).expect("read");
         fs::write(&p, &bytes[..bytes.len() / 2]).expect("write");
         assert!(Checkpoint::load(&p).is_err());
-        // Missing, with a leftover tmp file.
+        // Missing, with a leftover tmp file: load leaves it (a live run may be writing it),
+        // the lock holder removes it.
         fs::remove_file(&p).expect("rm");
         fs::write(tmp_path(&p), b"{").expect("tmp");
         assert!(Checkpoint::load(&p).expect("ok").is_none());
+        assert!(tmp_path(&p).exists());
+        Checkpoint::remove_leftover_tmp(&p);
         assert!(!tmp_path(&p).exists());
     }
 

@@ -98,10 +98,12 @@ pub fn expand_args(args: Vec<OsString>) -> Result<Vec<OsString>> {
                 extra.push(flag.into());
                 extra.push(f.to_string().into());
             }
-            other => return Err(Error::config(format!(
+            other => {
+                return Err(Error::config(format!(
                 "config file {}: [{sub}] {key} = {other:?}: expected a string, number or boolean",
                 path.display()
-            ))),
+            )))
+            }
         }
     }
     let mut out = args[..=pos].to_vec();

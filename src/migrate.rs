@@ -130,6 +130,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e))?;
     let files = RunFiles::new(dir, &info.name, &info.arn, &target_id);
     let _lock = Lock::acquire(&files.lock)?;
+    Checkpoint::remove_leftover_tmp(&files.checkpoint);
 
     let existing = if args.restart {
         match std::fs::remove_file(&files.checkpoint) {

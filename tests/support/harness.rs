@@ -49,7 +49,11 @@ pub fn services() -> &'static Services {
 /// A name unique to this process and call: `prefix_<pid>_<n>`.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub fn tempdir(prefix: &str) -> PathBuf {
@@ -75,7 +79,10 @@ pub async fn new_database_on(server_url: &str) -> String {
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .expect("create database");
-    let base = server_url.rsplit_once('/').map(|(b, _)| b).expect("url with a database");
+    let base = server_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .expect("url with a database");
     format!("{base}/{name}")
 }
 
@@ -97,7 +104,9 @@ pub async fn ddb() -> aws_sdk_dynamodb::Client {
 /// A sample table of `n` items (seed 1); returns its name.
 pub async fn sample_table(n: u64) -> String {
     let table = unique("t");
-    ddb2pg::sample::load(&ddb().await, &table, 1, n).await.expect("load sample");
+    ddb2pg::sample::load(&ddb().await, &table, 1, n)
+        .await
+        .expect("load sample");
     table
 }
 
@@ -129,7 +138,9 @@ pub fn migrate_args(table: &str, target: &str, checkpoints: &Path) -> Vec<String
 
 pub fn command(args: &[String]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ddb2pg"));
-    c.args(args).env_remove("DATABASE_URL").env_remove("RUST_LOG");
+    c.args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG");
     c
 }
 
@@ -161,7 +172,9 @@ pub fn spawn(args: &[String]) -> Child {
 
 /// Items committed so far according to the checkpoint in `dir` (0 while there is none).
 pub fn committed_items(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.extension().is_some_and(|x| x == "json") {
@@ -194,7 +207,8 @@ pub async fn default_mapping_differences(db: &str, table: &str, n: u64) -> (i64,
     for i in 0..n {
         let item = ddb2pg::sample::item(1, i);
         let mut s = String::new();
-        ddb2pg::value::write_item_json(&item, ddb2pg::value::NulPolicy::Reject, &mut s).expect("json");
+        ddb2pg::value::write_item_json(&item, ddb2pg::value::NulPolicy::Reject, &mut s)
+            .expect("json");
         let key = |k: &str| match item.get(k) {
             Some(aws_sdk_dynamodb::types::AttributeValue::S(v)) => v.clone(),
             other => panic!("{k}: {other:?}"),
