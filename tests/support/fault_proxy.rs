@@ -115,7 +115,12 @@ async fn read_request(s: &mut TcpStream) -> std::io::Result<Option<(String, Vec<
     Ok(Some((head, body)))
 }
 
-async fn respond(s: &mut TcpStream, status: &str, error_type: &str, message: &str) -> std::io::Result<()> {
+async fn respond(
+    s: &mut TcpStream,
+    status: &str,
+    error_type: &str,
+    message: &str,
+) -> std::io::Result<()> {
     let body = format!("{{\"__type\":\"{error_type}\",\"message\":\"{message}\"}}");
     let resp = format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
