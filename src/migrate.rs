@@ -272,6 +272,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
         skipped: Stats::get(&stats.skipped),
         tables: stats.tables.lock().map(|m| m.clone()).unwrap_or_default(),
         rejected: Stats::get(&stats.rejected),
+        rejected_total,
         rejects_by_reason: stats
             .rejects_by_reason
             .lock()
@@ -309,7 +310,9 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     result?;
     Ok(match status {
         "interrupted" => EXIT_INTERRUPTED,
-        _ if report.rejected > 0 => EXIT_REJECTS,
+        // Rejects of any run of this checkpoint, not only this one: a resume that finishes a
+        // migration whose earlier run rejected items still says so.
+        _ if rejected_total > 0 => EXIT_REJECTS,
         _ => 0,
     })
 }

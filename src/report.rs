@@ -24,6 +24,8 @@ pub struct Report {
     /// Items of this run that landed on a key another item of the same batch also produced.
     pub collisions: u64,
     pub rejected: u64,
+    /// Items rejected over all runs of this checkpoint.
+    pub rejected_total: u64,
     /// Rejections by "table: reason".
     pub rejects_by_reason: BTreeMap<String, u64>,
     /// Items no table rule matched (unrouted = "skip").
@@ -99,10 +101,11 @@ impl Report {
                 self.collisions
             );
         }
-        if self.rejected > 0 {
+        if self.rejected_total > 0 {
             eprintln!(
-                "  REJECTED {} items, written with their reasons to {}",
+                "  REJECTED {} items in this run, {} over all runs of this checkpoint; reasons in {}",
                 self.rejected,
+                self.rejected_total,
                 self.rejects_file.as_deref().unwrap_or("the rejects file")
             );
             for (k, n) in &self.rejects_by_reason {

@@ -33,10 +33,17 @@ fn help_pages_match_their_snapshots() {
         }
         let want = std::fs::read_to_string(&path).unwrap_or_default();
         if want != text {
-            stale.push(format!("{name}: ddb2pg {}\n--- snapshot\n{want}\n--- now\n{text}", args.join(" ")));
+            stale.push(format!(
+                "{name}: ddb2pg {}\n--- snapshot\n{want}\n--- now\n{text}",
+                args.join(" ")
+            ));
         }
     }
-    assert!(stale.is_empty(), "help changed (UPDATE_SNAPSHOTS=1 to accept):\n{}", stale.join("\n"));
+    assert!(
+        stale.is_empty(),
+        "help changed (UPDATE_SNAPSHOTS=1 to accept):\n{}",
+        stale.join("\n")
+    );
 }
 
 #[test]
@@ -59,13 +66,23 @@ fn bad_flags_exit_2_with_a_message() {
 fn schema_prints_the_example_ddl_and_completions_work() {
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
-        .args(["schema", "--mapping", &format!("{root}/examples/single-table/mapping.toml")])
+        .args([
+            "schema",
+            "--mapping",
+            &format!("{root}/examples/single-table/mapping.toml"),
+        ])
         .output()
         .expect("run ddb2pg");
     assert_eq!(out.status.code(), Some(0));
     let ddl = String::from_utf8_lossy(&out.stdout);
-    assert!(ddl.contains("CREATE TABLE IF NOT EXISTS \"order_lines\""), "{ddl}");
-    assert!(ddl.contains("PRIMARY KEY (\"order_id\", \"line_no\")"), "{ddl}");
+    assert!(
+        ddl.contains("CREATE TABLE IF NOT EXISTS \"order_lines\""),
+        "{ddl}"
+    );
+    assert!(
+        ddl.contains("PRIMARY KEY (\"order_id\", \"line_no\")"),
+        "{ddl}"
+    );
     assert!(ddl.contains("\"email\" text NOT NULL"), "{ddl}");
     for shell in ["bash", "zsh", "fish"] {
         let out = Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
@@ -73,6 +90,9 @@ fn schema_prints_the_example_ddl_and_completions_work() {
             .output()
             .expect("run ddb2pg");
         assert_eq!(out.status.code(), Some(0));
-        assert!(String::from_utf8_lossy(&out.stdout).contains("migrate"), "{shell}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("migrate"),
+            "{shell}"
+        );
     }
 }

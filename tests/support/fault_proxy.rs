@@ -170,6 +170,8 @@ async fn handle(
         }
         if pct < f.throttle_pct + f.error500_pct + f.reset_pct {
             st.resets.fetch_add(1, Ordering::Relaxed);
+            // SO_LINGER 0: close with a TCP RST, like a dropped connection.
+            #[allow(deprecated)]
             client.set_linger(Some(Duration::ZERO))?;
             drop(client);
             return Ok(());

@@ -1,0 +1,607 @@
+//! Helpers of the integration tests: the real services (DynamoDB Local and PostgreSQL, started
+//! with `scripts/services.sh` when the environment does not name them), unique names, a fresh
+//! database per test, the DynamoDB client, running the binary, reading checkpoints, and
+//! comparing the target with the source through PostgreSQL's own jsonb equality.
+
+#![allow(dead_code)]
+
+pub mod fault_proxy;
+pub mod harness;
+pub mod private_pg;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use ddb2pg::checkpoint::Checkpoint;
+use ddb2pg::value::{Item, NulPolicy};
+use serde_json::Value;
+use tokio_postgres::{Client, NoTls};
+
+/// Where the shared services listen.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// `http://127.0.0.1:PORT` of DynamoDB Local.
+    pub endpoint: String,
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`: the admin database.
+    pub admin_url: String,
+}
+
+const ENDPOINT_VAR: &str = "DDB2PG_TEST_DYNAMODB_ENDPOINT";
+const DATABASE_VAR: &str = "DDB2PG_TEST_DATABASE_URL";
+
+/// The services, resolved once per process: from the environment, or by starting them.
+pub fn services() -> &'static Services {
+    static SERVICES: OnceLock<Services> = OnceLock::new();
+    SERVICES.get_or_init(|| {
+        let from_env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        if let (Some(endpoint), Some(admin_url)) = (from_env(ENDPOINT_VAR), from_env(DATABASE_VAR))
+        {
+            return Services {
+                endpoint,
+                admin_url,
+            };
+        }
+        start_services()
+    })
+}
+
+/// `scripts/services.sh start` prints the path of an env file of `export K=V` lines.
+fn start_services() -> Services {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("start")
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/services.sh start");
+    assert!(
+        out.status.success(),
+        "scripts/services.sh start failed: {:?}",
+        out.status
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let env_file = stdout
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .expect("services.sh printed the env file path")
+        .to_string();
+    let text = std::fs::read_to_string(&env_file).expect("read the services env file");
+    let mut endpoint = None;
+    let mut admin_url = None;
+    for line in text.lines() {
+        let line = line.trim();
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let v = v.trim().trim_matches('"').trim_matches('\'').to_string();
+        match k.trim() {
+            ENDPOINT_VAR => endpoint = Some(v),
+            DATABASE_VAR => admin_url = Some(v),
+            _ => {}
+        }
+    }
+    Services {
+        endpoint: endpoint.unwrap_or_else(|| panic!("{ENDPOINT_VAR} missing in {env_file}")),
+        admin_url: admin_url.unwrap_or_else(|| panic!("{DATABASE_VAR} missing in {env_file}")),
+    }
+}
+
+/// A name no other test of this or an earlier process uses: `<prefix>_<pid>_<time>_<n>`,
+/// lower case, valid as a DynamoDB table name and a PostgreSQL identifier.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() % 100_000_000)
+        .unwrap_or(0);
+    format!(
+        "{}_{}_{t}_{n}",
+        prefix.to_ascii_lowercase(),
+        std::process::id()
+    )
+}
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_dir(prefix: &str) -> PathBuf {
+    let d = std::env::temp_dir()
+        .join("ddb2pg-tests")
+        .join(unique_name(prefix));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create a temp dir");
+    d
+}
+
+/// Connect to PostgreSQL; the connection task runs on the test's runtime.
+pub async fn pg(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// `url` with its database replaced by `db`.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_part = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{host_part}/{db}?{q}"),
+        None => format!("{host_part}/{db}"),
+    }
+}
+
+/// Create a fresh PostgreSQL database; returns its URL.
+pub async fn new_database() -> String {
+    let name = unique_name("db");
+    let admin = pg(&services().admin_url).await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+    with_database(&services().admin_url, &name)
+}
+
+/// Drop a database made by `new_database` (best effort: end of a passing test).
+pub async fn drop_database(url: &str) {
+    let Some(name) = url
+        .split('?')
+        .next()
+        .and_then(|u| u.rsplit('/').next())
+        .map(str::to_string)
+    else {
+        return;
+    };
+    let admin = pg(&services().admin_url).await;
+    let _ = admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .await;
+}
+
+/// A DynamoDB client for DynamoDB Local (dummy credentials on loopback).
+pub async fn ddb() -> aws_sdk_dynamodb::Client {
+    let args = ddb2pg::cli::AwsArgs {
+        endpoint_url: Some(services().endpoint.clone()),
+        region: None,
+        profile: None,
+    };
+    ddb2pg::source::Source::connect(&args)
+        .await
+        .expect("DynamoDB client")
+        .client
+}
+
+/// Create `table` with `count` sample items of `seed`; returns those items.
+pub async fn load_sample(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    seed: u64,
+    count: u64,
+) -> Vec<Item> {
+    ddb2pg::sample::load(client, table, seed, count)
+        .await
+        .unwrap_or_else(|e| panic!("load {count} sample items into {table}: {e}"));
+    (0..count).map(|i| ddb2pg::sample::item(seed, i)).collect()
+}
+
+/// PutItem one crafted item.
+pub async fn put(client: &aws_sdk_dynamodb::Client, table: &str, item: &Item) {
+    client
+        .put_item()
+        .table_name(table)
+        .set_item(Some(item.clone()))
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PutItem into {table}: {}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+            )
+        });
+}
+
+/// Delete a DynamoDB table (best effort: end of a passing test).
+pub async fn delete_table(client: &aws_sdk_dynamodb::Client, table: &str) {
+    let _ = client.delete_table().table_name(table).send().await;
+}
+
+pub fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+pub fn n(v: &str) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// An item with string keys PK and SK and the given other attributes.
+pub fn item(pk: &str, sk: &str, attrs: Vec<(&str, AttributeValue)>) -> Item {
+    let mut it = Item::new();
+    it.insert("PK".into(), s(pk));
+    it.insert("SK".into(), s(sk));
+    for (k, v) in attrs {
+        it.insert(k.to_string(), v);
+    }
+    it
+}
+
+/// What one run of the binary did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// None when killed by a signal.
+    pub code: Option<i32>,
+    pub stderr: String,
+    /// The `--report` JSON, when the run wrote one.
+    pub report: Option<Value>,
+}
+
+impl Outcome {
+    /// The report, or a panic that shows stderr.
+    pub fn report(&self) -> &Value {
+        self.report
+            .as_ref()
+            .unwrap_or_else(|| panic!("no report written; stderr:\n{}", self.stderr))
+    }
+
+    /// A numeric field of the report.
+    pub fn num(&self, field: &str) -> u64 {
+        self.report()[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("report field {field}: {}", self.report()))
+    }
+
+    pub fn status(&self) -> &str {
+        self.report()["status"]
+            .as_str()
+            .unwrap_or_else(|| panic!("report status: {}", self.report()))
+    }
+
+    /// Assert the exit code, showing stderr when it differs.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "exit code; stderr:\n{}\nreport: {:?}",
+            self.stderr,
+            self.report
+        );
+        self
+    }
+}
+
+/// A `ddb2pg migrate` invocation of one test: source table, target, checkpoint directory.
+#[derive(Debug, Clone)]
+pub struct Migration {
+    pub table: String,
+    pub target: String,
+    /// The test's own directory (reports, the working directory of the binary).
+    pub dir: PathBuf,
+    pub checkpoint_dir: PathBuf,
+}
+
+static REPORTS: AtomicU64 = AtomicU64::new(0);
+
+/// A child run in progress, with the report file it will write.
+pub struct Running {
+    pub child: Child,
+    pub report_path: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+impl Running {
+    /// Wait for the exit and collect the outcome.
+    pub async fn wait(self) -> Outcome {
+        let Running {
+            mut child,
+            report_path,
+            stderr_path,
+        } = self;
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .expect("join the waiting thread")
+            .expect("wait for ddb2pg");
+        collect(status.code(), &stderr_path, &report_path)
+    }
+
+    /// SIGKILL (what `Child::kill` sends), then wait.
+    pub async fn kill9(mut self) -> Outcome {
+        self.child.kill().expect("kill -9 the run");
+        self.wait().await
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Exited already?
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+fn collect(code: Option<i32>, stderr_path: &Path, report_path: &Path) -> Outcome {
+    let stderr = std::fs::read(stderr_path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let report = std::fs::read(report_path).ok().map(|b| {
+        serde_json::from_slice(&b).unwrap_or_else(|e| {
+            panic!(
+                "report {} is not JSON ({e}): {}",
+                report_path.display(),
+                String::from_utf8_lossy(&b)
+            )
+        })
+    });
+    Outcome {
+        code,
+        stderr,
+        report,
+    }
+}
+
+impl Migration {
+    /// A migration of `table` into `target`, files in a fresh temp dir.
+    pub fn new(table: &str, target: &str) -> Migration {
+        let dir = temp_dir(table);
+        let checkpoint_dir = dir.join("checkpoints");
+        Migration {
+            table: table.to_string(),
+            target: target.to_string(),
+            dir,
+            checkpoint_dir,
+        }
+    }
+
+    /// The binary with a clean environment (no DATABASE_URL, RUST_LOG, config file).
+    pub fn bare_command() -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ddb2pg"));
+        c.env_remove("DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .env_remove("PGHOST")
+            .env_remove("PGDATABASE")
+            .env_remove("PGUSER")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_ENDPOINT_URL_DYNAMODB")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// `ddb2pg migrate --table T --target URL --endpoint-url E --checkpoint-dir D
+    /// --progress none --report R <extra>`.
+    pub fn command(&self, extra: &[&str], report: &Path) -> Command {
+        let mut c = Self::bare_command();
+        c.current_dir(&self.dir)
+            .arg("migrate")
+            .args(["--table", &self.table])
+            .args(["--target", &self.target])
+            .args(["--endpoint-url", &services().endpoint])
+            .arg("--checkpoint-dir")
+            .arg(&self.checkpoint_dir)
+            .args(["--progress", "none"])
+            .arg("--report")
+            .arg(report)
+            .args(extra);
+        c
+    }
+
+    fn next_files(&self) -> (PathBuf, PathBuf) {
+        let k = REPORTS.fetch_add(1, Ordering::Relaxed);
+        let report = self.dir.join(format!("report-{k}.json"));
+        let stderr = self.dir.join(format!("stderr-{k}.txt"));
+        let _ = std::fs::remove_file(&report);
+        (report, stderr)
+    }
+
+    /// Start the binary; stderr goes to a file in the test dir.
+    pub fn spawn(&self, extra: &[&str]) -> Running {
+        let (report_path, stderr_path) = self.next_files();
+        let err = std::fs::File::create(&stderr_path).expect("create stderr file");
+        let child = self
+            .command(extra, &report_path)
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn ddb2pg");
+        Running {
+            child,
+            report_path,
+            stderr_path,
+        }
+    }
+
+    /// Run the binary to its end.
+    pub async fn run(&self, extra: &[&str]) -> Outcome {
+        self.spawn(extra).wait().await
+    }
+
+    /// The checkpoint file: the single `*.json` in the checkpoint dir.
+    pub fn checkpoint_path(&self) -> Option<PathBuf> {
+        let entries = std::fs::read_dir(&self.checkpoint_dir).ok()?;
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        assert!(
+            found.len() <= 1,
+            "more than one checkpoint in {}: {found:?}",
+            self.checkpoint_dir.display()
+        );
+        found.pop()
+    }
+
+    /// The file next to the checkpoint with another suffix (`.lock`, `.rejects.jsonl`).
+    pub fn sibling(&self, suffix: &str) -> PathBuf {
+        let cp = self.checkpoint_path().expect("a checkpoint file");
+        let stem = cp
+            .file_name()
+            .map(|n| n.to_string_lossy().trim_end_matches(".json").to_string())
+            .expect("checkpoint file name");
+        cp.with_file_name(format!("{stem}{suffix}"))
+    }
+
+    /// Load the checkpoint (must exist and be valid, checksum included).
+    pub fn checkpoint(&self) -> Checkpoint {
+        let p = self.checkpoint_path().expect("a checkpoint file");
+        Checkpoint::load(&p)
+            .unwrap_or_else(|e| panic!("load {}: {e}", p.display()))
+            .unwrap_or_else(|| panic!("{} vanished", p.display()))
+    }
+
+    /// The checkpoint as a reader beside a live run sees it: absent, or whole and valid (the
+    /// run replaces it atomically), never damaged.
+    pub fn live_checkpoint(&self) -> Option<Checkpoint> {
+        let p = self.checkpoint_path()?;
+        Checkpoint::load(&p)
+            .unwrap_or_else(|e| panic!("reading {} beside a live run: {e}", p.display()))
+    }
+
+    /// Committed items over all segments, if the checkpoint exists.
+    pub fn committed(&self) -> Option<u64> {
+        self.live_checkpoint().map(|cp| committed(&cp))
+    }
+
+    /// The target table's SQL name (default mapping: named after the source).
+    pub fn pg_table(&self) -> String {
+        format!(
+            "\"{}\"",
+            ddb2pg::plan::default_table_name(&self.table).replace('"', "\"\"")
+        )
+    }
+
+    /// Start the binary and wait until its checkpoint records at least `threshold` committed
+    /// items, with that count. If the run ends first, its outcome is the `Err`.
+    pub async fn spawn_until(
+        &self,
+        extra: &[&str],
+        threshold: u64,
+    ) -> Result<(Running, u64), Outcome> {
+        let mut running = self.spawn(extra);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(c) = self.committed() {
+                if c >= threshold {
+                    return Ok((running, c));
+                }
+            }
+            if running.exited() {
+                return Err(running.wait().await);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the checkpoint never reached {threshold} items"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Sum of the committed items of every segment.
+pub fn committed(cp: &Checkpoint) -> u64 {
+    cp.segments.iter().map(|s| s.items).sum()
+}
+
+/// Send a signal with kill(1) (no libc in the tests).
+pub fn signal(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(st.success(), "kill -{sig} {pid}: {st:?}");
+}
+
+/// The JSON text of an item, as ddb2pg's encoder writes it.
+pub fn expected_json(item: &Item) -> String {
+    let mut s = String::new();
+    ddb2pg::value::write_item_json(item, NulPolicy::Reject, &mut s)
+        .unwrap_or_else(|e| panic!("encode expected item: {e}"));
+    s
+}
+
+fn key_of(it: &Item) -> (String, String) {
+    let get = |k: &str| match it.get(k) {
+        Some(AttributeValue::S(s)) => s.clone(),
+        other => panic!("item key {k} is not a string: {other:?}"),
+    };
+    (get("PK"), get("SK"))
+}
+
+/// Assert that `table` holds exactly `items`: same count, no duplicate key, and every row's
+/// `item` equal (jsonb equality, in PostgreSQL) to the item's expected JSON.
+pub async fn assert_target_is(pg: &Client, table: &str, items: &[Item]) {
+    let (count, distinct): (i64, i64) = {
+        let r = pg
+            .query_one(
+                &format!("SELECT count(*), count(DISTINCT (\"PK\", \"SK\")) FROM {table}"),
+                &[],
+            )
+            .await
+            .expect("count rows");
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(count, distinct, "duplicate keys in {table}");
+    assert_eq!(count as usize, items.len(), "row count of {table}");
+    let mut pks = Vec::with_capacity(items.len());
+    let mut sks = Vec::with_capacity(items.len());
+    let mut docs = Vec::with_capacity(items.len());
+    for it in items {
+        let (pk, sk) = key_of(it);
+        pks.push(pk);
+        sks.push(sk);
+        docs.push(expected_json(it));
+    }
+    let rows = pg
+        .query(
+            &format!(
+                "SELECT e.pk, e.sk, t.item::text, e.doc \
+                 FROM unnest($1::text[], $2::text[], $3::text[]) AS e(pk, sk, doc) \
+                 LEFT JOIN {table} t ON t.\"PK\" = e.pk AND t.\"SK\" = e.sk \
+                 WHERE t.item IS DISTINCT FROM e.doc::jsonb LIMIT 5"
+            ),
+            &[&pks, &sks, &docs],
+        )
+        .await
+        .expect("compare rows");
+    let diffs: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}:\n    target   {:?}\n    expected {}",
+                r.get::<_, String>(0),
+                r.get::<_, String>(1),
+                r.get::<_, Option<String>>(2),
+                r.get::<_, String>(3)
+            )
+        })
+        .collect();
+    assert!(
+        diffs.is_empty(),
+        "rows of {table} differ from the source:\n  {}",
+        diffs.join("\n  ")
+    );
+}
+
+/// Rows of a table (count).
+pub async fn count_rows(pg: &Client, table: &str) -> i64 {
+    pg.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .expect("count")
+        .get(0)
+}
