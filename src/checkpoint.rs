@@ -319,6 +319,8 @@ fn hostname() -> String {
 /// The checkpoint shared by the segment workers: updated in memory after each commit, written
 /// to disk by `flush` (the pipeline flushes a few times a second and at the end).
 pub struct Store {
+    /// False for `--dry-run`: the checkpoint is kept in memory only.
+    persist: bool,
     path: PathBuf,
     state: Mutex<Checkpoint>,
     dirty: AtomicBool,
@@ -337,9 +339,18 @@ pub struct Delta {
 impl Store {
     pub fn new(path: PathBuf, cp: Checkpoint) -> Store {
         Store {
+            persist: true,
             path,
             state: Mutex::new(cp),
             dirty: AtomicBool::new(true),
+        }
+    }
+
+    /// A store that never writes its file (dry runs).
+    pub fn in_memory(path: PathBuf, cp: Checkpoint) -> Store {
+        Store {
+            persist: false,
+            ..Store::new(path, cp)
         }
     }
 
@@ -384,7 +395,7 @@ impl Store {
 
     /// Write the checkpoint if it changed since the last flush.
     pub fn flush(&self) -> Result<()> {
-        if !self.dirty.swap(false, Ordering::AcqRel) {
+        if !self.persist || !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
         let mut cp = self.snapshot();

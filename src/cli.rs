@@ -173,6 +173,16 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub pg_retry_for: u64,
 
+    /// Run everything against the real target (types, NOT NULL, foreign keys, CHECKs are
+    /// exercised) inside transactions that are rolled back: nothing persists, the checkpoint
+    /// is not touched; reports what would be inserted, updated, unchanged and rejected
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// With --dry-run: stop after N items (a quick sample)
+    #[arg(long, value_name = "N", requires = "dry_run")]
+    pub limit: Option<u64>,
+
     /// Measure the source's limit: scan, decode and map every item, write nothing
     /// (no target needed, no checkpoint)
     #[arg(long)]

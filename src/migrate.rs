@@ -97,7 +97,18 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
         .await
         .map_err(|e| Error::config(format!("cannot connect to the target: {e}")))?;
     let mut client = client;
-    if let Some(dir) = &args.migrations {
+    let dry = args.dry_run;
+    if dry {
+        eprintln!(
+            "ddb2pg: dry run: every batch is rolled back; the checkpoint is not touched{}",
+            if args.migrations.is_some() || args.create_tables {
+                "; --migrations and --create-tables are not applied (the target must have the tables)"
+            } else {
+                ""
+            }
+        );
+    }
+    if let (Some(dir), false) = (&args.migrations, dry) {
         let applied = crate::migrations::apply(&mut client, dir).await?;
         eprintln!(
             "ddb2pg: migrations in {}: {} applied{}",
@@ -111,7 +122,8 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
         );
     }
     // The default mapping always creates its table; a mapping file's tables only on request.
-    sink::prepare_target_with(&client, &plan, args.create_tables || !plan.from_file).await?;
+    let create = !dry && (args.create_tables || !plan.from_file);
+    sink::prepare_target_with(&client, &plan, create).await?;
     // With a mapping file, several items may land on one key: remember where this run starts
     // so each batch can count keys written earlier in the run (collisions).
     let run_xid = if plan.from_file {
@@ -129,10 +141,18 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     let dir = &args.checkpoint_dir;
     std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e))?;
     let files = RunFiles::new(dir, &info.name, &info.arn, &target_id);
-    let _lock = Lock::acquire(&files.lock)?;
-    Checkpoint::remove_leftover_tmp(&files.checkpoint);
+    // A dry run does not touch the checkpoint, so it needs no lock.
+    let _lock = if dry {
+        None
+    } else {
+        let lock = Lock::acquire(&files.lock)?;
+        Checkpoint::remove_leftover_tmp(&files.checkpoint);
+        Some(lock)
+    };
 
-    let existing = if args.restart {
+    let existing = if dry {
+        None
+    } else if args.restart {
         match std::fs::remove_file(&files.checkpoint) {
             Ok(()) => eprintln!(
                 "ddb2pg: --restart: discarded {}",
@@ -184,7 +204,19 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
         .collect();
     let already_complete = cp.complete;
 
-    let store = Arc::new(Store::new(files.checkpoint.clone(), cp));
+    let store = Arc::new(if dry {
+        Store::in_memory(files.checkpoint.clone(), cp)
+    } else {
+        Store::new(files.checkpoint.clone(), cp)
+    });
+    let rejects_path = if dry {
+        // This dry run's rejects only: the file starts empty each time.
+        let p = files.rejects.with_extension("dry-run.jsonl");
+        let _ = std::fs::remove_file(&p);
+        p
+    } else {
+        files.rejects.clone()
+    };
     let stats = Arc::new(Stats::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -224,13 +256,16 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
             concurrency: args.concurrency,
             page_size: args.batch_size,
             store: store.clone(),
-            rejects: Arc::new(Rejects::new(files.rejects.clone())),
+            rejects: Arc::new(Rejects::new(rejects_path.clone())),
             stats: stats.clone(),
             limiter: read_limiter(&args)?,
             run_xid,
             retry: crate::sink::resilient::RetryPolicy::new(std::time::Duration::from_secs(
                 args.pg_retry_for,
             )),
+            dry_run: dry,
+            limit: args.limit.map(std::sync::atomic::AtomicU64::new),
+            stop: shutdown_tx.clone(),
         });
         result = pipeline::run(job, pending, shutdown_tx).await;
         let _ = progress_stop.send(true);
@@ -244,13 +279,20 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
         "nothing_to_do"
     } else if result.is_err() {
         "failed"
+    } else if dry && !was_interrupted {
+        "dry_run"
     } else if was_interrupted && !cp.complete {
         "interrupted"
     } else {
         "complete"
     };
     let duration = started.elapsed().as_secs_f64();
-    let items_read = Stats::get(&stats.items_read);
+    // With --limit the scanners read ahead of what was used: report what was used.
+    let items_read = if args.limit.is_some() {
+        Stats::get(&stats.items_committed)
+    } else {
+        Stats::get(&stats.items_read)
+    };
     let rejected_total: u64 = cp.segments.iter().map(|s| s.rejected).sum();
     let report = Report {
         status: status.to_string(),
@@ -290,8 +332,8 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
             0.0
         },
         checkpoint: files.checkpoint.display().to_string(),
-        rejects_file: (rejected_total > 0 || files.rejects.exists())
-            .then(|| files.rejects.display().to_string()),
+        rejects_file: (rejected_total > 0 || rejects_path.exists())
+            .then(|| rejects_path.display().to_string()),
         error: result.as_ref().err().map(|e| e.to_string()),
     };
     report.print_human();
@@ -299,7 +341,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
         report.write_json(path)?;
     }
     match status {
-        "failed" | "interrupted" => {
+        "failed" | "interrupted" if !dry => {
             eprintln!(
                 "ddb2pg: to resume, run the same command again:\n  {}",
                 resume_command()

@@ -4,6 +4,7 @@
 //! segment's cursor in the checkpoint. Memory is bounded by concurrency x (channel + 1) pages.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +38,27 @@ pub struct Job {
     /// With a mapping file: the run's first transaction id, to count collisions across batches.
     pub run_xid: Option<u32>,
     pub retry: RetryPolicy,
+    /// Roll every batch back (`--dry-run`).
+    pub dry_run: bool,
+    /// `--limit`: items still to take; the run stops when it reaches 0.
+    pub limit: Option<AtomicU64>,
+    /// Stops every stage (set by signals, the first failing worker, or the limit).
+    pub stop: watch::Sender<bool>,
+}
+
+impl Job {
+    /// Take up to `want` items from the `--limit` budget; all of them when there is no limit.
+    fn take(&self, want: usize) -> usize {
+        let Some(left) = &self.limit else {
+            return want;
+        };
+        let mut got = 0;
+        let _ = left.fetch_update(AtomicOrdering::SeqCst, AtomicOrdering::SeqCst, |l| {
+            got = (l as usize).min(want);
+            Some(l - got as u64)
+        });
+        got
+    }
 }
 
 /// Pages buffered between a segment's scanner and its writer.
@@ -110,7 +132,14 @@ async fn worker(
     queue: Arc<Mutex<VecDeque<u32>>>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let mut sink = Writer::open(&job.target_url, job.plan.clone(), job.run_xid, job.retry).await?;
+    let mut sink = Writer::open(
+        &job.target_url,
+        job.plan.clone(),
+        job.run_xid,
+        job.retry,
+        job.dry_run,
+    )
+    .await?;
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -156,9 +185,16 @@ async fn run_segment(
 
     let mut rows: Vec<Row> = Vec::new();
     let written = async {
-        while let Some(page) = rx.recv().await {
+        while let Some(mut page) = rx.recv().await {
+            let keep = job.take(page.items.len());
+            let limited = keep < page.items.len();
+            if limited {
+                // The limit ends the run here; the segment is not done.
+                page.items.truncate(keep);
+                let _ = job.stop.send(true);
+            }
             write_page(job, sink, segment, &page, &mut rows).await?;
-            if *shutdown.borrow() {
+            if *shutdown.borrow() || limited {
                 break;
             }
         }

@@ -60,6 +60,7 @@ impl Report {
             "complete" => "migration complete",
             "nothing_to_do" => "nothing left to do: this migration already completed",
             "interrupted" => "interrupted: checkpoint saved",
+            "dry_run" => "dry run: this is what would happen; every batch was rolled back, nothing persists",
             _ => "migration failed: checkpoint saved",
         };
         eprintln!("ddb2pg: {head}");
@@ -81,7 +82,7 @@ impl Report {
             self.duration_s,
             self.items_per_s
         );
-        if self.tables.len() > 1 || self.collisions > 0 {
+        if self.tables.len() > 1 || self.collisions > 0 || self.status == "dry_run" {
             for (name, t) in &self.tables {
                 eprintln!(
                     "    {name:<24} inserted {:>9}  updated {:>9}  unchanged {:>9}  collisions {}",

@@ -170,6 +170,8 @@ struct TableSink {
 pub struct Sink {
     client: Client,
     tables: Vec<TableSink>,
+    /// Roll every batch back instead of committing it (`--dry-run`).
+    pub dry_run: bool,
 }
 
 impl Sink {
@@ -213,7 +215,11 @@ impl Sink {
                 buf: BytesMut::with_capacity(1 << 20),
             });
         }
-        Ok(Sink { client, tables })
+        Ok(Sink {
+            client,
+            tables,
+            dry_run: false,
+        })
     }
 
     /// Write `rows` in one transaction; returns per-table counts once committed.
@@ -256,7 +262,11 @@ impl Sink {
             counts[i].updated = r.get::<_, i64>(2) as u64;
             counts[i].earlier = r.get::<_, i64>(3) as u64;
         }
-        tx.commit().await.map_err(|e| Error::from_pg("commit", e))?;
+        if self.dry_run {
+            tx.rollback().await.map_err(|e| Error::from_pg("rollback", e))?;
+        } else {
+            tx.commit().await.map_err(|e| Error::from_pg("commit", e))?;
+        }
         Ok(counts)
     }
 }

@@ -52,6 +52,8 @@ pub struct RefusedItem {
 
 pub struct Writer {
     sink: Option<Sink>,
+    /// Roll every batch back (`--dry-run`).
+    pub dry_run: bool,
     url: String,
     plan: Arc<Plan>,
     run_xid: Option<u32>,
@@ -65,9 +67,11 @@ impl Writer {
         plan: Arc<Plan>,
         run_xid: Option<u32>,
         policy: RetryPolicy,
+        dry_run: bool,
     ) -> Result<Writer> {
         let mut w = Writer {
             sink: None,
+            dry_run,
             url: url.to_string(),
             plan,
             run_xid,
@@ -85,7 +89,10 @@ impl Writer {
             let attempt = match self.sink.as_mut() {
                 Some(sink) => sink.write(rows).await,
                 None => match Sink::open_with(&self.url, &self.plan, self.run_xid).await {
-                    Ok(sink) => self.sink.insert(sink).write(rows).await,
+                    Ok(mut sink) => {
+                        sink.dry_run = self.dry_run;
+                        self.sink.insert(sink).write(rows).await
+                    }
                     Err(e) => Err(e),
                 },
             };
