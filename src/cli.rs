@@ -38,6 +38,9 @@ pub enum Command {
     /// Copy a DynamoDB table into PostgreSQL (resumes an interrupted run)
     #[command(after_help = MIGRATE_EXAMPLES)]
     Migrate(MigrateArgs),
+    /// Prove the target equals the source: re-read, transform, compare by key both ways
+    #[command(after_help = VERIFY_EXAMPLES)]
+    Verify(VerifyArgs),
     /// Print the CREATE TABLE statements a mapping file implies
     #[command(after_help = SCHEMA_EXAMPLES)]
     Schema(SchemaArgs),
@@ -77,6 +80,15 @@ Examples:
 Exit codes: 0 done, 1 failed (checkpoint saved; re-run to resume), 2 usage or
 configuration error, 4 done but some items were rejected (see the rejects file),
 130 interrupted (checkpoint saved; re-run to resume).";
+
+const VERIFY_EXAMPLES: &str = "\
+Examples:
+  ddb2pg verify --table app --target postgres://me@127.0.0.1:5432/db \\
+      --endpoint-url http://127.0.0.1:8000 --mapping mapping.toml --report verify.json
+
+Exit codes: 0 identical, 3 differences found, 2 usage or configuration error, 1 failure.
+Values compare as PostgreSQL compares them (numeric 1.50 = 1.5; jsonb key order does not
+matter). Items the mapping rejects or skips are counted apart, not as differences.";
 
 const SCHEMA_EXAMPLES: &str = "\
 Examples:
@@ -199,6 +211,46 @@ pub enum ProgressMode {
     Log,
     /// Nothing but the final summary
     None,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// Source DynamoDB table name
+    #[arg(long, value_name = "NAME")]
+    pub table: String,
+
+    /// Target PostgreSQL URL
+    #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
+    pub target: Option<String>,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
+
+    /// Mapping file (TOML), as given to migrate; default: key columns + item jsonb
+    #[arg(long, value_name = "FILE")]
+    pub mapping: Option<PathBuf>,
+
+    /// Scan segments (default as for migrate)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub segments: Option<u32>,
+
+    /// Segments read at once
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+
+    /// Items per scan page
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+
+    /// Keys shown per kind of difference and table
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub samples: u32,
+
+    /// Write the JSON result to FILE
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

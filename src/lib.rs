@@ -23,6 +23,7 @@ pub mod source;
 pub mod status;
 pub mod transform;
 pub mod value;
+pub mod verify;
 
 use cli::{Cli, Command};
 pub use error::{Error, Result};
@@ -36,6 +37,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             }
             migrate::migrate(args).await
         }
+        Command::Verify(args) => verify::verify(args).await,
         Command::Schema(args) => {
             let plan = mapping::load(&args.mapping)?;
             for t in &plan.tables {

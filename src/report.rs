@@ -60,7 +60,9 @@ impl Report {
             "complete" => "migration complete",
             "nothing_to_do" => "nothing left to do: this migration already completed",
             "interrupted" => "interrupted: checkpoint saved",
-            "dry_run" => "dry run: this is what would happen; every batch was rolled back, nothing persists",
+            "dry_run" => {
+                "dry run: this is what would happen; every batch was rolled back, nothing persists"
+            }
             _ => "migration failed: checkpoint saved",
         };
         eprintln!("ddb2pg: {head}");

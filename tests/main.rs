@@ -12,6 +12,8 @@ mod faults;
 mod mapping;
 #[path = "suite/tls.rs"]
 mod tls;
+#[path = "suite/verify.rs"]
+mod verify;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -263,7 +263,9 @@ impl Sink {
             counts[i].earlier = r.get::<_, i64>(3) as u64;
         }
         if self.dry_run {
-            tx.rollback().await.map_err(|e| Error::from_pg("rollback", e))?;
+            tx.rollback()
+                .await
+                .map_err(|e| Error::from_pg("rollback", e))?;
         } else {
             tx.commit().await.map_err(|e| Error::from_pg("commit", e))?;
         }

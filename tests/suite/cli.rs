@@ -7,6 +7,7 @@ const PAGES: &[(&str, &[&str])] = &[
     ("help", &["--help"]),
     ("migrate-help", &["migrate", "--help"]),
     ("schema-help", &["schema", "--help"]),
+    ("verify-help", &["verify", "--help"]),
     ("status-help", &["status", "--help"]),
     ("sample-help", &["sample", "--help"]),
     ("completions-help", &["completions", "--help"]),
