@@ -10,8 +10,8 @@
 //! create-tables = true
 //! ```
 //!
-//! The file becomes flags placed before the user's own, so clap validates both alike and the
-//! later (the user's) win.
+//! The file becomes flags placed before the user's own, so clap validates both alike; a flag
+//! the user gives replaces the file's value.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -80,9 +80,24 @@ pub fn expand_args(args: Vec<OsString>) -> Result<Vec<OsString>> {
             path.display()
         ))
     })?;
+    // Flags the user gave win: the file's value for them is left out (clap refuses a flag
+    // given twice).
+    let given: Vec<String> = args[pos + 1..]
+        .iter()
+        .map(|a| {
+            a.to_string_lossy()
+                .split('=')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
     let mut extra: Vec<OsString> = Vec::new();
     for (key, value) in table {
         let flag = format!("--{}", key.replace('_', "-"));
+        if given.contains(&flag) {
+            continue;
+        }
         match value {
             toml::Value::Boolean(true) => extra.push(flag.into()),
             toml::Value::Boolean(false) => {}
@@ -145,16 +160,7 @@ mod tests {
         let at = out.iter().position(|a| a == "migrate").expect("subcommand");
         assert_eq!(
             &out[at..],
-            [
-                "migrate",
-                "--table",
-                "app",
-                "--segments",
-                "8",
-                "--restart",
-                "--segments",
-                "4"
-            ]
+            ["migrate", "--table", "app", "--restart", "--segments", "4"]
         );
         std::fs::write(&f, "[migrate]\nsegments = [1]\n").expect("write");
         let args: Vec<OsString> = ["ddb2pg", "--config", f.to_str().expect("utf8"), "migrate"]

@@ -10,6 +10,8 @@ mod cli;
 mod faults;
 #[path = "suite/mapping.rs"]
 mod mapping;
+#[path = "suite/status_config.rs"]
+mod status_config;
 #[path = "suite/tls.rs"]
 mod tls;
 #[path = "suite/verify.rs"]

@@ -103,15 +103,19 @@ impl Source {
                 ))
             }
         };
-        if local {
-            let have = match shared.credentials_provider() {
-                Some(p) => {
-                    use aws_sdk_dynamodb::config::ProvideCredentials;
-                    p.provide_credentials().await.is_ok()
-                }
-                None => false,
-            };
-            if !have {
+        let creds = match shared.credentials_provider() {
+            Some(p) => {
+                use aws_sdk_dynamodb::config::ProvideCredentials;
+                p.provide_credentials()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            None => Err("no credentials provider".to_string()),
+        };
+        match creds {
+            Ok(()) => {}
+            Err(_) if local => {
                 tracing::debug!(
                     "no AWS credentials found; using dummy ones for the loopback endpoint"
                 );
@@ -123,6 +127,19 @@ impl Source {
                     None,
                     "ddb2pg-dummy",
                 ));
+            }
+            Err(why) => {
+                return Err(Error::config(format!(
+                    "no AWS credentials{}: tried the environment (AWS_ACCESS_KEY_ID, \
+                     AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), the profile in ~/.aws/config and \
+                     ~/.aws/credentials (role assumption, SSO, credential_process), web identity, \
+                     ECS and EC2 instance metadata ({why}); pass --profile, run `aws sso login`, \
+                     or set the variables",
+                    match &args.profile {
+                        Some(p) => format!(" for profile {p:?}"),
+                        None => String::new(),
+                    }
+                )))
             }
         }
         Ok(Source {
