@@ -20,14 +20,17 @@ start() {
   local ddb_port pg_port bin
   ddb_port=$(free_port); pg_port=$(free_port); bin=$(pg_bin)
 
-  (cd "$DDB_LOCAL_DIR" && nohup java -Xmx2g -Djava.library.path=DynamoDBLocal_lib -jar DynamoDBLocal.jar \
-     -inMemory -port "$ddb_port" >"$STATE/ddb.log" 2>&1 & echo $! >"$STATE/ddb.pid")
+  # The whole background job's output goes to the log: nothing may hold our stdout open, or
+  # `$(scripts/services.sh start)` would never return.
+  (cd "$DDB_LOCAL_DIR" && exec nohup java -Xmx2g -Djava.library.path=DynamoDBLocal_lib -jar DynamoDBLocal.jar \
+     -inMemory -port "$ddb_port") </dev/null >"$STATE/ddb.log" 2>&1 &
+  echo $! >"$STATE/ddb.pid"
 
   mkdir -p "$STATE/pg/data"
   local as=()
   if [ "$(id -u)" -eq 0 ]; then chown -R postgres:postgres "$STATE/pg"; as=(runuser -u postgres --); fi
   "${as[@]}" "$bin/initdb" -D "$STATE/pg/data" -U postgres -A trust -E UTF8 --no-sync >"$STATE/initdb.log" 2>&1
-  "${as[@]}" "$bin/pg_ctl" -D "$STATE/pg/data" -l "$STATE/pg/pg.log" -w -o \
+  "${as[@]}" "$bin/pg_ctl" -D "$STATE/pg/data" -l "$STATE/pg/pg.log" -w </dev/null -o \
      "-p $pg_port -k $STATE/pg -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c shared_buffers=256MB" start >/dev/null
 
   for _ in $(seq 1 120); do
