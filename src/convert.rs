@@ -146,7 +146,8 @@ pub struct ConvertOpts<'a> {
     pub time: &'a TimeFormat,
 }
 
-fn type_name(v: &AttributeValue) -> &'static str {
+/// The DynamoDB type name of a value: S, N, B, BOOL, NULL, M, L, SS, NS, BS.
+pub fn type_name(v: &AttributeValue) -> &'static str {
     match v {
         AttributeValue::S(_) => "S",
         AttributeValue::N(_) => "N",

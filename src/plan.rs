@@ -237,6 +237,17 @@ impl TablePlan {
         self.key.iter().map(|&i| &self.columns[i])
     }
 
+    /// Quoted column names for SQL: (all, key, the rest).
+    pub fn quoted_columns(&self) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let all = self.columns.iter().map(|c| ident(&c.name)).collect();
+        let key = self.key_columns().map(|c| ident(&c.name)).collect();
+        let rest = (0..self.columns.len())
+            .filter(|i| !self.key.contains(i))
+            .map(|i| ident(&self.columns[i].name))
+            .collect();
+        (all, key, rest)
+    }
+
     /// CREATE TABLE IF NOT EXISTS with the key as primary key (and the schema, if any).
     pub fn create_sql(&self) -> String {
         let mut cols: Vec<String> = self

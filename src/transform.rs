@@ -9,6 +9,7 @@ use std::borrow::Cow;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
+pub use crate::convert::type_name;
 pub use crate::convert::Cell;
 use crate::convert::{convert, BaseType, ConvertError, ConvertOpts};
 use crate::plan::{ColumnPlan, ColumnSource, Condition, Literal, Plan, TablePlan, Test, Unrouted};
@@ -65,22 +66,6 @@ fn descend<'a>(mut v: &'a AttributeValue, path: &[String]) -> Option<&'a Attribu
         }
     }
     Some(v)
-}
-
-pub fn type_name(v: &AttributeValue) -> &'static str {
-    match v {
-        AttributeValue::S(_) => "S",
-        AttributeValue::N(_) => "N",
-        AttributeValue::B(_) => "B",
-        AttributeValue::Bool(_) => "BOOL",
-        AttributeValue::Null(_) => "NULL",
-        AttributeValue::M(_) => "M",
-        AttributeValue::L(_) => "L",
-        AttributeValue::Ss(_) => "SS",
-        AttributeValue::Ns(_) => "NS",
-        AttributeValue::Bs(_) => "BS",
-        _ => "unknown",
-    }
 }
 
 fn equals(v: &AttributeValue, lit: &Literal) -> bool {

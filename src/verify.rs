@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use futures_util::SinkExt;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -231,13 +230,8 @@ async fn load_and_compare(
                             .copy_in::<_, bytes::Bytes>(&copy_sql[i])
                             .await
                             .map_err(|e| Error::from_pg("copy into a scratch table", e))?;
-                        futures_util::pin_mut!(sink);
-                        sink.send(buf.split().freeze())
-                            .await
-                            .map_err(|e| Error::from_pg("copy into a scratch table", e))?;
-                        sink.finish()
-                            .await
-                            .map_err(|e| Error::from_pg("copy into a scratch table", e))?;
+                        sink::send_copy(sink, buf.split().freeze(), "copy into a scratch table")
+                            .await?;
                     }
                 }
                 scanner
@@ -252,14 +246,7 @@ async fn load_and_compare(
 
     let mut results = BTreeMap::new();
     for (t, name) in plan.tables.iter().zip(scratch) {
-        let keys: Vec<String> = t.key_columns().map(|c| ident(&c.name)).collect();
-        let rest: Vec<String> = t
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !t.key.contains(i))
-            .map(|(_, c)| ident(&c.name))
-            .collect();
+        let (all, keys, rest) = t.quoted_columns();
         let on: Vec<String> = keys.iter().map(|k| format!("s.{k} = t.{k}")).collect();
         let k0 = &keys[0];
         let same = if rest.is_empty() {
@@ -273,7 +260,6 @@ async fn load_and_compare(
                 b.join(", ")
             )
         };
-        let all: Vec<String> = t.columns.iter().map(|c| ident(&c.name)).collect();
         let src = format!(
             "(SELECT DISTINCT ON ({k}) {all} FROM {name} ORDER BY {k}, _seq DESC)",
             k = keys.join(", "),

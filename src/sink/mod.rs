@@ -246,13 +246,7 @@ impl Sink {
                 .copy_in::<_, bytes::Bytes>(&t.copy_sql)
                 .await
                 .map_err(|e| Error::from_pg("copy into staging table", e))?;
-            futures_util::pin_mut!(sink);
-            sink.send(t.buf.split().freeze())
-                .await
-                .map_err(|e| Error::from_pg("copy into staging table", e))?;
-            sink.finish()
-                .await
-                .map_err(|e| Error::from_pg("copy into staging table", e))?;
+            send_copy(sink, t.buf.split().freeze(), "copy into staging table").await?;
             let r = tx
                 .query_one(&t.upsert, &[])
                 .await
@@ -274,15 +268,7 @@ impl Sink {
 }
 
 fn upsert_sql(t: &TablePlan, stage: &str, run_xid: Option<u32>) -> String {
-    let all: Vec<String> = t.columns.iter().map(|c| ident(&c.name)).collect();
-    let key: Vec<String> = t.key_columns().map(|c| ident(&c.name)).collect();
-    let rest: Vec<String> = t
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !t.key.contains(i))
-        .map(|(_, c)| ident(&c.name))
-        .collect();
+    let (all, key, rest) = t.quoted_columns();
     let on_conflict = if rest.is_empty() {
         "DO NOTHING".to_string()
     } else {
@@ -316,6 +302,22 @@ fn upsert_sql(t: &TablePlan, stage: &str, run_xid: Option<u32>) -> String {
         all = all.join(", "),
         target = t.sql_name(),
     )
+}
+
+/// Send one buffer of COPY text rows and finish the COPY.
+pub async fn send_copy(
+    sink: tokio_postgres::CopyInSink<bytes::Bytes>,
+    data: bytes::Bytes,
+    context: &str,
+) -> Result<()> {
+    futures_util::pin_mut!(sink);
+    sink.send(data)
+        .await
+        .map_err(|e| Error::from_pg(context, e))?;
+    sink.finish()
+        .await
+        .map_err(|e| Error::from_pg(context, e))?;
+    Ok(())
 }
 
 /// Append one row in COPY text format: tab-separated, `\N` for NULL, backslash escapes.
