@@ -120,10 +120,22 @@ pub struct AwsArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["table", "export"])))]
 pub struct MigrateArgs {
     /// Source DynamoDB table name
     #[arg(long, value_name = "NAME")]
-    pub table: String,
+    pub table: Option<String>,
+
+    /// Source DynamoDB export instead of a table: a local folder as AWS writes it
+    /// (manifest-files.json, data/*.json.gz) or a folder of .json/.json.gz files; each file is
+    /// a segment
+    #[arg(long, value_name = "PATH", conflicts_with = "table")]
+    pub export: Option<PathBuf>,
+
+    /// Key attributes for the default mapping of an export (exports carry no key schema):
+    /// PK[:S|N|B][,SK[:S|N|B]], type S by default
+    #[arg(long, value_name = "PK[,SK]")]
+    pub key: Option<String>,
 
     /// Target PostgreSQL URL, e.g. postgres://user@host:5432/db
     #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]

@@ -16,7 +16,7 @@ use crate::rejects::Rejects;
 use crate::report::Report;
 use crate::sink;
 use crate::source::scan::SegmentScan;
-use crate::source::Source;
+use crate::source::{KeyAttr, KeyAttrType, Source, TableInfo};
 
 /// Exit code for a run that finished but rejected items.
 pub const EXIT_REJECTS: u8 = 4;
@@ -88,8 +88,8 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     // Workers resolve the same string again (empty: from the PG* variables).
     let target_url = args.target.clone().unwrap_or_default();
 
-    let source = Source::connect(&args.aws).await?;
-    let info = source.describe(&args.table).await?;
+    let origin = resolve_origin(&args).await?;
+    let info = origin.info.clone();
     let plan = Arc::new(load_plan(&args, &info)?);
 
     let client = target
@@ -165,10 +165,14 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     } else {
         Checkpoint::load(&files.checkpoint)?
     };
-    let segments = args
-        .segments
-        .or(existing.as_ref().map(|c| c.settings.segments))
-        .unwrap_or_else(|| default_segments(args.concurrency, info.size_bytes));
+    let segments = match &origin.export {
+        // An export's segments are its files.
+        Some(e) => e.files.len() as u32,
+        None => args
+            .segments
+            .or(existing.as_ref().map(|c| c.settings.segments))
+            .unwrap_or_else(|| default_segments(args.concurrency, info.size_bytes)),
+    };
     let settings = Settings {
         source: info.arn.clone(),
         target: target_id.clone(),
@@ -247,8 +251,18 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
             progress_rx,
         ));
         let job = Arc::new(Job {
-            client: source.client.clone(),
-            table: info.name.clone(),
+            segments: match (&origin.export, &origin.source) {
+                (Some(e), _) => pipeline::Segments::Export(Arc::new(e.files.clone())),
+                (None, Some(src)) => pipeline::Segments::Scan(SegmentScan {
+                    client: src.client.clone(),
+                    table: info.name.clone(),
+                    segment: 0,
+                    total_segments: segments,
+                    page_size: args.batch_size,
+                    limiter: read_limiter(&args)?,
+                }),
+                (None, None) => return Err(Error::config("internal error: no source")),
+            },
             key_attrs: info.key.iter().map(|k| k.name.clone()).collect(),
             plan: plan.clone(),
             target_url: target_url.clone(),
@@ -258,7 +272,6 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
             store: store.clone(),
             rejects: Arc::new(Rejects::new(rejects_path.clone())),
             stats: stats.clone(),
-            limiter: read_limiter(&args)?,
             run_xid,
             retry: crate::sink::resilient::RetryPolicy::new(std::time::Duration::from_secs(
                 args.pg_retry_for,
@@ -296,7 +309,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     let rejected_total: u64 = cp.segments.iter().map(|s| s.rejected).sum();
     let report = Report {
         status: status.to_string(),
-        source_table: format!("{} ({})", info.name, source.describe_location()),
+        source_table: origin.describe(),
         target: format!(
             "{target_id} table {}",
             plan.tables
@@ -310,6 +323,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
         rows_inserted: Stats::get(&stats.rows_inserted),
         rows_updated: Stats::get(&stats.rows_updated),
         rows_unchanged: Stats::get(&stats.rows_unchanged),
+        rows_deleted: Stats::get(&stats.rows_deleted),
         collisions: Stats::get(&stats.collisions),
         skipped: Stats::get(&stats.skipped),
         tables: stats.tables.lock().map(|m| m.clone()).unwrap_or_default(),
@@ -362,8 +376,12 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
 /// `--scan-only`: read, decode and map every item; write nothing.
 async fn scan_only(args: MigrateArgs) -> Result<u8> {
     let started = Instant::now();
-    let source = Source::connect(&args.aws).await?;
-    let info = source.describe(&args.table).await?;
+    let origin = resolve_origin(&args).await?;
+    let (Some(source), info) = (origin.source, origin.info) else {
+        return Err(Error::config(
+            "--scan-only reads a live table: give --table",
+        ));
+    };
     let plan = Arc::new(load_plan(&args, &info)?);
     let segments = args
         .segments
@@ -399,8 +417,95 @@ async fn scan_only(args: MigrateArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// Where the items come from: a live table or an export.
+struct Origin {
+    info: TableInfo,
+    source: Option<Source>,
+    export: Option<crate::source::export::Export>,
+}
+
+impl Origin {
+    fn describe(&self) -> String {
+        match (&self.source, &self.export) {
+            (Some(s), _) => format!("{} ({})", self.info.name, s.describe_location()),
+            (_, Some(e)) => format!("{} ({} files)", e.identity, e.files.len()),
+            _ => self.info.name.clone(),
+        }
+    }
+}
+
+/// `--key PK[:S|N|B][,SK[:S|N|B]]` (type S by default).
+fn parse_key(spec: &str) -> Result<Vec<KeyAttr>> {
+    spec.split(',')
+        .map(|part| {
+            let (name, ty) = part.trim().split_once(':').unwrap_or((part.trim(), "S"));
+            let ty = match ty.to_ascii_uppercase().as_str() {
+                "S" => KeyAttrType::S,
+                "N" => KeyAttrType::N,
+                "B" => KeyAttrType::B,
+                other => {
+                    return Err(Error::config(format!(
+                        "--key {spec}: type {other:?} of {name:?} is not S, N or B"
+                    )))
+                }
+            };
+            if name.is_empty() {
+                return Err(Error::config(format!(
+                    "--key {spec}: an attribute name is empty"
+                )));
+            }
+            Ok(KeyAttr {
+                name: name.to_string(),
+                ty,
+            })
+        })
+        .collect()
+}
+
+async fn resolve_origin(args: &MigrateArgs) -> Result<Origin> {
+    match (&args.table, &args.export) {
+        (Some(table), None) => {
+            let source = Source::connect(&args.aws).await?;
+            let mut info = source.describe(table).await?;
+            if let Some(k) = &args.key {
+                info.key = parse_key(k)?;
+            }
+            Ok(Origin {
+                info,
+                source: Some(source),
+                export: None,
+            })
+        }
+        (None, Some(path)) => {
+            let export = crate::source::export::open(path)?;
+            let key =
+                match &args.key {
+                    Some(k) => parse_key(k)?,
+                    None if args.mapping.is_some() => Vec::new(),
+                    None => return Err(Error::config(
+                        "an export carries no key schema: pass --key PK[,SK] (with :N or :B for \
+                         number or binary keys) for the default mapping, or a --mapping file",
+                    )),
+                };
+            let info = TableInfo {
+                name: export.table_name.clone(),
+                arn: export.identity.clone(),
+                key,
+                item_count: 0,
+                size_bytes: 0,
+            };
+            Ok(Origin {
+                info,
+                source: None,
+                export: Some(export),
+            })
+        }
+        _ => Err(Error::config("give either --table NAME or --export PATH")),
+    }
+}
+
 /// The mapping file's plan, or the default mapping.
-fn load_plan(args: &MigrateArgs, info: &crate::source::TableInfo) -> Result<Plan> {
+fn load_plan(args: &MigrateArgs, info: &TableInfo) -> Result<Plan> {
     match &args.mapping {
         Some(path) => crate::mapping::load(path),
         None => Ok(Plan::default_for(info)),

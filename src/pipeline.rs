@@ -17,14 +17,21 @@ use crate::plan::Plan;
 use crate::progress::Stats;
 use crate::rejects::Rejects;
 use crate::sink::resilient::{RetryPolicy, Writer};
-use crate::source::scan::{Page, ReadLimiter, SegmentScan};
+use crate::source::export;
+use crate::source::scan::{Page, SegmentScan};
 use crate::transform::{transform, Reject, Routed, Row};
-use crate::value;
 
 /// Everything the workers share.
+/// Where a run's segments come from.
+pub enum Segments {
+    /// Parallel Scan segments; the template's `segment` is replaced per segment.
+    Scan(SegmentScan),
+    /// The data files of an export, one segment each.
+    Export(Arc<Vec<std::path::PathBuf>>),
+}
+
 pub struct Job {
-    pub client: aws_sdk_dynamodb::Client,
-    pub table: String,
+    pub segments: Segments,
     pub key_attrs: Vec<String>,
     pub plan: Arc<Plan>,
     pub target_url: String,
@@ -34,7 +41,6 @@ pub struct Job {
     pub store: Arc<Store>,
     pub rejects: Arc<Rejects>,
     pub stats: Arc<Stats>,
-    pub limiter: Option<Arc<ReadLimiter>>,
     /// With a mapping file: the run's first transaction id, to count collisions across batches.
     pub run_xid: Option<u32>,
     pub retry: RetryPolicy,
@@ -162,26 +168,26 @@ async fn run_segment(
     if state.done {
         return Ok(());
     }
-    let start = match &state.cursor {
-        Some(v) => Some(value::item_from_ddb_json(v).map_err(|e| {
-            Error::config(format!(
-                "checkpoint {}: cursor of segment {segment} is unreadable ({e}); use --restart",
-                job.store.path().display()
-            ))
-        })?),
-        None => None,
-    };
+    let start = state.cursor.clone();
     job.store.begin_segment(segment);
     let (tx, mut rx) = mpsc::channel::<Page>(PAGES_IN_FLIGHT);
-    let scan = SegmentScan {
-        client: job.client.clone(),
-        table: job.table.clone(),
-        segment,
-        total_segments: job.total_segments,
-        page_size: job.page_size,
-        limiter: job.limiter.clone(),
+    let scanner = match &job.segments {
+        Segments::Scan(template) => {
+            let scan = SegmentScan {
+                segment,
+                ..template.clone()
+            };
+            tokio::spawn(scan.run(start, tx, shutdown.clone(), job.stats.clone()))
+        }
+        Segments::Export(files) => {
+            let path = files[segment as usize].clone();
+            let line = start.as_ref().and_then(|v| v["line"].as_u64()).unwrap_or(0);
+            let (page_size, shutdown) = (job.page_size as usize, shutdown.clone());
+            tokio::task::spawn_blocking(move || {
+                export::read_file(&path, line, page_size, tx, shutdown)
+            })
+        }
     };
-    let scanner = tokio::spawn(scan.run(start, tx, shutdown.clone(), job.stats.clone()));
 
     let mut rows: Vec<Row> = Vec::new();
     let written = async {
@@ -226,7 +232,7 @@ async fn write_page(
 ) -> Result<()> {
     rows.clear();
     let mut delta = Delta {
-        items: page.items.len() as u64,
+        items: page.len() as u64,
         ..Delta::default()
     };
     let mut item_of: Vec<u32> = Vec::with_capacity(page.items.len());
@@ -268,6 +274,29 @@ async fn write_page(
             job.stats.count_reject(format!("-: {}", reject.kind));
         }
     }
+    for bad in &page.bad {
+        reject_lines.push(Rejects::bad_line(bad));
+        job.stats.count_reject("-: malformed line".into());
+    }
+    if !page.deletes.is_empty() {
+        // Incremental exports: the rows the old image (or its keys) maps to are deleted.
+        let mut del: Vec<Row> = Vec::new();
+        for item in &page.deletes {
+            if let Err(r) = transform(&job.plan, item, &mut del) {
+                let r = Reject {
+                    kind: "cannot map a deletion",
+                    ..r
+                };
+                reject_lines.push(Rejects::line(&r, &job.key_attrs, item, Some(segment)));
+                job.stats.count_reject(format!("-: {}", r.kind));
+            }
+        }
+        if !del.is_empty() {
+            let deleted = sink.delete(&del).await?;
+            Stats::add(&job.stats.rows_deleted, deleted);
+            delta.rows_written += deleted;
+        }
+    }
     delta.rejected = reject_lines.len() as u64;
     if !reject_lines.is_empty() {
         let rejects = job.rejects.clone();
@@ -276,12 +305,7 @@ async fn write_page(
             .map_err(|e| Error::file(job.rejects.path(), e))??;
     }
     let done = page.next.is_none();
-    job.store.commit(
-        segment,
-        page.next.as_ref().map(value::item_to_ddb_json),
-        done,
-        delta,
-    );
+    job.store.commit(segment, page.next.clone(), done, delta);
     Stats::add(&job.stats.items_committed, delta.items);
     Stats::add(&job.stats.skipped, delta.skipped);
     if done {

@@ -22,6 +22,8 @@ pub struct Stats {
     pub rows_inserted: AtomicU64,
     pub rows_updated: AtomicU64,
     pub rows_unchanged: AtomicU64,
+    /// Rows deleted (incremental exports).
+    pub rows_deleted: AtomicU64,
     pub collisions: AtomicU64,
     pub rejected: AtomicU64,
     pub segments_done: AtomicU64,

@@ -55,6 +55,17 @@ impl Rejects {
         .to_string()
     }
 
+    /// One JSON line for an export line that is not an item: file, line number, reason, text.
+    pub fn bad_line(bad: &crate::source::scan::BadLine) -> String {
+        json!({
+            "file": bad.file,
+            "line": bad.line,
+            "reason": bad.reason,
+            "text": bad.text,
+        })
+        .to_string()
+    }
+
     /// Append lines and fsync them: once this returns, the rejects survive a crash.
     pub fn append(&self, lines: &[String]) -> Result<()> {
         if lines.is_empty() {

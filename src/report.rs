@@ -21,6 +21,8 @@ pub struct Report {
     pub rows_updated: u64,
     /// Rows that were already identical in the target.
     pub rows_unchanged: u64,
+    /// Rows deleted (incremental exports).
+    pub rows_deleted: u64,
     /// Items of this run that landed on a key another item of the same batch also produced.
     pub collisions: u64,
     pub rejected: u64,
@@ -91,6 +93,9 @@ impl Report {
                     t.rows_inserted, t.rows_updated, t.rows_unchanged, t.collisions
                 );
             }
+        }
+        if self.rows_deleted > 0 {
+            eprintln!("  deleted {} rows (incremental export)", self.rows_deleted);
         }
         if self.skipped > 0 {
             eprintln!(

@@ -6,6 +6,8 @@ mod support;
 
 #[path = "suite/cli.rs"]
 mod cli;
+#[path = "suite/export.rs"]
+mod export;
 #[path = "suite/faults.rs"]
 mod faults;
 #[path = "suite/mapping.rs"]

@@ -163,6 +163,7 @@ pub async fn prepare_target_with(client: &Client, plan: &Plan, create: bool) -> 
 struct TableSink {
     copy_sql: String,
     upsert: Statement,
+    delete: Statement,
     buf: BytesMut,
 }
 
@@ -209,9 +210,23 @@ impl Sink {
                 .map_err(|e| {
                     Error::from_pg(&format!("prepare upsert into {}", t.display_name()), e)
                 })?;
+            let (_, key, _) = t.quoted_columns();
+            let on: Vec<String> = key.iter().map(|k| format!("t.{k} = d.{k}")).collect();
+            let delete = client
+                .prepare(&format!(
+                    "DELETE FROM {} t USING (SELECT DISTINCT {} FROM pg_temp.{stage}) d WHERE {}",
+                    t.sql_name(),
+                    key.join(", "),
+                    on.join(" AND ")
+                ))
+                .await
+                .map_err(|e| {
+                    Error::from_pg(&format!("prepare delete from {}", t.display_name()), e)
+                })?;
             tables.push(TableSink {
                 copy_sql,
                 upsert,
+                delete,
                 buf: BytesMut::with_capacity(1 << 20),
             });
         }
@@ -264,6 +279,50 @@ impl Sink {
             tx.commit().await.map_err(|e| Error::from_pg("commit", e))?;
         }
         Ok(counts)
+    }
+}
+
+impl Sink {
+    /// Delete the rows with the keys of `rows` (only their key cells matter), in one
+    /// transaction; returns how many rows were deleted.
+    pub async fn delete(&mut self, rows: &[Row]) -> Result<u64> {
+        let mut staged = vec![false; self.tables.len()];
+        for t in &mut self.tables {
+            t.buf.clear();
+        }
+        for (seq, row) in rows.iter().enumerate() {
+            encode_row(&mut self.tables[row.table].buf, seq as i64, &row.cells);
+            staged[row.table] = true;
+        }
+        let tx = self
+            .client
+            .transaction()
+            .await
+            .map_err(|e| Error::from_pg("begin", e))?;
+        let mut deleted = 0;
+        // Children first: the mapping lists parents before their exploded children.
+        for (i, t) in self.tables.iter_mut().enumerate().rev() {
+            if !staged[i] {
+                continue;
+            }
+            let sink = tx
+                .copy_in::<_, bytes::Bytes>(&t.copy_sql)
+                .await
+                .map_err(|e| Error::from_pg("copy into staging table", e))?;
+            send_copy(sink, t.buf.split().freeze(), "copy into staging table").await?;
+            deleted += tx
+                .execute(&t.delete, &[])
+                .await
+                .map_err(|e| Error::from_pg("delete", e))?;
+        }
+        if self.dry_run {
+            tx.rollback()
+                .await
+                .map_err(|e| Error::from_pg("rollback", e))?;
+        } else {
+            tx.commit().await.map_err(|e| Error::from_pg("commit", e))?;
+        }
+        Ok(deleted)
     }
 }
 

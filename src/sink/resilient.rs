@@ -42,6 +42,26 @@ fn jittered(backoff: Duration) -> Duration {
     backoff.mul_f64(frac)
 }
 
+#[derive(Clone, Copy)]
+enum Op<'a> {
+    Write(&'a [Row]),
+    Delete(&'a [Row]),
+}
+
+enum Done {
+    Written(Vec<TableCounts>),
+    Deleted(u64),
+}
+
+impl Op<'_> {
+    async fn run(self, sink: &mut Sink) -> Result<Done> {
+        match self {
+            Op::Write(rows) => sink.write(rows).await.map(Done::Written),
+            Op::Delete(rows) => sink.delete(rows).await.map(Done::Deleted),
+        }
+    }
+}
+
 /// Rows an item produced that PostgreSQL refused, with its message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefusedItem {
@@ -81,17 +101,32 @@ impl Writer {
         Ok(w)
     }
 
-    /// Write `rows` on a live sink, reconnecting and retrying while errors are transient.
     async fn write_retrying(&mut self, rows: &[Row]) -> Result<Vec<TableCounts>> {
+        match self.retrying(Op::Write(rows)).await? {
+            Done::Written(c) => Ok(c),
+            Done::Deleted(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Delete the rows with the keys of `rows` (incremental exports), retrying like writes.
+    pub async fn delete(&mut self, rows: &[Row]) -> Result<u64> {
+        match self.retrying(Op::Delete(rows)).await? {
+            Done::Deleted(n) => Ok(n),
+            Done::Written(_) => Ok(0),
+        }
+    }
+
+    /// Run `op` on a live sink, reconnecting and retrying while errors are transient.
+    async fn retrying(&mut self, op: Op<'_>) -> Result<Done> {
         let started = Instant::now();
         let mut backoff = self.policy.initial_backoff;
         loop {
             let attempt = match self.sink.as_mut() {
-                Some(sink) => sink.write(rows).await,
+                Some(sink) => op.run(sink).await,
                 None => match Sink::open_with(&self.url, &self.plan, self.run_xid).await {
                     Ok(mut sink) => {
                         sink.dry_run = self.dry_run;
-                        self.sink.insert(sink).write(rows).await
+                        op.run(self.sink.insert(sink)).await
                     }
                     Err(e) => Err(e),
                 },

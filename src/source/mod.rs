@@ -1,5 +1,6 @@
 //! Sources of items: the DynamoDB client and the segmented parallel scan.
 
+pub mod export;
 pub mod scan;
 
 use aws_config::{BehaviorVersion, Region};

@@ -14,11 +14,35 @@ use crate::error::{Error, Result};
 use crate::progress::Stats;
 use crate::value::Item;
 
-/// One page of a segment: its items, and the key to continue from (None: the segment ended).
-#[derive(Debug)]
+/// One page of a segment: its items, and the cursor to continue from (None: the segment
+/// ended). A scan's cursor is the LastEvaluatedKey in DynamoDB JSON; an export file's is
+/// `{"line": n}`.
+#[derive(Debug, Default)]
 pub struct Page {
     pub items: Vec<Item>,
-    pub next: Option<Item>,
+    /// Items to delete (incremental exports).
+    pub deletes: Vec<Item>,
+    /// Lines that are not items (exports).
+    pub bad: Vec<BadLine>,
+    pub next: Option<serde_json::Value>,
+}
+
+impl Page {
+    pub fn len(&self) -> usize {
+        self.items.len() + self.deletes.len() + self.bad.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A line of an export file that could not be read as an item.
+#[derive(Debug, Clone)]
+pub struct BadLine {
+    pub file: String,
+    pub line: u64,
+    pub reason: String,
+    pub text: String,
 }
 
 /// `--max-read-units`: a token bucket shared by all segments, fed by the ConsumedCapacity each
@@ -73,12 +97,20 @@ impl SegmentScan {
     /// `tx`. Stops early, without error, when `shutdown` turns true or the receiver is gone.
     pub async fn run(
         self,
-        start: Option<Item>,
+        start: Option<serde_json::Value>,
         tx: mpsc::Sender<Page>,
         mut shutdown: watch::Receiver<bool>,
         stats: Arc<Stats>,
     ) -> Result<()> {
-        let mut cursor = start;
+        let mut cursor = match start {
+            Some(v) => Some(crate::value::item_from_ddb_json(&v).map_err(|e| {
+                Error::config(format!(
+                    "the checkpoint's cursor of segment {} is unreadable ({e}); use --restart",
+                    self.segment
+                ))
+            })?),
+            None => None,
+        };
         loop {
             if *shutdown.borrow() {
                 return Ok(());
@@ -122,8 +154,13 @@ impl SegmentScan {
                 .fetch_add(items.len() as u64, Ordering::Relaxed);
             let next = out.last_evaluated_key.filter(|k| !k.is_empty());
             let last = next.is_none();
-            cursor = next.clone();
-            if tx.send(Page { items, next }).await.is_err() {
+            let page = Page {
+                items,
+                next: next.as_ref().map(crate::value::item_to_ddb_json),
+                ..Page::default()
+            };
+            cursor = next;
+            if tx.send(page).await.is_err() {
                 return Ok(());
             }
             if last {

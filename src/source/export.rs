@@ -1,0 +1,245 @@
+//! DynamoDB exports on local disk: the layout AWS writes (`manifest-summary.json`,
+//! `manifest-files.json`, `data/*.json.gz`, one DynamoDB-JSON object per line) or a bare
+//! directory of `.json` / `.json.gz` files. Each data file is a segment; the cursor inside a
+//! file is the number of lines already committed.
+//!
+//! Full exports hold `{"Item": {...}}` lines. Incremental exports hold
+//! `{"Keys": {...}, "NewImage": {...}, "OldImage": {...}}` lines: a NewImage is upserted, a line
+//! without one is a deletion.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
+
+use super::scan::{BadLine, Page};
+use crate::error::{Error, Result};
+use crate::value;
+
+/// The data files of an export and what identifies it.
+#[derive(Debug, Clone)]
+pub struct Export {
+    pub files: Vec<PathBuf>,
+    /// Manifest (or file list) with sizes, hashed: part of the checkpoint fingerprint.
+    pub identity: String,
+    /// The source table's name, from the manifest's table ARN or the directory's name.
+    pub table_name: String,
+}
+
+fn find_manifest_dir(root: &Path) -> Option<PathBuf> {
+    if root.join("manifest-files.json").exists() {
+        return Some(root.to_path_buf());
+    }
+    // AWS writes AWSDynamoDB/<export id>/manifest-files.json under the prefix.
+    let aws = root.join("AWSDynamoDB");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(aws)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("manifest-files.json").exists())
+        .collect();
+    dirs.sort();
+    (dirs.len() == 1).then(|| dirs.remove(0))
+}
+
+/// Find the data files of the export at `root`.
+pub fn open(root: &Path) -> Result<Export> {
+    if !root.is_dir() {
+        return Err(Error::config(format!(
+            "--export {}: not a directory (expected an export's folder with manifest-files.json and data/, or a folder of .json/.json.gz files)",
+            root.display()
+        )));
+    }
+    let mut hasher = Sha256::new();
+    let mut table_name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "export".into());
+    let mut files = Vec::new();
+    if let Some(dir) = find_manifest_dir(root) {
+        if let Ok(summary) = std::fs::read_to_string(dir.join("manifest-summary.json")) {
+            hasher.update(summary.as_bytes());
+            if let Ok(v) = serde_json::from_str::<Value>(&summary) {
+                if let Some(arn) = v["tableArn"].as_str() {
+                    if let Some(name) = arn.rsplit('/').next() {
+                        table_name = name.to_string();
+                    }
+                }
+            }
+        }
+        let manifest = std::fs::read_to_string(dir.join("manifest-files.json")).map_err(|e| {
+            Error::config(format!(
+                "{}: {e}",
+                dir.join("manifest-files.json").display()
+            ))
+        })?;
+        for (i, line) in manifest
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let v: Value = serde_json::from_str(line)
+                .map_err(|e| Error::config(format!("manifest-files.json line {}: {e}", i + 1)))?;
+            let key = v["dataFileS3Key"].as_str().ok_or_else(|| {
+                Error::config(format!(
+                    "manifest-files.json line {}: no dataFileS3Key",
+                    i + 1
+                ))
+            })?;
+            let base = key.rsplit('/').next().unwrap_or(key);
+            let candidates = [root.join(key), dir.join("data").join(base)];
+            let path = candidates
+                .iter()
+                .find(|p| p.exists())
+                .cloned()
+                .ok_or_else(|| {
+                    Error::config(format!(
+                        "the manifest lists {key}, but neither {} nor {} exists",
+                        candidates[0].display(),
+                        candidates[1].display()
+                    ))
+                })?;
+            files.push(path);
+        }
+    } else {
+        let mut dirs = vec![root.to_path_buf(), root.join("data")];
+        dirs.retain(|d| d.is_dir());
+        for d in dirs {
+            for e in
+                std::fs::read_dir(&d).map_err(|e| Error::config(format!("{}: {e}", d.display())))?
+            {
+                let p = e.map_err(|e| Error::config(e.to_string()))?.path();
+                let name = p.to_string_lossy();
+                if p.is_file()
+                    && (name.ends_with(".json") || name.ends_with(".json.gz"))
+                    && !name.contains("manifest-")
+                {
+                    files.push(p);
+                }
+            }
+        }
+        files.sort();
+    }
+    if files.is_empty() {
+        return Err(Error::config(format!(
+            "--export {}: no data files (.json or .json.gz) found",
+            root.display()
+        )));
+    }
+    for f in &files {
+        let size = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+        hasher.update(
+            format!(
+                "{}:{size}\n",
+                f.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            )
+            .as_bytes(),
+        );
+    }
+    let identity = format!(
+        "export {} ({})",
+        root.display(),
+        hasher
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    Ok(Export {
+        files,
+        identity,
+        table_name,
+    })
+}
+
+/// Read one data file from line `start` (lines already committed), sending pages of up to
+/// `page_size` lines. Runs on a blocking thread. A malformed line becomes a `BadLine`; a file
+/// that cannot be read (corrupt or truncated gzip, I/O error) is an error naming file and line.
+pub fn read_file(
+    path: &Path,
+    start: u64,
+    page_size: usize,
+    tx: mpsc::Sender<Page>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let f = File::open(path).map_err(|e| Error::Source {
+        message: format!("cannot open {}: {e}", path.display()),
+        retryable: false,
+    })?;
+    let reader: Box<dyn Read> = if path.to_string_lossy().ends_with(".gz") {
+        Box::new(MultiGzDecoder::new(f))
+    } else {
+        Box::new(f)
+    };
+    let mut lines = BufReader::with_capacity(1 << 16, reader);
+    let mut line_no: u64 = 0;
+    let mut buf = String::new();
+    let mut page = Page::default();
+    loop {
+        buf.clear();
+        let n = lines.read_line(&mut buf).map_err(|e| Error::Source {
+            message: format!(
+                "{}: cannot be read after line {line_no} ({e}); the file is corrupt or truncated: \
+                 replace it and run the same command again to resume",
+                path.display()
+            ),
+            retryable: false,
+        })?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        if line_no <= start {
+            continue;
+        }
+        let text = buf.trim_end();
+        if !text.is_empty() {
+            parse_line(text, line_no, path, &mut page);
+        }
+        if page.len() >= page_size {
+            page.next = Some(serde_json::json!({ "line": line_no }));
+            if *shutdown.borrow() || tx.blocking_send(std::mem::take(&mut page)).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    page.next = None;
+    let _ = tx.blocking_send(page);
+    Ok(())
+}
+
+fn parse_line(text: &str, line: u64, path: &Path, page: &mut Page) {
+    let bad = |reason: String| BadLine {
+        file: path.display().to_string(),
+        line,
+        reason,
+        text: text.chars().take(2000).collect(),
+    };
+    let v: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return page.bad.push(bad(format!("not JSON: {e}"))),
+    };
+    let item = |field: &str| v.get(field).map(value::item_from_ddb_json);
+    if let Some(it) = item("Item").or_else(|| item("NewImage")) {
+        match it {
+            Ok(i) => page.items.push(i),
+            Err(e) => page.bad.push(bad(e.to_string())),
+        }
+    } else if let Some(old) = item("OldImage").or_else(|| item("Keys")) {
+        match old {
+            Ok(i) => page.deletes.push(i),
+            Err(e) => page.bad.push(bad(e.to_string())),
+        }
+    } else {
+        page.bad.push(bad(
+            "expected an object with Item, NewImage, OldImage or Keys".into(),
+        ));
+    }
+}

@@ -1,0 +1,316 @@
+//! Exports: the AWS layout (manifests, gzipped and plain data files) gives the same target as
+//! the live table; kill -9 and resume; a corrupt file and malformed lines; an incremental
+//! export applied on top of a full load.
+
+use std::io::Write;
+use std::path::Path;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::support::harness::*;
+
+/// Items `range` of the sample as an export laid out as AWS writes it: every `per_file` items a
+/// data file, gzipped except every third one.
+fn write_export(dir: &Path, range: std::ops::Range<u64>, per_file: u64) {
+    let id = "01700000000000-abcdef12";
+    let base = dir.join("AWSDynamoDB").join(id);
+    std::fs::create_dir_all(base.join("data")).expect("dirs");
+    let mut manifest = String::new();
+    let mut file_no = 0;
+    let mut start = range.start;
+    while start < range.end {
+        let end = (start + per_file).min(range.end);
+        let mut text = String::new();
+        for i in start..end {
+            let item = ddb2pg::sample::item(1, i);
+            text.push_str(
+                &serde_json::json!({ "Item": ddb2pg::value::item_to_ddb_json(&item) }).to_string(),
+            );
+            text.push('\n');
+        }
+        let gz = file_no % 3 != 2;
+        let name = format!("file{file_no:03}.json{}", if gz { ".gz" } else { "" });
+        let path = base.join("data").join(&name);
+        if gz {
+            let mut e = flate2::write::GzEncoder::new(
+                std::fs::File::create(&path).expect("create"),
+                flate2::Compression::fast(),
+            );
+            e.write_all(text.as_bytes()).expect("gz");
+            e.finish().expect("finish");
+        } else {
+            std::fs::write(&path, text).expect("write");
+        }
+        manifest.push_str(&format!(
+            "{{\"itemCount\":{},\"dataFileS3Key\":\"AWSDynamoDB/{id}/data/{name}\"}}\n",
+            end - start
+        ));
+        file_no += 1;
+        start = end;
+    }
+    std::fs::write(base.join("manifest-files.json"), manifest).expect("manifest");
+    std::fs::write(
+        base.join("manifest-summary.json"),
+        format!("{{\"exportType\":\"FULL_EXPORT\",\"tableArn\":\"arn:aws:dynamodb:us-east-1:000000000000:table/exp\",\"itemCount\":{}}}", range.end - range.start),
+    )
+    .expect("summary");
+}
+
+/// An export of the given lines in one plain data file, with manifests naming table `exp`.
+fn write_export_lines(dir: &Path, lines: &[serde_json::Value], kind: &str) {
+    let id = "01700000000001-incr";
+    let base = dir.join("AWSDynamoDB").join(id);
+    std::fs::create_dir_all(base.join("data")).expect("dirs");
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(base.join("data/inc.json"), text).expect("data");
+    std::fs::write(
+        base.join("manifest-files.json"),
+        format!(
+            "{{\"itemCount\":{},\"dataFileS3Key\":\"AWSDynamoDB/{id}/data/inc.json\"}}\n",
+            lines.len()
+        ),
+    )
+    .expect("manifest");
+    std::fs::write(
+        base.join("manifest-summary.json"),
+        format!("{{\"exportType\":\"{kind}\",\"tableArn\":\"arn:aws:dynamodb:us-east-1:000000000000:table/exp\"}}"),
+    )
+    .expect("summary");
+}
+
+fn export_args(export: &Path, db: &str, cp: &Path) -> Vec<String> {
+    [
+        "migrate",
+        "--export",
+        &export.to_string_lossy(),
+        "--key",
+        "PK,SK",
+        "--target",
+        db,
+        "--checkpoint-dir",
+        &cp.to_string_lossy(),
+        "--progress",
+        "none",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Every row of `table` in key order, as text, so two databases can be compared.
+async fn dump(db: &str, table: &str) -> Vec<String> {
+    pg(db)
+        .await
+        .query(
+            &format!("SELECT t::text FROM \"{table}\" t ORDER BY \"PK\", \"SK\""),
+            &[],
+        )
+        .await
+        .expect("dump")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_and_the_table_give_identical_targets() {
+    let n = 3000;
+    let table = sample_table(n).await;
+    let from_table = new_database().await;
+    let r = run(&migrate_args(&table, &from_table, &tempdir("exp-t")));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let dir = tempdir("export");
+    write_export(&dir, 0..n, 700);
+    let from_export = new_database().await;
+    let r = run(&export_args(&dir, &from_export, &tempdir("exp-e")));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.report["segments_total"], 5, "one segment per file");
+    let t = ddb2pg::plan::default_table_name(&table);
+    let a = dump(&from_table, &t).await;
+    let b = dump(&from_export, "exp").await;
+    assert_eq!(a.len() as u64, n);
+    assert_eq!(a, b);
+    // Without a key schema the default mapping cannot work: a clear message.
+    let mut args = export_args(&dir, &from_export, &tempdir("exp-nokey"));
+    let at = args.iter().position(|a| a == "--key").expect("key");
+    args.drain(at..at + 2);
+    let r = run(&args);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--key"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_export_and_resume_is_exact() {
+    let n = 20000;
+    let dir = tempdir("export-kill");
+    write_export(&dir, 0..n, 10000);
+    let db = new_database().await;
+    let cp = tempdir("exp-kill-cp");
+    let mut args = export_args(&dir, &db, &cp);
+    args.extend(["--batch-size", "20", "--concurrency", "1"].map(String::from));
+    let mut child = spawn(&args);
+    wait_for_items(&mut child, &cp, 3000);
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let before = committed_items(&cp);
+    assert!(before > 0 && before < n, "killed mid-run: {before}");
+    let r = run(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The resume read on from the line cursor, not from the start of the file.
+    assert!(
+        r.report["items_read"].as_u64().unwrap_or(n) < n,
+        "{}",
+        r.report
+    );
+    let (missing, extra) = default_mapping_differences(&db, "exp", n).await;
+    assert_eq!((missing, extra), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_lines_are_rejected_and_a_corrupt_file_stops_resumably() {
+    let dir = tempdir("export-bad");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("dir");
+    let good = |i: u64| {
+        serde_json::json!({ "Item": ddb2pg::value::item_to_ddb_json(&ddb2pg::sample::item(1, i)) })
+            .to_string()
+    };
+    std::fs::write(
+        data.join("a.json"),
+        format!(
+            "{}\nthis is not json\n{}\n{{\"Item\": {{\"PK\": {{\"Q\": \"x\"}}}}}}\n",
+            good(0),
+            good(1)
+        ),
+    )
+    .expect("a");
+    // A gzip file cut in half.
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for i in 2..2000 {
+        e.write_all(good(i).as_bytes()).expect("gz");
+        e.write_all(b"\n").expect("gz");
+    }
+    let bytes = e.finish().expect("finish");
+    std::fs::write(data.join("b.json.gz"), &bytes[..bytes.len() / 2]).expect("b");
+    let db = new_database().await;
+    let cp = tempdir("exp-bad-cp");
+    let r = run(&export_args(&dir, &db, &cp));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("b.json.gz") && r.stderr.contains("corrupt or truncated"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("run the same command again"),
+        "{}",
+        r.stderr
+    );
+    let rejects: Vec<serde_json::Value> = std::fs::read_dir(&cp)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".rejects.jsonl"))
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .expect("read")
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("json"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut lines: Vec<u64> = rejects.iter().filter_map(|r| r["line"].as_u64()).collect();
+    lines.sort();
+    assert_eq!(lines, [2, 4], "{rejects:?}");
+    assert!(rejects
+        .iter()
+        .all(|r| r["file"].as_str().is_some_and(|f| f.ends_with("a.json"))));
+    // The good lines of a.json landed (the table is named after the folder: no manifest).
+    let t = ddb2pg::plan::default_table_name(&dir.file_name().expect("name").to_string_lossy());
+    let rows: i64 = pg(&db)
+        .await
+        .query_one(
+            &format!("SELECT count(*) FROM \"{t}\" WHERE \"PK\" = 'USER#00000000'"),
+            &[],
+        )
+        .await
+        .expect("rows")
+        .get(0);
+    assert_eq!(rows, 2, "items 0 and 1 of a.json");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_export_applies_updates_inserts_and_deletes() {
+    let n = 500;
+    let dir = tempdir("export-full");
+    write_export(&dir, 0..n, 200);
+    let db = new_database().await;
+    let cp = tempdir("exp-inc-cp");
+    let r = run(&export_args(&dir, &db, &cp));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // Incremental: item 0 updated, item n new, item 1 deleted (OldImage) and item 2 deleted (Keys only).
+    let img = |i: u64| ddb2pg::value::item_to_ddb_json(&ddb2pg::sample::item(1, i));
+    let mut updated = ddb2pg::sample::item(1, 0);
+    updated.insert(
+        "email".into(),
+        AttributeValue::S("changed@example.com".into()),
+    );
+    let keys = |i: u64| {
+        let it = ddb2pg::sample::item(1, i);
+        serde_json::json!({ "PK": ddb2pg::value::value_to_ddb_json(&it["PK"]), "SK": ddb2pg::value::value_to_ddb_json(&it["SK"]) })
+    };
+    let inc = tempdir("export-inc");
+    let lines = [
+        serde_json::json!({ "Keys": keys(0), "NewImage": ddb2pg::value::item_to_ddb_json(&updated), "OldImage": img(0) }),
+        serde_json::json!({ "Keys": keys(n), "NewImage": img(n) }),
+        serde_json::json!({ "Keys": keys(1), "OldImage": img(1) }),
+        serde_json::json!({ "Keys": keys(2) }),
+    ];
+    write_export_lines(&inc, &lines, "INCREMENTAL_EXPORT");
+    let r = run(&export_args(&inc, &db, &tempdir("exp-inc-cp2")));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.report["rows_deleted"], 2, "{}", r.report);
+    let c = pg(&db).await;
+    let email: String = c
+        .query_one(
+            "SELECT item->>'email' FROM exp WHERE \"PK\" = 'USER#00000000' AND \"SK\" = 'PROFILE'",
+            &[],
+        )
+        .await
+        .expect("updated row")
+        .get(0);
+    assert_eq!(email, "changed@example.com");
+    let count = |pk: String, sk: String| {
+        let c = &c;
+        async move {
+            c.query_one(
+                "SELECT count(*) FROM exp WHERE \"PK\" = $1 AND \"SK\" = $2",
+                &[&pk, &sk],
+            )
+            .await
+            .expect("count")
+            .get::<_, i64>(0)
+        }
+    };
+    let key_of = |i: u64| {
+        let it = ddb2pg::sample::item(1, i);
+        let s = |k: &str| match &it[k] {
+            AttributeValue::S(v) => v.clone(),
+            other => panic!("{other:?}"),
+        };
+        (s("PK"), s("SK"))
+    };
+    let (pk, sk) = key_of(n);
+    assert_eq!(count(pk, sk).await, 1, "inserted");
+    let (pk, sk) = key_of(1);
+    assert_eq!(count(pk, sk).await, 0, "deleted by its old image");
+    let (pk, sk) = key_of(2);
+    assert_eq!(count(pk, sk).await, 0, "deleted by its keys");
+    let total: i64 = c
+        .query_one("SELECT count(*) FROM exp", &[])
+        .await
+        .expect("total")
+        .get(0);
+    assert_eq!(total, n as i64 + 1 - 2);
+}
