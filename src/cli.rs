@@ -127,10 +127,15 @@ pub struct MigrateArgs {
     pub table: Option<String>,
 
     /// Source DynamoDB export instead of a table: a local folder as AWS writes it
-    /// (manifest-files.json, data/*.json.gz) or a folder of .json/.json.gz files; each file is
-    /// a segment
+    /// (manifest-files.json, data/*.json.gz), a folder of .json/.json.gz files, or
+    /// s3://bucket/prefix of an export; each data file is a segment
     #[arg(long, value_name = "PATH", conflicts_with = "table")]
     pub export: Option<PathBuf>,
+
+    /// S3 endpoint for an s3:// export (an S3-compatible server)
+    /// [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint_url: Option<String>,
 
     /// Key attributes for the default mapping of an export (exports carry no key schema):
     /// PK[:S|N|B][,SK[:S|N|B]], type S by default

@@ -477,7 +477,25 @@ async fn resolve_origin(args: &MigrateArgs) -> Result<Origin> {
             })
         }
         (None, Some(path)) => {
-            let export = crate::source::export::open(path)?;
+            let text = path.to_string_lossy().to_string();
+            let export = if text.starts_with("s3://") {
+                // Downloaded next to the checkpoint; files already there are not fetched again.
+                let safe: String = text[5..]
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                let dest = args.checkpoint_dir.join(format!("s3-{safe}"));
+                crate::source::s3::download(&args.aws, &args.s3_endpoint_url, &text, &dest).await?;
+                crate::source::export::open_labeled(&dest, &text)?
+            } else {
+                crate::source::export::open(path)?
+            };
             let key =
                 match &args.key {
                     Some(k) => parse_key(k)?,

@@ -48,6 +48,11 @@ fn find_manifest_dir(root: &Path) -> Option<PathBuf> {
 
 /// Find the data files of the export at `root`.
 pub fn open(root: &Path) -> Result<Export> {
+    open_labeled(root, &root.display().to_string())
+}
+
+/// As `open`, naming the export `label` (e.g. the s3:// URL it was downloaded from).
+pub fn open_labeled(root: &Path, label: &str) -> Result<Export> {
     if !root.is_dir() {
         return Err(Error::config(format!(
             "--export {}: not a directory (expected an export's folder with manifest-files.json and data/, or a folder of .json/.json.gz files)",
@@ -143,8 +148,7 @@ pub fn open(root: &Path) -> Result<Export> {
         );
     }
     let identity = format!(
-        "export {} ({})",
-        root.display(),
+        "export {label} ({})",
         hasher
             .finalize()
             .iter()

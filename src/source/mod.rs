@@ -1,6 +1,7 @@
 //! Sources of items: the DynamoDB client and the segmented parallel scan.
 
 pub mod export;
+pub mod s3;
 pub mod scan;
 
 use aws_config::{BehaviorVersion, Region};
@@ -65,88 +66,93 @@ fn resolve_endpoint(flag: &Option<String>) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-impl Source {
-    /// Build a client from the standard AWS chain (profile, environment, SSO, IMDS ...).
-    /// On a loopback endpoint (DynamoDB Local) missing credentials and region are filled with
-    /// dummies instead of failing.
-    pub async fn connect(args: &AwsArgs) -> Result<Source> {
-        let endpoint = resolve_endpoint(&args.endpoint_url);
-        let local = endpoint.as_deref().is_some_and(is_loopback);
-        let http = HttpBuilder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
-        if let Some(p) = &args.profile {
-            loader = loader.profile_name(p);
+/// The shared AWS configuration from the standard chain (profile, environment, SSO, IMDS ...),
+/// with `endpoint` as the endpoint. On a loopback endpoint (DynamoDB Local, a local S3) missing
+/// credentials and region are filled with dummies instead of failing.
+pub async fn aws_config(args: &AwsArgs, endpoint: Option<&str>) -> Result<aws_config::SdkConfig> {
+    let local = endpoint.is_some_and(is_loopback);
+    let http = HttpBuilder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+    if let Some(p) = &args.profile {
+        loader = loader.profile_name(p);
+    }
+    if let Some(r) = &args.region {
+        loader = loader.region(Region::new(r.clone()));
+    }
+    let shared = loader.load().await;
+    let mut builder = shared.to_builder();
+    if let Some(e) = endpoint {
+        builder = builder.endpoint_url(e);
+    }
+    if shared.region().is_none() {
+        if !local {
+            return Err(Error::config(
+                "no AWS region: pass --region, set AWS_REGION, or set one in the profile",
+            ));
         }
-        if let Some(r) = &args.region {
-            loader = loader.region(Region::new(r.clone()));
+        builder = builder.region(Region::new("us-east-1"));
+    }
+    let creds = match shared.credentials_provider() {
+        Some(p) => {
+            use aws_sdk_dynamodb::config::ProvideCredentials;
+            p.provide_credentials()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         }
-        let shared = loader.load().await;
-
-        let mut builder = aws_sdk_dynamodb::config::Builder::from(&shared).retry_config(
-            aws_config::retry::RetryConfig::adaptive()
-                .with_max_attempts(10)
-                .with_initial_backoff(std::time::Duration::from_millis(100)),
-        );
-        if let Some(e) = &endpoint {
-            builder = builder.endpoint_url(e);
-        }
-        let region = match shared.region() {
-            Some(r) => r.to_string(),
-            None if local => {
-                builder = builder.region(Region::new("us-east-1"));
-                "us-east-1".to_string()
-            }
-            None => {
-                return Err(Error::config(
-                    "no AWS region: pass --region, set AWS_REGION, or set one in the profile",
-                ))
-            }
-        };
-        let creds = match shared.credentials_provider() {
-            Some(p) => {
-                use aws_sdk_dynamodb::config::ProvideCredentials;
-                p.provide_credentials()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-            None => Err("no credentials provider".to_string()),
-        };
-        match creds {
-            Ok(()) => {}
-            Err(_) if local => {
-                tracing::debug!(
-                    "no AWS credentials found; using dummy ones for the loopback endpoint"
-                );
-                builder = builder.credentials_provider(Credentials::new(
+        None => Err("no credentials provider".to_string()),
+    };
+    match creds {
+        Ok(()) => {}
+        Err(_) if local => {
+            tracing::debug!("no AWS credentials found; using dummy ones for the loopback endpoint");
+            builder = builder.credentials_provider(
+                aws_sdk_dynamodb::config::SharedCredentialsProvider::new(Credentials::new(
                     // DynamoDB Local accepts any key made of letters and digits only.
                     "ddb2pglocal",
                     "ddb2pglocal",
                     None,
                     None,
                     "ddb2pg-dummy",
-                ));
-            }
-            Err(why) => {
-                return Err(Error::config(format!(
-                    "no AWS credentials{}: tried the environment (AWS_ACCESS_KEY_ID, \
-                     AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), the profile in ~/.aws/config and \
-                     ~/.aws/credentials (role assumption, SSO, credential_process), web identity, \
-                     ECS and EC2 instance metadata ({why}); pass --profile, run `aws sso login`, \
-                     or set the variables",
-                    match &args.profile {
-                        Some(p) => format!(" for profile {p:?}"),
-                        None => String::new(),
-                    }
-                )))
-            }
+                )),
+            );
         }
+        Err(why) => {
+            return Err(Error::config(format!(
+                "no AWS credentials{}: tried the environment (AWS_ACCESS_KEY_ID, \
+                 AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), the profile in ~/.aws/config and \
+                 ~/.aws/credentials (role assumption, SSO, credential_process), web identity, \
+                 ECS and EC2 instance metadata ({why}); pass --profile, run `aws sso login`, \
+                 or set the variables",
+                match &args.profile {
+                    Some(p) => format!(" for profile {p:?}"),
+                    None => String::new(),
+                }
+            )))
+        }
+    }
+    Ok(builder.build())
+}
+
+impl Source {
+    /// A DynamoDB client from the standard AWS chain (see `aws_config`), retrying in adaptive
+    /// mode: backoff with jitter and a client-side rate limiter shared by all segments.
+    pub async fn connect(args: &AwsArgs) -> Result<Source> {
+        let endpoint = resolve_endpoint(&args.endpoint_url);
+        let shared = aws_config(args, endpoint.as_deref()).await?;
+        let conf = aws_sdk_dynamodb::config::Builder::from(&shared)
+            .retry_config(
+                aws_config::retry::RetryConfig::adaptive()
+                    .with_max_attempts(10)
+                    .with_initial_backoff(std::time::Duration::from_millis(100)),
+            )
+            .build();
         Ok(Source {
-            client: Client::from_conf(builder.build()),
+            client: Client::from_conf(conf),
+            region: shared.region().map(|r| r.to_string()).unwrap_or_default(),
             endpoint,
-            region,
         })
     }
 

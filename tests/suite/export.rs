@@ -314,3 +314,79 @@ async fn an_incremental_export_applies_updates_inserts_and_deletes() {
         .get(0);
     assert_eq!(total, n as i64 + 1 - 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_export_on_a_local_s3_server_gives_the_same_target() {
+    let n = 1200;
+    let dir = tempdir("export-s3");
+    write_export(&dir, 0..n, 500);
+    let endpoint = moto_s3();
+    let shared = ddb2pg::source::aws_config(
+        &ddb2pg::cli::AwsArgs {
+            endpoint_url: None,
+            region: None,
+            profile: None,
+        },
+        Some(endpoint),
+    )
+    .await
+    .expect("aws config");
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(true)
+            .build(),
+    );
+    let bucket = unique("bucket").replace('_', "-");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let rel = p
+                .strip_prefix(&dir)
+                .expect("rel")
+                .to_string_lossy()
+                .to_string();
+            s3.put_object()
+                .bucket(&bucket)
+                .key(format!("exports/app/{rel}"))
+                .body(aws_sdk_s3::primitives::ByteStream::from(
+                    std::fs::read(&p).expect("read"),
+                ))
+                .send()
+                .await
+                .expect("put");
+        }
+    }
+    let local = new_database().await;
+    let r = run(&export_args(&dir, &local, &tempdir("exp-s3-local")));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let remote = new_database().await;
+    let cp = tempdir("exp-s3-cp");
+    let url = format!("s3://{bucket}/exports/app");
+    let mut args = export_args(Path::new(&url), &remote, &cp);
+    args.extend(["--s3-endpoint-url".to_string(), endpoint.to_string()]);
+    let r = run(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.report["segments_total"], 3);
+    assert_eq!(dump(&local, "exp").await, dump(&remote, "exp").await);
+    assert_eq!(dump(&remote, "exp").await.len() as u64, n);
+    // A missing prefix is a clear error.
+    let mut args = export_args(
+        Path::new(&format!("s3://{bucket}/nothing/here")),
+        &remote,
+        &tempdir("exp-s3-none"),
+    );
+    args.extend(["--s3-endpoint-url".to_string(), endpoint.to_string()]);
+    let r = run(&args);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("no export files"), "{}", r.stderr);
+}
