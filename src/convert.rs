@@ -1,14 +1,8 @@
 //! Typed conversions, pure: one DynamoDB attribute value into a PostgreSQL column value of a
 //! declared type, in PostgreSQL's text input form (bytea kept raw). See the README's table.
-//!
-//! On the per-item hot path: each value is written straight into the one `String` it ends up
-//! in; array elements share one scratch buffer; numbers never pass through `f64` except to
-//! range-check `real` / `double precision`.
-
-use std::fmt::Write as _;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Timelike};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
 use crate::value::{self, NulPolicy, Number, ValueError};
 
@@ -46,38 +40,37 @@ pub struct ColType {
 }
 
 impl ColType {
-    /// Parse a type name as written in a mapping file: case-insensitive, surrounding (and
-    /// repeated inner) spaces ignored, common aliases, `T[]` for arrays of scalar types.
+    /// A type name as written in a mapping file (case-insensitive; common aliases; `T[]`).
     pub fn parse(s: &str) -> Option<ColType> {
-        let lower = s.to_ascii_lowercase();
-        let (name, array) = match lower.trim().strip_suffix("[]") {
-            Some(n) => (n, true),
-            None => (lower.trim(), false),
+        let s = s.trim().to_ascii_lowercase();
+        let (name, array) = match s.strip_suffix("[]") {
+            Some(n) => (n.trim_end().to_string(), true),
+            None => (s, false),
         };
-        let mut words = name.split_whitespace();
-        let (first, rest) = (words.next()?, words.collect::<Vec<_>>().join(" "));
-        let base = match (first, rest.as_str()) {
-            ("text", "") => BaseType::Text,
-            ("smallint" | "int2", "") => BaseType::SmallInt,
-            ("integer" | "int" | "int4", "") => BaseType::Integer,
-            ("bigint" | "int8", "") => BaseType::BigInt,
-            ("numeric" | "decimal", "") => BaseType::Numeric,
-            ("real" | "float4", "") => BaseType::Real,
-            ("double", "precision" | "") | ("float8", "") => BaseType::Double,
-            ("boolean" | "bool", "") => BaseType::Boolean,
-            ("uuid", "") => BaseType::Uuid,
-            ("timestamptz", "") | ("timestamp", "with time zone") => BaseType::Timestamptz,
-            ("timestamp", "" | "without time zone") => BaseType::Timestamp,
-            ("date", "") => BaseType::Date,
-            ("jsonb", "") if !array => BaseType::Jsonb,
-            ("json", "") if !array => BaseType::Json,
-            ("bytea", "") => BaseType::Bytea,
+        let base = match name.as_str() {
+            "text" => BaseType::Text,
+            "smallint" | "int2" => BaseType::SmallInt,
+            "integer" | "int" | "int4" => BaseType::Integer,
+            "bigint" | "int8" => BaseType::BigInt,
+            "numeric" | "decimal" => BaseType::Numeric,
+            "real" | "float4" => BaseType::Real,
+            "double precision" | "float8" | "double" => BaseType::Double,
+            "boolean" | "bool" => BaseType::Boolean,
+            "uuid" => BaseType::Uuid,
+            "timestamptz" | "timestamp with time zone" => BaseType::Timestamptz,
+            "timestamp" | "timestamp without time zone" => BaseType::Timestamp,
+            "date" => BaseType::Date,
+            "jsonb" => BaseType::Jsonb,
+            "json" => BaseType::Json,
+            "bytea" => BaseType::Bytea,
             _ => return None,
         };
+        if array && (matches!(base, BaseType::Jsonb | BaseType::Json) || name.ends_with("[]")) {
+            return None;
+        }
         Some(ColType { base, array })
     }
 
-    /// Canonical SQL spelling of the base type (no `[]`).
     pub fn base_sql(&self) -> &'static str {
         match self.base {
             BaseType::Text => "text",
@@ -112,40 +105,30 @@ impl ColType {
 /// How strings and numbers are read as times.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum TimeFormat {
-    /// S: RFC 3339 / ISO 8601 (with or without offset — none means UTC —, 'T' or space
-    /// separator, optional fractional seconds, optional seconds); date-only "YYYY-MM-DD"
-    /// is midnight UTC. A numeric S is *not* read as an epoch (ambiguous). N: epoch seconds,
-    /// fraction allowed ("1700000000.5").
+    /// S: RFC 3339 / ISO 8601. N: epoch seconds.
     #[default]
     Auto,
-    /// N (or a numeric S): epoch milliseconds, fraction allowed.
     EpochMillis,
-    /// N (or a numeric S): epoch seconds, fraction allowed.
     EpochSeconds,
-    /// S parsed with this chrono strftime pattern (no offset in the pattern: UTC; a date-only
-    /// pattern: midnight). N values are still read as epoch seconds.
+    /// A chrono strftime pattern for S values.
     Pattern(String),
 }
 
 impl TimeFormat {
-    /// "auto" | "epoch_millis" | "epoch_seconds"; anything else is a strftime pattern.
     pub fn parse(s: &str) -> TimeFormat {
-        match s.trim() {
+        match s {
             "auto" => TimeFormat::Auto,
             "epoch_millis" => TimeFormat::EpochMillis,
             "epoch_seconds" => TimeFormat::EpochSeconds,
-            _ => TimeFormat::Pattern(s.to_string()),
+            p => TimeFormat::Pattern(p.to_string()),
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {
-    /// `found` is a DynamoDB type name: S, N, B, BOOL, NULL, M, L, SS, NS, BS.
     #[error("{found} value cannot be stored as {ty}")]
     TypeMismatch { found: &'static str, ty: String },
-    /// `value` is the input, truncated to 80 characters. For arrays, `why` starts with
-    /// `element <index>: `.
     #[error("{value:?} is not a valid {ty}: {why}")]
     Invalid {
         value: String,
@@ -154,7 +137,6 @@ pub enum ConvertError {
     },
     #[error("{value} is out of range for {ty}")]
     OutOfRange { value: String, ty: String },
-    /// U+0000 in text (path empty, or `[index]` inside an array), invalid N, ...
     #[error(transparent)]
     Value(#[from] ValueError),
 }
@@ -181,460 +163,481 @@ pub fn type_name(v: &AttributeValue) -> &'static str {
     }
 }
 
-/// Convert `v` for a column of type `ty`. A NULL attribute is `Cell::Null` (the caller
-/// handles missing/required).
-///
-/// `real` / `double precision` are lossy by nature: the exact number text is passed on and
-/// PostgreSQL rounds it to the nearest float; only values PostgreSQL would refuse (overflow
-/// to infinity, or a non-zero value that underflows to 0) are `OutOfRange` here, so one bad
-/// value cannot fail a whole COPY batch. `numeric` likewise refuses what PostgreSQL's numeric
-/// cannot hold (more than 131072 integer or 16383 fractional digits) — never a DynamoDB N.
-pub fn convert(v: &AttributeValue, ty: &ColType, opts: &ConvertOpts) -> Result<Cell, ConvertError> {
-    match v {
-        AttributeValue::Null(_) => return Ok(Cell::Null),
-        _ if ty.array => return array(v, ty, opts),
-        _ => {}
-    }
-    let mut out = String::new();
-    Ok(match scalar(Val::Attr(v), ty.base, opts, &mut out)? {
-        Out::Text => Cell::Text(out),
-        Out::Null => Cell::Null,
-        Out::Bytes(b) => Cell::Bytes(b.to_vec()),
-    })
-}
-
-/// A borrowed scalar: a whole attribute, or one element of a set.
-#[derive(Clone, Copy)]
-enum Val<'a> {
-    Attr(&'a AttributeValue),
-    S(&'a str),
-    N(&'a str),
-    B(&'a [u8]),
-}
-
-impl<'a> Val<'a> {
-    fn found(self) -> &'static str {
-        match self {
-            Val::Attr(a) => type_name(a),
-            Val::S(_) => "S",
-            Val::N(_) => "N",
-            Val::B(_) => "B",
-        }
-    }
-
-    fn s(self) -> Option<&'a str> {
-        match self {
-            Val::S(s) | Val::Attr(AttributeValue::S(s)) => Some(s),
-            _ => None,
-        }
-    }
-
-    fn n(self) -> Option<&'a str> {
-        match self {
-            Val::N(n) | Val::Attr(AttributeValue::N(n)) => Some(n),
-            _ => None,
-        }
-    }
-}
-
-/// What [`scalar`] produced: text appended to `out`, NULL, or raw bytes.
-enum Out<'a> {
-    Text,
-    Null,
-    Bytes(&'a [u8]),
-}
-
-fn ty_sql(base: BaseType) -> String {
-    ColType { base, array: false }.sql()
-}
-
-/// At most 80 characters of `s`.
 fn short(s: &str) -> String {
-    match s.char_indices().nth(80) {
-        Some((end, _)) => format!("{}...", &s[..end]),
-        None => s.to_string(),
+    if s.len() <= 80 {
+        return s.to_string();
     }
+    let mut end = 80;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
 }
 
-fn invalid(value: &str, base: BaseType, why: impl Into<String>) -> ConvertError {
+fn invalid(value: &str, ty: BaseType, why: impl Into<String>) -> ConvertError {
     ConvertError::Invalid {
         value: short(value),
-        ty: ty_sql(base),
+        ty: ColType {
+            base: ty,
+            array: false,
+        }
+        .sql(),
         why: why.into(),
     }
 }
 
-fn out_of_range(value: &str, base: BaseType) -> ConvertError {
-    ConvertError::OutOfRange {
-        value: short(value),
-        ty: ty_sql(base),
-    }
-}
-
-fn mismatch(v: Val, base: BaseType) -> ConvertError {
+fn mismatch(v: &AttributeValue, ty: &ColType) -> ConvertError {
     ConvertError::TypeMismatch {
-        found: v.found(),
-        ty: ty_sql(base),
+        found: type_name(v),
+        ty: ty.sql(),
     }
 }
 
-/// Appends `s` with the NUL policy applied.
-fn push_text(s: &str, nul: NulPolicy, out: &mut String) -> Result<(), ConvertError> {
+/// Convert `v` for a column of type `ty`. A NULL attribute is `Cell::Null`.
+pub fn convert(v: &AttributeValue, ty: &ColType, opts: &ConvertOpts) -> Result<Cell, ConvertError> {
+    if let AttributeValue::Null(_) = v {
+        return Ok(Cell::Null);
+    }
+    if ty.array {
+        return array(v, ty, opts);
+    }
+    scalar(v, ty.base, opts)
+}
+
+fn text_of(s: &str, nul: NulPolicy) -> Result<String, ConvertError> {
     if !s.contains('\0') {
-        out.push_str(s);
-        return Ok(());
+        return Ok(s.to_string());
     }
-    let with = match nul {
-        NulPolicy::Reject => {
-            return Err(ValueError::Nul {
-                path: String::new(),
-            }
-            .into())
+    match nul {
+        NulPolicy::Reject => Err(ValueError::Nul {
+            path: String::new(),
         }
-        NulPolicy::Strip => "",
-        NulPolicy::Replace => "\u{FFFD}",
-    };
-    out.reserve(s.len());
-    for (i, part) in s.split('\0').enumerate() {
-        if i > 0 {
-            out.push_str(with);
-        }
-        out.push_str(part);
+        .into()),
+        NulPolicy::Strip => Ok(s.replace('\0', "")),
+        NulPolicy::Replace => Ok(s.replace('\0', "\u{FFFD}")),
     }
-    Ok(())
 }
 
-/// The number an N, or a numeric S (type drift), holds, with its raw text.
-fn number_of<'a>(v: Val<'a>, base: BaseType) -> Result<(Number, &'a str), ConvertError> {
-    if let Some(n) = v.n() {
-        return Ok((Number::parse(n)?, n));
-    }
-    match v.s() {
-        Some(s) => Number::parse(s.trim())
-            .map(|n| (n, s))
+/// The number an N, or a numeric S (type drift), holds.
+fn number_of(v: &AttributeValue, base: BaseType) -> Result<(Number, &str), ConvertError> {
+    match v {
+        AttributeValue::N(n) => Ok((Number::parse(n)?, n)),
+        AttributeValue::S(s) => Number::parse(s.trim())
+            .map(|n| (n, s.as_str()))
             .map_err(|_| invalid(s, base, "not a number")),
-        None => Err(mismatch(v, base)),
+        other => Err(mismatch(other, &ColType { base, array: false })),
     }
 }
 
-/// Converts one non-array value, appending text to `out`.
-fn scalar<'a>(
-    v: Val<'a>,
-    base: BaseType,
-    opts: &ConvertOpts,
-    out: &mut String,
-) -> Result<Out<'a>, ConvertError> {
-    match (v, base) {
-        (Val::Attr(AttributeValue::Null(_)), _) => return Ok(Out::Null),
-        (_, BaseType::Jsonb | BaseType::Json) => {
-            let owned; // a set element has no AttributeValue of its own
-            let a = match v {
-                Val::Attr(a) => a,
-                Val::S(s) => {
-                    owned = AttributeValue::S(s.to_string());
-                    &owned
-                }
-                Val::N(n) => {
-                    owned = AttributeValue::N(n.to_string());
-                    &owned
-                }
-                Val::B(b) => {
-                    owned = AttributeValue::B(b.to_vec().into());
-                    &owned
-                }
-            };
-            value::write_value_json(a, opts.nul, &mut String::new(), out)?;
-            return Ok(Out::Text);
-        }
-        (Val::Attr(AttributeValue::M(_) | AttributeValue::L(_)), _) => {
-            return Err(mismatch(v, base))
-        }
-        _ => {}
-    }
+fn scalar(v: &AttributeValue, base: BaseType, opts: &ConvertOpts) -> Result<Cell, ConvertError> {
+    let ty = ColType { base, array: false };
+    let text = |s: String| Ok(Cell::Text(s));
     match base {
-        BaseType::Text => match (v.s(), v.n(), v) {
-            (Some(s), _, _) => push_text(s, opts.nul, out)?,
-            (_, Some(n), _) => Number::parse(n)?.write_json(out),
-            (_, _, Val::Attr(AttributeValue::Bool(b))) => push_bool(*b, out),
-            _ => return Err(mismatch(v, base)),
+        BaseType::Text => match v {
+            AttributeValue::S(s) => text(text_of(s, opts.nul)?),
+            AttributeValue::N(n) => text(Number::parse(n)?.to_json_string()),
+            AttributeValue::Bool(b) => text(b.to_string()),
+            other => Err(mismatch(other, &ty)),
         },
-        BaseType::Numeric => {
-            let (n, raw) = number_of(v, base)?;
-            let (len, exp) = (n.digits().len() as i128, i128::from(n.exponent()));
-            if len + exp > 131_072 || -exp > 16_383 {
-                return Err(out_of_range(raw, base));
-            }
-            n.write_json(out);
-        }
+        BaseType::Numeric => text(number_of(v, base)?.0.to_json_string()),
         BaseType::SmallInt | BaseType::Integer | BaseType::BigInt => {
             let (n, raw) = number_of(v, base)?;
             if !n.is_integer() {
                 return Err(invalid(raw, base, "not an integer"));
             }
             let (lo, hi) = match base {
-                BaseType::SmallInt => (i64::from(i16::MIN), i64::from(i16::MAX)),
-                BaseType::Integer => (i64::from(i32::MIN), i64::from(i32::MAX)),
+                BaseType::SmallInt => (i16::MIN as i64, i16::MAX as i64),
+                BaseType::Integer => (i32::MIN as i64, i32::MAX as i64),
                 _ => (i64::MIN, i64::MAX),
             };
             match n.as_i64() {
-                Some(i) if (lo..=hi).contains(&i) => {
-                    let _ = write!(out, "{i}");
-                }
-                _ => return Err(out_of_range(raw, base)),
+                Some(i) if (lo..=hi).contains(&i) => text(i.to_string()),
+                _ => Err(ConvertError::OutOfRange {
+                    value: short(raw),
+                    ty: ty.sql(),
+                }),
             }
         }
         BaseType::Real | BaseType::Double => {
             let (n, raw) = number_of(v, base)?;
-            let start = out.len();
-            n.write_json(out);
-            let text = &out[start..];
-            // Rust's float parsing rounds correctly, as PostgreSQL's strtof/strtod do.
-            let (inf, zero) = if base == BaseType::Real {
-                let f: f32 = text.parse().map_err(|_| invalid(raw, base, "not a number"))?;
-                (f.is_infinite(), f == 0.0)
+            let s = n.to_json_string();
+            let f: f64 = s.parse().map_err(|_| invalid(raw, base, "not a number"))?;
+            let (max, min_pos) = if base == BaseType::Real {
+                (f32::MAX as f64, f32::MIN_POSITIVE as f64 * 1e-7)
             } else {
-                let f: f64 = text.parse().map_err(|_| invalid(raw, base, "not a number"))?;
-                (f.is_infinite(), f == 0.0)
+                (f64::MAX, 5e-324)
             };
-            if inf || (zero && !n.digits().is_empty()) {
-                out.truncate(start);
-                return Err(out_of_range(raw, base));
+            let zero = n.cmp_value(&Number::parse("0")?) == std::cmp::Ordering::Equal;
+            if !f.is_finite() || f.abs() > max || (!zero && f.abs() < min_pos) {
+                return Err(ConvertError::OutOfRange {
+                    value: short(raw),
+                    ty: ty.sql(),
+                });
             }
+            text(s)
         }
-        BaseType::Boolean => match (v, v.s(), v.n()) {
-            (Val::Attr(AttributeValue::Bool(b)), _, _) => push_bool(*b, out),
-            (_, Some(s), _) => match s.trim().to_ascii_lowercase().as_str() {
-                "true" | "t" | "yes" | "y" | "on" | "1" => push_bool(true, out),
-                "false" | "f" | "no" | "n" | "off" | "0" => push_bool(false, out),
-                _ => return Err(invalid(s, base, "expected true or false")),
+        BaseType::Boolean => match v {
+            AttributeValue::Bool(b) => text(b.to_string()),
+            AttributeValue::S(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "t" | "yes" | "1" => text("true".into()),
+                "false" | "f" | "no" | "0" => text("false".into()),
+                _ => Err(invalid(s, base, "expected true or false")),
             },
-            (_, _, Some(n)) => match Number::parse(n)?.as_i64() {
-                Some(0) => push_bool(false, out),
-                Some(1) => push_bool(true, out),
-                _ => return Err(invalid(n, base, "expected 0 or 1")),
+            AttributeValue::N(n) => match Number::parse(n)?.as_i64() {
+                Some(0) => text("false".into()),
+                Some(1) => text("true".into()),
+                _ => Err(invalid(n, base, "expected 0 or 1")),
             },
-            _ => return Err(mismatch(v, base)),
+            other => Err(mismatch(other, &ty)),
         },
-        BaseType::Uuid => {
-            let s = v.s().ok_or_else(|| mismatch(v, base))?;
-            let u = uuid::Uuid::parse_str(s.trim()).map_err(|e| invalid(s, base, e.to_string()))?;
-            let mut buf = uuid::Uuid::encode_buffer();
-            out.push_str(u.hyphenated().encode_lower(&mut buf));
-        }
+        BaseType::Uuid => match v {
+            AttributeValue::S(s) => uuid::Uuid::parse_str(s.trim())
+                .map(|u| Cell::Text(u.hyphenated().to_string()))
+                .map_err(|e| invalid(s, base, e.to_string())),
+            other => Err(mismatch(other, &ty)),
+        },
         BaseType::Timestamptz | BaseType::Timestamp | BaseType::Date => {
-            let (t, raw) = instant(v, base, opts.time)?;
-            write_time(t, raw, base, out)?;
+            let t = instant(v, base, opts.time)?;
+            text(match base {
+                BaseType::Timestamptz => t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string(),
+                BaseType::Timestamp => t.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+                _ => t.date_naive().format("%Y-%m-%d").to_string(),
+            })
+        }
+        BaseType::Jsonb | BaseType::Json => {
+            let mut out = String::new();
+            let mut path = String::new();
+            value::write_value_json(v, opts.nul, &mut path, &mut out)?;
+            text(out)
         }
         BaseType::Bytea => match v {
-            Val::B(b) => return Ok(Out::Bytes(b)),
-            Val::Attr(AttributeValue::B(b)) => return Ok(Out::Bytes(b.as_ref())),
-            _ => return Err(mismatch(v, base)),
+            AttributeValue::B(b) => Ok(Cell::Bytes(b.as_ref().to_vec())),
+            other => Err(mismatch(other, &ty)),
         },
-        BaseType::Jsonb | BaseType::Json => {} // handled above
     }
-    Ok(Out::Text)
 }
 
-fn push_bool(b: bool, out: &mut String) {
-    out.push_str(if b { "true" } else { "false" });
-}
-
-/// A point in time (UTC, naive) from an S or N value, with the raw text for errors.
-fn instant<'a>(
-    v: Val<'a>,
+/// A point in time from an S or N value (UTC).
+fn instant(
+    v: &AttributeValue,
     base: BaseType,
     fmt: &TimeFormat,
-) -> Result<(NaiveDateTime, &'a str), ConvertError> {
-    if let Some(n) = v.n() {
-        return epoch(n, *fmt == TimeFormat::EpochMillis, base).map(|t| (t, n));
-    }
-    let s = v.s().ok_or_else(|| mismatch(v, base))?;
-    let t = match fmt {
-        TimeFormat::EpochMillis => epoch(s, true, base)?,
-        TimeFormat::EpochSeconds => epoch(s, false, base)?,
-        TimeFormat::Auto => parse_iso(s.trim()).ok_or_else(|| {
-            invalid(s, base, "expected RFC 3339 / ISO 8601, e.g. 2024-03-01T10:00:00Z")
-        })?,
-        TimeFormat::Pattern(p) => {
-            let st = s.trim();
-            if let Ok(t) = DateTime::parse_from_str(st, p) {
-                t.naive_utc()
-            } else if let Ok(t) = NaiveDateTime::parse_from_str(st, p) {
-                t
-            } else {
-                NaiveDate::parse_from_str(st, p)
-                    .map(|d| d.and_time(NaiveTime::MIN))
-                    .map_err(|e| invalid(s, base, format!("does not match {p:?}: {e}")))?
-            }
+) -> Result<DateTime<Utc>, ConvertError> {
+    let ty = ColType { base, array: false };
+    let from_epoch = |raw: &str, millis: bool| -> Result<DateTime<Utc>, ConvertError> {
+        let n = Number::parse(raw.trim()).map_err(|_| invalid(raw, base, "not an epoch number"))?;
+        let s = n.to_json_string();
+        let f: f64 = s
+            .parse()
+            .map_err(|_| invalid(raw, base, "not an epoch number"))?;
+        let secs = if millis { f / 1000.0 } else { f };
+        if !secs.is_finite() || secs.abs() > 8.0e12 {
+            return Err(ConvertError::OutOfRange {
+                value: short(raw),
+                ty: ty.sql(),
+            });
         }
-    };
-    Ok((t, s))
-}
-
-/// Epoch seconds (or milliseconds), exactly, rounded half away from zero to microseconds.
-fn epoch(raw: &str, millis: bool, base: BaseType) -> Result<NaiveDateTime, ConvertError> {
-    let n = Number::parse(raw.trim()).map_err(|_| invalid(raw, base, "not an epoch number"))?;
-    let d = n.digits().as_bytes();
-    let len = d.len() as i128;
-    let exp = i128::from(n.exponent()) - if millis { 3 } else { 0 };
-    if len + exp > 18 {
-        return Err(out_of_range(raw, base));
-    }
-    // The digit of weight 10^pos.
-    let digit = |pos: i128| -> i128 {
-        let idx = len - 1 - (pos - exp);
-        match usize::try_from(idx).ok().and_then(|i| d.get(i)) {
-            Some(c) => i128::from(c - b'0'),
-            None => 0,
-        }
-    };
-    let mut micros = (-6..len + exp).rev().fold(0i128, |m, pos| m * 10 + digit(pos));
-    if digit(-7) >= 5 {
-        micros += 1;
-    }
-    if n.is_negative() {
-        micros = -micros;
-    }
-    let (secs, sub) = (micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000));
-    i64::try_from(secs)
-        .ok()
-        .and_then(|s| DateTime::from_timestamp(s, (sub * 1000) as u32))
-        .map(|t| t.naive_utc())
-        .ok_or_else(|| out_of_range(raw, base))
-}
-
-/// RFC 3339 / ISO 8601 variants (offset → converted to UTC; none → UTC).
-fn parse_iso(s: &str) -> Option<NaiveDateTime> {
-    if s.len() == 10 {
-        let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
-        return Some(d.and_time(NaiveTime::MIN));
-    }
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.naive_utc());
-    }
-    let (zoned, naive) = if s.as_bytes().get(10) == Some(&b' ') {
-        (
-            ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M%#z"],
-            ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M"],
-        )
-    } else {
-        (
-            ["%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M%#z"],
-            ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"],
-        )
-    };
-    zoned
-        .iter()
-        .find_map(|f| DateTime::parse_from_str(s, f).ok().map(|t| t.naive_utc()))
-        .or_else(|| {
-            naive
-                .iter()
-                .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+        let whole = secs.floor();
+        let nanos = ((secs - whole) * 1e9).round().min(999_999_999.0) as u32;
+        DateTime::from_timestamp(whole as i64, nanos).ok_or_else(|| ConvertError::OutOfRange {
+            value: short(raw),
+            ty: ty.sql(),
         })
+    };
+    match (v, fmt) {
+        (AttributeValue::N(n), TimeFormat::EpochMillis) => from_epoch(n, true),
+        (AttributeValue::N(n), _) => from_epoch(n, false),
+        (AttributeValue::S(s), TimeFormat::EpochMillis) => from_epoch(s, true),
+        (AttributeValue::S(s), TimeFormat::EpochSeconds) => from_epoch(s, false),
+        (AttributeValue::S(s), TimeFormat::Pattern(p)) => {
+            let s2 = s.trim();
+            if let Ok(t) = DateTime::parse_from_str(s2, p) {
+                return Ok(t.with_timezone(&Utc));
+            }
+            if let Ok(t) = NaiveDateTime::parse_from_str(s2, p) {
+                return Ok(t.and_utc());
+            }
+            NaiveDate::parse_from_str(s2, p)
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc())
+                .ok_or_else(|| invalid(s, base, format!("does not match format {p:?}")))
+        }
+        (AttributeValue::S(s), TimeFormat::Auto) => parse_iso(s.trim()).ok_or_else(|| {
+            invalid(
+                s,
+                base,
+                "expected RFC 3339 / ISO 8601, e.g. 2024-03-01T10:00:00Z",
+            )
+        }),
+        (other, _) => Err(mismatch(other, &ty)),
+    }
 }
 
-/// Appends `t` (UTC) rounded to microseconds: timestamptz `YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00`,
-/// timestamp `YYYY-MM-DD HH:MM:SS[.ffffff]`, date `YYYY-MM-DD`; years before 1 AD as
-/// PostgreSQL writes them (`0044-03-15 ... BC`); before 4714-11-24 BC: `OutOfRange`.
-fn write_time(
-    t: NaiveDateTime,
-    raw: &str,
-    base: BaseType,
-    out: &mut String,
-) -> Result<(), ConvertError> {
-    // Nanoseconds → microseconds, half up (a leap second's are ≥ 1e9 and carry over).
-    let rounded = (i64::from(t.nanosecond()) + 500) / 1000;
-    let t = t
-        .with_nanosecond(0)
-        .and_then(|t| t.checked_add_signed(TimeDelta::microseconds(rounded)))
-        .filter(|t| t.date() >= NaiveDate::from_ymd_opt(-4713, 11, 24).unwrap_or(NaiveDate::MIN))
-        .ok_or_else(|| out_of_range(raw, base))?;
-    let (y, bc) = match t.year() {
-        y if y <= 0 => (1 - y, true),
-        y => (y, false),
-    };
-    let _ = write!(out, "{y:04}-{:02}-{:02}", t.month(), t.day());
-    if base != BaseType::Date {
-        let sep = if base == BaseType::Timestamptz { 'T' } else { ' ' };
-        let _ = write!(out, "{sep}{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second());
-        let micros = t.nanosecond() / 1000;
-        if micros != 0 {
-            let _ = write!(out, ".{micros:06}");
-        }
-        if base == BaseType::Timestamptz {
-            out.push_str("+00:00");
+fn parse_iso(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let spaced = s.replacen(' ', "T", 1);
+    if let Ok(t) = DateTime::parse_from_rfc3339(&spaced) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(&spaced, f) {
+            return Some(t.and_utc());
         }
     }
-    if bc {
-        out.push_str(" BC");
-    }
-    Ok(())
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
 }
 
 /// A PostgreSQL array literal from a set or list whose every element converts.
 fn array(v: &AttributeValue, ty: &ColType, opts: &ConvertOpts) -> Result<Cell, ConvertError> {
-    let found = type_name(v);
-    let mut out = String::with_capacity(64);
-    match v {
-        AttributeValue::Ss(x) => elements(x.iter().map(|s| Val::S(s)), found, ty, opts, &mut out),
-        AttributeValue::Ns(x) => elements(x.iter().map(|n| Val::N(n)), found, ty, opts, &mut out),
-        AttributeValue::Bs(x) => elements(x.iter().map(|b| Val::B(b.as_ref())), found, ty, opts, &mut out),
-        AttributeValue::L(x) => elements(x.iter().map(Val::Attr), found, ty, opts, &mut out),
-        _ => Err(ConvertError::TypeMismatch { found, ty: ty.sql() }),
-    }?;
-    Ok(Cell::Text(out))
-}
-
-fn elements<'a>(
-    it: impl Iterator<Item = Val<'a>>,
-    found: &'static str,
-    ty: &ColType,
-    opts: &ConvertOpts,
-    out: &mut String,
-) -> Result<(), ConvertError> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut scratch = String::new();
-    out.push('{');
-    for (i, e) in it.enumerate() {
+    let elems: Vec<AttributeValue> = match v {
+        AttributeValue::Ss(x) => x.iter().map(|s| AttributeValue::S(s.clone())).collect(),
+        AttributeValue::Ns(x) => x.iter().map(|s| AttributeValue::N(s.clone())).collect(),
+        AttributeValue::Bs(x) => x.iter().map(|b| AttributeValue::B(b.clone())).collect(),
+        AttributeValue::L(x) => x.clone(),
+        other => return Err(mismatch(other, ty)),
+    };
+    let mut out = String::from("{");
+    for (i, e) in elems.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        scratch.clear();
-        let cell = scalar(e, ty.base, opts, &mut scratch).map_err(|err| match err {
-            ConvertError::Value(ValueError::Nul { path }) => {
-                let sep = if path.is_empty() || path.starts_with('[') { "" } else { "." };
-                ValueError::Nul { path: format!("[{i}]{sep}{path}") }.into()
-            }
-            other => ConvertError::Invalid {
-                value: found.to_string(),
-                ty: ty.sql(),
-                why: format!("element {i}: {other}"),
-            },
-        })?;
-        match cell {
-            Out::Null => out.push_str("NULL"),
-            Out::Text => {
-                out.reserve(scratch.len() + 2);
-                out.push('"');
-                for c in scratch.chars() {
-                    if c == '"' || c == '\\' {
-                        out.push('\\');
-                    }
-                    out.push(c);
+        let cell = scalar(e, ty.base, opts).map_err(|err| ConvertError::Invalid {
+            value: type_name(v).to_string(),
+            ty: ty.sql(),
+            why: format!("element {i}: {err}"),
+        });
+        match cell? {
+            Cell::Null => out.push_str("NULL"),
+            Cell::Text(s) => quote_elem(&s, &mut out),
+            Cell::Bytes(b) => {
+                let mut hex = String::with_capacity(2 + 2 * b.len());
+                hex.push_str("\\x");
+                for x in b {
+                    hex.push_str(&format!("{x:02x}"));
                 }
-                out.push('"');
-            }
-            Out::Bytes(b) => {
-                out.reserve(2 * b.len() + 6);
-                out.push_str("\"\\\\x");
-                for &x in b {
-                    out.push(HEX[usize::from(x >> 4)] as char);
-                    out.push(HEX[usize::from(x & 15)] as char);
-                }
-                out.push('"');
+                quote_elem(&hex, &mut out);
             }
         }
     }
     out.push('}');
-    Ok(())
+    Ok(Cell::Text(out))
+}
+
+fn quote_elem(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::primitives::Blob;
+
+    fn conv(v: AttributeValue, ty: &str) -> Result<Cell, ConvertError> {
+        let t = ColType::parse(ty).expect("type");
+        convert(
+            &v,
+            &t,
+            &ConvertOpts {
+                nul: NulPolicy::Reject,
+                time: &TimeFormat::Auto,
+            },
+        )
+    }
+    fn n(s: &str) -> AttributeValue {
+        AttributeValue::N(s.into())
+    }
+    fn s(x: &str) -> AttributeValue {
+        AttributeValue::S(x.into())
+    }
+    fn t(x: &str) -> Cell {
+        Cell::Text(x.into())
+    }
+
+    #[test]
+    fn numbers() {
+        let big = "12345678901234567890123456789012345678";
+        assert_eq!(conv(n(big), "numeric"), Ok(t(big)));
+        assert_eq!(conv(n("1E+125"), "numeric").map(|_| ()), Ok(()));
+        assert!(matches!(
+            conv(n("1E+125"), "real"),
+            Err(ConvertError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            conv(n("1E-130"), "real"),
+            Err(ConvertError::OutOfRange { .. })
+        ));
+        assert!(conv(n("1E+125"), "double precision").is_ok());
+        assert_eq!(conv(n("-0"), "integer"), Ok(t("0")));
+        assert_eq!(conv(n("1E+2"), "smallint"), Ok(t("100")));
+        assert!(matches!(
+            conv(n("32768"), "smallint"),
+            Err(ConvertError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            conv(n("2147483648"), "int"),
+            Err(ConvertError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            conv(n("9223372036854775808"), "bigint"),
+            Err(ConvertError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            conv(n("1.5"), "integer"),
+            Err(ConvertError::Invalid { .. })
+        ));
+        // Type drift: S "42" and N "42" give the same cell.
+        assert_eq!(conv(s("42"), "integer"), conv(n("42"), "integer"));
+        assert_eq!(conv(s("42"), "numeric"), conv(n("42"), "numeric"));
+        assert!(matches!(
+            conv(s(""), "integer"),
+            Err(ConvertError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn text_bool_uuid_bytea() {
+        assert_eq!(conv(s(""), "text"), Ok(t("")));
+        assert_eq!(conv(s("😀𝄞"), "text"), Ok(t("😀𝄞")));
+        assert!(matches!(
+            conv(s("a\0"), "text"),
+            Err(ConvertError::Value(ValueError::Nul { .. }))
+        ));
+        let strip = convert(
+            &s("a\0b"),
+            &ColType::parse("text").expect("t"),
+            &ConvertOpts {
+                nul: NulPolicy::Strip,
+                time: &TimeFormat::Auto,
+            },
+        );
+        assert_eq!(strip, Ok(t("ab")));
+        assert_eq!(conv(s("TRUE"), "bool"), Ok(t("true")));
+        assert_eq!(conv(n("0"), "boolean"), Ok(t("false")));
+        assert_eq!(conv(AttributeValue::Bool(true), "boolean"), Ok(t("true")));
+        assert_eq!(
+            conv(s("67E55044-10B1-426F-9247-BB680E5FE0C8"), "uuid"),
+            Ok(t("67e55044-10b1-426f-9247-bb680e5fe0c8"))
+        );
+        assert!(conv(s("nope"), "uuid").is_err());
+        assert_eq!(
+            conv(AttributeValue::B(Blob::new(vec![0, 0, 1])), "bytea"),
+            Ok(Cell::Bytes(vec![0, 0, 1]))
+        );
+        assert!(matches!(
+            conv(s("x"), "bytea"),
+            Err(ConvertError::TypeMismatch { .. })
+        ));
+        assert!(matches!(
+            conv(AttributeValue::M(Default::default()), "text"),
+            Err(ConvertError::TypeMismatch { .. })
+        ));
+        assert_eq!(conv(AttributeValue::Null(true), "integer"), Ok(Cell::Null));
+    }
+
+    #[test]
+    fn times() {
+        let tz = |v, f: TimeFormat, ty: &str| {
+            convert(
+                &v,
+                &ColType::parse(ty).expect("t"),
+                &ConvertOpts {
+                    nul: NulPolicy::Reject,
+                    time: &f,
+                },
+            )
+        };
+        assert_eq!(
+            conv(s("2024-03-01T10:00:00+02:00"), "timestamptz"),
+            Ok(t("2024-03-01T08:00:00.000000+00:00"))
+        );
+        assert_eq!(
+            conv(s("2024-03-01 10:00:00.5Z"), "timestamptz"),
+            Ok(t("2024-03-01T10:00:00.500000+00:00"))
+        );
+        assert_eq!(
+            conv(s("2024-03-01"), "timestamp"),
+            Ok(t("2024-03-01 00:00:00.000000"))
+        );
+        assert_eq!(
+            conv(n("1700000000.5"), "timestamptz"),
+            Ok(t("2023-11-14T22:13:20.500000+00:00"))
+        );
+        assert_eq!(
+            tz(n("1700000000500"), TimeFormat::EpochMillis, "timestamptz"),
+            Ok(t("2023-11-14T22:13:20.500000+00:00"))
+        );
+        assert_eq!(
+            tz(
+                s("01/03/2024 10:30"),
+                TimeFormat::Pattern("%d/%m/%Y %H:%M".into()),
+                "date"
+            ),
+            Ok(t("2024-03-01"))
+        );
+        assert!(matches!(
+            conv(s("yesterday"), "timestamptz"),
+            Err(ConvertError::Invalid { .. })
+        ));
+        assert!(matches!(
+            conv(n("1E+125"), "timestamptz"),
+            Err(ConvertError::OutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn arrays_and_json() {
+        let ss = AttributeValue::Ss(vec!["a\"b".into(), "c\\d".into(), "e,{f}".into()]);
+        assert_eq!(conv(ss, "text[]"), Ok(t(r#"{"a\"b","c\\d","e,{f}"}"#)));
+        assert_eq!(
+            conv(
+                AttributeValue::Ns(vec!["1".into(), "2.50".into()]),
+                "numeric[]"
+            ),
+            Ok(t(r#"{"1","2.5"}"#))
+        );
+        let l = AttributeValue::L(vec![n("1"), s("x")]);
+        assert_eq!(conv(l.clone(), "text[]"), Ok(t(r#"{"1","x"}"#)));
+        let e = conv(l, "integer[]").expect_err("element 1");
+        assert!(e.to_string().contains("element 1"), "{e}");
+        assert_eq!(conv(AttributeValue::L(vec![]), "int[]"), Ok(t("{}")));
+        assert!(matches!(
+            conv(s("x"), "text[]"),
+            Err(ConvertError::TypeMismatch { .. })
+        ));
+        assert_eq!(conv(n("1.50"), "jsonb"), Ok(t("1.5")));
+    }
+
+    #[test]
+    fn type_names() {
+        for (name, sql) in [
+            ("INT", "integer"),
+            ("int8", "bigint"),
+            ("float8", "double precision"),
+            ("Timestamp With Time Zone", "timestamptz"),
+            ("text[]", "text[]"),
+            ("decimal", "numeric"),
+        ] {
+            assert_eq!(
+                ColType::parse(name).map(|t| t.sql()),
+                Some(sql.to_string()),
+                "{name}"
+            );
+        }
+        for bad in ["varchar", "int[][]", "jsonb[]", ""] {
+            assert_eq!(ColType::parse(bad), None, "{bad}");
+        }
+    }
 }
