@@ -478,9 +478,9 @@ async fn resolve_origin(args: &MigrateArgs) -> Result<Origin> {
         }
         (None, Some(path)) => {
             let text = path.to_string_lossy().to_string();
-            let export = if text.starts_with("s3://") {
+            let export = if let Some(rest) = text.strip_prefix("s3://") {
                 // Downloaded next to the checkpoint; files already there are not fetched again.
-                let safe: String = text[5..]
+                let safe: String = rest
                     .chars()
                     .map(|c| {
                         if c.is_ascii_alphanumeric() || c == '-' {

@@ -252,7 +252,9 @@ pub fn moto_s3() -> &'static str {
              while kill -0 {} 2>/dev/null; do sleep 1; done; kill $m",
             std::process::id()
         );
-        Command::new("sh")
+        // The watchdog shell outlives this call on purpose: it stops moto when we exit.
+        #[allow(clippy::zombie_processes)]
+        let _watchdog = Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
