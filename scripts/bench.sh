@@ -56,15 +56,22 @@ for n in "$N" $((N / 4)); do
   time_run "plain COPY of the same rows" "$n" psql -q "$T" -c "\\copy $table FROM '$work/rows.copy'"
   copy_rate=$(cat "$work/rate")
 
+  # The same items as an export (8 gzipped files), into the same emptied table.
+  "$bin" sample --table "$table" --items "$n" --export-dir "$work/export_$n" --files 8 2>/dev/null
+  psql -q "$T" -c "TRUNCATE $table"
+  time_run "migrate from an export (8 files)" "$n" "$bin" migrate --export "$work/export_$n" \
+    --key PK,SK --target "$T" --checkpoint-dir "$work/cp" --progress none --restart
+  export_rate=$(cat "$work/rate")
+
   if [ -f examples/single-table/mapping.toml ] && "$bin" schema --help >/dev/null 2>&1; then
     psql -q "$T" -c "DROP TABLE IF EXISTS users, order_lines, orders CASCADE"
     time_run "migrate, example mapping" "$n" "$bin" migrate --table "$table" --target "$T" \
       --endpoint-url "$E" --segments "$SEG" --checkpoint-dir "$work/cp" --progress none --restart \
       --mapping examples/single-table/mapping.toml --create-tables
   fi
-  ratios+=("$(printf 'N=%-8s end-to-end / scan-only = %.2f   end-to-end / COPY-only = %.2f' "$n" \
+  ratios+=("$(printf 'N=%-8s table end-to-end / scan-only = %.2f   export / COPY-only = %.2f' "$n" \
     "$(awk -v a="$e2e_rate" -v b="$scan_rate" 'BEGIN{print a/b}')" \
-    "$(awk -v a="$e2e_rate" -v b="$copy_rate" 'BEGIN{print a/b}')")")
+    "$(awk -v a="$export_rate" -v b="$copy_rate" 'BEGIN{print a/b}')")")
 done
 
 echo

@@ -302,6 +302,14 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 
+    /// Write the items as a DynamoDB export (AWS layout, gzipped) into DIR instead of a table
+    #[arg(long, value_name = "DIR")]
+    pub export_dir: Option<PathBuf>,
+
+    /// Data files of the export written with --export-dir
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub files: u64,
+
     #[command(flatten)]
     pub aws: AwsArgs,
 }

@@ -51,6 +51,17 @@ pub async fn run(cli: Cli) -> Result<u8> {
             clap_complete::generate(shell, &mut Cli::command(), "ddb2pg", &mut std::io::stdout());
             Ok(0)
         }
+        Command::Sample(args) if args.export_dir.is_some() => {
+            let dir = args.export_dir.clone().unwrap_or_default();
+            sample::write_export(&dir, &args.table, args.seed, args.items, args.files)?;
+            eprintln!(
+                "ddb2pg: wrote {} sample items as an export of {:?} into {}",
+                args.items,
+                args.table,
+                dir.display()
+            );
+            Ok(0)
+        }
         Command::Sample(args) => {
             let source = source::Source::connect(&args.aws).await?;
             let started = std::time::Instant::now();

@@ -244,3 +244,54 @@ pub async fn write_all(client: &Client, table: &str, mut reqs: Vec<WriteRequest>
     }
     Ok(())
 }
+
+/// Write items `0..count` as a DynamoDB export laid out as AWS writes it (manifests and
+/// `files` gzipped data files of `{"Item": ...}` lines) under `dir`, for benchmarks and demos.
+pub fn write_export(
+    dir: &std::path::Path,
+    table: &str,
+    seed: u64,
+    count: u64,
+    files: u64,
+) -> Result<()> {
+    use std::io::Write;
+    let id = "01700000000000-sample";
+    let base = dir.join("AWSDynamoDB").join(id);
+    let data = base.join("data");
+    std::fs::create_dir_all(&data).map_err(|e| Error::file(&data, e))?;
+    let per_file = count.div_ceil(files.max(1)).max(1);
+    let mut manifest = String::new();
+    let mut start = 0;
+    let mut n = 0;
+    while start < count {
+        let end = (start + per_file).min(count);
+        let name = format!("part-{n:05}.json.gz");
+        let path = data.join(&name);
+        let f = std::fs::File::create(&path).map_err(|e| Error::file(&path, e))?;
+        let mut gz =
+            flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::fast());
+        for i in start..end {
+            let line =
+                serde_json::json!({ "Item": crate::value::item_to_ddb_json(&item(seed, i)) });
+            writeln!(gz, "{line}").map_err(|e| Error::file(&path, e))?;
+        }
+        gz.finish()
+            .and_then(|mut w| w.flush())
+            .map_err(|e| Error::file(&path, e))?;
+        manifest.push_str(&format!(
+            "{{\"itemCount\":{},\"dataFileS3Key\":\"AWSDynamoDB/{id}/data/{name}\"}}\n",
+            end - start
+        ));
+        start = end;
+        n += 1;
+    }
+    let m = base.join("manifest-files.json");
+    std::fs::write(&m, manifest).map_err(|e| Error::file(&m, e))?;
+    let summary = serde_json::json!({
+        "exportType": "FULL_EXPORT",
+        "tableArn": format!("arn:aws:dynamodb:us-east-1:000000000000:table/{table}"),
+        "itemCount": count,
+    });
+    let sp = base.join("manifest-summary.json");
+    std::fs::write(&sp, summary.to_string()).map_err(|e| Error::file(&sp, e))
+}
