@@ -33,6 +33,10 @@ fi
 # moto's S3 server: the S3-compatible endpoint the export tests read s3:// exports from.
 if ! python3 -c "import moto.server, flask" >/dev/null 2>&1; then
   echo "setup: installing moto[server] from PyPI (local S3 for the export tests)" >&2
-  python3 -m pip install -q "moto[server]" >/dev/null 2>&1 || pip install -q "moto[server]" >/dev/null
+  python3 -m pip --version >/dev/null 2>&1 || { sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo";
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-pip >/dev/null; }
+  # Debian's own python refuses system-wide pip installs (PEP 668) unless told otherwise.
+  python3 -m pip install -q "moto[server]" >/dev/null 2>&1 \
+    || python3 -m pip install -q --break-system-packages "moto[server]" >/dev/null
 fi
 echo "setup: ok (DynamoDB Local in $DDB_LOCAL_DIR)" >&2
