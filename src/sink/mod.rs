@@ -237,63 +237,64 @@ impl Sink {
         })
     }
 
-    /// Write `rows` in one transaction; returns per-table counts once committed.
-    pub async fn write(&mut self, rows: &[Row]) -> Result<Vec<TableCounts>> {
-        let mut counts = vec![TableCounts::default(); self.tables.len()];
+    /// Encode `rows` into their tables' COPY buffers; returns the rows per table.
+    fn encode(&mut self, rows: &[Row]) -> Vec<u64> {
+        let mut staged = vec![0u64; self.tables.len()];
         for t in &mut self.tables {
             t.buf.clear();
         }
         for (seq, row) in rows.iter().enumerate() {
-            let t = &mut self.tables[row.table];
-            encode_row(&mut t.buf, seq as i64, &row.cells);
-            counts[row.table].staged += 1;
+            encode_row(&mut self.tables[row.table].buf, seq as i64, &row.cells);
+            staged[row.table] += 1;
         }
+        staged
+    }
+
+    /// Commit, or roll back in a dry run.
+    async fn finish(tx: tokio_postgres::Transaction<'_>, dry_run: bool) -> Result<()> {
+        if dry_run {
+            tx.rollback()
+                .await
+                .map_err(|e| Error::from_pg("rollback", e))
+        } else {
+            tx.commit().await.map_err(|e| Error::from_pg("commit", e))
+        }
+    }
+
+    /// Write `rows` in one transaction; returns per-table counts once committed.
+    pub async fn write(&mut self, rows: &[Row]) -> Result<Vec<TableCounts>> {
+        let staged = self.encode(rows);
+        let mut counts = vec![TableCounts::default(); self.tables.len()];
         let tx = self
             .client
             .transaction()
             .await
             .map_err(|e| Error::from_pg("begin", e))?;
         for (i, t) in self.tables.iter_mut().enumerate() {
-            if counts[i].staged == 0 {
+            if staged[i] == 0 {
                 continue;
             }
-            let sink = tx
-                .copy_in::<_, bytes::Bytes>(&t.copy_sql)
-                .await
-                .map_err(|e| Error::from_pg("copy into staging table", e))?;
-            send_copy(sink, t.buf.split().freeze(), "copy into staging table").await?;
+            copy_to_stage(&tx, t).await?;
             let r = tx
                 .query_one(&t.upsert, &[])
                 .await
                 .map_err(|e| Error::from_pg("upsert", e))?;
-            counts[i].distinct = r.get::<_, i64>(0) as u64;
-            counts[i].inserted = r.get::<_, i64>(1) as u64;
-            counts[i].updated = r.get::<_, i64>(2) as u64;
-            counts[i].earlier = r.get::<_, i64>(3) as u64;
+            counts[i] = TableCounts {
+                staged: staged[i],
+                distinct: r.get::<_, i64>(0) as u64,
+                inserted: r.get::<_, i64>(1) as u64,
+                updated: r.get::<_, i64>(2) as u64,
+                earlier: r.get::<_, i64>(3) as u64,
+            };
         }
-        if self.dry_run {
-            tx.rollback()
-                .await
-                .map_err(|e| Error::from_pg("rollback", e))?;
-        } else {
-            tx.commit().await.map_err(|e| Error::from_pg("commit", e))?;
-        }
+        Self::finish(tx, self.dry_run).await?;
         Ok(counts)
     }
-}
 
-impl Sink {
     /// Delete the rows with the keys of `rows` (only their key cells matter), in one
     /// transaction; returns how many rows were deleted.
     pub async fn delete(&mut self, rows: &[Row]) -> Result<u64> {
-        let mut staged = vec![false; self.tables.len()];
-        for t in &mut self.tables {
-            t.buf.clear();
-        }
-        for (seq, row) in rows.iter().enumerate() {
-            encode_row(&mut self.tables[row.table].buf, seq as i64, &row.cells);
-            staged[row.table] = true;
-        }
+        let staged = self.encode(rows);
         let tx = self
             .client
             .transaction()
@@ -302,28 +303,27 @@ impl Sink {
         let mut deleted = 0;
         // Children first: the mapping lists parents before their exploded children.
         for (i, t) in self.tables.iter_mut().enumerate().rev() {
-            if !staged[i] {
+            if staged[i] == 0 {
                 continue;
             }
-            let sink = tx
-                .copy_in::<_, bytes::Bytes>(&t.copy_sql)
-                .await
-                .map_err(|e| Error::from_pg("copy into staging table", e))?;
-            send_copy(sink, t.buf.split().freeze(), "copy into staging table").await?;
+            copy_to_stage(&tx, t).await?;
             deleted += tx
                 .execute(&t.delete, &[])
                 .await
                 .map_err(|e| Error::from_pg("delete", e))?;
         }
-        if self.dry_run {
-            tx.rollback()
-                .await
-                .map_err(|e| Error::from_pg("rollback", e))?;
-        } else {
-            tx.commit().await.map_err(|e| Error::from_pg("commit", e))?;
-        }
+        Self::finish(tx, self.dry_run).await?;
         Ok(deleted)
     }
+}
+
+/// COPY a table's encoded buffer into its staging table.
+async fn copy_to_stage(tx: &tokio_postgres::Transaction<'_>, t: &mut TableSink) -> Result<()> {
+    let sink = tx
+        .copy_in::<_, bytes::Bytes>(&t.copy_sql)
+        .await
+        .map_err(|e| Error::from_pg("copy into staging table", e))?;
+    send_copy(sink, t.buf.split().freeze(), "copy into staging table").await
 }
 
 fn upsert_sql(t: &TablePlan, stage: &str, run_xid: Option<u32>) -> String {
