@@ -2,6 +2,8 @@
 
 use super::*;
 use serde_json::json;
+use serde_json::Value;
+use std::cmp::Ordering;
 
 fn s(x: &str) -> AttributeValue {
     AttributeValue::S(x.to_owned())
