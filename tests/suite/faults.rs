@@ -14,7 +14,7 @@ async fn a_faulty_dynamodb_still_yields_the_exact_table() {
     let n = 3000;
     let table = sample_table(n).await;
     let proxy = fault_proxy::start(
-        &services().ddb,
+        &services().endpoint,
         Faults {
             throttle_pct: 10,
             error500_pct: 5,
@@ -75,7 +75,7 @@ async fn terminated_connections_are_reconnected_and_retried() {
         .map(String::from),
     );
     let mut child = spawn(&args);
-    let admin = pg(&services().pg).await;
+    let admin = pg(&services().admin_url).await;
     let mut killed = 0u64;
     // Once the workers write (the setup phase before them is not retried), terminate every
     // backend of the target database every 50 ms while the run lasts.

@@ -114,7 +114,7 @@ async fn settings_come_from_ddb2pg_toml_and_flags_override_them() {
         dir.join("ddb2pg.toml"),
         format!(
             "[migrate]\ntable = \"{table}\"\ntarget = \"{db}\"\nendpoint-url = \"{}\"\ncheckpoint_dir = \"cp\"\nprogress = \"none\"\nsegments = 4\n",
-            services().ddb
+            services().endpoint
         ),
     )
     .expect("config");

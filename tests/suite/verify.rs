@@ -11,7 +11,7 @@ fn verify_args(table: &str, db: &str) -> Vec<String> {
         "--target",
         db,
         "--endpoint-url",
-        &services().ddb,
+        &services().endpoint,
         "--samples",
         "3",
     ]

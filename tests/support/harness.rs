@@ -1,77 +1,14 @@
-//! The real services and the ddb2pg binary, for the suite's tests.
-//!
-//! DynamoDB Local and PostgreSQL come from DDB2PG_TEST_DYNAMODB_ENDPOINT and
-//! DDB2PG_TEST_DATABASE_URL, or are started once with scripts/services.sh.
+//! Running the ddb2pg binary and checking its results, for the suite's tests; the services,
+//! names, databases and clients come from the parent module.
 
-use std::path::{Path, PathBuf};
+pub use super::{ddb, new_database, pg, services, temp_dir as tempdir, unique_name as unique};
+
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub struct Services {
-    pub ddb: String,
-    pub pg: String,
-}
-
-pub fn services() -> &'static Services {
-    static S: OnceLock<Services> = OnceLock::new();
-    S.get_or_init(|| {
-        let (ddb, pg) = (
-            std::env::var("DDB2PG_TEST_DYNAMODB_ENDPOINT").ok(),
-            std::env::var("DDB2PG_TEST_DATABASE_URL").ok(),
-        );
-        if let (Some(ddb), Some(pg)) = (ddb, pg) {
-            return Services { ddb, pg };
-        }
-        let root = env!("CARGO_MANIFEST_DIR");
-        let out = Command::new("bash")
-            .arg(format!("{root}/scripts/services.sh"))
-            .arg("start")
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("scripts/services.sh start");
-        assert!(out.status.success(), "scripts/services.sh start failed");
-        let env_file = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let text = std::fs::read_to_string(&env_file).expect("services env file");
-        let get = |k: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("export {k}=")).map(str::to_string))
-                .unwrap_or_else(|| panic!("{k} in {env_file}"))
-        };
-        Services {
-            ddb: get("DDB2PG_TEST_DYNAMODB_ENDPOINT"),
-            pg: get("DDB2PG_TEST_DATABASE_URL"),
-        }
-    })
-}
-
-/// A name unique to this process and call: `prefix_<pid>_<n>`.
-pub fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-pub fn tempdir(prefix: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(unique(&format!("ddb2pg-{prefix}")));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tempdir");
-    d
-}
-
-pub async fn pg(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
-    tokio::spawn(conn);
-    client
-}
-
-/// A fresh database on `server_url`'s server; returns its URL.
+/// A fresh database on `server_url`'s server (not the shared one); returns its URL.
 pub async fn new_database_on(server_url: &str) -> String {
     let name = unique("db");
     pg(server_url)
@@ -79,26 +16,7 @@ pub async fn new_database_on(server_url: &str) -> String {
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .expect("create database");
-    let base = server_url
-        .rsplit_once('/')
-        .map(|(b, _)| b)
-        .expect("url with a database");
-    format!("{base}/{name}")
-}
-
-pub async fn new_database() -> String {
-    new_database_on(&services().pg).await
-}
-
-pub async fn ddb() -> aws_sdk_dynamodb::Client {
-    ddb2pg::source::Source::connect(&ddb2pg::cli::AwsArgs {
-        endpoint_url: Some(services().ddb.clone()),
-        region: None,
-        profile: None,
-    })
-    .await
-    .expect("DynamoDB client")
-    .client
+    super::with_database(server_url, &name)
 }
 
 /// A sample table of `n` items (seed 1); returns its name.
@@ -125,7 +43,7 @@ pub fn migrate_args(table: &str, target: &str, checkpoints: &Path) -> Vec<String
         "--target",
         target,
         "--endpoint-url",
-        &services().ddb,
+        &services().endpoint,
         "--checkpoint-dir",
         &checkpoints.to_string_lossy(),
         "--progress",

@@ -131,7 +131,7 @@ pub async fn pg(url: &str) -> Client {
 }
 
 /// `url` with its database replaced by `db`.
-fn with_database(url: &str, db: &str) -> String {
+pub fn with_database(url: &str, db: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (url, None),
