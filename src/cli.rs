@@ -119,6 +119,25 @@ pub struct AwsArgs {
     pub profile: Option<String>,
 }
 
+/// How the source is read, shared by migrate and verify.
+#[derive(Debug, Clone, Args)]
+pub struct ScanArgs {
+    /// Scan segments (DynamoDB TotalSegments). Default: from the table size, and never
+    /// fewer than 4 x --concurrency. A resumed run keeps the checkpoint's value.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub segments: Option<u32>,
+
+    /// Segments scanned (and written) at once; each writer has one PostgreSQL connection
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+
+    /// Items per scan page and rows per upsert batch (one transaction each)
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+}
+
 #[derive(Debug, Clone, Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["table", "export"])))]
 pub struct MigrateArgs {
@@ -161,20 +180,8 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "DIR")]
     pub migrations: Option<PathBuf>,
 
-    /// Scan segments (DynamoDB TotalSegments). Default: from the table size, and never
-    /// fewer than 4 x --concurrency. A resumed run keeps the checkpoint's value.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub segments: Option<u32>,
-
-    /// Segments scanned and written at once (one PostgreSQL connection each)
-    #[arg(long, value_name = "N", default_value_t = 8,
-          value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub concurrency: u32,
-
-    /// Items per scan page and rows per upsert batch (one transaction each)
-    #[arg(long, value_name = "N", default_value_t = 1000,
-          value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub batch_size: u32,
+    #[command(flatten)]
+    pub scan: ScanArgs,
 
     /// Directory holding the checkpoint, lock and rejects files
     #[arg(long, value_name = "DIR", default_value = "checkpoints")]
@@ -247,19 +254,8 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE")]
     pub mapping: Option<PathBuf>,
 
-    /// Scan segments (default as for migrate)
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub segments: Option<u32>,
-
-    /// Segments read at once
-    #[arg(long, value_name = "N", default_value_t = 8,
-          value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub concurrency: u32,
-
-    /// Items per scan page
-    #[arg(long, value_name = "N", default_value_t = 1000,
-          value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub batch_size: u32,
+    #[command(flatten)]
+    pub scan: ScanArgs,
 
     /// Keys shown per kind of difference and table
     #[arg(long, value_name = "N", default_value_t = 5)]

@@ -169,9 +169,10 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
         // An export's segments are its files.
         Some(e) => e.files.len() as u32,
         None => args
+            .scan
             .segments
             .or(existing.as_ref().map(|c| c.settings.segments))
-            .unwrap_or_else(|| default_segments(args.concurrency, info.size_bytes)),
+            .unwrap_or_else(|| default_segments(args.scan.concurrency, info.size_bytes)),
     };
     let settings = Settings {
         source: info.arn.clone(),
@@ -258,7 +259,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
                     table: info.name.clone(),
                     segment: 0,
                     total_segments: segments,
-                    page_size: args.batch_size,
+                    page_size: args.scan.batch_size,
                     limiter: read_limiter(&args)?,
                 }),
                 (None, None) => return Err(Error::config("internal error: no source")),
@@ -267,8 +268,8 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
             plan: plan.clone(),
             target_url: target_url.clone(),
             total_segments: segments,
-            concurrency: args.concurrency,
-            page_size: args.batch_size,
+            concurrency: args.scan.concurrency,
+            page_size: args.scan.batch_size,
             store: store.clone(),
             rejects: Arc::new(Rejects::new(rejects_path.clone())),
             stats: stats.clone(),
@@ -384,8 +385,9 @@ async fn scan_only(args: MigrateArgs) -> Result<u8> {
     };
     let plan = Arc::new(load_plan(&args, &info)?);
     let segments = args
+        .scan
         .segments
-        .unwrap_or_else(|| default_segments(args.concurrency, info.size_bytes));
+        .unwrap_or_else(|| default_segments(args.scan.concurrency, info.size_bytes));
     let stats = Arc::new(Stats::default());
     let (_tx, rx) = watch::channel(false);
     let template = SegmentScan {
@@ -393,10 +395,10 @@ async fn scan_only(args: MigrateArgs) -> Result<u8> {
         table: info.name.clone(),
         segment: 0,
         total_segments: segments,
-        page_size: args.batch_size,
+        page_size: args.scan.batch_size,
         limiter: read_limiter(&args)?,
     };
-    pipeline::scan_only(template, plan, args.concurrency, stats.clone(), rx).await?;
+    pipeline::scan_only(template, plan, args.scan.concurrency, stats.clone(), rx).await?;
     let secs = started.elapsed().as_secs_f64();
     let items = Stats::get(&stats.items_read);
     eprintln!(
