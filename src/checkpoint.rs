@@ -461,6 +461,25 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_write_leaves_the_last_good_checkpoint() {
+        let d = tempdir("fail");
+        let p = d.join("c.json");
+        let mut cp = Checkpoint::new(settings());
+        cp.save(&p).expect("first save");
+        let good = fs::read(&p).expect("read");
+        // The tmp file cannot be created (a directory is in the way), as on a full disk.
+        fs::create_dir_all(tmp_path(&p)).expect("block tmp");
+        cp.segments[0].items = 99;
+        let err = cp.save(&p).expect_err("write fails").to_string();
+        assert!(
+            err.contains("cannot write checkpoint") && err.contains("stays valid"),
+            "{err}"
+        );
+        assert_eq!(fs::read(&p).expect("read"), good);
+        assert!(Checkpoint::load(&p).expect("loads").is_some());
+    }
+
+    #[test]
     fn differences_name_the_setting() {
         let a = settings();
         let mut b = settings();

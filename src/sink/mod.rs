@@ -381,7 +381,8 @@ pub async fn send_copy(
 
 /// Append one row in COPY text format: tab-separated, `\N` for NULL, backslash escapes.
 pub fn encode_row(buf: &mut BytesMut, seq: i64, cells: &[Cell]) {
-    buf.put_slice(seq.to_string().as_bytes());
+    // Formatted straight into the buffer: no String per row.
+    let _ = std::fmt::Write::write_fmt(buf, format_args!("{seq}"));
     for cell in cells {
         buf.put_u8(b'\t');
         match cell {
