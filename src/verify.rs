@@ -219,7 +219,7 @@ async fn load_and_compare(
                     for r in &rows {
                         encode_row(
                             &mut bufs[r.table],
-                            seq.fetch_add(1, Ordering::Relaxed) as i64,
+                            Some(seq.fetch_add(1, Ordering::Relaxed) as i64),
                             &r.cells,
                         );
                     }

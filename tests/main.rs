@@ -12,6 +12,8 @@ mod export;
 mod faults;
 #[path = "suite/mapping.rs"]
 mod mapping;
+#[path = "suite/sink.rs"]
+mod sink;
 #[path = "suite/status_config.rs"]
 mod status_config;
 #[path = "suite/tls.rs"]

@@ -14,7 +14,7 @@ use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta,
 use crate::value::{self, NulPolicy, Number, ValueError};
 
 /// A value of a row, in PostgreSQL's text input form (bytea kept raw).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Cell {
     Null,
     Text(String),

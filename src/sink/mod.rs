@@ -1,8 +1,15 @@
-//! The PostgreSQL sink: batched idempotent upserts, fed by COPY into a staging table.
+//! The PostgreSQL sink: batched idempotent upserts, fed by COPY.
 //!
-//! Per connection, each target table gets a temporary staging table (`ON COMMIT DELETE ROWS`).
-//! A batch is one transaction: COPY the rows (text format) into the staging tables, then one
-//! prepared statement per table:
+//! A batch is one transaction, written one of two ways:
+//!
+//! - **Direct**: COPY the rows straight into the target tables. This is the fast path of a
+//!   fresh load (PostgreSQL does about half the work of an upsert). It can only insert, so it
+//!   is used only while the keys are new: a batch with a repeated key never takes it, and a
+//!   batch whose keys exist fails with a unique violation (23505), is rolled back and written
+//!   again as an upsert. The outcome is the same either way; only the cost differs.
+//! - **Upsert**: per connection, each target table has a temporary staging table (`ON COMMIT
+//!   DELETE ROWS`). COPY the rows into the staging tables, then one prepared statement per
+//!   table:
 //!
 //! ```sql
 //! WITH src AS (SELECT DISTINCT ON (key) ... FROM stage ORDER BY key, _seq DESC),
@@ -13,15 +20,27 @@
 //! ```
 //!
 //! `DISTINCT ON` keeps the last of repeated keys in a batch (no SQLSTATE 21000), and the
-//! `WHERE ... IS DISTINCT FROM` makes a re-run rewrite nothing.
+//! `WHERE ... IS DISTINCT FROM` makes a re-run rewrite nothing. A batch whose keys are all
+//! different (checked here, by their text) uses the same statement without `DISTINCT ON`, which
+//! saves PostgreSQL a sort; should two keys still be equal to PostgreSQL (say `1.0` and `1` in
+//! a numeric key), it refuses with 21000 and the batch is written again with `DISTINCT ON`.
+//!
+//! Which way a batch goes is decided per connection by `Mode`: after a direct batch hits
+//! existing keys, the next batches are upserts, and the direct way is tried again only after
+//! 1, 2, 4 ... 64 upserts in a row that found no existing key. A re-run over a loaded table
+//! thus pays one failed COPY per connection; a resumed run, one per segment it resumes.
 
 pub mod resilient;
+mod target;
 
-use bytes::{BufMut, BytesMut};
+pub use target::{prepare_target, prepare_target_with};
+
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
 
-use crate::error::{pg_message, Error, Result};
+use crate::error::{Error, Result};
 use crate::plan::{ident, Plan, TablePlan};
 use crate::transform::{Cell, Row};
 
@@ -54,117 +73,63 @@ pub async fn connect(url: &str) -> Result<Client> {
     crate::pgconn::resolve(Some(url))?.connect().await
 }
 
-/// Create missing tables and check existing ones (see `prepare_target_with`).
-pub async fn prepare_target(client: &Client, plan: &Plan) -> Result<()> {
-    prepare_target_with(client, plan, true).await
-}
-
-/// Check that the target can take the plan's rows, before any item is read: every table and
-/// column exists, each declared type is assignable to its column, and the key has a unique
-/// index. Missing tables are created when `create` is set. Reports every problem at once.
-pub async fn prepare_target_with(client: &Client, plan: &Plan, create: bool) -> Result<()> {
-    let mut problems = Vec::new();
-    for t in &plan.tables {
-        let sql_name = t.sql_name();
-        let exists: bool = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&sql_name])
-            .await
-            .map_err(|e| Error::from_pg("look up target table", e))?
-            .get(0);
-        if !exists && !create {
-            problems.push(format!(
-                "table {} does not exist: create it (`ddb2pg schema --mapping FILE` prints the DDL), \
-                 or pass --create-tables or --migrations DIR",
-                t.display_name()
-            ));
-            continue;
-        }
-        if !exists {
-            client.batch_execute(&t.create_sql()).await.map_err(|e| {
-                Error::config(format!(
-                    "cannot create {}: {}",
-                    t.display_name(),
-                    pg_message(&e)
-                ))
-            })?;
-            tracing::info!("created table {}", t.display_name());
-            continue;
-        }
-        let cols: Vec<String> = client
-            .query(
-                "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass($1) \
-                 AND attnum > 0 AND NOT attisdropped",
-                &[&sql_name],
-            )
-            .await
-            .map_err(|e| Error::from_pg("read target columns", e))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        for c in &t.columns {
-            if !cols.contains(&c.name) {
-                problems.push(format!(
-                    "table {} has no column {:?} (expected {})",
-                    t.display_name(),
-                    c.name,
-                    c.ty.sql()
-                ));
-                continue;
-            }
-            // PostgreSQL itself decides assignability: preparing (not running) an INSERT of a
-            // typed NULL fails when no assignment cast exists.
-            let probe = format!(
-                "INSERT INTO {} ({}) SELECT NULL::{} WHERE false",
-                sql_name,
-                ident(&c.name),
-                c.ty.sql()
-            );
-            if let Err(e) = client.prepare(&probe).await {
-                problems.push(format!(
-                    "table {} column {:?}: the mapping's type {} is not assignable: {}",
-                    t.display_name(),
-                    c.name,
-                    c.ty.sql(),
-                    pg_message(&e)
-                ));
-            }
-        }
-        let mut key: Vec<String> = t.key_columns().map(|c| c.name.clone()).collect();
-        key.sort();
-        let unique: bool = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) \
-                 AND i.indisunique AND i.indpred IS NULL AND (SELECT array_agg(a.attname::text \
-                 ORDER BY a.attname::text) FROM pg_attribute a WHERE a.attrelid = i.indrelid \
-                 AND a.attnum = ANY(i.indkey)) = $2::text[])",
-                &[&sql_name, &key],
-            )
-            .await
-            .map_err(|e| Error::from_pg("read target indexes", e))?
-            .get(0);
-        if !unique {
-            problems.push(format!(
-                "table {} has no primary key or unique index on ({}): upserts need one",
-                t.display_name(),
-                key.join(", ")
-            ));
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::config(format!(
-            "the target does not match the mapping:\n  - {}\nfix the target schema (or drop the table to let ddb2pg create it)",
-            problems.join("\n  - ")
-        )))
-    }
-}
-
 struct TableSink {
-    copy_sql: String,
+    /// COPY into the staging table (with `_seq`).
+    stage_copy: String,
+    /// COPY straight into the target table.
+    direct_copy: String,
+    /// The upsert for a batch with repeated keys (`DISTINCT ON`, last wins).
+    upsert_distinct: Statement,
+    /// The upsert for a batch without repeated keys.
     upsert: Statement,
     delete: Statement,
+    /// Positions of the key columns among the row's cells.
+    key: Vec<usize>,
     buf: BytesMut,
+}
+
+/// Which way the next batch is written (see the module's documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode {
+    /// Upserts in a row, without existing keys, still needed before trying direct again.
+    wait: u32,
+    /// What `wait` is set to after the next failed direct attempt.
+    backoff: u32,
+}
+
+impl Mode {
+    const MAX_BACKOFF: u32 = 64;
+
+    fn direct() -> Mode {
+        Mode {
+            wait: 0,
+            backoff: 1,
+        }
+    }
+    fn try_direct(&self) -> bool {
+        self.wait == 0
+    }
+    fn direct_succeeded(&mut self) {
+        *self = Mode::direct();
+    }
+    fn direct_conflicted(&mut self) {
+        self.wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(Self::MAX_BACKOFF);
+    }
+    /// After an upsert batch: `all_new` when every row was inserted.
+    fn upserted(&mut self, all_new: bool) {
+        if all_new {
+            self.wait = self.wait.saturating_sub(1);
+        }
+    }
+}
+
+/// How a batch was written (for tests and debugging).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    Direct,
+    Upsert,
+    UpsertDistinct,
 }
 
 /// One connection's writer: staging tables and prepared upserts for every table of the plan.
@@ -173,6 +138,12 @@ pub struct Sink {
     tables: Vec<TableSink>,
     /// Roll every batch back instead of committing it (`--dry-run`).
     pub dry_run: bool,
+    /// Whether to try the direct way next.
+    mode: Mode,
+    /// The way the last batch was written.
+    pub last_path: Option<Path>,
+    /// Whether the direct way may be tried at all.
+    direct_allowed: bool,
 }
 
 impl Sink {
@@ -200,16 +171,22 @@ impl Sink {
                 .await
                 .map_err(|e| Error::from_pg("create staging table", e))?;
             let names: Vec<String> = t.columns.iter().map(|c| ident(&c.name)).collect();
-            let copy_sql = format!(
+            let stage_copy = format!(
                 "COPY pg_temp.{stage} (_seq, {}) FROM STDIN",
                 names.join(", ")
             );
-            let upsert = client
-                .prepare(&upsert_sql(t, &stage, run_xid))
-                .await
-                .map_err(|e| {
-                    Error::from_pg(&format!("prepare upsert into {}", t.display_name()), e)
-                })?;
+            let direct_copy = format!("COPY {} ({}) FROM STDIN", t.sql_name(), names.join(", "));
+            let prepare = |distinct: bool| {
+                let sql = upsert_sql(t, &stage, run_xid, distinct);
+                let client = &client;
+                async move {
+                    client.prepare(&sql).await.map_err(|e| {
+                        Error::from_pg(&format!("prepare upsert into {}", t.display_name()), e)
+                    })
+                }
+            };
+            let upsert_distinct = prepare(true).await?;
+            let upsert = prepare(false).await?;
             let (_, key, _) = t.quoted_columns();
             let on: Vec<String> = key.iter().map(|k| format!("t.{k} = d.{k}")).collect();
             let delete = client
@@ -224,9 +201,12 @@ impl Sink {
                     Error::from_pg(&format!("prepare delete from {}", t.display_name()), e)
                 })?;
             tables.push(TableSink {
-                copy_sql,
+                stage_copy,
+                direct_copy,
+                upsert_distinct,
                 upsert,
                 delete,
+                key: t.key.clone(),
                 buf: BytesMut::with_capacity(1 << 20),
             });
         }
@@ -234,20 +214,49 @@ impl Sink {
             client,
             tables,
             dry_run: false,
+            mode: Mode::direct(),
+            last_path: None,
+            // For measuring what the direct way buys (scripts/bench.sh); not a user setting.
+            direct_allowed: std::env::var_os("DDB2PG_NO_DIRECT_COPY").is_none(),
         })
     }
 
-    /// Encode `rows` into their tables' COPY buffers; returns the rows per table.
-    fn encode(&mut self, rows: &[Row]) -> Vec<u64> {
+    /// Encode `rows` into their tables' COPY buffers (with `_seq` for the staging tables);
+    /// returns each table's rows, as one buffer, and how many.
+    fn encode(&mut self, rows: &[Row], seq: bool) -> Vec<(Bytes, u64)> {
         let mut staged = vec![0u64; self.tables.len()];
-        for t in &mut self.tables {
-            t.buf.clear();
-        }
-        for (seq, row) in rows.iter().enumerate() {
-            encode_row(&mut self.tables[row.table].buf, seq as i64, &row.cells);
+        for (i, row) in rows.iter().enumerate() {
+            let seq = seq.then_some(i as i64);
+            encode_row(&mut self.tables[row.table].buf, seq, &row.cells);
             staged[row.table] += 1;
         }
-        staged
+        self.tables
+            .iter_mut()
+            .zip(staged)
+            .map(|(t, n)| (t.buf.split().freeze(), n))
+            .collect()
+    }
+
+    /// Whether two rows of a table have the same key (by text: PostgreSQL may still find
+    /// keys equal that differ in text, see the module's documentation).
+    fn has_repeated_keys(&self, rows: &[Row]) -> bool {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let state = std::collections::hash_map::RandomState::new();
+        let mut seen = std::collections::HashSet::with_capacity(rows.len());
+        for row in rows {
+            let mut h = state.build_hasher();
+            row.table.hash(&mut h);
+            for &k in &self.tables[row.table].key {
+                if let Some(cell) = row.cells.get(k) {
+                    cell.hash(&mut h);
+                }
+            }
+            // A hash collision only costs the slower (DISTINCT ON) statement.
+            if !seen.insert(h.finish()) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Commit, or roll back in a dry run.
@@ -263,24 +272,108 @@ impl Sink {
 
     /// Write `rows` in one transaction; returns per-table counts once committed.
     pub async fn write(&mut self, rows: &[Row]) -> Result<Vec<TableCounts>> {
-        let staged = self.encode(rows);
+        let repeated = self.has_repeated_keys(rows);
+        if self.direct_allowed && self.mode.try_direct() && !repeated {
+            let data = self.encode(rows, false);
+            match self.write_direct(&data).await {
+                Ok(counts) => {
+                    self.mode.direct_succeeded();
+                    self.last_path = Some(Path::Direct);
+                    return Ok(counts);
+                }
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    tracing::debug!("direct COPY met existing keys; upserting this batch");
+                    self.mode.direct_conflicted();
+                }
+                Err(e) => return Err(Error::from_pg("copy into the target", e)),
+            }
+        }
+        let data = self.encode(rows, true);
+        let first = self.write_upsert(&data, repeated).await;
+        let counts = match first {
+            // Keys PostgreSQL finds equal although their text differs.
+            Err(e) if !repeated && e.code() == Some(&SqlState::CARDINALITY_VIOLATION) => {
+                self.write_upsert(&data, true).await
+            }
+            r => r,
+        }
+        .map_err(PgOr::into_error)?;
+        let all_new = counts.iter().all(|c| c.inserted == c.staged);
+        self.mode.upserted(all_new);
+        Ok(counts)
+    }
+
+    /// The direct way: COPY into the target tables. Errors are returned raw so that the
+    /// caller can tell a unique violation (existing keys) from the rest.
+    async fn write_direct(
+        &mut self,
+        data: &[(Bytes, u64)],
+    ) -> Result<Vec<TableCounts>, tokio_postgres::Error> {
+        let tx = self.client.transaction().await?;
+        let mut counts = vec![TableCounts::default(); self.tables.len()];
+        for (i, t) in self.tables.iter().enumerate() {
+            let (bytes, n) = &data[i];
+            if *n == 0 {
+                continue;
+            }
+            let sink = tx.copy_in::<_, Bytes>(&t.direct_copy).await?;
+            futures_util::pin_mut!(sink);
+            sink.send(bytes.clone()).await?;
+            sink.finish().await?;
+            counts[i] = TableCounts {
+                staged: *n,
+                distinct: *n,
+                inserted: *n,
+                updated: 0,
+                earlier: 0,
+            };
+        }
+        if self.dry_run {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(counts)
+    }
+
+    /// The upsert way: COPY into the staging tables, then one upsert per table. Errors with
+    /// SQLSTATE 21000 are returned raw (see `write`).
+    async fn write_upsert(
+        &mut self,
+        data: &[(Bytes, u64)],
+        distinct: bool,
+    ) -> Result<Vec<TableCounts>, PgOr> {
+        self.last_path = Some(if distinct {
+            Path::UpsertDistinct
+        } else {
+            Path::Upsert
+        });
         let mut counts = vec![TableCounts::default(); self.tables.len()];
         let tx = self
             .client
             .transaction()
             .await
             .map_err(|e| Error::from_pg("begin", e))?;
-        for (i, t) in self.tables.iter_mut().enumerate() {
-            if staged[i] == 0 {
+        for (i, t) in self.tables.iter().enumerate() {
+            let (bytes, n) = &data[i];
+            if *n == 0 {
                 continue;
             }
-            copy_to_stage(&tx, t).await?;
-            let r = tx
-                .query_one(&t.upsert, &[])
-                .await
-                .map_err(|e| Error::from_pg("upsert", e))?;
+            copy_to(&tx, &t.stage_copy, bytes.clone()).await?;
+            let statement = if distinct {
+                &t.upsert_distinct
+            } else {
+                &t.upsert
+            };
+            let r = match tx.query_one(statement, &[]).await {
+                Ok(r) => r,
+                Err(e) if !distinct && e.code() == Some(&SqlState::CARDINALITY_VIOLATION) => {
+                    return Err(PgOr::Pg(e))
+                }
+                Err(e) => return Err(Error::from_pg("upsert", e).into()),
+            };
             counts[i] = TableCounts {
-                staged: staged[i],
+                staged: *n,
                 distinct: r.get::<_, i64>(0) as u64,
                 inserted: r.get::<_, i64>(1) as u64,
                 updated: r.get::<_, i64>(2) as u64,
@@ -294,7 +387,7 @@ impl Sink {
     /// Delete the rows with the keys of `rows` (only their key cells matter), in one
     /// transaction; returns how many rows were deleted.
     pub async fn delete(&mut self, rows: &[Row]) -> Result<u64> {
-        let staged = self.encode(rows);
+        let data = self.encode(rows, true);
         let tx = self
             .client
             .transaction()
@@ -302,11 +395,12 @@ impl Sink {
             .map_err(|e| Error::from_pg("begin", e))?;
         let mut deleted = 0;
         // Children first: the mapping lists parents before their exploded children.
-        for (i, t) in self.tables.iter_mut().enumerate().rev() {
-            if staged[i] == 0 {
+        for (i, t) in self.tables.iter().enumerate().rev() {
+            let (bytes, n) = &data[i];
+            if *n == 0 {
                 continue;
             }
-            copy_to_stage(&tx, t).await?;
+            copy_to(&tx, &t.stage_copy, bytes.clone()).await?;
             deleted += tx
                 .execute(&t.delete, &[])
                 .await
@@ -317,16 +411,44 @@ impl Sink {
     }
 }
 
-/// COPY a table's encoded buffer into its staging table.
-async fn copy_to_stage(tx: &tokio_postgres::Transaction<'_>, t: &mut TableSink) -> Result<()> {
-    let sink = tx
-        .copy_in::<_, bytes::Bytes>(&t.copy_sql)
-        .await
-        .map_err(|e| Error::from_pg("copy into staging table", e))?;
-    send_copy(sink, t.buf.split().freeze(), "copy into staging table").await
+/// An error of `write_upsert`: ours, or PostgreSQL's raw one for the caller to look at.
+enum PgOr {
+    Pg(tokio_postgres::Error),
+    Err(Error),
 }
 
-fn upsert_sql(t: &TablePlan, stage: &str, run_xid: Option<u32>) -> String {
+impl From<Error> for PgOr {
+    fn from(e: Error) -> Self {
+        PgOr::Err(e)
+    }
+}
+
+impl PgOr {
+    fn into_error(self) -> Error {
+        match self {
+            PgOr::Pg(e) => Error::from_pg("upsert", e),
+            PgOr::Err(e) => e,
+        }
+    }
+
+    fn code(&self) -> Option<&SqlState> {
+        match self {
+            PgOr::Pg(e) => e.code(),
+            PgOr::Err(_) => None,
+        }
+    }
+}
+
+/// COPY an encoded buffer with `sql` (a `COPY ... FROM STDIN`).
+async fn copy_to(tx: &tokio_postgres::Transaction<'_>, sql: &str, data: Bytes) -> Result<()> {
+    let sink = tx
+        .copy_in::<_, Bytes>(sql)
+        .await
+        .map_err(|e| Error::from_pg("copy into staging table", e))?;
+    send_copy(sink, data, "copy into staging table").await
+}
+
+fn upsert_sql(t: &TablePlan, stage: &str, run_xid: Option<u32>, distinct: bool) -> String {
     let (all, key, rest) = t.quoted_columns();
     let on_conflict = if rest.is_empty() {
         "DO NOTHING".to_string()
@@ -351,8 +473,17 @@ fn upsert_sql(t: &TablePlan, stage: &str, run_xid: Option<u32>) -> String {
         ),
         None => ", old AS (SELECT 1 WHERE false)".to_string(),
     };
+    let src = if distinct {
+        format!(
+            "SELECT DISTINCT ON ({key}) {all} FROM pg_temp.{stage} ORDER BY {key}, _seq DESC",
+            key = key.join(", "),
+            all = all.join(", "),
+        )
+    } else {
+        format!("SELECT {} FROM pg_temp.{stage}", all.join(", "))
+    };
     format!(
-        "WITH src AS (SELECT DISTINCT ON ({key}) {all} FROM pg_temp.{stage} ORDER BY {key}, _seq DESC){earlier}, \
+        "WITH src AS ({src}){earlier}, \
          up AS (INSERT INTO {target} AS t ({all}) SELECT {all} FROM src ON CONFLICT ({key}) {on_conflict} \
          RETURNING (xmax = 0) AS inserted) \
          SELECT (SELECT count(*) FROM src), count(*) FILTER (WHERE inserted), \
@@ -379,12 +510,17 @@ pub async fn send_copy(
     Ok(())
 }
 
-/// Append one row in COPY text format: tab-separated, `\N` for NULL, backslash escapes.
-pub fn encode_row(buf: &mut BytesMut, seq: i64, cells: &[Cell]) {
-    // Formatted straight into the buffer: no String per row.
-    let _ = std::fmt::Write::write_fmt(buf, format_args!("{seq}"));
-    for cell in cells {
-        buf.put_u8(b'\t');
+/// Append one row in COPY text format: tab-separated, `\N` for NULL, backslash escapes;
+/// with `seq`, that number comes first.
+pub fn encode_row(buf: &mut BytesMut, seq: Option<i64>, cells: &[Cell]) {
+    if let Some(seq) = seq {
+        // Formatted straight into the buffer: no String per row.
+        let _ = std::fmt::Write::write_fmt(buf, format_args!("{seq}\t"));
+    }
+    for (i, cell) in cells.iter().enumerate() {
+        if i > 0 {
+            buf.put_u8(b'\t');
+        }
         match cell {
             Cell::Null => buf.put_slice(b"\\N"),
             Cell::Text(s) => escape_text(buf, s.as_bytes()),
@@ -428,7 +564,7 @@ mod tests {
         let mut b = BytesMut::new();
         encode_row(
             &mut b,
-            7,
+            Some(7),
             &[
                 Cell::Text("a\tb\\c\nd\re".into()),
                 Cell::Null,
