@@ -183,8 +183,9 @@ async fn run_segment(
             let path = files[segment as usize].clone();
             let line = start.as_ref().and_then(|v| v["line"].as_u64()).unwrap_or(0);
             let (page_size, shutdown) = (job.page_size as usize, shutdown.clone());
+            let stats = job.stats.clone();
             tokio::task::spawn_blocking(move || {
-                export::read_file(&path, line, page_size, tx, shutdown)
+                export::read_file(&path, line, page_size, tx, shutdown, &stats)
             })
         }
     };

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::scan::{BadLine, Page};
 use crate::error::{Error, Result};
+use crate::progress::Stats;
 use crate::value;
 
 /// The data files of an export and what identifies it.
@@ -172,6 +173,7 @@ pub fn read_file(
     page_size: usize,
     tx: mpsc::Sender<Page>,
     shutdown: watch::Receiver<bool>,
+    stats: &Stats,
 ) -> Result<()> {
     let f = File::open(path).map_err(|e| Error::Source {
         message: format!("cannot open {}: {e}", path.display()),
@@ -209,12 +211,14 @@ pub fn read_file(
         }
         if page.len() >= page_size {
             page.next = Some(serde_json::json!({ "line": line_no }));
+            Stats::add(&stats.items_read, page.len() as u64);
             if *shutdown.borrow() || tx.blocking_send(std::mem::take(&mut page)).is_err() {
                 return Ok(());
             }
         }
     }
     page.next = None;
+    Stats::add(&stats.items_read, page.len() as u64);
     let _ = tx.blocking_send(page);
     Ok(())
 }

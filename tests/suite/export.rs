@@ -126,6 +126,7 @@ async fn an_export_and_the_table_give_identical_targets() {
     let r = run(&export_args(&dir, &from_export, &tempdir("exp-e")));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.report["segments_total"], 5, "one segment per file");
+    assert_eq!(r.report["items_read"].as_u64(), Some(n), "{}", r.report);
     let t = ddb2pg::plan::default_table_name(&table);
     let a = dump(&from_table, &t).await;
     let b = dump(&from_export, "exp").await;
@@ -157,9 +158,11 @@ async fn kill_9_mid_export_and_resume_is_exact() {
     assert!(before > 0 && before < n, "killed mid-run: {before}");
     let r = run(&args);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    // The resume read on from the line cursor, not from the start of the file.
-    assert!(
-        r.report["items_read"].as_u64().unwrap_or(n) < n,
+    // The resume read on from the line cursor, not from the start of the file: exactly
+    // the items the checkpoint did not hold.
+    assert_eq!(
+        r.report["items_read"].as_u64(),
+        Some(n - before),
         "{}",
         r.report
     );
