@@ -224,30 +224,14 @@ pub fn read_file(
 }
 
 fn parse_line(text: &str, line: u64, path: &Path, page: &mut Page) {
-    let bad = |reason: String| BadLine {
-        file: path.display().to_string(),
-        line,
-        reason,
-        text: text.chars().take(2000).collect(),
-    };
-    let v: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(e) => return page.bad.push(bad(format!("not JSON: {e}"))),
-    };
-    let item = |field: &str| v.get(field).map(value::item_from_ddb_json);
-    if let Some(it) = item("Item").or_else(|| item("NewImage")) {
-        match it {
-            Ok(i) => page.items.push(i),
-            Err(e) => page.bad.push(bad(e.to_string())),
-        }
-    } else if let Some(old) = item("OldImage").or_else(|| item("Keys")) {
-        match old {
-            Ok(i) => page.deletes.push(i),
-            Err(e) => page.bad.push(bad(e.to_string())),
-        }
-    } else {
-        page.bad.push(bad(
-            "expected an object with Item, NewImage, OldImage or Keys".into(),
-        ));
+    match value::parse_export_line(text) {
+        Ok(value::ExportChange::Upsert(item)) => page.items.push(item),
+        Ok(value::ExportChange::Delete(keys)) => page.deletes.push(keys),
+        Err(e) => page.bad.push(BadLine {
+            file: path.display().to_string(),
+            line,
+            reason: e.to_string(),
+            text: text.chars().take(2000).collect(),
+        }),
     }
 }

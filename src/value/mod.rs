@@ -18,9 +18,11 @@ use base64::Engine as _;
 pub type Item = HashMap<String, AttributeValue>;
 
 mod ddb_json;
+mod export_line;
 mod number;
 
 pub use ddb_json::{item_from_ddb_json, item_to_ddb_json, value_from_ddb_json, value_to_ddb_json};
+pub use export_line::{parse_export_line, ExportChange, ExportLineError};
 use number::Dec;
 pub use number::Number;
 
@@ -310,5 +312,7 @@ pub fn write_value_json(
     })
 }
 
+#[cfg(test)]
+mod export_line_tests;
 #[cfg(test)]
 mod tests;

@@ -5,16 +5,16 @@ use serde_json::json;
 use serde_json::Value;
 use std::cmp::Ordering;
 
-fn s(x: &str) -> AttributeValue {
+pub(super) fn s(x: &str) -> AttributeValue {
     AttributeValue::S(x.to_owned())
 }
-fn n(x: &str) -> AttributeValue {
+pub(super) fn n(x: &str) -> AttributeValue {
     AttributeValue::N(x.to_owned())
 }
-fn b(x: &[u8]) -> Blob {
+pub(super) fn b(x: &[u8]) -> Blob {
     Blob::new(x.to_vec())
 }
-fn map(pairs: &[(&str, AttributeValue)]) -> Item {
+pub(super) fn map(pairs: &[(&str, AttributeValue)]) -> Item {
     pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
@@ -34,8 +34,8 @@ fn num(x: &str) -> String {
     Number::parse(x).unwrap().to_json_string()
 }
 
-const D38: &str = "12345678901234567890123456789012345678";
-const ND38: &str = "-0.12345678901234567890123456789012345678";
+pub(super) const D38: &str = "12345678901234567890123456789012345678";
+pub(super) const ND38: &str = "-0.12345678901234567890123456789012345678";
 
 #[test]
 fn number_parse_and_write() {
@@ -432,7 +432,7 @@ fn type_drift_across_items() {
     );
 }
 
-fn every_type() -> Item {
+pub(super) fn every_type() -> Item {
     map(&[
         ("s", s("a\0😀")),
         ("n", n("1.50")),
