@@ -164,8 +164,12 @@ pub fn open_labeled(root: &Path, label: &str) -> Result<Export> {
     })
 }
 
+/// A page is cut at this much line text even when it has fewer than `page_size` lines, as
+/// DynamoDB cuts a Scan page at 1 MB: memory stays bounded when items are large (up to 400 KB).
+pub const PAGE_BYTES: usize = 1 << 20;
+
 /// Read one data file from line `start` (lines already committed), sending pages of up to
-/// `page_size` lines. Runs on a blocking thread. A malformed line becomes a `BadLine`; a file
+/// `page_size` lines (and about `PAGE_BYTES` of text). Runs on a blocking thread. A malformed line becomes a `BadLine`; a file
 /// that cannot be read (corrupt or truncated gzip, I/O error) is an error naming file and line.
 pub fn read_file(
     path: &Path,
@@ -188,6 +192,7 @@ pub fn read_file(
     let mut line_no: u64 = 0;
     let mut buf = String::new();
     let mut page = Page::default();
+    let mut page_bytes = 0;
     loop {
         buf.clear();
         let n = lines.read_line(&mut buf).map_err(|e| Error::Source {
@@ -208,8 +213,10 @@ pub fn read_file(
         let text = buf.trim_end();
         if !text.is_empty() {
             parse_line(text, line_no, path, &mut page);
+            page_bytes += n;
         }
-        if page.len() >= page_size {
+        if page.len() >= page_size || page_bytes >= PAGE_BYTES {
+            page_bytes = 0;
             page.next = Some(serde_json::json!({ "line": line_no }));
             Stats::add(&stats.items_read, page.len() as u64);
             if *shutdown.borrow() || tx.blocking_send(std::mem::take(&mut page)).is_err() {
@@ -233,5 +240,49 @@ fn parse_line(text: &str, line: u64, path: &Path, page: &mut Page) {
             reason: e.to_string(),
             text: text.chars().take(2000).collect(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pages sent by `read_file` for `lines` (one DynamoDB-JSON item per line).
+    fn pages(lines: &[String], page_size: usize) -> Vec<Page> {
+        let dir = std::env::temp_dir().join(format!("ddb2pg-pages-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join(format!("{}-{page_size}.json", lines.len()));
+        std::fs::write(&path, lines.join("\n")).expect("write");
+        let (tx, mut rx) = mpsc::channel(1000);
+        let (_stop, shutdown) = watch::channel(false);
+        read_file(&path, 0, page_size, tx, shutdown, &Stats::default()).expect("read");
+        let _ = std::fs::remove_file(&path);
+        let mut out = Vec::new();
+        while let Ok(p) = rx.try_recv() {
+            out.push(p);
+        }
+        out
+    }
+
+    fn line(i: usize, filler: usize) -> String {
+        format!(
+            r#"{{"Item":{{"PK":{{"S":"k{i}"}},"blob":{{"S":"{}"}}}}}}"#,
+            "x".repeat(filler)
+        )
+    }
+
+    #[test]
+    fn pages_are_cut_by_lines_and_by_bytes() {
+        // Small items: cut by count.
+        let small: Vec<String> = (0..25).map(|i| line(i, 10)).collect();
+        let sizes: Vec<usize> = pages(&small, 10).iter().map(|p| p.items.len()).collect();
+        assert_eq!(sizes, [10, 10, 5]);
+        // 300 KB items: a page holds the line that crosses 1 MiB, and no more.
+        let big: Vec<String> = (0..9).map(|i| line(i, 300_000)).collect();
+        let got = pages(&big, 1000);
+        let sizes: Vec<usize> = got.iter().map(|p| p.items.len()).collect();
+        assert_eq!(sizes, [4, 4, 1]);
+        assert_eq!(got[0].next, Some(serde_json::json!({ "line": 4 })));
+        assert_eq!(got[2].next, None);
     }
 }
