@@ -172,7 +172,7 @@ async fn load_and_compare(
             table: table.to_string(),
             segment: 0,
             total_segments: segments,
-            page_size: args.scan.batch_size,
+            page_size: args.scan.batch_size_for(false),
             limiter: None,
         };
         let (plan, stats, queue, seq, stop_rx) = (
