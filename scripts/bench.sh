@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Benchmark: ddb2pg against the limits of its source and sink, on the same data, in one run.
-#   scripts/bench.sh [ITEMS] [SEGMENTS]      (defaults 200000 and 16)
-# For N and N/4 items it prints: the scan-only rate (source's limit), a plain COPY of the same
-# rows into the same table (sink's limit), and ddb2pg migrate end to end with the default and
-# the example mapping; with items/s, ddb2pg's CPU seconds per 100,000 items, peak RSS, ratios.
+#   scripts/bench.sh [ITEMS] [SEGMENTS]      (defaults 200000 and 16; BENCH_REPEAT=3)
+# For N and N/4 items it measures: the scan-only rate (the source's limit), a plain COPY of the
+# same rows into the same table by psql (the sink's limit), and ddb2pg migrate end to end with
+# the default and the example mapping, from the table and from an export of the same items.
+# Every measurement is repeated BENCH_REPEAT times, interleaved (round 1 of everything, then
+# round 2, ...), so that a ratio compares runs made under the same load; rows show the median.
 # A measurement, not a test: run it on a quiet machine and compare ratios from one run.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 N=${1:-200000}
 SEG=${2:-16}
+REPEAT=${BENCH_REPEAT:-3}
 env_file=$(scripts/services.sh start)
 # shellcheck disable=SC1090
 . "$env_file"
@@ -19,65 +22,92 @@ E=$DDB2PG_TEST_DYNAMODB_ENDPOINT
 base=${DDB2PG_TEST_DATABASE_URL%/*}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+: >"$work/runs"
 
-# time_run LABEL ITEMS CMD... : runs CMD under /usr/bin/time, prints one row.
-rows=()
-time_run() {
-  local label=$1 items=$2; shift 2
+# measure ID ITEMS PREP CMD... : runs PREP (a shell snippet, e.g. emptying the target), then
+# CMD under /usr/bin/time; appends "ID round items wall user sys rss" to $work/runs.
+# (A variable assignment before `measure` reaches CMD: bash exports it for the call.)
+measure() {
+  local id=$1 items=$2 prep=$3; shift 3
+  eval "$prep"
   /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$@" >"$work/out" 2>&1 || {
-    code=$?; [ $code -eq 4 ] || { cat "$work/out" >&2; echo "bench: $label failed ($code)" >&2; exit 1; }; }
-  read -r wall user sys rss <"$work/time"
-  local rate cpu
-  rate=$(awk -v n="$items" -v w="$wall" 'BEGIN{printf "%.0f", n/(w>0?w:1e-9)}')
-  cpu=$(awk -v n="$items" -v u="$user" -v s="$sys" 'BEGIN{printf "%.2f", (u+s)*100000/n}')
-  rows+=("$(printf '%-34s %9s %10s %8.2f %10s %9.1f' "$label" "$items" "$rate" "$wall" "$cpu" "$(awk -v k="$rss" 'BEGIN{print k/1024}')")")
-  echo "$rate" >"$work/rate"
+    code=$?; [ $code -eq 4 ] || { cat "$work/out" >&2; echo "bench: $id failed ($code)" >&2; exit 1; }; }
+  echo "$id $round $items $(cat "$work/time")" >>"$work/runs"
 }
+
+declare -A label
+order=()
+add() { label[$1]=$2; order+=("$1"); }
 
 for n in "$N" $((N / 4)); do
   table="bench_$n"
   db="bench_$n"
-  echo "bench: loading $n items into DynamoDB Local table $table ..." >&2
+  echo "bench: loading $n items into DynamoDB Local table $table and an export ..." >&2
   "$bin" sample --table "$table" --items "$n" --endpoint-url "$E" 2>/dev/null
+  "$bin" sample --table "$table" --items "$n" --export-dir "$work/export_$n" --files 8 2>/dev/null
   psql -q "$DDB2PG_TEST_DATABASE_URL" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
   T="$base/$db"
+  empty_target() { psql -q "$T" -c "TRUNCATE $table" -c CHECKPOINT 2>/dev/null || true; }
+  drop_example() { psql -q "$T" -c "DROP TABLE IF EXISTS users, order_lines, orders CASCADE" -c CHECKPOINT 2>/dev/null; }
+  to_pg=(--target "$T" --checkpoint-dir "$work/cp" --progress none --restart)
+  from_table=(--table "$table" --endpoint-url "$E" --segments "$SEG")
+  from_export=(--export "$work/export_$n")
+  mapping=(--mapping examples/single-table/mapping.toml --create-tables)
 
-  time_run "scan only ($SEG segments)" "$n" "$bin" migrate --scan-only --table "$table" \
-    --endpoint-url "$E" --segments "$SEG" --concurrency "$SEG"
-  scan_rate=$(cat "$work/rate")
+  # The rows psql will COPY: what ddb2pg writes with the default mapping.
+  "$bin" migrate "${from_export[@]}" --key PK,SK "${to_pg[@]}" >/dev/null 2>&1
+  psql -q "$T" -c "\\copy $table TO '$work/rows_$n.copy'"
 
-  time_run "migrate, default mapping" "$n" "$bin" migrate --table "$table" --target "$T" \
-    --endpoint-url "$E" --segments "$SEG" --checkpoint-dir "$work/cp" --progress none --restart
-  e2e_rate=$(cat "$work/rate")
-
-  # The sink's limit: the same rows, COPY'd into the same (emptied) table by psql.
-  psql -q "$T" -c "\\copy $table TO '$work/rows.copy'"
-  psql -q "$T" -c "TRUNCATE $table"
-  time_run "plain COPY of the same rows" "$n" psql -q "$T" -c "\\copy $table FROM '$work/rows.copy'"
-  copy_rate=$(cat "$work/rate")
-
-  # The same items as an export (8 gzipped files), into the same emptied table.
-  "$bin" sample --table "$table" --items "$n" --export-dir "$work/export_$n" --files 8 2>/dev/null
-  psql -q "$T" -c "TRUNCATE $table"
-  time_run "migrate from an export (8 files)" "$n" "$bin" migrate --export "$work/export_$n" \
-    --key PK,SK --target "$T" --checkpoint-dir "$work/cp" --progress none --restart
-  export_rate=$(cat "$work/rate")
-
-  if [ -f examples/single-table/mapping.toml ] && "$bin" schema --help >/dev/null 2>&1; then
-    psql -q "$T" -c "DROP TABLE IF EXISTS users, order_lines, orders CASCADE"
-    time_run "migrate, example mapping" "$n" "$bin" migrate --table "$table" --target "$T" \
-      --endpoint-url "$E" --segments "$SEG" --checkpoint-dir "$work/cp" --progress none --restart \
-      --mapping examples/single-table/mapping.toml --create-tables
+  add "scan_$n" "scan only ($SEG segments)"
+  add "table_$n" "table, default mapping"
+  add "copy_$n" "plain COPY of the same rows (psql)"
+  add "export_$n" "export (8 files), default mapping"
+  if [ "$n" = "$N" ]; then
+    add "upsert_$n" "  same, upserts only (no direct COPY)"
+    add "again_$n" "  same again (all rows unchanged)"
   fi
-  ratios+=("$(printf 'N=%-8s table end-to-end / scan-only = %.2f   export / COPY-only = %.2f' "$n" \
-    "$(awk -v a="$e2e_rate" -v b="$scan_rate" 'BEGIN{print a/b}')" \
-    "$(awk -v a="$export_rate" -v b="$copy_rate" 'BEGIN{print a/b}')")")
+  add "tmap_$n" "table, example mapping (3 tables)"
+  add "emap_$n" "export, example mapping (3 tables)"
+
+  for round in $(seq "$REPEAT"); do
+    echo "bench: $n items, round $round of $REPEAT ..." >&2
+    measure "scan_$n" "$n" : "$bin" migrate --scan-only "${from_table[@]}" --concurrency "$SEG"
+    measure "table_$n" "$n" empty_target "$bin" migrate "${from_table[@]}" "${to_pg[@]}"
+    measure "copy_$n" "$n" empty_target psql -q "$T" -c "\\copy $table FROM '$work/rows_$n.copy'"
+    measure "export_$n" "$n" empty_target "$bin" migrate "${from_export[@]}" --key PK,SK "${to_pg[@]}"
+    if [ "$n" = "$N" ]; then
+      DDB2PG_NO_DIRECT_COPY=1 measure "upsert_$n" "$n" empty_target \
+        "$bin" migrate "${from_export[@]}" --key PK,SK "${to_pg[@]}"
+      measure "again_$n" "$n" : "$bin" migrate "${from_export[@]}" --key PK,SK "${to_pg[@]}"
+    fi
+    measure "tmap_$n" "$n" drop_example "$bin" migrate "${from_table[@]}" "${to_pg[@]}" "${mapping[@]}"
+    measure "emap_$n" "$n" drop_example "$bin" migrate "${from_export[@]}" "${to_pg[@]}" "${mapping[@]}"
+  done
 done
+
+# median of column 4 (wall) for ID, and that run's fields
+median_run() { awk -v id="$1" '$1==id' "$work/runs" | sort -k4,4n | sed -n "$(( (REPEAT + 1) / 2 ))p"; }
+# median over rounds of wall(B)/wall(A): the rate of A over the rate of B, round by round
+median_ratio() {
+  awk -v a="$1" -v b="$2" '$1==a{wa[$2]=$4} $1==b{wb[$2]=$4}
+    END{for (r in wa) if (r in wb) print wb[r]/wa[r]}' "$work/runs" | sort -n |
+    sed -n "$(( (REPEAT + 1) / 2 ))p"
+}
 
 echo
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr); segments $SEG"
-printf '%-34s %9s %10s %8s %10s %9s\n' "run" "items" "items/s" "wall s" "cpu s/100k" "peak MB"
-printf '%s\n' "${rows[@]}"
+echo "each row: the median of $REPEAT runs (items/s range over the runs; peak MB is the highest)"
+printf '%-38s %7s %9s %11s %7s %10s %8s\n' "run" "items" "items/s" "range" "wall s" "cpu s/100k" "peak MB"
+for id in "${order[@]}"; do
+  read -r _ _ items wall user sys _ < <(median_run "$id")
+  awk -v id="$id" -v label="${label[$id]}" -v items="$items" -v wall="$wall" -v user="$user" -v sys="$sys" '
+    $1==id { w=$4; if (lo==""||w>lo) lo=w; if (hi==""||w<hi) hi=w; if ($7>peak) peak=$7 }
+    END { printf "%-38s %7d %9.0f %5.0fk-%3.0fk %7.2f %10.2f %8.1f\n", label, items, items/wall,
+          items/lo/1000, items/hi/1000, wall, (user+sys)*100000/items, peak/1024 }' "$work/runs"
+done
 echo
-printf '%s\n' "${ratios[@]}"
+for n in "$N" $((N / 4)); do
+  printf 'N=%-8s table end-to-end / scan-only = %.2f   export / COPY-only = %.2f   (medians of per-round ratios)\n' \
+    "$n" "$(median_ratio "table_$n" "scan_$n")" "$(median_ratio "export_$n" "copy_$n")"
+done
 echo "(cpu and peak MB of the COPY row are psql's, not the server's)"
