@@ -3,6 +3,7 @@
 //! Stages: `source` (segmented scan) -> `transform` (item -> rows, pure) -> `sink` (batched
 //! upserts), wired by `pipeline`, with `checkpoint` recording what is committed.
 
+pub mod batch;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::batch::{self, Batch, Prepared};
 use crate::checkpoint::{Delta, Store};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
@@ -19,7 +20,7 @@ use crate::rejects::Rejects;
 use crate::sink::resilient::{RetryPolicy, Writer};
 use crate::source::export;
 use crate::source::scan::{Page, SegmentScan};
-use crate::transform::{transform, Reject, Routed, Row};
+use crate::transform::{transform, Reject};
 
 /// Everything the workers share.
 /// Where a run's segments come from.
@@ -170,7 +171,7 @@ async fn run_segment(
     }
     let start = state.cursor.clone();
     job.store.begin_segment(segment);
-    let (tx, mut rx) = mpsc::channel::<Page>(PAGES_IN_FLIGHT);
+    let (tx, mut rx) = mpsc::channel::<Batch>(PAGES_IN_FLIGHT);
     let scanner = match &job.segments {
         Segments::Scan(template) => {
             let scan = SegmentScan {
@@ -183,24 +184,40 @@ async fn run_segment(
             let path = files[segment as usize].clone();
             let line = start.as_ref().and_then(|v| v["line"].as_u64()).unwrap_or(0);
             let (page_size, shutdown) = (job.page_size as usize, shutdown.clone());
-            let stats = job.stats.clone();
+            let (stats, plan, key_attrs) =
+                (job.stats.clone(), job.plan.clone(), job.key_attrs.clone());
+            // Under --limit the writer cuts pages short, so it prepares them itself.
+            let ready = job.limit.is_none();
             tokio::task::spawn_blocking(move || {
-                export::read_file(&path, line, page_size, tx, shutdown, &stats)
+                export::read_file(&path, line, page_size, shutdown, &stats, |page| {
+                    let batch = match ready {
+                        true => Batch::Ready(batch::prepare(&plan, &key_attrs, segment, page)),
+                        false => Batch::Raw(page),
+                    };
+                    tx.blocking_send(batch).is_ok()
+                })
             })
         }
     };
 
-    let mut rows: Vec<Row> = Vec::new();
     let written = async {
-        while let Some(mut page) = rx.recv().await {
-            let keep = job.take(page.items.len());
-            let limited = keep < page.items.len();
-            if limited {
-                // The limit ends the run here; the segment is not done.
-                page.items.truncate(keep);
-                let _ = job.stop.send(true);
-            }
-            write_page(job, sink, segment, &page, &mut rows).await?;
+        while let Some(batch) = rx.recv().await {
+            let mut limited = false;
+            let prepared = match batch {
+                Batch::Ready(p) => p,
+                Batch::Raw(mut page) => {
+                    let keep = job.take(page.items.len());
+                    limited = keep < page.items.len();
+                    if limited {
+                        // The limit ends the run here; the segment is not done.
+                        page.items.truncate(keep);
+                        page.lines.truncate(keep);
+                        let _ = job.stop.send(true);
+                    }
+                    batch::prepare(&job.plan, &job.key_attrs, segment, page)
+                }
+            };
+            write_page(job, sink, segment, prepared).await?;
             if *shutdown.borrow() || limited {
                 break;
             }
@@ -221,39 +238,23 @@ async fn run_segment(
     }
 }
 
-/// Transform one page, write its rows in one transaction (or, when PostgreSQL refuses some
-/// items' rows, in several that leave those items out), record the rejects, and only then
-/// advance the segment's cursor. The order is what makes the checkpoint safe.
-async fn write_page(
-    job: &Job,
-    sink: &mut Writer,
-    segment: u32,
-    page: &Page,
-    rows: &mut Vec<Row>,
-) -> Result<()> {
-    rows.clear();
+/// Write one prepared page's rows in one transaction (or, when PostgreSQL refuses some
+/// items' rows, in several that leave those items out), apply its deletions, record the
+/// rejects, and only then advance the segment's cursor. The order is what makes the
+/// checkpoint safe.
+async fn write_page(job: &Job, sink: &mut Writer, segment: u32, p: Prepared) -> Result<()> {
     let mut delta = Delta {
-        items: page.len() as u64,
+        items: p.count,
+        skipped: p.skipped,
         ..Delta::default()
     };
-    let mut item_of: Vec<u32> = Vec::with_capacity(page.items.len());
-    let mut reject_lines = Vec::new();
-    for (i, item) in page.items.iter().enumerate() {
-        match transform(&job.plan, item, rows) {
-            Ok(Routed::Rows) => item_of.resize(rows.len(), i as u32),
-            Ok(Routed::Skipped) => delta.skipped += 1,
-            Err(r) => {
-                reject_lines.push(Rejects::line(&r, &job.key_attrs, item, Some(segment)));
-                job.stats.count_reject(format!(
-                    "{}: {}",
-                    r.table.as_deref().unwrap_or("-"),
-                    r.kind
-                ));
-            }
-        }
+    let mut reject_lines = Vec::with_capacity(p.rejects.len());
+    for (line, counted_as) in &p.rejects {
+        reject_lines.push(line.clone());
+        job.stats.count_reject(counted_as.clone());
     }
-    if !rows.is_empty() {
-        let (counts, refused) = sink.write(rows, &item_of).await?;
+    if !p.rows.is_empty() {
+        let (counts, refused) = sink.write(&p.rows, &p.item_of).await?;
         for (ti, c) in counts.iter().enumerate() {
             job.stats.add_table(&job.plan.tables[ti].display_name(), c);
             delta.rows_written += c.inserted + c.updated;
@@ -270,33 +271,21 @@ async fn write_page(
                 kind: "refused by PostgreSQL",
                 reason: r.error,
             };
-            let item = &page.items[r.item as usize];
-            reject_lines.push(Rejects::line(&reject, &job.key_attrs, item, Some(segment)));
+            let item = p.item(r.item as usize).ok_or_else(|| {
+                Error::config(format!(
+                    "internal error: item {} of a page of segment {segment} is gone",
+                    r.item
+                ))
+            })?;
+            reject_lines.push(Rejects::line(&reject, &job.key_attrs, &item, Some(segment)));
             job.stats.count_reject(format!("-: {}", reject.kind));
         }
     }
-    for bad in &page.bad {
-        reject_lines.push(Rejects::bad_line(bad));
-        job.stats.count_reject("-: malformed line".into());
-    }
-    if !page.deletes.is_empty() {
+    if !p.deletes.is_empty() {
         // Incremental exports: the rows the old image (or its keys) maps to are deleted.
-        let mut del: Vec<Row> = Vec::new();
-        for item in &page.deletes {
-            if let Err(r) = transform(&job.plan, item, &mut del) {
-                let r = Reject {
-                    kind: "cannot map a deletion",
-                    ..r
-                };
-                reject_lines.push(Rejects::line(&r, &job.key_attrs, item, Some(segment)));
-                job.stats.count_reject(format!("-: {}", r.kind));
-            }
-        }
-        if !del.is_empty() {
-            let deleted = sink.delete(&del).await?;
-            Stats::add(&job.stats.rows_deleted, deleted);
-            delta.rows_written += deleted;
-        }
+        let deleted = sink.delete(&p.deletes).await?;
+        Stats::add(&job.stats.rows_deleted, deleted);
+        delta.rows_written += deleted;
     }
     delta.rejected = reject_lines.len() as u64;
     if !reject_lines.is_empty() {
@@ -305,8 +294,8 @@ async fn write_page(
             .await
             .map_err(|e| Error::file(job.rejects.path(), e))??;
     }
-    let done = page.next.is_none();
-    job.store.commit(segment, page.next.clone(), done, delta);
+    let done = p.next.is_none();
+    job.store.commit(segment, p.next, done, delta);
     Stats::add(&job.stats.items_committed, delta.items);
     Stats::add(&job.stats.skipped, delta.skipped);
     if done {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use flate2::read::MultiGzDecoder;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::scan::{BadLine, Page};
 use crate::error::{Error, Result};
@@ -168,16 +168,17 @@ pub fn open_labeled(root: &Path, label: &str) -> Result<Export> {
 /// DynamoDB cuts a Scan page at 1 MB: memory stays bounded when items are large (up to 400 KB).
 pub const PAGE_BYTES: usize = 1 << 20;
 
-/// Read one data file from line `start` (lines already committed), sending pages of up to
-/// `page_size` lines (and about `PAGE_BYTES` of text). Runs on a blocking thread. A malformed line becomes a `BadLine`; a file
+/// Read one data file from line `start` (lines already committed), handing `emit` pages of up
+/// to `page_size` lines (and about `PAGE_BYTES` of text); stops early, without error, when
+/// `shutdown` turns true or `emit` returns false. Runs on a blocking thread. A malformed line becomes a `BadLine`; a file
 /// that cannot be read (corrupt or truncated gzip, I/O error) is an error naming file and line.
 pub fn read_file(
     path: &Path,
     start: u64,
     page_size: usize,
-    tx: mpsc::Sender<Page>,
     shutdown: watch::Receiver<bool>,
     stats: &Stats,
+    mut emit: impl FnMut(Page) -> bool,
 ) -> Result<()> {
     let f = File::open(path).map_err(|e| Error::Source {
         message: format!("cannot open {}: {e}", path.display()),
@@ -219,20 +220,23 @@ pub fn read_file(
             page_bytes = 0;
             page.next = Some(serde_json::json!({ "line": line_no }));
             Stats::add(&stats.items_read, page.len() as u64);
-            if *shutdown.borrow() || tx.blocking_send(std::mem::take(&mut page)).is_err() {
+            if *shutdown.borrow() || !emit(std::mem::take(&mut page)) {
                 return Ok(());
             }
         }
     }
     page.next = None;
     Stats::add(&stats.items_read, page.len() as u64);
-    let _ = tx.blocking_send(page);
+    emit(page);
     Ok(())
 }
 
 fn parse_line(text: &str, line: u64, path: &Path, page: &mut Page) {
     match value::parse_export_line(text) {
-        Ok(value::ExportChange::Upsert(item)) => page.items.push(item),
+        Ok(value::ExportChange::Upsert(item)) => {
+            page.items.push(item);
+            page.lines.push(text.to_owned());
+        }
         Ok(value::ExportChange::Delete(keys)) => page.deletes.push(keys),
         Err(e) => page.bad.push(BadLine {
             file: path.display().to_string(),
@@ -253,14 +257,14 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join(format!("{}-{page_size}.json", lines.len()));
         std::fs::write(&path, lines.join("\n")).expect("write");
-        let (tx, mut rx) = mpsc::channel(1000);
         let (_stop, shutdown) = watch::channel(false);
-        read_file(&path, 0, page_size, tx, shutdown, &Stats::default()).expect("read");
-        let _ = std::fs::remove_file(&path);
         let mut out = Vec::new();
-        while let Ok(p) = rx.try_recv() {
+        read_file(&path, 0, page_size, shutdown, &Stats::default(), |p| {
             out.push(p);
-        }
+            true
+        })
+        .expect("read");
+        let _ = std::fs::remove_file(&path);
         out
     }
 

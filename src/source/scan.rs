@@ -25,6 +25,8 @@ pub struct Page {
     /// Lines that are not items (exports).
     pub bad: Vec<BadLine>,
     pub next: Option<serde_json::Value>,
+    /// Exports: each item's line, parallel to `items` (see `batch`).
+    pub lines: Vec<String>,
 }
 
 impl Page {
@@ -95,10 +97,10 @@ pub struct SegmentScan {
 impl SegmentScan {
     /// Read the segment from `start` (a checkpoint cursor) to its end, sending each page into
     /// `tx`. Stops early, without error, when `shutdown` turns true or the receiver is gone.
-    pub async fn run(
+    pub async fn run<T: From<Page>>(
         self,
         start: Option<serde_json::Value>,
-        tx: mpsc::Sender<Page>,
+        tx: mpsc::Sender<T>,
         mut shutdown: watch::Receiver<bool>,
         stats: Arc<Stats>,
     ) -> Result<()> {
@@ -160,7 +162,7 @@ impl SegmentScan {
                 ..Page::default()
             };
             cursor = next;
-            if tx.send(page).await.is_err() {
+            if tx.send(T::from(page)).await.is_err() {
                 return Ok(());
             }
             if last {

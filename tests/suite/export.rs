@@ -393,3 +393,67 @@ async fn an_s3_export_on_a_local_s3_server_gives_the_same_target() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("no export files"), "{}", r.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_postgresql_refuses_from_an_export_are_rejected_with_their_whole_item() {
+    // Export pages are transformed on the reader's thread and their items dropped; a refused
+    // row's item is parsed again from its line for the rejects file.
+    let n = 300;
+    let dir = tempdir("export-refused");
+    write_export(&dir, 0..n, 120);
+    let db = new_database().await;
+    let key = |i: u64| {
+        let item = ddb2pg::sample::item(1, i);
+        let s = |a: &str| match item.get(a) {
+            Some(AttributeValue::S(s)) => s.clone(),
+            other => panic!("{a}: {other:?}"),
+        };
+        (s("PK"), s("SK"))
+    };
+    let (refused_a, refused_b) = (key(7), key(250));
+    pg(&db)
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE exp (\"PK\" text NOT NULL, \"SK\" text NOT NULL, item jsonb, \
+             PRIMARY KEY (\"PK\", \"SK\"), CONSTRAINT not_these CHECK (NOT ( \
+             (\"PK\" = '{}' AND \"SK\" = '{}') OR (\"PK\" = '{}' AND \"SK\" = '{}'))))",
+            refused_a.0, refused_a.1, refused_b.0, refused_b.1
+        ))
+        .await
+        .expect("create table");
+    let cp = tempdir("exp-refused-cp");
+    let mut args = export_args(&dir, &db, &cp);
+    args.extend(["--batch-size", "50"].map(String::from));
+    let r = run(&args);
+    assert_eq!(r.code, 4, "finished with rejects: {}", r.stderr);
+    let (missing, extra) = default_mapping_differences(&db, "exp", n).await;
+    assert_eq!((missing, extra), (2, 0), "all but the two refused items");
+    let rejects: Vec<serde_json::Value> = std::fs::read_dir(&cp)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".rejects.jsonl"))
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .expect("read")
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("json"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(rejects.len(), 2, "{rejects:?}");
+    for (i, k) in [(7, &refused_a), (250, &refused_b)] {
+        let r = rejects
+            .iter()
+            .find(|r| r["key"]["SK"]["S"] == k.1.as_str() && r["key"]["PK"]["S"] == k.0.as_str())
+            .unwrap_or_else(|| panic!("no reject for item {i}: {rejects:?}"));
+        assert!(
+            r["reason"]
+                .as_str()
+                .is_some_and(|s| s.contains("not_these")),
+            "{r}"
+        );
+        let want = ddb2pg::value::item_to_ddb_json(&ddb2pg::sample::item(1, i));
+        assert_eq!(r["item"], want, "the whole item, as read");
+    }
+}
