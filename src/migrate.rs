@@ -172,7 +172,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
             .scan
             .segments
             .or(existing.as_ref().map(|c| c.settings.segments))
-            .unwrap_or_else(|| default_segments(args.scan.concurrency, info.size_bytes)),
+            .unwrap_or_else(|| default_segments(args.scan.concurrency_for(false), info.size_bytes)),
     };
     let settings = Settings {
         source: info.arn.clone(),
@@ -268,7 +268,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
             plan: plan.clone(),
             target_url: target_url.clone(),
             total_segments: segments,
-            concurrency: args.scan.concurrency,
+            concurrency: args.scan.concurrency_for(origin.export.is_some()),
             page_size: args.scan.batch_size_for(origin.export.is_some()),
             store: store.clone(),
             rejects: Arc::new(Rejects::new(rejects_path.clone())),
@@ -387,7 +387,7 @@ async fn scan_only(args: MigrateArgs) -> Result<u8> {
     let segments = args
         .scan
         .segments
-        .unwrap_or_else(|| default_segments(args.scan.concurrency, info.size_bytes));
+        .unwrap_or_else(|| default_segments(args.scan.concurrency_for(false), info.size_bytes));
     let stats = Arc::new(Stats::default());
     let (_tx, rx) = watch::channel(false);
     let template = SegmentScan {
@@ -398,7 +398,14 @@ async fn scan_only(args: MigrateArgs) -> Result<u8> {
         page_size: args.scan.batch_size_for(false),
         limiter: read_limiter(&args)?,
     };
-    pipeline::scan_only(template, plan, args.scan.concurrency, stats.clone(), rx).await?;
+    pipeline::scan_only(
+        template,
+        plan,
+        args.scan.concurrency_for(false),
+        stats.clone(),
+        rx,
+    )
+    .await?;
     let secs = started.elapsed().as_secs_f64();
     let items = Stats::get(&stats.items_read);
     eprintln!(

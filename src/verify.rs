@@ -157,16 +157,15 @@ async fn load_and_compare(
     client: &tokio_postgres::Client,
     size_bytes: u64,
 ) -> Result<(Arc<Stats>, BTreeMap<String, TableResult>)> {
-    let segments = args
-        .scan
-        .segments
-        .unwrap_or_else(|| crate::migrate::default_segments(args.scan.concurrency, size_bytes));
+    let segments = args.scan.segments.unwrap_or_else(|| {
+        crate::migrate::default_segments(args.scan.concurrency_for(false), size_bytes)
+    });
     let stats = Arc::new(Stats::default());
     let queue = Arc::new(Mutex::new((0..segments).collect::<VecDeque<u32>>()));
     let seq = Arc::new(AtomicU64::new(0));
     let (_stop, stop_rx) = watch::channel(false);
     let mut set = JoinSet::new();
-    for _ in 0..args.scan.concurrency.min(segments) {
+    for _ in 0..args.scan.concurrency_for(false).min(segments) {
         let template = SegmentScan {
             client: source.client.clone(),
             table: table.to_string(),
