@@ -210,19 +210,7 @@ async fn malformed_lines_are_rejected_and_a_corrupt_file_stops_resumably() {
         "{}",
         r.stderr
     );
-    let rejects: Vec<serde_json::Value> = std::fs::read_dir(&cp)
-        .expect("dir")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".rejects.jsonl"))
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .expect("read")
-                .lines()
-                .map(|l| serde_json::from_str(l).expect("json"))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let rejects = rejects_in(&cp);
     let mut lines: Vec<u64> = rejects.iter().filter_map(|r| r["line"].as_u64()).collect();
     lines.sort();
     assert_eq!(lines, [2, 4], "{rejects:?}");
@@ -428,19 +416,7 @@ async fn rows_postgresql_refuses_from_an_export_are_rejected_with_their_whole_it
     assert_eq!(r.code, 4, "finished with rejects: {}", r.stderr);
     let (missing, extra) = default_mapping_differences(&db, "exp", n).await;
     assert_eq!((missing, extra), (2, 0), "all but the two refused items");
-    let rejects: Vec<serde_json::Value> = std::fs::read_dir(&cp)
-        .expect("dir")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".rejects.jsonl"))
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .expect("read")
-                .lines()
-                .map(|l| serde_json::from_str(l).expect("json"))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let rejects = rejects_in(&cp);
     assert_eq!(rejects.len(), 2, "{rejects:?}");
     for (i, k) in [(7, &refused_a), (250, &refused_b)] {
         let r = rejects

@@ -22,6 +22,18 @@ fn plan(key_type: KeyAttrType) -> Plan {
     })
 }
 
+/// A new database with the plan's table, an admin connection and a sink.
+async fn open(key_type: KeyAttrType) -> (String, Plan, tokio_postgres::Client, Sink) {
+    let target = new_database().await;
+    let plan = plan(key_type);
+    let admin = ddb2pg::sink::connect(&target).await.expect("connect");
+    ddb2pg::sink::prepare_target(&admin, &plan)
+        .await
+        .expect("prepare target");
+    let sink = Sink::open(&target, &plan).await.expect("open sink");
+    (target, plan, admin, sink)
+}
+
 fn row(pk: &str, doc: &str) -> Row {
     Row {
         table: 0,
@@ -54,13 +66,7 @@ async fn contents(client: &tokio_postgres::Client) -> Vec<(String, String, Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_keys_go_direct_and_existing_keys_fall_back_to_the_upsert() {
-    let target = new_database().await;
-    let plan = plan(KeyAttrType::S);
-    let admin = ddb2pg::sink::connect(&target).await.expect("connect");
-    ddb2pg::sink::prepare_target(&admin, &plan)
-        .await
-        .expect("prepare target");
-    let mut sink = Sink::open(&target, &plan).await.expect("open sink");
+    let (target, plan, admin, mut sink) = open(KeyAttrType::S).await;
 
     // New keys: COPY straight into the target.
     let c = sink
@@ -119,13 +125,7 @@ async fn new_keys_go_direct_and_existing_keys_fall_back_to_the_upsert() {
 async fn keys_equal_only_to_postgres_still_collapse_last_wins() {
     // "1.0" and "1" differ as text but are one numeric key: the direct COPY fails (23505),
     // the upsert without DISTINCT ON fails (21000), the one with it keeps the last row.
-    let target = new_database().await;
-    let plan = plan(KeyAttrType::N);
-    let admin = ddb2pg::sink::connect(&target).await.expect("connect");
-    ddb2pg::sink::prepare_target(&admin, &plan)
-        .await
-        .expect("prepare target");
-    let mut sink = Sink::open(&target, &plan).await.expect("open sink");
+    let (target, _, admin, mut sink) = open(KeyAttrType::N).await;
     let c = sink
         .write(&[
             row("1.0", "\"first\""),

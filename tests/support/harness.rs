@@ -118,6 +118,23 @@ pub fn wait_for_items(child: &mut Child, dir: &Path, n: u64) {
 /// How many of items 0..n of the sample (seed 1) are NOT in `table` of `db` exactly as the
 /// default mapping writes them (jsonb equality, so PostgreSQL compares), plus the rows the
 /// table has beyond them.
+/// Every line of every rejects file (`*.rejects.jsonl`) in checkpoint directory `dir`.
+pub fn rejects_in(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_dir(dir)
+        .expect("checkpoint dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".rejects.jsonl"))
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .expect("read rejects")
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("a JSON line"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 pub async fn default_mapping_differences(db: &str, table: &str, n: u64) -> (i64, i64) {
     let mut pks = Vec::new();
     let mut sks = Vec::new();
