@@ -316,10 +316,7 @@ impl Sink {
             if *n == 0 {
                 continue;
             }
-            let sink = tx.copy_in::<_, Bytes>(&t.direct_copy).await?;
-            futures_util::pin_mut!(sink);
-            sink.send(bytes.clone()).await?;
-            sink.finish().await?;
+            copy_raw(&tx, &t.direct_copy, bytes.clone()).await?;
             counts[i] = TableCounts {
                 staged: *n,
                 distinct: *n,
@@ -441,11 +438,22 @@ impl PgOr {
 
 /// COPY an encoded buffer with `sql` (a `COPY ... FROM STDIN`).
 async fn copy_to(tx: &tokio_postgres::Transaction<'_>, sql: &str, data: Bytes) -> Result<()> {
-    let sink = tx
-        .copy_in::<_, Bytes>(sql)
+    copy_raw(tx, sql, data)
         .await
-        .map_err(|e| Error::from_pg("copy into staging table", e))?;
-    send_copy(sink, data, "copy into staging table").await
+        .map_err(|e| Error::from_pg("copy into staging table", e))
+}
+
+/// As `copy_to`, with PostgreSQL's error as it is.
+async fn copy_raw(
+    tx: &tokio_postgres::Transaction<'_>,
+    sql: &str,
+    data: Bytes,
+) -> Result<(), tokio_postgres::Error> {
+    let sink = tx.copy_in::<_, Bytes>(sql).await?;
+    futures_util::pin_mut!(sink);
+    sink.send(data).await?;
+    sink.finish().await?;
+    Ok(())
 }
 
 fn upsert_sql(t: &TablePlan, stage: &str, run_xid: Option<u32>, distinct: bool) -> String {
