@@ -2,16 +2,18 @@
 //! rejects to record once they are committed.
 //!
 //! An export's page is prepared on its reader's thread, item by item right after each line is
-//! parsed: the item is still in the CPU's cache, and it is dropped at once, so the queues to the
-//! writers hold compact rows instead of parsed items (about 3x less memory). A row PostgreSQL
-//! refuses is reported with its item parsed again from the line it came from. A scan's page is
-//! prepared by its writer (the SDK hands over whole pages anyway) and keeps its items.
+//! parsed (`Preparer` is the reader's `Pages`): the item is still in the CPU's cache, and it is
+//! dropped at once, so the queues to the writers hold compact rows instead of parsed items. A
+//! row PostgreSQL refuses is reported with its item parsed again from the line it came from. A
+//! scan's page is prepared by its writer (the SDK hands over whole pages anyway) and keeps its
+//! items.
 
 use std::borrow::Cow;
 
 use crate::plan::Plan;
 use crate::rejects::Rejects;
-use crate::source::scan::Page;
+use crate::source::export::Pages;
+use crate::source::scan::{BadLine, Page};
 use crate::transform::{transform, Reject, Routed, Row};
 use crate::value::{self, ExportChange, Item};
 
@@ -68,10 +70,9 @@ impl Prepared {
     }
 }
 
-/// Transform every item of `page` (its items are dropped as they go when the page carries
-/// their export lines, kept otherwise), and map its deletions to the rows they remove.
+/// Transform every item of a scan's `page` (kept, to report refused rows), and map its
+/// deletions to the rows they remove.
 pub fn prepare(plan: &Plan, key_attrs: &[String], segment: u32, page: Page) -> Prepared {
-    let count = page.len() as u64;
     let Page {
         items,
         deletes,
@@ -79,50 +80,124 @@ pub fn prepare(plan: &Plan, key_attrs: &[String], segment: u32, page: Page) -> P
         next,
         lines,
     } = page;
-    let mut p = Prepared {
-        count,
-        rows: Vec::with_capacity(items.len()),
-        item_of: Vec::with_capacity(items.len()),
+    let mut p = Preparer::new(plan, key_attrs, segment, |_| true);
+    if lines.len() == items.len() && !lines.is_empty() {
+        for (item, line) in items.into_iter().zip(&lines) {
+            p.upsert(item, line);
+        }
+    } else {
+        for item in &items {
+            p.transform(item);
+        }
+        p.page.originals = Originals::Items(items);
+    }
+    for b in bad {
+        p.bad(b);
+    }
+    for d in deletes {
+        p.delete(d);
+    }
+    p.take(next)
+}
+
+/// Prepares pages line by line as an export file is read (see the module's documentation),
+/// handing each finished page to `emit`.
+pub struct Preparer<'a, F: FnMut(Prepared) -> bool> {
+    plan: &'a Plan,
+    key_attrs: &'a [String],
+    segment: u32,
+    page: Prepared,
+    /// Items seen in this page (the index of the next one).
+    items: u32,
+    emit: F,
+}
+
+impl<'a, F: FnMut(Prepared) -> bool> Preparer<'a, F> {
+    pub fn new(plan: &'a Plan, key_attrs: &'a [String], segment: u32, emit: F) -> Self {
+        Preparer {
+            plan,
+            key_attrs,
+            segment,
+            page: empty(),
+            items: 0,
+            emit,
+        }
+    }
+
+    /// Transform the page's next item.
+    fn transform(&mut self, item: &Item) {
+        let p = &mut self.page;
+        let i = self.items;
+        self.items += 1;
+        p.count += 1;
+        match transform(self.plan, item, &mut p.rows) {
+            Ok(Routed::Rows) => p.item_of.resize(p.rows.len(), i),
+            Ok(Routed::Skipped) => p.skipped += 1,
+            Err(r) => p.rejects.push((
+                Rejects::line(&r, self.key_attrs, item, Some(self.segment)),
+                format!("{}: {}", r.table.as_deref().unwrap_or("-"), r.kind),
+            )),
+        }
+    }
+
+    /// The page so far, with its cursor; the next page starts empty.
+    fn take(&mut self, next: Option<serde_json::Value>) -> Prepared {
+        self.items = 0;
+        let mut page = std::mem::replace(&mut self.page, empty());
+        page.next = next;
+        page
+    }
+}
+
+fn empty() -> Prepared {
+    Prepared {
+        count: 0,
+        rows: Vec::new(),
+        item_of: Vec::new(),
         deletes: Vec::new(),
         rejects: Vec::new(),
         skipped: 0,
-        next,
-        originals: Originals::Items(Vec::new()),
-    };
-    let one = |i: usize, item: &Item, p: &mut Prepared| match transform(plan, item, &mut p.rows) {
-        Ok(Routed::Rows) => p.item_of.resize(p.rows.len(), i as u32),
-        Ok(Routed::Skipped) => p.skipped += 1,
-        Err(r) => p.rejects.push((
-            Rejects::line(&r, key_attrs, item, Some(segment)),
-            format!("{}: {}", r.table.as_deref().unwrap_or("-"), r.kind),
-        )),
-    };
-    if lines.len() == items.len() && !lines.is_empty() {
-        for (i, item) in items.into_iter().enumerate() {
-            one(i, &item, &mut p);
-        }
-        p.originals = Originals::Lines(lines);
-    } else {
-        for (i, item) in items.iter().enumerate() {
-            one(i, item, &mut p);
-        }
-        p.originals = Originals::Items(items);
+        next: None,
+        originals: Originals::Lines(Vec::new()),
     }
-    for b in &bad {
-        p.rejects
-            .push((Rejects::bad_line(b), "-: malformed line".to_string()));
+}
+
+impl<F: FnMut(Prepared) -> bool> Pages for Preparer<'_, F> {
+    fn upsert(&mut self, item: Item, text: &str) {
+        self.transform(&item);
+        if let Originals::Lines(lines) = &mut self.page.originals {
+            lines.push(text.to_owned());
+        }
     }
-    for item in &deletes {
-        if let Err(r) = transform(plan, item, &mut p.deletes) {
+
+    fn delete(&mut self, keys: Item) {
+        let p = &mut self.page;
+        p.count += 1;
+        if let Err(r) = transform(self.plan, &keys, &mut p.deletes) {
             let r = Reject {
                 kind: "cannot map a deletion",
                 ..r
             };
             p.rejects.push((
-                Rejects::line(&r, key_attrs, item, Some(segment)),
+                Rejects::line(&r, self.key_attrs, &keys, Some(self.segment)),
                 format!("-: {}", r.kind),
             ));
         }
     }
-    p
+
+    fn bad(&mut self, bad: BadLine) {
+        self.page.count += 1;
+        self.page
+            .rejects
+            .push((Rejects::bad_line(&bad), "-: malformed line".to_string()));
+    }
+
+    fn page_lines(&self) -> usize {
+        self.page.count as usize
+    }
+
+    fn end_page(&mut self, next: Option<serde_json::Value>) -> bool {
+        let page = self.take(next);
+        (self.emit)(page)
+    }
 }

@@ -259,7 +259,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
                     table: info.name.clone(),
                     segment: 0,
                     total_segments: segments,
-                    page_size: args.scan.batch_size_for(false),
+                    page_size: args.scan.batch_size,
                     limiter: read_limiter(&args)?,
                 }),
                 (None, None) => return Err(Error::config("internal error: no source")),
@@ -269,7 +269,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
             target_url: target_url.clone(),
             total_segments: segments,
             concurrency: args.scan.concurrency_for(origin.export.is_some()),
-            page_size: args.scan.batch_size_for(origin.export.is_some()),
+            page_size: args.scan.batch_size,
             store: store.clone(),
             rejects: Arc::new(Rejects::new(rejects_path.clone())),
             stats: stats.clone(),
@@ -395,7 +395,7 @@ async fn scan_only(args: MigrateArgs) -> Result<u8> {
         table: info.name.clone(),
         segment: 0,
         total_segments: segments,
-        page_size: args.scan.batch_size_for(false),
+        page_size: args.scan.batch_size,
         limiter: read_limiter(&args)?,
     };
     pipeline::scan_only(

@@ -189,13 +189,16 @@ async fn run_segment(
             // Under --limit the writer cuts pages short, so it prepares them itself.
             let ready = job.limit.is_none();
             tokio::task::spawn_blocking(move || {
-                export::read_file(&path, line, page_size, shutdown, &stats, |page| {
-                    let batch = match ready {
-                        true => Batch::Ready(batch::prepare(&plan, &key_attrs, segment, page)),
-                        false => Batch::Raw(page),
-                    };
-                    tx.blocking_send(batch).is_ok()
-                })
+                let send = |b: Batch| tx.blocking_send(b).is_ok();
+                let (path, stats) = (&path, &stats);
+                if ready {
+                    let mut pages =
+                        batch::Preparer::new(&plan, &key_attrs, segment, |p| send(Batch::Ready(p)));
+                    export::read_file(path, line, page_size, shutdown, stats, &mut pages)
+                } else {
+                    let mut pages = export::RawPages::new(|p| send(Batch::Raw(p)));
+                    export::read_file(path, line, page_size, shutdown, stats, &mut pages)
+                }
             })
         }
     };

@@ -171,7 +171,7 @@ async fn load_and_compare(
             table: table.to_string(),
             segment: 0,
             total_segments: segments,
-            page_size: args.scan.batch_size_for(false),
+            page_size: args.scan.batch_size,
             limiter: None,
         };
         let (plan, stats, queue, seq, stop_rx) = (

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use super::scan::{BadLine, Page};
 use crate::error::{Error, Result};
 use crate::progress::Stats;
-use crate::value;
+use crate::value::{self, Item};
 
 /// The data files of an export and what identifies it.
 #[derive(Debug, Clone)]
@@ -168,17 +168,69 @@ pub fn open_labeled(root: &Path, label: &str) -> Result<Export> {
 /// DynamoDB cuts a Scan page at 1 MB: memory stays bounded when items are large (up to 400 KB).
 pub const PAGE_BYTES: usize = 1 << 20;
 
-/// Read one data file from line `start` (lines already committed), handing `emit` pages of up
-/// to `page_size` lines (and about `PAGE_BYTES` of text); stops early, without error, when
-/// `shutdown` turns true or `emit` returns false. Runs on a blocking thread. A malformed line becomes a `BadLine`; a file
-/// that cannot be read (corrupt or truncated gzip, I/O error) is an error naming file and line.
+/// Where `read_file` puts what it reads, line by line, and where it ends each page.
+pub trait Pages {
+    /// An item to insert or update, with its line's text.
+    fn upsert(&mut self, item: Item, text: &str);
+    /// An item (or its keys) to delete.
+    fn delete(&mut self, keys: Item);
+    /// A line that is not an item.
+    fn bad(&mut self, bad: BadLine);
+    /// Lines in the current page.
+    fn page_lines(&self) -> usize;
+    /// End the current page; the file continues after `next` (None: it ended). Returns false
+    /// to stop reading.
+    fn end_page(&mut self, next: Option<serde_json::Value>) -> bool;
+}
+
+/// `Pages` that hands over each page as read (items and their lines kept).
+pub struct RawPages<F: FnMut(Page) -> bool> {
+    page: Page,
+    emit: F,
+}
+
+impl<F: FnMut(Page) -> bool> RawPages<F> {
+    pub fn new(emit: F) -> Self {
+        RawPages {
+            page: Page::default(),
+            emit,
+        }
+    }
+}
+
+impl<F: FnMut(Page) -> bool> Pages for RawPages<F> {
+    fn upsert(&mut self, item: Item, text: &str) {
+        self.page.items.push(item);
+        self.page.lines.push(text.to_owned());
+    }
+    fn delete(&mut self, keys: Item) {
+        self.page.deletes.push(keys);
+    }
+    fn bad(&mut self, bad: BadLine) {
+        self.page.bad.push(bad);
+    }
+    fn page_lines(&self) -> usize {
+        self.page.len()
+    }
+    fn end_page(&mut self, next: Option<serde_json::Value>) -> bool {
+        let mut page = std::mem::take(&mut self.page);
+        page.next = next;
+        (self.emit)(page)
+    }
+}
+
+/// Read one data file from line `start` (lines already committed) into `pages`, ending a page
+/// every `page_size` lines (or about `PAGE_BYTES` of text); stops early, without error, when
+/// `shutdown` turns true or `pages` says so. Runs on a blocking thread. A malformed line
+/// becomes a `BadLine`; a file that cannot be read (corrupt or truncated gzip, I/O error) is an
+/// error naming file and line.
 pub fn read_file(
     path: &Path,
     start: u64,
     page_size: usize,
     shutdown: watch::Receiver<bool>,
     stats: &Stats,
-    mut emit: impl FnMut(Page) -> bool,
+    pages: &mut impl Pages,
 ) -> Result<()> {
     let f = File::open(path).map_err(|e| Error::Source {
         message: format!("cannot open {}: {e}", path.display()),
@@ -192,7 +244,6 @@ pub fn read_file(
     let mut lines = BufReader::with_capacity(1 << 16, reader);
     let mut line_no: u64 = 0;
     let mut buf = String::new();
-    let mut page = Page::default();
     let mut page_bytes = 0;
     loop {
         buf.clear();
@@ -213,32 +264,27 @@ pub fn read_file(
         }
         let text = buf.trim_end();
         if !text.is_empty() {
-            parse_line(text, line_no, path, &mut page);
+            parse_line(text, line_no, path, pages);
             page_bytes += n;
         }
-        if page.len() >= page_size || page_bytes >= PAGE_BYTES {
+        if pages.page_lines() >= page_size || page_bytes >= PAGE_BYTES {
             page_bytes = 0;
-            page.next = Some(serde_json::json!({ "line": line_no }));
-            Stats::add(&stats.items_read, page.len() as u64);
-            if *shutdown.borrow() || !emit(std::mem::take(&mut page)) {
+            Stats::add(&stats.items_read, pages.page_lines() as u64);
+            if *shutdown.borrow() || !pages.end_page(Some(serde_json::json!({ "line": line_no }))) {
                 return Ok(());
             }
         }
     }
-    page.next = None;
-    Stats::add(&stats.items_read, page.len() as u64);
-    emit(page);
+    Stats::add(&stats.items_read, pages.page_lines() as u64);
+    pages.end_page(None);
     Ok(())
 }
 
-fn parse_line(text: &str, line: u64, path: &Path, page: &mut Page) {
+fn parse_line(text: &str, line: u64, path: &Path, pages: &mut impl Pages) {
     match value::parse_export_line(text) {
-        Ok(value::ExportChange::Upsert(item)) => {
-            page.items.push(item);
-            page.lines.push(text.to_owned());
-        }
-        Ok(value::ExportChange::Delete(keys)) => page.deletes.push(keys),
-        Err(e) => page.bad.push(BadLine {
+        Ok(value::ExportChange::Upsert(item)) => pages.upsert(item, text),
+        Ok(value::ExportChange::Delete(keys)) => pages.delete(keys),
+        Err(e) => pages.bad(BadLine {
             file: path.display().to_string(),
             line,
             reason: e.to_string(),
@@ -259,11 +305,11 @@ mod tests {
         std::fs::write(&path, lines.join("\n")).expect("write");
         let (_stop, shutdown) = watch::channel(false);
         let mut out = Vec::new();
-        read_file(&path, 0, page_size, shutdown, &Stats::default(), |p| {
+        let mut pages = RawPages::new(|p| {
             out.push(p);
             true
-        })
-        .expect("read");
+        });
+        read_file(&path, 0, page_size, shutdown, &Stats::default(), &mut pages).expect("read");
         let _ = std::fs::remove_file(&path);
         out
     }
