@@ -70,8 +70,9 @@ impl Prepared {
     }
 }
 
-/// Transform every item of a scan's `page` (kept, to report refused rows), and map its
-/// deletions to the rows they remove.
+/// Transform every item of a page handed over as read: a scan's (its items are kept, to
+/// report refused rows), or an export's under `--limit` (its items are dropped as they go,
+/// their lines kept); and map its deletions to the rows they remove.
 pub fn prepare(plan: &Plan, key_attrs: &[String], segment: u32, page: Page) -> Prepared {
     let Page {
         items,
