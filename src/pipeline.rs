@@ -245,16 +245,16 @@ async fn run_segment(
 /// items' rows, in several that leave those items out), apply its deletions, record the
 /// rejects, and only then advance the segment's cursor. The order is what makes the
 /// checkpoint safe.
-async fn write_page(job: &Job, sink: &mut Writer, segment: u32, p: Prepared) -> Result<()> {
+async fn write_page(job: &Job, sink: &mut Writer, segment: u32, mut p: Prepared) -> Result<()> {
     let mut delta = Delta {
         items: p.count,
         skipped: p.skipped,
         ..Delta::default()
     };
     let mut reject_lines = Vec::with_capacity(p.rejects.len());
-    for (line, counted_as) in &p.rejects {
-        reject_lines.push(line.clone());
-        job.stats.count_reject(counted_as.clone());
+    for (line, counted_as) in std::mem::take(&mut p.rejects) {
+        reject_lines.push(line);
+        job.stats.count_reject(counted_as);
     }
     if !p.rows.is_empty() {
         let (counts, refused) = sink.write(&p.rows, &p.item_of).await?;

@@ -90,7 +90,7 @@ struct TableSink {
 
 /// Which way the next batch is written (see the module's documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mode {
+struct Mode {
     /// Upserts in a row, without existing keys, still needed before trying direct again.
     wait: u32,
     /// What `wait` is set to after the next failed direct attempt.
