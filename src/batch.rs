@@ -6,10 +6,12 @@
 //! dropped at once, so the queues to the writers hold compact rows instead of parsed items. A
 //! row PostgreSQL refuses is reported with its item parsed again from the line it came from. A
 //! scan's page is prepared by its writer (the SDK hands over whole pages anyway) and keeps its
-//! items.
+//! items. A page of changes (an incremental export's, or a stream's: `prepare_changes`) goes
+//! through `changes::Applier`, which turns it into rows to delete and rows to write.
 
 use std::borrow::Cow;
 
+use crate::changes::{Applier, Change, OldImages};
 use crate::plan::Plan;
 use crate::rejects::Rejects;
 use crate::source::export::Pages;
@@ -39,8 +41,10 @@ pub struct Prepared {
     pub rows: Vec<Row>,
     /// `item_of[i]`: the page index of the item that produced `rows[i]` (non-decreasing).
     pub item_of: Vec<u32>,
-    /// Rows whose keys are deleted (incremental exports).
+    /// Rows whose keys are deleted (changes), deleted before `rows` are written.
     pub deletes: Vec<Row>,
+    /// `delete_item_of[i]`: the page index of the change that deletes `deletes[i]`.
+    pub delete_item_of: Vec<u32>,
     /// Reject lines, each with the key it is counted under in the summary.
     pub rejects: Vec<(String, String)>,
     /// Items that no table rule matched, skipped as the plan says.
@@ -64,7 +68,8 @@ impl Prepared {
             Originals::Items(items) => items.get(i).map(Cow::Borrowed),
             Originals::Lines(lines) => match value::parse_export_line(lines.get(i)?) {
                 Ok(ExportChange::Upsert(item)) => Some(Cow::Owned(item)),
-                _ => None,
+                Ok(ExportChange::Change(c)) => c.item().cloned().map(Cow::Owned),
+                Err(_) => None,
             },
         }
     }
@@ -76,7 +81,7 @@ impl Prepared {
 pub fn prepare(plan: &Plan, key_attrs: &[String], segment: u32, page: Page) -> Prepared {
     let Page {
         items,
-        deletes,
+        changes,
         bad,
         next,
         lines,
@@ -95,10 +100,32 @@ pub fn prepare(plan: &Plan, key_attrs: &[String], segment: u32, page: Page) -> P
     for b in bad {
         p.bad(b);
     }
-    for d in deletes {
-        p.delete(d);
+    for (change, text) in changes {
+        p.change(change, &text);
     }
     p.take(next)
+}
+
+/// A page of stream records' changes, in sequence order: rows to delete and rows to write,
+/// and the rejects (their lines name no segment).
+pub fn prepare_changes(
+    plan: &Plan,
+    key_attrs: &[String],
+    old_images: OldImages,
+    changes: Vec<Change>,
+    next: Option<serde_json::Value>,
+) -> Prepared {
+    let mut p = Preparer::new(plan, key_attrs, 0, |_| true);
+    p.label = None;
+    p.old_images = old_images;
+    let mut shown = Vec::with_capacity(changes.len());
+    for c in &changes {
+        p.apply(c);
+        shown.push(c.item().cloned().unwrap_or_default());
+    }
+    let mut page = p.take(next);
+    page.originals = Originals::Items(shown);
+    page
 }
 
 /// Prepares pages line by line as an export file is read (see the module's documentation),
@@ -106,8 +133,12 @@ pub fn prepare(plan: &Plan, key_attrs: &[String], segment: u32, page: Page) -> P
 pub struct Preparer<'a, F: FnMut(Prepared) -> bool> {
     plan: &'a Plan,
     key_attrs: &'a [String],
-    segment: u32,
+    /// The segment named in reject lines.
+    label: Option<u32>,
     page: Prepared,
+    /// The page's changes, once it has one (its plain items then join them).
+    changes: Option<Applier<'a>>,
+    old_images: OldImages,
     /// Items seen in this page (the index of the next one).
     items: u32,
     emit: F,
@@ -118,8 +149,11 @@ impl<'a, F: FnMut(Prepared) -> bool> Preparer<'a, F> {
         Preparer {
             plan,
             key_attrs,
-            segment,
+            label: Some(segment),
             page: empty(),
+            changes: None,
+            // An export line without OldImage may have had one (a NEW_IMAGE export).
+            old_images: OldImages::Unknown,
             items: 0,
             emit,
         }
@@ -131,13 +165,70 @@ impl<'a, F: FnMut(Prepared) -> bool> Preparer<'a, F> {
         let i = self.items;
         self.items += 1;
         p.count += 1;
+        if let Some(changes) = &mut self.changes {
+            // Among changes, an item is a change without an old image that deletes nothing.
+            let out = changes.push(
+                i,
+                &Change {
+                    new: Some(item.clone()),
+                    ..Change::default()
+                },
+            );
+            if out.skipped {
+                p.skipped += 1;
+            }
+            if let Some(r) = out.rejected {
+                let line = self.reject_line(&r, item);
+                self.page.rejects.push(line);
+            }
+            return;
+        }
         match transform(self.plan, item, &mut p.rows) {
             Ok(Routed::Rows) => p.item_of.resize(p.rows.len(), i),
             Ok(Routed::Skipped) => p.skipped += 1,
-            Err(r) => p.rejects.push((
-                Rejects::line(&r, self.key_attrs, item, Some(self.segment)),
-                format!("{}: {}", r.table.as_deref().unwrap_or("-"), r.kind),
-            )),
+            Err(r) => {
+                let line = self.reject_line(&r, item);
+                self.page.rejects.push(line);
+            }
+        }
+    }
+
+    fn reject_line(&self, r: &Reject, item: &Item) -> (String, String) {
+        (
+            Rejects::line(r, self.key_attrs, item, self.label),
+            format!("{}: {}", r.table.as_deref().unwrap_or("-"), r.kind),
+        )
+    }
+
+    /// Apply the page's next change (see `crate::changes`).
+    fn apply(&mut self, change: &Change) {
+        let i = self.items;
+        self.items += 1;
+        self.page.count += 1;
+        let (plan, old_images) = (self.plan, self.old_images);
+        let changes = self.changes.get_or_insert_with(|| {
+            let mut a = Applier::new(plan, old_images);
+            // The page's plain items so far come first.
+            let rows = std::mem::take(&mut self.page.rows);
+            let item_of = std::mem::take(&mut self.page.item_of);
+            a.write_rows(rows, item_of);
+            a
+        });
+        let out = changes.push(i, change);
+        if out.skipped {
+            self.page.skipped += 1;
+        }
+        if let Some(r) = out.rejected {
+            let r = match change.new {
+                None => Reject {
+                    kind: "cannot map a deletion",
+                    ..r
+                },
+                Some(_) => r,
+            };
+            let empty = Item::new();
+            let line = self.reject_line(&r, change.item().unwrap_or(&empty));
+            self.page.rejects.push(line);
         }
     }
 
@@ -145,6 +236,13 @@ impl<'a, F: FnMut(Prepared) -> bool> Preparer<'a, F> {
     fn take(&mut self, next: Option<serde_json::Value>) -> Prepared {
         self.items = 0;
         let mut page = std::mem::replace(&mut self.page, empty());
+        if let Some(changes) = self.changes.take() {
+            let done = changes.finish();
+            page.rows = done.writes;
+            page.item_of = done.write_item_of;
+            page.deletes = done.deletes;
+            page.delete_item_of = done.delete_item_of;
+        }
         page.next = next;
         page
     }
@@ -156,6 +254,7 @@ fn empty() -> Prepared {
         rows: Vec::new(),
         item_of: Vec::new(),
         deletes: Vec::new(),
+        delete_item_of: Vec::new(),
         rejects: Vec::new(),
         skipped: 0,
         next: None,
@@ -171,18 +270,10 @@ impl<F: FnMut(Prepared) -> bool> Pages for Preparer<'_, F> {
         }
     }
 
-    fn delete(&mut self, keys: Item) {
-        let p = &mut self.page;
-        p.count += 1;
-        if let Err(r) = transform(self.plan, &keys, &mut p.deletes) {
-            let r = Reject {
-                kind: "cannot map a deletion",
-                ..r
-            };
-            p.rejects.push((
-                Rejects::line(&r, self.key_attrs, &keys, Some(self.segment)),
-                format!("-: {}", r.kind),
-            ));
+    fn change(&mut self, change: Change, text: &str) {
+        self.apply(&change);
+        if let Originals::Lines(lines) = &mut self.page.originals {
+            lines.push(text.to_owned());
         }
     }
 

@@ -4,11 +4,13 @@
 //! upserts), wired by `pipeline`, with `checkpoint` recording what is committed.
 
 pub mod batch;
+pub mod changes;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod follow;
 pub mod mapping;
 pub mod migrate;
 pub mod migrations;

@@ -241,70 +241,102 @@ async fn run_segment(
     }
 }
 
-/// Write one prepared page's rows in one transaction (or, when PostgreSQL refuses some
-/// items' rows, in several that leave those items out), apply its deletions, record the
-/// rejects, and only then advance the segment's cursor. The order is what makes the
-/// checkpoint safe.
-async fn write_page(job: &Job, sink: &mut Writer, segment: u32, mut p: Prepared) -> Result<()> {
-    let mut delta = Delta {
-        items: p.count,
-        skipped: p.skipped,
-        ..Delta::default()
-    };
-    let mut reject_lines = Vec::with_capacity(p.rejects.len());
-    for (line, counted_as) in std::mem::take(&mut p.rejects) {
-        reject_lines.push(line);
-        job.stats.count_reject(counted_as);
-    }
-    if !p.rows.is_empty() {
-        let (counts, refused) = sink.write(&p.rows, &p.item_of).await?;
-        for (ti, c) in counts.iter().enumerate() {
-            job.stats.add_table(&job.plan.tables[ti].display_name(), c);
-            delta.rows_written += c.inserted + c.updated;
-            delta.rows_unchanged += c.unchanged();
-            Stats::add(&job.stats.rows_inserted, c.inserted);
-            Stats::add(&job.stats.rows_updated, c.updated);
-            Stats::add(&job.stats.rows_unchanged, c.unchanged());
-            Stats::add(&job.stats.collisions, c.collisions());
-        }
-        for r in refused {
-            let reject = Reject {
-                table: None,
-                column: None,
-                kind: "refused by PostgreSQL",
-                reason: r.error,
-            };
-            let item = p.item(r.item as usize).ok_or_else(|| {
-                Error::config(format!(
-                    "internal error: item {} of a page of segment {segment} is gone",
-                    r.item
-                ))
-            })?;
-            reject_lines.push(Rejects::line(&reject, &job.key_attrs, &item, Some(segment)));
-            job.stats.count_reject(format!("-: {}", reject.kind));
-        }
-    }
-    if !p.deletes.is_empty() {
-        // Incremental exports: the rows the old image (or its keys) maps to are deleted.
-        let deleted = sink.delete(&p.deletes).await?;
-        Stats::add(&job.stats.rows_deleted, deleted);
-        delta.rows_written += deleted;
-    }
-    delta.rejected = reject_lines.len() as u64;
-    if !reject_lines.is_empty() {
-        let rejects = job.rejects.clone();
-        tokio::task::spawn_blocking(move || rejects.append(&reject_lines))
-            .await
-            .map_err(|e| Error::file(job.rejects.path(), e))??;
-    }
+/// Write one prepared page (see `apply_page`), and only then advance the segment's cursor.
+/// The order is what makes the checkpoint safe.
+async fn write_page(job: &Job, sink: &mut Writer, segment: u32, p: Prepared) -> Result<()> {
     let done = p.next.is_none();
-    job.store.commit(segment, p.next, done, delta);
+    let next = p.next.clone();
+    let out = PageSink {
+        plan: &job.plan,
+        key_attrs: &job.key_attrs,
+        rejects: &job.rejects,
+        stats: &job.stats,
+        segment: Some(segment),
+    };
+    let delta = out.apply(sink, p).await?;
+    job.store.commit(segment, next, done, delta);
     Stats::add(&job.stats.items_committed, delta.items);
     Stats::add(&job.stats.skipped, delta.skipped);
     if done {
         Stats::add(&job.stats.segments_done, 1);
     }
     Ok(())
+}
+
+/// Where a prepared page goes: the target (through a `Writer`), the rejects file and the
+/// counters. Shared by the load's segments and the stream follower.
+pub struct PageSink<'a> {
+    pub plan: &'a Plan,
+    pub key_attrs: &'a [String],
+    pub rejects: &'a Arc<Rejects>,
+    pub stats: &'a Stats,
+    /// The segment named in reject lines (None: a stream).
+    pub segment: Option<u32>,
+}
+
+impl PageSink<'_> {
+    /// Apply one prepared page: its deletions (children first), then its rows (parents
+    /// first), each in one transaction, or, when PostgreSQL refuses some items' rows, in
+    /// several that leave those items out; then record the rejects. Returns what the page
+    /// adds to its segment's counts, for the caller to commit to the checkpoint.
+    pub async fn apply(&self, sink: &mut Writer, mut p: Prepared) -> Result<Delta> {
+        let mut delta = Delta {
+            items: p.count,
+            skipped: p.skipped,
+            ..Delta::default()
+        };
+        let mut reject_lines = Vec::with_capacity(p.rejects.len());
+        for (line, counted_as) in std::mem::take(&mut p.rejects) {
+            reject_lines.push(line);
+            self.stats.count_reject(counted_as);
+        }
+        let mut refused_all = Vec::new();
+        if !p.deletes.is_empty() {
+            let (deleted, refused) = sink.delete(&p.deletes, &p.delete_item_of).await?;
+            Stats::add(&self.stats.rows_deleted, deleted);
+            delta.rows_written += deleted;
+            refused_all.extend(
+                refused
+                    .into_iter()
+                    .map(|r| (r, "deletion refused by PostgreSQL")),
+            );
+        }
+        if !p.rows.is_empty() {
+            let (counts, refused) = sink.write(&p.rows, &p.item_of).await?;
+            for (ti, c) in counts.iter().enumerate() {
+                self.stats
+                    .add_table(&self.plan.tables[ti].display_name(), c);
+                delta.rows_written += c.inserted + c.updated;
+                delta.rows_unchanged += c.unchanged();
+                Stats::add(&self.stats.rows_inserted, c.inserted);
+                Stats::add(&self.stats.rows_updated, c.updated);
+                Stats::add(&self.stats.rows_unchanged, c.unchanged());
+                Stats::add(&self.stats.collisions, c.collisions());
+            }
+            refused_all.extend(refused.into_iter().map(|r| (r, "refused by PostgreSQL")));
+        }
+        for (r, kind) in refused_all {
+            let reject = Reject {
+                table: None,
+                column: None,
+                kind,
+                reason: r.error,
+            };
+            let item = p.item(r.item as usize).ok_or_else(|| {
+                Error::config(format!("internal error: item {} of a page is gone", r.item))
+            })?;
+            reject_lines.push(Rejects::line(&reject, self.key_attrs, &item, self.segment));
+            self.stats.count_reject(format!("-: {}", reject.kind));
+        }
+        delta.rejected = reject_lines.len() as u64;
+        if !reject_lines.is_empty() {
+            let rejects = self.rejects.clone();
+            tokio::task::spawn_blocking(move || rejects.append(&reject_lines))
+                .await
+                .map_err(|e| Error::file(self.rejects.path(), e))??;
+        }
+        Ok(delta)
+    }
 }
 
 /// Scan every segment and transform every item, writing nothing: the source's limit.

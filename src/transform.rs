@@ -79,7 +79,8 @@ fn equals(v: &AttributeValue, lit: &Literal) -> bool {
     }
 }
 
-fn holds(item: &Item, c: &Condition) -> bool {
+/// Whether `item` meets condition `c`.
+pub(crate) fn holds(item: &Item, c: &Condition) -> bool {
     let v = lookup(item, &c.path);
     match &c.test {
         Test::Exists(want) => v.is_some() == *want,
@@ -172,6 +173,14 @@ fn row(
         cells.push(cell);
     }
     Ok(cells)
+}
+
+/// Column `col` of a row, computed from `keys` alone (a key column): None when it has no
+/// value or does not convert.
+pub(crate) fn key_cell(plan: &Plan, col: &ColumnPlan, keys: &Item) -> Option<Cell> {
+    cell(plan, col, keys, None)
+        .ok()
+        .filter(|c| *c != Cell::Null)
 }
 
 fn cell(

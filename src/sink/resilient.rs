@@ -43,6 +43,21 @@ fn jittered(backoff: Duration) -> Duration {
 }
 
 #[derive(Clone, Copy)]
+enum Kind {
+    Write,
+    Delete,
+}
+
+impl Kind {
+    fn op(self, rows: &[Row]) -> Op<'_> {
+        match self {
+            Kind::Write => Op::Write(rows),
+            Kind::Delete => Op::Delete(rows),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
 enum Op<'a> {
     Write(&'a [Row]),
     Delete(&'a [Row]),
@@ -108,14 +123,6 @@ impl Writer {
         }
     }
 
-    /// Delete the rows with the keys of `rows` (incremental exports), retrying like writes.
-    pub async fn delete(&mut self, rows: &[Row]) -> Result<u64> {
-        match self.retrying(Op::Delete(rows)).await? {
-            Done::Deleted(n) => Ok(n),
-            Done::Written(_) => Ok(0),
-        }
-    }
-
     /// Run `op` on a live sink, reconnecting and retrying while errors are transient.
     async fn retrying(&mut self, op: Op<'_>) -> Result<Done> {
         let started = Instant::now();
@@ -161,21 +168,60 @@ impl Writer {
         rows: &[Row],
         item_of: &[u32],
     ) -> Result<(Vec<TableCounts>, Vec<RefusedItem>)> {
-        let first = match self.write_retrying(rows).await {
-            Ok(c) => return Ok((c, Vec::new())),
+        let (done, refused) = self.bisect(Kind::Write, rows, item_of).await?;
+        let mut counts = Vec::new();
+        for d in done {
+            if let Done::Written(c) = d {
+                merge(&mut counts, &c);
+            }
+        }
+        Ok((counts, refused))
+    }
+
+    /// Delete the rows with the keys of `rows` (grouped by change, as in `write`): a deletion
+    /// PostgreSQL refuses (a foreign key, say) is isolated by bisection and returned, the rest
+    /// lands. Returns how many rows were deleted and the changes refused.
+    pub async fn delete(
+        &mut self,
+        rows: &[Row],
+        item_of: &[u32],
+    ) -> Result<(u64, Vec<RefusedItem>)> {
+        let (done, refused) = self.bisect(Kind::Delete, rows, item_of).await?;
+        let deleted = done
+            .iter()
+            .map(|d| match d {
+                Done::Deleted(n) => *n,
+                Done::Written(_) => 0,
+            })
+            .sum();
+        Ok((deleted, refused))
+    }
+
+    /// Run `kind` on all of `rows`; when PostgreSQL refuses it for its data, on halves, down
+    /// to the single items that cause it (returned) while the rest lands.
+    async fn bisect(
+        &mut self,
+        kind: Kind,
+        rows: &[Row],
+        item_of: &[u32],
+    ) -> Result<(Vec<Done>, Vec<RefusedItem>)> {
+        let first = match self.retrying(kind.op(rows)).await {
+            Ok(d) => return Ok((vec![d], Vec::new())),
             Err(e) if e.is_row_error() => e,
             Err(e) => return Err(e),
         };
         let mut items: Vec<u32> = item_of.to_vec();
         items.dedup();
-        if items.len() == 1 {
-            return Ok((
-                Vec::new(),
-                vec![RefusedItem {
-                    item: items[0],
+        if items.len() <= 1 {
+            let refused = items
+                .first()
+                .map(|&item| RefusedItem {
+                    item,
                     error: first.to_string(),
-                }],
-            ));
+                })
+                .into_iter()
+                .collect();
+            return Ok((Vec::new(), refused));
         }
         tracing::info!("a batch failed on its data ({first}); isolating the offending items");
         let span = |lo: usize, hi: usize| {
@@ -187,13 +233,13 @@ impl Writer {
             };
             a..b
         };
-        let mut counts: Vec<TableCounts> = Vec::new();
+        let mut done = Vec::new();
         let mut refused = Vec::new();
         let mid = items.len() / 2;
         let mut stack = vec![(mid, items.len()), (0, mid)];
         while let Some((lo, hi)) = stack.pop() {
-            match self.write_retrying(&rows[span(lo, hi)]).await {
-                Ok(c) => merge(&mut counts, &c),
+            match self.retrying(kind.op(&rows[span(lo, hi)])).await {
+                Ok(d) => done.push(d),
                 Err(e) if e.is_row_error() => {
                     if hi - lo == 1 {
                         refused.push(RefusedItem {
@@ -209,7 +255,7 @@ impl Writer {
                 Err(e) => return Err(e),
             }
         }
-        Ok((counts, refused))
+        Ok((done, refused))
     }
 }
 

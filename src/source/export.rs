@@ -4,8 +4,8 @@
 //! file is the number of lines already committed.
 //!
 //! Full exports hold `{"Item": {...}}` lines. Incremental exports hold
-//! `{"Keys": {...}, "NewImage": {...}, "OldImage": {...}}` lines: a NewImage is upserted, a line
-//! without one is a deletion.
+//! `{"Keys": {...}, "NewImage": {...}, "OldImage": {...}}` lines: changes, applied by the rules
+//! of `crate::changes` (the same as a stream's records).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -172,8 +172,8 @@ pub const PAGE_BYTES: usize = 1 << 20;
 pub trait Pages {
     /// An item to insert or update, with its line's text.
     fn upsert(&mut self, item: Item, text: &str);
-    /// An item (or its keys) to delete.
-    fn delete(&mut self, keys: Item);
+    /// A change (incremental exports), with its line's text.
+    fn change(&mut self, change: crate::changes::Change, text: &str);
     /// A line that is not an item.
     fn bad(&mut self, bad: BadLine);
     /// Lines in the current page.
@@ -203,8 +203,8 @@ impl<F: FnMut(Page) -> bool> Pages for RawPages<F> {
         self.page.items.push(item);
         self.page.lines.push(text.to_owned());
     }
-    fn delete(&mut self, keys: Item) {
-        self.page.deletes.push(keys);
+    fn change(&mut self, change: crate::changes::Change, text: &str) {
+        self.page.changes.push((change, text.to_owned()));
     }
     fn bad(&mut self, bad: BadLine) {
         self.page.bad.push(bad);
@@ -283,7 +283,7 @@ pub fn read_file(
 fn parse_line(text: &str, line: u64, path: &Path, pages: &mut impl Pages) {
     match value::parse_export_line(text) {
         Ok(value::ExportChange::Upsert(item)) => pages.upsert(item, text),
-        Ok(value::ExportChange::Delete(keys)) => pages.delete(keys),
+        Ok(value::ExportChange::Change(change)) => pages.change(change, text),
         Err(e) => pages.bad(BadLine {
             file: path.display().to_string(),
             line,

@@ -20,8 +20,8 @@ use crate::value::Item;
 #[derive(Debug, Default)]
 pub struct Page {
     pub items: Vec<Item>,
-    /// Items to delete (incremental exports).
-    pub deletes: Vec<Item>,
+    /// Changes with their lines (incremental exports), after the items.
+    pub changes: Vec<(crate::changes::Change, String)>,
     /// Lines that are not items (exports).
     pub bad: Vec<BadLine>,
     pub next: Option<serde_json::Value>,
@@ -31,7 +31,7 @@ pub struct Page {
 
 impl Page {
     pub fn len(&self) -> usize {
-        self.items.len() + self.deletes.len() + self.bad.len()
+        self.items.len() + self.changes.len() + self.bad.len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0

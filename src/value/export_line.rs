@@ -16,14 +16,16 @@ use serde_json::Value;
 
 use super::ddb_json::item_from_ddb_json;
 use super::{Item, ValueError};
+use crate::changes::Change;
 
 /// What one export line asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExportChange {
-    /// `Item` (full export) or `NewImage` (incremental export): insert or update.
+    /// `Item` (full export): insert or update.
     Upsert(Item),
-    /// `OldImage`, or else `Keys`, without a `NewImage` (incremental export): delete.
-    Delete(Item),
+    /// `Keys`, `NewImage`, `OldImage` (incremental export): a change, applied by the rules of
+    /// `crate::changes` (a line without `NewImage` is a deletion).
+    Change(Change),
 }
 
 /// Why an export line is not an item; the `Display` text is the reject reason.
@@ -38,9 +40,8 @@ pub enum ExportLineError {
 }
 
 /// Parses one line of a DynamoDB export (`{"Item": {...}}`, or `{"Keys": {...}, "NewImage":
-/// {...}, "OldImage": {...}}`; other fields are ignored). `Item`, else `NewImage`, is an
-/// upsert; else `OldImage`, else `Keys`, a deletion. If `Item` is present but invalid the line
-/// is an error, even with a valid `NewImage` (and likewise `OldImage` before `Keys`).
+/// {...}, "OldImage": {...}}`; other fields are ignored). `Item` is an upsert; else the images
+/// present make a change. Any image present but invalid makes the line an error.
 pub fn parse_export_line(text: &str) -> Result<ExportChange, ExportLineError> {
     match export_line_fast(text) {
         Ok(line) => line.into_change(),
@@ -52,14 +53,17 @@ pub fn parse_export_line(text: &str) -> Result<ExportChange, ExportLineError> {
 /// `parse_export_line` through `serde_json::Value` (the reference the fast path must match).
 pub(super) fn export_line_slow(text: &str) -> Result<ExportChange, ExportLineError> {
     let v: Value = serde_json::from_str(text).map_err(ExportLineError::NotJson)?;
-    let item = |field: &str| v.get(field).map(item_from_ddb_json);
-    if let Some(it) = item("Item").or_else(|| item("NewImage")) {
-        Ok(ExportChange::Upsert(it?))
-    } else if let Some(old) = item("OldImage").or_else(|| item("Keys")) {
-        Ok(ExportChange::Delete(old?))
-    } else {
-        Err(ExportLineError::NoImage)
+    let item = |field: &str| v.get(field).map(item_from_ddb_json).transpose();
+    if let Some(it) = item("Item")? {
+        return Ok(ExportChange::Upsert(it));
     }
+    ExportLine {
+        item: None,
+        new_image: item("NewImage")?,
+        old_image: item("OldImage")?,
+        keys: item("Keys")?,
+    }
+    .into_change()
 }
 
 /// The images of one export line, as the fast path reads them (absent fields are `None`).
@@ -73,13 +77,17 @@ pub(super) struct ExportLine {
 
 impl ExportLine {
     fn into_change(self) -> Result<ExportChange, ExportLineError> {
-        if let Some(it) = self.item.or(self.new_image) {
-            Ok(ExportChange::Upsert(it))
-        } else if let Some(old) = self.old_image.or(self.keys) {
-            Ok(ExportChange::Delete(old))
-        } else {
-            Err(ExportLineError::NoImage)
+        if let Some(it) = self.item {
+            return Ok(ExportChange::Upsert(it));
         }
+        if self.new_image.is_none() && self.old_image.is_none() && self.keys.is_none() {
+            return Err(ExportLineError::NoImage);
+        }
+        Ok(ExportChange::Change(Change {
+            keys: self.keys,
+            old: self.old_image,
+            new: self.new_image,
+        }))
     }
 }
 

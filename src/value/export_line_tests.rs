@@ -2,6 +2,7 @@
 
 use super::tests::{b, every_type, map, n, s, D38, ND38};
 use super::*;
+use crate::changes::Change;
 use serde_json::json;
 use serde_json::Value;
 
@@ -157,23 +158,27 @@ fn export_line_fields_and_precedence() {
     let meta = r#""Metadata":{"WriteTimestampMicros":{"N":"1700000000000000"}}"#;
     let ddb = |i: &Item| item_to_ddb_json(i).to_string();
     let (k, nw, o) = (ddb(&keys), ddb(&new), ddb(&old));
-    // Incremental export: NewImage wins over OldImage and Keys.
+    let change = |keys: Option<&Item>, old: Option<&Item>, new: Option<&Item>| {
+        Ok(ExportChange::Change(Change {
+            keys: keys.cloned(),
+            old: old.cloned(),
+            new: new.cloned(),
+        }))
+    };
+    // Incremental export: every image is kept.
     let text = format!(r#"{{{meta},"Keys":{k},"NewImage":{nw},"OldImage":{o}}}"#);
     assert_eq!(
         fast_matches_slow(&text),
-        Ok(ExportChange::Upsert(new.clone()))
+        change(Some(&keys), Some(&old), Some(&new))
     );
-    // Deletions: OldImage, else Keys.
+    // Deletions: OldImage and Keys, or Keys alone.
     let text = format!(r#"{{"Keys":{k},"OldImage":{o},{meta}}}"#);
     assert_eq!(
         fast_matches_slow(&text),
-        Ok(ExportChange::Delete(old.clone()))
+        change(Some(&keys), Some(&old), None)
     );
     let text = format!(r#"{{"Keys":{k}}}"#);
-    assert_eq!(
-        fast_matches_slow(&text),
-        Ok(ExportChange::Delete(keys.clone()))
-    );
+    assert_eq!(fast_matches_slow(&text), change(Some(&keys), None, None));
     // Item wins over NewImage.
     let text = format!(r#"{{"NewImage":{nw},"Item":{o}}}"#);
     assert_eq!(

@@ -1,0 +1,1 @@
+//! Following a table's DynamoDB Stream after the load.
