@@ -92,9 +92,42 @@ pub struct Checkpoint {
     pub created_at: u64,
     pub updated_at: u64,
     pub segments: Vec<SegmentState>,
+    /// `--follow`: where the stream is applied up to (absent without --follow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamState>,
 }
 
-fn now_secs() -> u64 {
+/// The stream follower's progress: per shard, the sequence number after the last committed
+/// change. Like a segment's cursor, it moves only after the commit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamState {
+    /// The stream this checkpoint follows; another ARN means the stream was replaced.
+    pub arn: String,
+    /// When the load's scan began (epoch seconds): records older than this (less a margin)
+    /// are already in the load.
+    pub follow_from: u64,
+    pub shards: std::collections::BTreeMap<String, ShardState>,
+    /// Changes applied, over all runs.
+    pub inserted: u64,
+    pub modified: u64,
+    pub removed: u64,
+    pub rejected: u64,
+    /// ApproximateCreationDateTime (ms) of the newest applied record.
+    pub newest_applied_ms: Option<i64>,
+    /// When the follower last read every shard to its end (epoch seconds).
+    pub caught_up_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardState {
+    pub parent: Option<String>,
+    /// The last committed sequence number (None: nothing read yet).
+    pub seq: Option<String>,
+    /// Read to its end (a closed shard): its children may start.
+    pub closed: bool,
+}
+
+pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -118,6 +151,7 @@ impl Checkpoint {
             created_at: now_secs(),
             updated_at: now_secs(),
             segments: vec![SegmentState::default(); n],
+            stream: None,
         }
     }
 
@@ -391,6 +425,14 @@ impl Store {
             cp.complete = true;
         }
         self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Read or change the stream state (marks the checkpoint for the next flush).
+    pub fn with_stream<R>(&self, f: impl FnOnce(&mut StreamState) -> R) -> Option<R> {
+        let mut cp = self.lock();
+        let r = cp.stream.as_mut().map(f);
+        self.dirty.store(true, Ordering::Release);
+        r
     }
 
     /// Write the checkpoint if it changed since the last flush.

@@ -245,6 +245,22 @@ pub struct MigrateArgs {
     /// (no target needed, no checkpoint)
     #[arg(long)]
     pub scan_only: bool,
+
+    /// Live cutover: note the table's DynamoDB Stream before the scan, load, then apply every
+    /// change since the scan began (INSERT/MODIFY replace the item's rows, REMOVE deletes
+    /// them) until stopped (Ctrl-C: exit 130; run the same command to resume). Needs a
+    /// NEW_AND_OLD_IMAGES stream (NEW_IMAGE only with a mapping keyed by the item's keys)
+    #[arg(long, requires = "table", conflicts_with_all = ["dry_run", "scan_only"])]
+    pub follow: bool,
+
+    /// With --follow: turn the table's stream on (NEW_AND_OLD_IMAGES) if it is off
+    #[arg(long, requires = "follow")]
+    pub enable_stream: bool,
+
+    /// With --follow: exit 0 once every shard is applied to its end and a read of every open
+    /// shard comes back empty (the cutover step after stopping the writers)
+    #[arg(long, requires = "follow")]
+    pub until_caught_up: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

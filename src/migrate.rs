@@ -91,6 +91,14 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     let origin = resolve_origin(&args).await?;
     let info = origin.info.clone();
     let plan = Arc::new(load_plan(&args, &info)?);
+    let key_attrs: Vec<String> = info.key.iter().map(|k| k.name.clone()).collect();
+    // --follow: the stream is checked (and noted in the checkpoint) before the scan begins.
+    let stream = match (args.follow, &origin.source) {
+        (true, Some(src)) => {
+            Some(crate::follow::open(src, &info.name, args.enable_stream, &plan, &key_attrs).await?)
+        }
+        _ => None,
+    };
 
     let client = target
         .connect()
@@ -180,7 +188,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
         mapping: plan.fingerprint_label(),
         segments,
     };
-    let cp = match existing {
+    let mut cp = match existing {
         Some(cp) => {
             let diffs = cp.settings.differences(&settings);
             if !diffs.is_empty() {
@@ -196,6 +204,9 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
         }
         None => Checkpoint::new(settings),
     };
+    if let Some(s) = &stream {
+        crate::follow::attach(&mut cp, s)?;
+    }
 
     let segments_skipped = cp.segments_done() as u64;
     let segments_resumed = cp
@@ -227,18 +238,21 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     let interrupted = Arc::new(AtomicBool::new(false));
 
     let mut result = Ok(());
+    {
+        let tx = shutdown_tx.clone();
+        let flag = interrupted.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            eprintln!(
+                "ddb2pg: interrupted: finishing in-flight batches and saving the checkpoint ..."
+            );
+            flag.store(true, Ordering::SeqCst);
+            let _ = tx.send(true);
+        });
+    }
+    let rejects = Arc::new(Rejects::new(rejects_path.clone()));
     if !already_complete {
         store.flush()?;
-        {
-            let tx = shutdown_tx.clone();
-            let flag = interrupted.clone();
-            tokio::spawn(async move {
-                wait_for_signal().await;
-                eprintln!("ddb2pg: interrupted: finishing in-flight batches and saving the checkpoint ...");
-                flag.store(true, Ordering::SeqCst);
-                let _ = tx.send(true);
-            });
-        }
         let (progress_stop, progress_rx) = watch::channel(false);
         let display = tokio::spawn(progress::run(
             ProgressInfo {
@@ -264,14 +278,14 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
                 }),
                 (None, None) => return Err(Error::config("internal error: no source")),
             },
-            key_attrs: info.key.iter().map(|k| k.name.clone()).collect(),
+            key_attrs: key_attrs.clone(),
             plan: plan.clone(),
             target_url: target_url.clone(),
             total_segments: segments,
             concurrency: args.scan.concurrency_for(origin.export.is_some()),
             page_size: args.scan.batch_size,
             store: store.clone(),
-            rejects: Arc::new(Rejects::new(rejects_path.clone())),
+            rejects: rejects.clone(),
             stats: stats.clone(),
             run_xid,
             retry: crate::sink::resilient::RetryPolicy::new(std::time::Duration::from_secs(
@@ -281,18 +295,49 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
             limit: args.limit.map(std::sync::atomic::AtomicU64::new),
             stop: shutdown_tx.clone(),
         });
-        result = pipeline::run(job, pending, shutdown_tx).await;
+        result = pipeline::run(job, pending, shutdown_tx.clone()).await;
         let _ = progress_stop.send(true);
         let _ = display.await;
+    }
+    let mut follow_end = None;
+    let stream_arn = stream.as_ref().map(|s| s.arn.clone());
+    if let Some(stream) = stream {
+        let loaded = store.snapshot().complete && !interrupted.load(Ordering::SeqCst);
+        if result.is_ok() && loaded {
+            let job = crate::follow::FollowJob {
+                stream,
+                store: store.clone(),
+                plan: plan.clone(),
+                key_attrs: key_attrs.clone(),
+                rejects: rejects.clone(),
+                stats: stats.clone(),
+                target_url: target_url.clone(),
+                retry: crate::sink::resilient::RetryPolicy::new(std::time::Duration::from_secs(
+                    args.pg_retry_for,
+                )),
+                until_caught_up: args.until_caught_up,
+                progress: args.progress,
+                shutdown: shutdown_tx.subscribe(),
+            };
+            match crate::follow::run(job).await {
+                Ok(end) => follow_end = Some(end),
+                Err(e) => result = Err(e),
+            }
+        }
     }
     drop(shutdown_rx);
 
     let cp = store.snapshot();
     let was_interrupted = interrupted.load(Ordering::SeqCst);
-    let status = if already_complete {
-        "nothing_to_do"
-    } else if result.is_err() {
+    let status = if result.is_err() {
         "failed"
+    } else if let Some(end) = follow_end {
+        match end {
+            crate::follow::FollowEnd::CaughtUp => "caught_up",
+            crate::follow::FollowEnd::Interrupted => "interrupted",
+        }
+    } else if already_complete {
+        "nothing_to_do"
     } else if dry && !was_interrupted {
         "dry_run"
     } else if was_interrupted && !cp.complete {
@@ -307,7 +352,8 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     } else {
         Stats::get(&stats.items_read)
     };
-    let rejected_total: u64 = cp.segments.iter().map(|s| s.rejected).sum();
+    let rejected_total: u64 = cp.segments.iter().map(|s| s.rejected).sum::<u64>()
+        + cp.stream.as_ref().map_or(0, |s| s.rejected);
     let report = Report {
         status: status.to_string(),
         source_table: origin.describe(),
@@ -350,6 +396,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
         rejects_file: (rejected_total > 0 || rejects_path.exists())
             .then(|| rejects_path.display().to_string()),
         error: result.as_ref().err().map(|e| e.to_string()),
+        follow: stream_arn.map(|arn| crate::follow::FollowSummary::of(&arn, &stats)),
     };
     report.print_human();
     if let Some(path) = &args.report {

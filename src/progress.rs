@@ -29,6 +29,15 @@ pub struct Stats {
     pub segments_done: AtomicU64,
     /// Items no table rule matched (skipped).
     pub skipped: AtomicU64,
+    /// Stream changes applied (`--follow`), by kind.
+    pub changes_inserted: AtomicU64,
+    pub changes_modified: AtomicU64,
+    pub changes_removed: AtomicU64,
+    /// The stream's shards not yet read to their end, and those that are.
+    pub shards_open: AtomicU64,
+    pub shards_closed: AtomicU64,
+    /// ApproximateCreationDateTime (ms) of the newest applied record (0: none).
+    pub newest_change_ms: std::sync::atomic::AtomicI64,
     /// Per target table.
     pub tables: Mutex<BTreeMap<String, TableTotals>>,
     /// Rejections by table and reason kind.

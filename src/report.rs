@@ -48,6 +48,9 @@ pub struct Report {
     pub checkpoint: String,
     pub rejects_file: Option<String>,
     pub error: Option<String>,
+    /// `--follow`: the stream's changes applied by this run, shards, lag.
+    #[serde(flatten)]
+    pub follow: Option<crate::follow::FollowSummary>,
 }
 
 impl Report {
@@ -62,6 +65,7 @@ impl Report {
             "complete" => "migration complete",
             "nothing_to_do" => "nothing left to do: this migration already completed",
             "interrupted" => "interrupted: checkpoint saved",
+            "caught_up" => "caught up: every change in the stream is applied",
             "dry_run" => {
                 "dry run: this is what would happen; every batch was rolled back, nothing persists"
             }
@@ -94,8 +98,22 @@ impl Report {
                 );
             }
         }
+        if let Some(f) = &self.follow {
+            eprintln!(
+                "  stream: {} inserted, {} modified, {} removed   shards {} open, {} closed   lag {}",
+                f.changes_inserted,
+                f.changes_modified,
+                f.changes_removed,
+                f.shards_open,
+                f.shards_closed,
+                f.lag_s.map_or("-".to_string(), |l| format!("{l:.1} s"))
+            );
+        }
         if self.rows_deleted > 0 {
-            eprintln!("  deleted {} rows (incremental export)", self.rows_deleted);
+            eprintln!(
+                "  deleted {} rows (changes: incremental export or stream)",
+                self.rows_deleted
+            );
         }
         if self.skipped > 0 {
             eprintln!(

@@ -3,6 +3,7 @@
 pub mod export;
 pub mod s3;
 pub mod scan;
+pub mod stream;
 
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_dynamodb::config::Credentials;
@@ -18,6 +19,8 @@ use crate::error::{Error, Result};
 /// The DynamoDB client with what we resolved, for messages.
 pub struct Source {
     pub client: Client,
+    /// The same endpoint's DynamoDB Streams (for `--follow`).
+    pub streams: aws_sdk_dynamodbstreams::Client,
     pub endpoint: Option<String>,
     pub region: String,
 }
@@ -142,15 +145,18 @@ impl Source {
     pub async fn connect(args: &AwsArgs) -> Result<Source> {
         let endpoint = resolve_endpoint(&args.endpoint_url);
         let shared = aws_config(args, endpoint.as_deref()).await?;
+        let retry = aws_config::retry::RetryConfig::adaptive()
+            .with_max_attempts(10)
+            .with_initial_backoff(std::time::Duration::from_millis(100));
         let conf = aws_sdk_dynamodb::config::Builder::from(&shared)
-            .retry_config(
-                aws_config::retry::RetryConfig::adaptive()
-                    .with_max_attempts(10)
-                    .with_initial_backoff(std::time::Duration::from_millis(100)),
-            )
+            .retry_config(retry.clone())
+            .build();
+        let streams = aws_sdk_dynamodbstreams::config::Builder::from(&shared)
+            .retry_config(retry)
             .build();
         Ok(Source {
             client: Client::from_conf(conf),
+            streams: aws_sdk_dynamodbstreams::Client::from_conf(streams),
             region: shared.region().map(|r| r.to_string()).unwrap_or_default(),
             endpoint,
         })

@@ -1,0 +1,352 @@
+//! The table's DynamoDB Stream: which stream (refusing one that cannot make the target exact),
+//! its shards and their lineage, and a shard's records in sequence order, as changes.
+//!
+//! Reading is plain DynamoDB Streams (DescribeStream, GetShardIterator, GetRecords); the order
+//! rules (a shard in sequence order, a child after its parent) and the checkpoint live in
+//! `crate::follow`, the change rules in `crate::changes`.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{AttributeValue, StreamSpecification, StreamViewType};
+use aws_sdk_dynamodbstreams::error::ProvideErrorMetadata;
+use aws_sdk_dynamodbstreams::types::{
+    AttributeValue as StreamValue, OperationType, ShardIteratorType,
+};
+
+use super::{sdk_message, Source};
+use crate::changes::{Change, ChangeKind, OldImages};
+use crate::error::{Error, Result};
+use crate::value::Item;
+
+/// A table's stream, ready to read.
+pub struct Stream {
+    client: aws_sdk_dynamodbstreams::Client,
+    pub arn: String,
+    /// What an absent old image means for this stream's records.
+    pub old_images: OldImages,
+    pub view_type: String,
+}
+
+/// One shard of the stream, as DescribeStream lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    pub id: String,
+    pub parent: Option<String>,
+}
+
+/// One stream record.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub seq: String,
+    pub kind: ChangeKind,
+    /// ApproximateCreationDateTime, in milliseconds since the epoch.
+    pub created_ms: Option<i64>,
+    pub change: Change,
+}
+
+/// A page of a shard.
+pub struct Records {
+    pub records: Vec<Record>,
+    /// Where the shard continues; None: the shard is closed and this was its end.
+    pub next: Option<String>,
+}
+
+/// Why a shard cannot be read on.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The iterator is older than 15 minutes: get a new one from the last sequence number.
+    Expired,
+    /// The records asked for are past the stream's 24-hour retention, or the stream is gone.
+    Lost(String),
+    Other(Error),
+}
+
+impl From<Error> for ReadError {
+    fn from(e: Error) -> Self {
+        ReadError::Other(e)
+    }
+}
+
+/// The fix for a table whose stream cannot be followed.
+fn enable_hint(table: &str) -> String {
+    format!(
+        "run again with --enable-stream (turns on NEW_AND_OLD_IMAGES), or: aws dynamodb update-table \
+         --table-name {table} --stream-specification StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES"
+    )
+}
+
+/// The table's stream: refused with the fix when it is off (unless `enable`, which turns it
+/// on with NEW_AND_OLD_IMAGES and waits until it is enabled) or its view type lacks new images.
+pub async fn open(source: &Source, table: &str, enable: bool) -> Result<Stream> {
+    let (mut arn, mut view) = describe(source, table).await?;
+    if arn.is_none() {
+        if !enable {
+            return Err(Error::config(format!(
+                "--follow: table {table:?} has no stream enabled; {}",
+                enable_hint(table)
+            )));
+        }
+        source
+            .client
+            .update_table()
+            .table_name(table)
+            .stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewAndOldImages)
+                    .build()
+                    .map_err(|e| Error::config(format!("stream specification: {e}")))?,
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                Error::config(format!(
+                    "--enable-stream: cannot enable the stream of {table:?}: {}",
+                    sdk_message(&e)
+                ))
+            })?;
+        eprintln!("ddb2pg: --enable-stream: enabled a NEW_AND_OLD_IMAGES stream on {table:?}");
+        for _ in 0..120 {
+            (arn, view) = describe(source, table).await?;
+            if arn.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let Some(arn) = arn else {
+        return Err(Error::config(format!(
+            "--enable-stream: the stream of {table:?} did not appear within a minute; run again"
+        )));
+    };
+    let old_images = match view.as_str() {
+        "NEW_AND_OLD_IMAGES" => OldImages::Complete,
+        "NEW_IMAGE" => OldImages::Unknown,
+        other => {
+            return Err(Error::config(format!(
+                "--follow: the stream of {table:?} has view type {other}, which carries no new \
+                 images: the rows of a changed item cannot be written from it. A stream's view \
+                 type cannot be changed: disable the stream, enable it with NEW_AND_OLD_IMAGES \
+                 (aws dynamodb update-table --table-name {table} --stream-specification \
+                 StreamEnabled=false, then StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES), \
+                 and run again"
+            )))
+        }
+    };
+    Ok(Stream {
+        client: source.streams.clone(),
+        arn,
+        old_images,
+        view_type: view,
+    })
+}
+
+/// The table's latest enabled stream ARN and view type (None: no stream is enabled).
+async fn describe(source: &Source, table: &str) -> Result<(Option<String>, String)> {
+    let out = source
+        .client
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| {
+            Error::config(format!(
+                "cannot describe table {table:?} at {}: {}",
+                source.describe_location(),
+                sdk_message(&e)
+            ))
+        })?;
+    let t = out.table.unwrap_or_else(|| {
+        aws_sdk_dynamodb::types::TableDescription::builder()
+            .table_name(table)
+            .build()
+    });
+    let spec = t.stream_specification.as_ref();
+    let enabled = spec.is_some_and(|s| s.stream_enabled);
+    let view = spec
+        .and_then(|s| s.stream_view_type.as_ref())
+        .map(|v| v.as_str().to_string())
+        .unwrap_or_default();
+    Ok((t.latest_stream_arn.filter(|_| enabled), view))
+}
+
+fn lost_or_other<E: ProvideErrorMetadata>(what: &str, e: &E, text: String) -> ReadError {
+    match e.code() {
+        Some("TrimmedDataAccessException") => ReadError::Lost(format!(
+            "{what}: the records are past the stream's 24-hour retention ({})",
+            e.message().unwrap_or("TrimmedDataAccessException")
+        )),
+        Some("ResourceNotFoundException") => ReadError::Lost(format!(
+            "{what}: the stream or shard no longer exists ({})",
+            e.message().unwrap_or("ResourceNotFoundException")
+        )),
+        Some("ExpiredIteratorException") => ReadError::Expired,
+        _ => ReadError::Other(Error::Source {
+            message: format!("DynamoDB Streams: {what}: {text}"),
+            retryable: false,
+        }),
+    }
+}
+
+impl Stream {
+    /// Every shard of the stream (DescribeStream, paged).
+    pub async fn shards(&self) -> std::result::Result<Vec<ShardInfo>, ReadError> {
+        let mut shards = Vec::new();
+        let mut start: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .describe_stream()
+                .stream_arn(&self.arn)
+                .set_exclusive_start_shard_id(start.clone())
+                .limit(100)
+                .send()
+                .await
+                .map_err(|e| {
+                    let text = sdk_message(&e);
+                    match e.as_service_error() {
+                        Some(s) => lost_or_other("DescribeStream", s, text),
+                        None => ReadError::Other(Error::Source {
+                            message: format!("DynamoDB Streams: DescribeStream: {text}"),
+                            retryable: false,
+                        }),
+                    }
+                })?;
+            let Some(desc) = out.stream_description else {
+                break;
+            };
+            for s in desc.shards.unwrap_or_default() {
+                if let Some(id) = s.shard_id {
+                    shards.push(ShardInfo {
+                        id,
+                        parent: s.parent_shard_id,
+                    });
+                }
+            }
+            match desc.last_evaluated_shard_id {
+                Some(last) if Some(&last) != start.as_ref() => start = Some(last),
+                _ => break,
+            }
+        }
+        Ok(shards)
+    }
+
+    /// An iterator of `shard` after sequence number `after`, or at its oldest record.
+    pub async fn iterator(
+        &self,
+        shard: &str,
+        after: Option<&str>,
+    ) -> std::result::Result<String, ReadError> {
+        let kind = match after {
+            Some(_) => ShardIteratorType::AfterSequenceNumber,
+            None => ShardIteratorType::TrimHorizon,
+        };
+        let out = self
+            .client
+            .get_shard_iterator()
+            .stream_arn(&self.arn)
+            .shard_id(shard)
+            .shard_iterator_type(kind)
+            .set_sequence_number(after.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| {
+                let text = sdk_message(&e);
+                let what = format!("GetShardIterator of shard {shard}");
+                match e.as_service_error() {
+                    Some(s) => lost_or_other(&what, s, text),
+                    None => ReadError::Other(Error::Source {
+                        message: format!("DynamoDB Streams: {what}: {text}"),
+                        retryable: false,
+                    }),
+                }
+            })?;
+        out.shard_iterator.ok_or_else(|| {
+            ReadError::Lost(format!(
+                "GetShardIterator of shard {shard} returned no iterator"
+            ))
+        })
+    }
+
+    /// The next page of a shard (up to 1,000 records).
+    pub async fn read(&self, iterator: &str) -> std::result::Result<Records, ReadError> {
+        let out = self
+            .client
+            .get_records()
+            .shard_iterator(iterator)
+            .limit(1000)
+            .send()
+            .await
+            .map_err(|e| {
+                let text = sdk_message(&e);
+                match e.as_service_error() {
+                    Some(s) => lost_or_other("GetRecords", s, text),
+                    None => ReadError::Other(Error::Source {
+                        message: format!("DynamoDB Streams: GetRecords: {text}"),
+                        retryable: false,
+                    }),
+                }
+            })?;
+        let mut records = Vec::new();
+        for r in out.records.unwrap_or_default() {
+            let kind = match r.event_name {
+                Some(OperationType::Insert) => ChangeKind::Insert,
+                Some(OperationType::Modify) => ChangeKind::Modify,
+                Some(OperationType::Remove) => ChangeKind::Remove,
+                other => {
+                    return Err(ReadError::Other(Error::Source {
+                        message: format!("DynamoDB Streams: a record with event {other:?}"),
+                        retryable: false,
+                    }))
+                }
+            };
+            let Some(d) = r.dynamodb else { continue };
+            let Some(seq) = d.sequence_number else {
+                continue;
+            };
+            let created_ms = d
+                .approximate_creation_date_time
+                .and_then(|t| t.to_millis().ok());
+            let new = match kind {
+                ChangeKind::Remove => None,
+                _ => d.new_image.map(item),
+            };
+            records.push(Record {
+                seq,
+                kind,
+                created_ms,
+                change: Change {
+                    keys: d.keys.map(item),
+                    old: d.old_image.map(item),
+                    new,
+                },
+            });
+        }
+        Ok(Records {
+            records,
+            next: out.next_shard_iterator,
+        })
+    }
+}
+
+/// A stream image as an item (the Streams SDK has its own, identical, value type).
+fn item(image: std::collections::HashMap<String, StreamValue>) -> Item {
+    image.into_iter().map(|(k, v)| (k, value(v))).collect()
+}
+
+fn value(v: StreamValue) -> AttributeValue {
+    match v {
+        StreamValue::B(b) => AttributeValue::B(b),
+        StreamValue::Bool(b) => AttributeValue::Bool(b),
+        StreamValue::Bs(b) => AttributeValue::Bs(b),
+        StreamValue::L(l) => AttributeValue::L(l.into_iter().map(value).collect()),
+        StreamValue::M(m) => AttributeValue::M(item(m)),
+        StreamValue::N(n) => AttributeValue::N(n),
+        StreamValue::Ns(n) => AttributeValue::Ns(n),
+        StreamValue::Null(b) => AttributeValue::Null(b),
+        StreamValue::S(s) => AttributeValue::S(s),
+        StreamValue::Ss(s) => AttributeValue::Ss(s),
+        // A value type newer than this SDK (none exists today).
+        _ => AttributeValue::Null(true),
+    }
+}
