@@ -77,6 +77,11 @@ Examples:
   # Start over, discarding the checkpoint:
   ddb2pg migrate --table app --restart
 
+  # Live cutover: load, then apply the table's stream until stopped (Ctrl-C: exit 130);
+  # after stopping the writers, catch up and exit 0, then verify:
+  ddb2pg migrate --table app --mapping m.toml --follow
+  ddb2pg migrate --table app --mapping m.toml --follow --until-caught-up
+
 Exit codes: 0 done, 1 failed (checkpoint saved; re-run to resume), 2 usage or
 configuration error, 4 done but some items were rejected (see the rejects file),
 130 interrupted (checkpoint saved; re-run to resume).";

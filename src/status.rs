@@ -1,5 +1,14 @@
 //! `ddb2pg status`: what a checkpoint says, from another terminal or a script.
 
+/// `println!` that ends quietly when stdout is closed (`ddb2pg status | head`), instead of
+/// panicking on the broken pipe.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 use std::fs::OpenOptions;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -72,6 +81,23 @@ pub fn describe(path: &Path) -> Result<serde_json::Value> {
         })
         .collect();
     let count = |st: &str| segments.iter().filter(|s| s["state"] == st).count();
+    let stream = cp.stream.as_ref().map(|st| {
+        let shards = crate::follow::shard_counts(st);
+        let now_ms = crate::checkpoint::now_secs() as i64 * 1000;
+        json!({
+            "arn": st.arn,
+            "follow_from": st.follow_from,
+            "changes_inserted": st.inserted,
+            "changes_modified": st.modified,
+            "changes_removed": st.removed,
+            "rejected": st.rejected,
+            "shards_open": shards.get("open").copied().unwrap_or(0),
+            "shards_closed": shards.get("closed").copied().unwrap_or(0),
+            // Lag as of the last commit: now minus the newest applied record's creation.
+            "lag_s": st.newest_applied_ms.map(|t| (now_ms - t).max(0) as f64 / 1000.0),
+            "caught_up_at": st.caught_up_at,
+        })
+    });
     Ok(json!({
         "checkpoint": path.display().to_string(),
         "complete": cp.complete,
@@ -89,6 +115,7 @@ pub fn describe(path: &Path) -> Result<serde_json::Value> {
         "lock_holder": if locked { holder } else { None },
         "updated_at": cp.updated_at,
         "segments": segments,
+        "stream": stream,
     }))
 }
 
@@ -112,7 +139,7 @@ pub fn run(target: &Path, as_json: bool) -> Result<u8> {
         } else {
             json!(all)
         };
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&out).map_err(|e| Error::config(e.to_string()))?
         );
@@ -120,11 +147,11 @@ pub fn run(target: &Path, as_json: bool) -> Result<u8> {
     }
     for d in &all {
         let s = &d["settings"];
-        println!("{}", d["checkpoint"].as_str().unwrap_or(""));
-        println!("  source   {}", s["source"].as_str().unwrap_or(""));
-        println!("  target   {}", s["target"].as_str().unwrap_or(""));
-        println!("  mapping  {}", s["mapping"].as_str().unwrap_or(""));
-        println!(
+        out!("{}", d["checkpoint"].as_str().unwrap_or(""));
+        out!("  source   {}", s["source"].as_str().unwrap_or(""));
+        out!("  target   {}", s["target"].as_str().unwrap_or(""));
+        out!("  mapping  {}", s["mapping"].as_str().unwrap_or(""));
+        out!(
             "  state    {}{}",
             if d["complete"] == true {
                 "complete"
@@ -137,11 +164,14 @@ pub fn run(target: &Path, as_json: bool) -> Result<u8> {
                 _ => ", no run holds the lock".to_string(),
             }
         );
-        println!(
+        out!(
             "  segments {} done, {} in progress, {} pending (of {})",
-            d["segments_done"], d["segments_in_progress"], d["segments_pending"], s["segments"]
+            d["segments_done"],
+            d["segments_in_progress"],
+            d["segments_pending"],
+            s["segments"]
         );
-        println!(
+        out!(
             "  items    {} committed, {} rows written, {} rejected{}",
             d["items"],
             d["rows_written"],
@@ -151,9 +181,28 @@ pub fn run(target: &Path, as_json: bool) -> Result<u8> {
                 .map(|f| format!(" (see {f})"))
                 .unwrap_or_default()
         );
+        if let Some(st) = d["stream"].as_object() {
+            out!(
+                "  stream   {} inserted, {} modified, {} removed, {} rejected | shards {} open, {} closed | lag {}{}",
+                st["changes_inserted"],
+                st["changes_modified"],
+                st["changes_removed"],
+                st["rejected"],
+                st["shards_open"],
+                st["shards_closed"],
+                st["lag_s"]
+                    .as_f64()
+                    .map_or("-".to_string(), |l| format!("{l:.0} s")),
+                if st["caught_up_at"].is_u64() {
+                    " (was caught up)"
+                } else {
+                    ""
+                }
+            );
+        }
         for seg in d["segments"].as_array().into_iter().flatten() {
             if seg["state"] != "pending" {
-                println!(
+                out!(
                     "    segment {:>4}  {:<11}  {:>9} items  {:>9} written  {:>6} rejected",
                     seg["segment"],
                     seg["state"].as_str().unwrap_or(""),
