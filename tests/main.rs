@@ -16,6 +16,8 @@ mod mapping;
 mod sink;
 #[path = "suite/status_config.rs"]
 mod status_config;
+#[path = "suite/stream.rs"]
+mod stream;
 #[path = "suite/tls.rs"]
 mod tls;
 #[path = "suite/verify.rs"]

@@ -82,7 +82,9 @@ pub async fn open(source: &Source, table: &str, enable: bool) -> Result<Stream> 
     if arn.is_none() {
         if !enable {
             return Err(Error::config(format!(
-                "--follow: table {table:?} has no stream enabled; {}",
+                "--follow: table {table:?} has no stream enabled; {}. (If this resumes a \
+                 --follow run, its stream was disabled: the changes since then are lost, and \
+                 the migration must be reloaded with --restart --enable-stream.)",
                 enable_hint(table)
             )));
         }
