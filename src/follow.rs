@@ -287,7 +287,10 @@ impl Follower {
                 }
             };
             let page = match self.job.stream.read(&iterator).await {
-                Ok(p) => p,
+                Ok(p) => {
+                    renewed = false;
+                    p
+                }
                 // Older than 15 minutes: a new one from the last committed sequence number.
                 Err(ReadError::Expired) if !renewed => {
                     renewed = true;

@@ -20,6 +20,7 @@ async fn a_faulty_dynamodb_still_yields_the_exact_table() {
             error500_pct: 5,
             reset_pct: 5,
             max_delay_ms: 20,
+            ..Faults::none()
         },
     )
     .await;

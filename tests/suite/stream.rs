@@ -1143,6 +1143,111 @@ async fn a_stream_that_was_replaced_stops_with_data_may_have_been_missed() {
     drop_database(&target).await;
 }
 
+/// Through a proxy in front of DynamoDB Local: every third GetRecords answers
+/// ExpiredIteratorException (renewed from the last sequence number, nothing lost); then every
+/// GetRecords answers TrimmedDataAccessException: exit 1, "data may have been missed", and the
+/// checkpoint's shard positions do not move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_iterators_are_renewed_and_a_trimmed_shard_stops_the_follower() {
+    use crate::support::fault_proxy::{self, Faults};
+    let client = ddb().await;
+    let (table, mut items) = stream_table(
+        &client,
+        "trimmed",
+        9,
+        30,
+        Some(StreamViewType::NewAndOldImages),
+    )
+    .await;
+    let target = new_database().await;
+    let proxy = fault_proxy::start(
+        &crate::support::services().endpoint,
+        Faults {
+            expire_every: 3,
+            ..Faults::none()
+        },
+    )
+    .await;
+    let m = Migration::new(&table, &target);
+    // Migration::command names the real endpoint: this run goes through the proxy instead.
+    let run_through = |url: &str| {
+        let out = Migration::bare_command()
+            .current_dir(&m.dir)
+            .arg("migrate")
+            .args([
+                "--table",
+                &table,
+                "--target",
+                &target,
+                "--endpoint-url",
+                url,
+            ])
+            .arg("--checkpoint-dir")
+            .arg(&m.checkpoint_dir)
+            .args(["--progress", "none", "--batch-size", "7"])
+            .args(["--follow", "--until-caught-up"])
+            .output()
+            .expect("run ddb2pg");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // Changes after the load, recorded by the stream: 20 new items.
+    for i in 0..20 {
+        let it = item(
+            &format!("USER#9{i:03}"),
+            "PROFILE",
+            vec![("email", s("e@x.io"))],
+        );
+        put(&client, &table, &it).await;
+        items.push(it);
+    }
+    let (code, stderr) = run_through(&proxy.url);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert!(
+        proxy
+            .stats
+            .expired
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "the proxy expired no iterator"
+    );
+    assert_target_is(&pg(&target).await, &m.pg_table(), &items).await;
+    let before = stream_seqs(&m);
+    assert!(before.values().any(Option::is_some), "{before:?}");
+
+    let trimming = fault_proxy::start(
+        &crate::support::services().endpoint,
+        Faults {
+            trim_after: Some(0),
+            ..Faults::none()
+        },
+    )
+    .await;
+    put(
+        &client,
+        &table,
+        &item("USER#9999", "PROFILE", vec![("email", s("late@x.io"))]),
+    )
+    .await;
+    let (code, stderr) = run_through(&trimming.url);
+    assert_eq!(code, Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("data may have been missed")
+            && stderr.contains("--restart")
+            && stderr.contains("24-hour retention"),
+        "stderr: {stderr}"
+    );
+    assert_eq!(
+        stream_seqs(&m),
+        before,
+        "a refused read moved the checkpoint"
+    );
+    delete_table(&client, &table).await;
+    drop_database(&target).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. No stream, or one without the new and old images: refused before the scan.
 // ---------------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 //! Each client connection carries one request (forwarded with `Connection: close`). Scan
 //! requests are, by a seeded pseudo-random draw: answered with a throttling error (HTTP 400
 //! ProvisionedThroughputExceededException), answered with HTTP 500, reset (TCP RST, no answer),
-//! delayed, or forwarded untouched. Other requests are always forwarded.
+//! delayed, or forwarded untouched. Streams' GetRecords requests can be answered, instead of
+//! forwarded, with ExpiredIteratorException (every `expire_every`-th one) or, after
+//! `trim_after` of them, with TrimmedDataAccessException. Other requests are always forwarded.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +22,24 @@ pub struct Faults {
     pub error500_pct: u64,
     pub reset_pct: u64,
     pub max_delay_ms: u64,
+    /// Answer every n-th GetRecords with ExpiredIteratorException (0: never).
+    pub expire_every: u64,
+    /// Answer every GetRecords after the first n with TrimmedDataAccessException.
+    pub trim_after: Option<u64>,
+}
+
+impl Faults {
+    /// No faults at all.
+    pub fn none() -> Faults {
+        Faults {
+            throttle_pct: 0,
+            error500_pct: 0,
+            reset_pct: 0,
+            max_delay_ms: 0,
+            expire_every: 0,
+            trim_after: None,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -29,6 +49,8 @@ pub struct ProxyStats {
     pub errors500: AtomicU64,
     pub resets: AtomicU64,
     pub forwarded: AtomicU64,
+    pub expired: AtomicU64,
+    pub trimmed: AtomicU64,
 }
 
 pub struct FaultProxy {
@@ -64,13 +86,14 @@ pub async fn start(upstream: &str, faults: Faults) -> FaultProxy {
     let st = stats.clone();
     let task = tokio::spawn(async move {
         let counter = Arc::new(AtomicU64::new(0));
+        let reads = Arc::new(AtomicU64::new(0));
         loop {
             let Ok((client, _)) = listener.accept().await else {
                 return;
             };
-            let (st, counter) = (st.clone(), counter.clone());
+            let (st, counter, reads) = (st.clone(), counter.clone(), reads.clone());
             tokio::spawn(async move {
-                let _ = handle(client, up, faults, st, counter).await;
+                let _ = handle(client, up, faults, st, counter, reads).await;
             });
         }
     });
@@ -136,11 +159,35 @@ async fn handle(
     f: Faults,
     st: Arc<ProxyStats>,
     counter: Arc<AtomicU64>,
+    reads: Arc<AtomicU64>,
 ) -> std::io::Result<()> {
     let Some((head, body)) = read_request(&mut client).await? else {
         return Ok(());
     };
     st.requests.fetch_add(1, Ordering::Relaxed);
+    if head.contains("DynamoDBStreams_20120810.GetRecords") {
+        let n = reads.fetch_add(1, Ordering::Relaxed) + 1;
+        if f.trim_after.is_some_and(|t| n > t) {
+            st.trimmed.fetch_add(1, Ordering::Relaxed);
+            return respond(
+                &mut client,
+                "400 Bad Request",
+                "com.amazonaws.dynamodb.v20120810#TrimmedDataAccessException",
+                "trimmed by the test proxy",
+            )
+            .await;
+        }
+        if f.expire_every > 0 && n % f.expire_every == 0 {
+            st.expired.fetch_add(1, Ordering::Relaxed);
+            return respond(
+                &mut client,
+                "400 Bad Request",
+                "com.amazonaws.dynamodb.v20120810#ExpiredIteratorException",
+                "expired by the test proxy",
+            )
+            .await;
+        }
+    }
     let is_scan = head.contains("DynamoDB_20120810.Scan");
     if is_scan {
         let r = draw(counter.fetch_add(1, Ordering::Relaxed));
