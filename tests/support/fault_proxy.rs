@@ -177,7 +177,7 @@ async fn handle(
             )
             .await;
         }
-        if f.expire_every > 0 && n % f.expire_every == 0 {
+        if f.expire_every > 0 && n.is_multiple_of(f.expire_every) {
             st.expired.fetch_add(1, Ordering::Relaxed);
             return respond(
                 &mut client,
