@@ -49,6 +49,13 @@ pub struct Prepared {
     pub rejects: Vec<(String, String)>,
     /// Items that no table rule matched, skipped as the plan says.
     pub skipped: u64,
+    /// Changes: the page replaces items' rows (a refused write then also deletes the rows
+    /// the item had, as a one-shot load would have none).
+    pub replaces: bool,
+    /// Changes without an old image whose old rows cannot be found (see `changes::Outcome`),
+    /// with one reason.
+    pub unsure: u64,
+    pub unsure_reason: Option<String>,
     /// Where the segment continues after this page (None: it ended).
     pub next: Option<serde_json::Value>,
     originals: Originals,
@@ -218,6 +225,10 @@ impl<'a, F: FnMut(Prepared) -> bool> Preparer<'a, F> {
         if out.skipped {
             self.page.skipped += 1;
         }
+        if let Some(why) = out.unsure {
+            self.page.unsure += 1;
+            self.page.unsure_reason.get_or_insert(why);
+        }
         if let Some(r) = out.rejected {
             let r = match change.new {
                 None => Reject {
@@ -237,6 +248,7 @@ impl<'a, F: FnMut(Prepared) -> bool> Preparer<'a, F> {
         self.items = 0;
         let mut page = std::mem::replace(&mut self.page, empty());
         if let Some(changes) = self.changes.take() {
+            page.replaces = true;
             let done = changes.finish();
             page.rows = done.writes;
             page.item_of = done.write_item_of;
@@ -257,6 +269,9 @@ fn empty() -> Prepared {
         delete_item_of: Vec::new(),
         rejects: Vec::new(),
         skipped: 0,
+        replaces: false,
+        unsure: 0,
+        unsure_reason: None,
         next: None,
         originals: Originals::Lines(Vec::new()),
     }

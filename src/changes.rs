@@ -70,10 +70,15 @@ pub enum OldImages {
     Unknown,
 }
 
-/// Why the plan cannot derive an item's rows from its keys alone, if it cannot: a table is
-/// exploded, or a key column does not come from a key attribute. `key_attrs` are the source's
-/// key attribute names.
+/// Why the plan cannot derive an item's rows from its keys alone, if it cannot. Each table
+/// must hold at most one row per item, keyed by exactly the item's key attributes (every key
+/// column from a key attribute, every key attribute in the key): then the row with that key
+/// can only be this item's, whatever the table's `when`. `key_attrs` are the item's key
+/// attribute names.
 pub fn key_derivation_problem(plan: &Plan, key_attrs: &[String]) -> Option<String> {
+    if key_attrs.is_empty() {
+        return Some("the change names no key attributes".into());
+    }
     for t in &plan.tables {
         if t.explode.is_some() {
             return Some(format!(
@@ -81,16 +86,26 @@ pub fn key_derivation_problem(plan: &Plan, key_attrs: &[String]) -> Option<Strin
                 t.display_name()
             ));
         }
+        let source = |k: usize| match &t.columns[k].source {
+            ColumnSource::Path(p) if p.len() == 1 => Some(p[0].as_str()),
+            _ => None,
+        };
         for &k in &t.key {
-            let c = &t.columns[k];
-            let from_key = matches!(&c.source, ColumnSource::Path(p)
-                if p.len() == 1 && key_attrs.iter().any(|a| a == &p[0]));
-            if !from_key {
+            if !source(k).is_some_and(|a| key_attrs.iter().any(|x| x == a)) {
                 return Some(format!(
                     "key column {} of table {} does not come from a key attribute ({})",
-                    c.name,
+                    t.columns[k].name,
                     t.display_name(),
                     key_attrs.join(", ")
+                ));
+            }
+        }
+        for a in key_attrs {
+            if !t.key.iter().any(|&k| source(k) == Some(a.as_str())) {
+                return Some(format!(
+                    "the key of table {} leaves out the item's key attribute {a}: rows of \
+                     different items would share it",
+                    t.display_name()
                 ));
             }
         }
@@ -99,8 +114,9 @@ pub fn key_derivation_problem(plan: &Plan, key_attrs: &[String]) -> Option<Strin
 }
 
 /// The rows (key cells filled, the rest NULL) that an item with these `keys` can have, in every
-/// table whose key derives from them; a table's `when` conditions on key attributes are
-/// checked, the others are assumed to hold. Fails when a table's rows cannot be derived.
+/// table (see `key_derivation_problem`); a table's `when` conditions on key attributes are
+/// checked, the others are assumed to hold (the row, if any, can only be this item's). Fails
+/// when the rows cannot be derived.
 pub fn key_rows(plan: &Plan, keys: &Item, out: &mut Vec<Row>) -> Result<(), Reject> {
     let attrs: Vec<String> = keys.keys().cloned().collect();
     if let Some(why) = key_derivation_problem(plan, &attrs) {
@@ -172,6 +188,10 @@ pub struct Outcome {
     /// The new image (or the deletion) could not be mapped: its deletions still apply (a
     /// one-shot load of the table would have no rows for it either).
     pub rejected: Option<Reject>,
+    /// A new image without its old one, whose old rows cannot be found from its keys (see
+    /// `key_derivation_problem`): rows its old version made that it no longer makes may
+    /// remain. Counted and reported, never silent.
+    pub unsure: Option<String>,
 }
 
 impl<'a> Applier<'a> {
@@ -215,6 +235,7 @@ impl<'a> Applier<'a> {
     /// Apply change number `item` of the batch.
     pub fn push(&mut self, item: u32, change: &Change) -> Outcome {
         let mut rejected = None;
+        let mut unsure = None;
         // Deletions: what the old image maps to; without one, what the keys can have.
         self.scratch.clear();
         match (&change.old, self.old_images, &change.new) {
@@ -224,20 +245,21 @@ impl<'a> Applier<'a> {
             }
             (None, OldImages::Complete, Some(_)) => {}
             (None, _, new) => {
-                let keys = change.keys.as_ref().or(new.as_ref());
-                let derived = match keys {
+                let derived = match &change.keys {
                     Some(k) => key_rows(self.plan, k, &mut self.scratch),
                     None => Err(Reject {
                         table: None,
                         column: None,
                         kind: "cannot map a deletion",
-                        reason: "the change has neither keys nor images".into(),
+                        reason: "the change has no Keys and no old image".into(),
                     }),
                 };
                 // A new image without a known old one: its own rows are written below; only
-                // a deletion must be derivable.
-                if let (Err(r), None) = (derived, new) {
-                    rejected = Some(r);
+                // a deletion must be derivable, an update is counted as unsure.
+                match (derived, new) {
+                    (Err(r), None) => rejected = Some(r),
+                    (Err(r), Some(_)) => unsure = Some(r.reason),
+                    (Ok(()), _) => {}
                 }
             }
         }
@@ -258,7 +280,11 @@ impl<'a> Applier<'a> {
                 Err(r) => rejected = Some(r),
             }
         }
-        Outcome { skipped, rejected }
+        Outcome {
+            skipped,
+            rejected,
+            unsure,
+        }
     }
 
     /// The batch's operations, each list in change order.

@@ -116,6 +116,9 @@ pub struct StreamState {
     pub newest_applied_ms: Option<i64>,
     /// When the follower last read every shard to its end (epoch seconds).
     pub caught_up_at: Option<u64>,
+    /// When a round of the follower first found nothing new (epoch seconds).
+    #[serde(default)]
+    pub first_round_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -52,18 +52,23 @@ const RETENTION_SECS: u64 = 24 * 3600;
 /// Pages read from one shard before the next shard's turn.
 const PAGES_PER_TURN: usize = 16;
 /// Rounds in a row that found nothing new before `--until-caught-up` ends.
-const IDLE_ROUNDS: u32 = 2;
+/// (DynamoDB Streams may answer empty pages before a shard's next records.)
+const IDLE_ROUNDS: u32 = 3;
 
 /// The table's stream, checked against the plan: a NEW_IMAGE stream needs a mapping whose
 /// rows can be found from the item's keys (it has no old images to tell which rows to delete).
+/// `resuming`: this run's checkpoint already follows a stream (a missing one is then a gap).
 pub async fn open(
     source: &Source,
     table: &str,
     enable: bool,
+    resuming: bool,
     plan: &Plan,
     key_attrs: &[String],
 ) -> Result<Stream> {
-    let stream = stream::open(source, table, enable).await?;
+    let stream = stream::open(source, table, enable)
+        .await?
+        .ok_or_else(|| stream::no_stream(table, resuming))?;
     if stream.old_images == OldImages::Unknown {
         if let Some(why) = key_derivation_problem(plan, key_attrs) {
             return Err(Error::config(format!(
@@ -80,7 +85,8 @@ fn data_missed(why: &str) -> Error {
     Error::Source {
         message: format!(
             "{why}: changes in between are no longer in the stream, so data may have been \
-             missed. Reload with --restart (the full load again, then the stream from its start)"
+             missed. Reload: empty the target tables (a reload only writes, it cannot see \
+             what was deleted meanwhile), then run the same command with --restart"
         ),
         retryable: false,
     }
@@ -206,13 +212,24 @@ impl Follower {
         let shards = self.job.stream.shards().await.map_err(read_error)?;
         let eligible = self.register(&shards)?;
         let mut progressed = false;
-        for id in eligible {
+        for id in &eligible {
             if self.stopped() {
                 break;
             }
-            progressed |= self.drain(&id).await?;
+            let ended = shards.iter().any(|s| &s.id == id && s.ended);
+            progressed |= self.drain(id, ended).await?;
         }
-        Ok(progressed)
+        // A shard DescribeStream says has ended is not caught up until read to its end.
+        let state = self.state();
+        let unfinished = shards
+            .iter()
+            .any(|s| s.ended && !state.shards.get(&s.id).is_some_and(|k| k.closed));
+        if !progressed && !self.stopped() {
+            self.job
+                .store
+                .with_stream(|s| s.first_round_at.get_or_insert(now_secs()).to_owned());
+        }
+        Ok(progressed || unfinished)
     }
 
     /// Add new shards to the checkpoint; refuse gaps; the shards to read now, parents first.
@@ -236,6 +253,16 @@ impl Follower {
             });
         }
         let long_ago = now_secs().saturating_sub(state.follow_from) + MARGIN_SECS > RETENTION_SECS;
+        if long_ago
+            && state.first_round_at.is_none()
+            && state.shards.values().all(|s| s.seq.is_none())
+        {
+            return Err(data_missed(&format!(
+                "the load began {} h ago, longer than the stream's 24-hour retention, before \
+                 the stream was first read",
+                now_secs().saturating_sub(state.follow_from) / 3600
+            )));
+        }
         let mut eligible = Vec::new();
         for s in shards {
             if known.get(&s.id).is_some_and(|k| k.closed) {
@@ -270,8 +297,9 @@ impl Follower {
     }
 
     /// Read one shard for up to `PAGES_PER_TURN` pages, applying each; whether anything was
-    /// applied or the shard closed.
-    async fn drain(&mut self, id: &str) -> Result<bool> {
+    /// applied or the shard closed. An open shard's turn ends at its first empty page; an
+    /// `ended` one is read on through empty pages towards its end.
+    async fn drain(&mut self, id: &str, ended: bool) -> Result<bool> {
         let mut progressed = false;
         let mut renewed = false;
         for _ in 0..PAGES_PER_TURN {
@@ -305,13 +333,14 @@ impl Follower {
                 progressed = true;
             }
             match page.next {
-                Some(next) if !empty => self.iterators.insert(id.to_string(), next),
                 Some(next) => {
                     self.iterators.insert(id.to_string(), next);
-                    break;
+                    if empty && !ended {
+                        break;
+                    }
                 }
                 None => break,
-            };
+            }
             if self.stopped() {
                 break;
             }

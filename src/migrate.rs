@@ -95,7 +95,16 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     // --follow: the stream is checked (and noted in the checkpoint) before the scan begins.
     let stream = match (args.follow, &origin.source) {
         (true, Some(src)) => {
-            Some(crate::follow::open(src, &info.name, args.enable_stream, &plan, &key_attrs).await?)
+            let resuming = !args.restart && follows_already(&args, &info, &target_id);
+            let s = crate::follow::open(
+                src,
+                &info.name,
+                args.enable_stream,
+                resuming,
+                &plan,
+                &key_attrs,
+            );
+            Some(s.await?)
         }
         _ => None,
     };
@@ -396,6 +405,12 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
         rejects_file: (rejected_total > 0 || rejects_path.exists())
             .then(|| rejects_path.display().to_string()),
         error: result.as_ref().err().map(|e| e.to_string()),
+        changes_unsure: Stats::get(&stats.changes_unsure),
+        unsure_reason: stats
+            .unsure_reason
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default(),
         follow: stream_arn.map(|arn| crate::follow::FollowSummary::of(&arn, &stats)),
     };
     report.print_human();
@@ -471,6 +486,12 @@ async fn scan_only(args: MigrateArgs) -> Result<u8> {
         std::fs::write(path, json.to_string()).map_err(|e| Error::file(path, e))?;
     }
     Ok(0)
+}
+
+/// Whether this run's checkpoint (read-only peek) already follows a stream.
+fn follows_already(args: &MigrateArgs, info: &TableInfo, target_id: &str) -> bool {
+    let files = RunFiles::new(&args.checkpoint_dir, &info.name, &info.arn, target_id);
+    matches!(Checkpoint::load(&files.checkpoint), Ok(Some(cp)) if cp.stream.is_some())
 }
 
 /// Where the items come from: a live table or an export.

@@ -17,10 +17,10 @@ use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::progress::Stats;
 use crate::rejects::Rejects;
-use crate::sink::resilient::{RetryPolicy, Writer};
+use crate::sink::resilient::{RefusedItem, RetryPolicy, Writer};
 use crate::source::export;
 use crate::source::scan::{Page, SegmentScan};
-use crate::transform::{transform, Reject};
+use crate::transform::{transform, Reject, Row};
 
 /// Everything the workers share.
 /// Where a run's segments come from.
@@ -301,8 +301,26 @@ impl PageSink<'_> {
                     .map(|r| (r, "deletion refused by PostgreSQL")),
             );
         }
+        if p.unsure > 0 {
+            Stats::add(&self.stats.changes_unsure, p.unsure);
+            let mut r = self
+                .stats
+                .unsure_reason
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if r.is_none() {
+                *r = p.unsure_reason.take();
+            }
+        }
         if !p.rows.is_empty() {
             let (counts, refused) = sink.write(&p.rows, &p.item_of).await?;
+            if p.replaces && !refused.is_empty() {
+                // The item's new rows were refused: its old rows must not stay behind.
+                let (rows, item_of) = rows_of_items(&p, &refused);
+                let (deleted, _) = sink.delete(&rows, &item_of).await?;
+                Stats::add(&self.stats.rows_deleted, deleted);
+                delta.rows_written += deleted;
+            }
             for (ti, c) in counts.iter().enumerate() {
                 self.stats
                     .add_table(&self.plan.tables[ti].display_name(), c);
@@ -337,6 +355,17 @@ impl PageSink<'_> {
         }
         Ok(delta)
     }
+}
+
+/// The rows of `p` that the refused items produced (to delete their keys).
+fn rows_of_items(p: &Prepared, refused: &[RefusedItem]) -> (Vec<Row>, Vec<u32>) {
+    let items: std::collections::HashSet<u32> = refused.iter().map(|r| r.item).collect();
+    p.rows
+        .iter()
+        .zip(&p.item_of)
+        .filter(|(_, i)| items.contains(i))
+        .map(|(r, &i)| (r.clone(), i))
+        .unzip()
 }
 
 /// Scan every segment and transform every item, writing nothing: the source's limit.

@@ -33,6 +33,9 @@ pub struct Stats {
     pub changes_inserted: AtomicU64,
     pub changes_modified: AtomicU64,
     pub changes_removed: AtomicU64,
+    /// Changes without an old image whose old rows could not be found, and why (one reason).
+    pub changes_unsure: AtomicU64,
+    pub unsure_reason: Mutex<Option<String>>,
     /// The stream's shards not yet read to their end, and those that are.
     pub shards_open: AtomicU64,
     pub shards_closed: AtomicU64,

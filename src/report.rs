@@ -48,6 +48,9 @@ pub struct Report {
     pub checkpoint: String,
     pub rejects_file: Option<String>,
     pub error: Option<String>,
+    /// Changes without an old image whose old rows could not be found (may have left rows).
+    pub changes_unsure: u64,
+    pub unsure_reason: Option<String>,
     /// `--follow`: the stream's changes applied by this run, shards, lag.
     #[serde(flatten)]
     pub follow: Option<crate::follow::FollowSummary>,
@@ -107,6 +110,15 @@ impl Report {
                 f.shards_open,
                 f.shards_closed,
                 f.lag_s.map_or("-".to_string(), |l| format!("{l:.1} s"))
+            );
+        }
+        if self.changes_unsure > 0 {
+            eprintln!(
+                "  warning: {} changes had no old image, and their old rows cannot be found from \
+                 their keys ({}): rows their old versions made and the new ones do not may \
+                 remain; use NEW_AND_OLD_IMAGES exports or streams for exact results",
+                self.changes_unsure,
+                self.unsure_reason.as_deref().unwrap_or("")
             );
         }
         if self.rows_deleted > 0 {

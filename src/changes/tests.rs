@@ -260,6 +260,51 @@ v  = { from = "v", type = "integer", required = true }
 }
 
 #[test]
+fn a_table_keyed_by_part_of_the_item_key_cannot_derive_deletions() {
+    // `profiles` keyed by PK alone, on a PK+SK table: deleting (U1, E1) by its key would hit
+    // the row of (U1, P). Refused, and an update without old image is counted as unsure.
+    let p = crate::mapping::parse(
+        r#"
+[[table]]
+name = "profiles"
+key = ["pk"]
+when = { kind = "profile" }
+[table.columns]
+pk = { from = "PK", type = "text" }
+"#,
+    )
+    .expect("mapping");
+    let why = key_derivation_problem(&p, &["PK".into(), "SK".into()]).expect("refused");
+    assert!(why.contains("SK"), "{why}");
+    let k: Item = [("PK", s("U1")), ("SK", s("E1"))]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let mut new = k.clone();
+    new.insert("kind".into(), s("event"));
+    let mut a = Applier::new(&p, OldImages::Unknown);
+    let out = a.push(
+        0,
+        &Change {
+            keys: Some(k.clone()),
+            old: None,
+            new: None,
+        },
+    );
+    assert!(out.rejected.is_some());
+    let out = a.push(
+        1,
+        &Change {
+            keys: Some(k),
+            old: None,
+            new: Some(new),
+        },
+    );
+    assert!(out.unsure.is_some() && out.rejected.is_none());
+    assert!(a.finish().deletes.is_empty(), "nothing deleted by a guess");
+}
+
+#[test]
 fn a_rejected_new_image_still_removes_the_old_rows() {
     let p = plan();
     let old = order("o1", &["a"]);

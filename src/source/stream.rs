@@ -32,6 +32,9 @@ pub struct Stream {
 pub struct ShardInfo {
     pub id: String,
     pub parent: Option<String>,
+    /// DescribeStream gives it an ending sequence number: no more records will come, and it
+    /// must be read until GetRecords says it ended (empty pages may come before).
+    pub ended: bool,
 }
 
 /// One stream record.
@@ -75,18 +78,14 @@ fn enable_hint(table: &str) -> String {
     )
 }
 
-/// The table's stream: refused with the fix when it is off (unless `enable`, which turns it
-/// on with NEW_AND_OLD_IMAGES and waits until it is enabled) or its view type lacks new images.
-pub async fn open(source: &Source, table: &str, enable: bool) -> Result<Stream> {
+/// The table's stream: None when it is off (unless `enable`, which turns it on with
+/// NEW_AND_OLD_IMAGES and waits until it is enabled); refused with the fix when its view type
+/// lacks new images.
+pub async fn open(source: &Source, table: &str, enable: bool) -> Result<Option<Stream>> {
     let (mut arn, mut view) = describe(source, table).await?;
     if arn.is_none() {
         if !enable {
-            return Err(Error::config(format!(
-                "--follow: table {table:?} has no stream enabled; {}. (If this resumes a \
-                 --follow run, its stream was disabled: the changes since then are lost, and \
-                 the migration must be reloaded with --restart --enable-stream.)",
-                enable_hint(table)
-            )));
+            return Ok(None);
         }
         source
             .client
@@ -135,12 +134,31 @@ pub async fn open(source: &Source, table: &str, enable: bool) -> Result<Stream> 
             )))
         }
     };
-    Ok(Stream {
+    Ok(Some(Stream {
         client: source.streams.clone(),
         arn,
         old_images,
         view_type: view,
-    })
+    }))
+}
+
+/// The refusal of a table without a stream (`resuming`: a checkpoint follows one already).
+pub fn no_stream(table: &str, resuming: bool) -> Error {
+    if resuming {
+        return Error::Source {
+            message: format!(
+                "--follow: table {table:?} has no stream any more, but this checkpoint follows \
+                 one: the stream was disabled, and the changes since then are lost, so data \
+                 may have been missed. Enable the stream again and reload: empty the target \
+                 tables, then run with --restart --enable-stream"
+            ),
+            retryable: false,
+        };
+    }
+    Error::config(format!(
+        "--follow: table {table:?} has no stream enabled; {}",
+        enable_hint(table)
+    ))
 }
 
 /// The table's latest enabled stream ARN and view type (None: no stream is enabled).
@@ -219,9 +237,13 @@ impl Stream {
             };
             for s in desc.shards.unwrap_or_default() {
                 if let Some(id) = s.shard_id {
+                    let ended = s
+                        .sequence_number_range
+                        .is_some_and(|r| r.ending_sequence_number.is_some());
                     shards.push(ShardInfo {
                         id,
                         parent: s.parent_shard_id,
+                        ended,
                     });
                 }
             }
@@ -297,14 +319,20 @@ impl Stream {
                 Some(OperationType::Remove) => ChangeKind::Remove,
                 other => {
                     return Err(ReadError::Other(Error::Source {
-                        message: format!("DynamoDB Streams: a record with event {other:?}"),
+                        message: format!(
+                            "DynamoDB Streams: a record with event {other:?}, which this ddb2pg \
+                             does not know (INSERT, MODIFY, REMOVE): nothing after it was \
+                             applied; upgrade ddb2pg and run the same command again"
+                        ),
                         retryable: false,
                     }))
                 }
             };
-            let Some(d) = r.dynamodb else { continue };
+            let (Some(d), id) = (r.dynamodb, r.event_id.unwrap_or_default()) else {
+                return Err(malformed("no dynamodb part"));
+            };
             let Some(seq) = d.sequence_number else {
-                continue;
+                return Err(malformed(&format!("record {id} has no SequenceNumber")));
             };
             let created_ms = d
                 .approximate_creation_date_time
@@ -329,6 +357,16 @@ impl Stream {
             next: out.next_shard_iterator,
         })
     }
+}
+
+fn malformed(what: &str) -> ReadError {
+    ReadError::Other(Error::Source {
+        message: format!(
+            "DynamoDB Streams: a malformed record ({what}): nothing after it was applied; \
+             run the same command again"
+        ),
+        retryable: false,
+    })
 }
 
 /// A stream image as an item (the Streams SDK has its own, identical, value type).

@@ -1248,6 +1248,117 @@ async fn expired_iterators_are_renewed_and_a_trimmed_shard_stops_the_follower() 
     drop_database(&target).await;
 }
 
+/// A change whose new rows PostgreSQL refuses (a line with qty 0 against the example's CHECK)
+/// must not leave the item's old rows behind: a one-shot load of the final table has none of
+/// them either. Exit 4, the rejects file names the refusal, and the targets are equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_leaves_none_of_the_items_old_rows() {
+    let client = ddb().await;
+    let table = unique_name("refusedw");
+    create_table(&client, &table, Some(StreamViewType::NewAndOldImages)).await;
+    let keep = order("00000001", "keep-1", "NEW", vec![line("a", 1, "1.00")]);
+    let bad = order(
+        "00000002",
+        "bad-2",
+        "NEW",
+        vec![line("a", 1, "1.00"), line("b", 2, "2.00")],
+    );
+    put(&client, &table, &keep).await;
+    put(&client, &table, &bad).await;
+    let (map, migs) = (mapping(), migrations());
+    let target = new_database().await;
+    let m = Migration::new(&table, &target);
+    let args = [
+        "--mapping",
+        map.as_str(),
+        "--migrations",
+        migs.as_str(),
+        "--follow",
+        "--until-caught-up",
+    ];
+    m.run(&args).await.expect_code(0);
+    assert_eq!(count(&target, "SELECT count(*) FROM order_lines").await, 3);
+    // The order is paid and loses a line, but its one line now has qty 0: refused.
+    put(
+        &client,
+        &table,
+        &order("00000002", "bad-2", "PAID", vec![line("z", 0, "9.00")]),
+    )
+    .await;
+    put(
+        &client,
+        &table,
+        &order("00000001", "keep-1", "PAID", vec![line("a", 5, "1.00")]),
+    )
+    .await;
+    let out = m.run(&args).await;
+    out.expect_code(4);
+    let rejects = rejects_in(&m.checkpoint_dir);
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert!(
+        rejects[0].to_string().contains("qty"),
+        "the reject names the refusal: {}",
+        rejects[0]
+    );
+    assert_eq!(
+        count(
+            &target,
+            "SELECT count(*) FROM orders WHERE order_id = 'bad-2'"
+        )
+        .await,
+        0,
+        "the refused order's old row stayed"
+    );
+    assert_eq!(
+        count(
+            &target,
+            "SELECT count(*) FROM order_lines WHERE order_id = 'bad-2'"
+        )
+        .await,
+        0,
+        "the refused order's old lines stayed"
+    );
+    let once = new_database().await;
+    let one_shot = Migration::new(&table, &once);
+    one_shot
+        .run(&["--mapping", map.as_str(), "--migrations", migs.as_str()])
+        .await
+        .expect_code(4);
+    assert_same_rows(&target, &once, &["orders", "order_lines"]).await;
+    delete_table(&client, &table).await;
+    drop_database(&target).await;
+    drop_database(&once).await;
+}
+
+/// A resumed --follow whose table no longer has a stream: the changes since it was disabled
+/// are lost, so exit 1 and "data may have been missed" (not the exit 2 of a first run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_follow_whose_stream_was_disabled_says_data_may_have_been_missed() {
+    let client = ddb().await;
+    let (table, _) = stream_table(
+        &client,
+        "disabled",
+        6,
+        20,
+        Some(StreamViewType::NewAndOldImages),
+    )
+    .await;
+    let target = new_database().await;
+    let m = Migration::new(&table, &target);
+    let args = ["--follow", "--until-caught-up"];
+    m.run(&args).await.expect_code(0);
+    set_stream(&client, &table, None).await;
+    let out = m.run(&args).await;
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("data may have been missed") && out.stderr.contains("--restart"),
+        "stderr: {}",
+        out.stderr
+    );
+    delete_table(&client, &table).await;
+    drop_database(&target).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. No stream, or one without the new and old images: refused before the scan.
 // ---------------------------------------------------------------------------------------------
