@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark of `migrate --follow` against DynamoDB Local's stream, in one run:
-#   scripts/bench-follow.sh [RATE] [SECONDS] [BURST]     (defaults 200 writes/s, 20 s, 20000)
+#   scripts/bench-follow.sh [RATE] [SECONDS] [BURST]     (defaults 200 writes/s, 20 s, 10000)
 # 1. Lag under a steady write rate: a writer puts RATE items/s for SECONDS into a followed table
 #    (default mapping); every item carries its write time in ms (`ts`). A sampler reads the
 #    newest `ts` in PostgreSQL every 0.25 s: lag = now - newest ts landed (end to end, from the
@@ -14,7 +14,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 RATE=${1:-200}
 SECS=${2:-20}
-BURST=${3:-20000}
+BURST=${3:-10000}
 env_file=$(scripts/services.sh start)
 # shellcheck disable=SC1090
 . "$env_file"
@@ -60,7 +60,7 @@ while time.time() - start < secs:
     ahead = start + i / rate - time.time()
     if ahead > 0:
         time.sleep(ahead)
-print(f"writer: {i} puts in {time.time() - start:.1f} s", file=sys.stderr)
+print(f"writer: {i} puts in {time.time() - start:.1f} s ({i / (time.time() - start):.0f}/s)", file=sys.stderr)
 PY
 writer=$!
 : >"$work/lag"
@@ -83,13 +83,21 @@ PY
 python3 - "$E" "$BURST" <<'PY'
 import boto3, sys, time
 c = boto3.client("dynamodb", endpoint_url=sys.argv[1])
-n = int(sys.argv[2]); start = time.time()
+n = int(sys.argv[2]); start = time.time(); batch = []
+def flush():
+    global batch
+    while batch:
+        r = c.batch_write_item(RequestItems={"benchfollow": batch})
+        batch = r.get("UnprocessedItems", {}).get("benchfollow", [])
 for i in range(n):
-    k = {"pk": {"S": f"b{i % 3000}"}}
-    if i % 10 == 9:
-        c.delete_item(TableName="benchfollow", Key=k)
+    k = {"pk": {"S": f"b{i}"}}
+    if i % 10 == 9:  # every tenth change deletes an item written earlier in the burst
+        batch.append({"DeleteRequest": {"Key": {"pk": {"S": f"b{i - 5}"}}}})
     else:
-        c.put_item(TableName="benchfollow", Item={**k, "ts": {"N": str(int(time.time() * 1000))}, "v": {"N": str(i)}})
+        batch.append({"PutRequest": {"Item": {**k, "ts": {"N": str(int(time.time() * 1000))}, "v": {"N": str(i)}}}})
+    if len(batch) == 25:
+        flush()
+flush()
 print(f"burst: {n} changes written in {time.time() - start:.1f} s", file=sys.stderr)
 PY
 /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$bin" migrate --table benchfollow --endpoint-url "$E" \

@@ -22,6 +22,11 @@ pub enum Error {
         row_error: bool,
     },
 
+    /// A signal stopped the run while it waited (e.g. retrying through a PostgreSQL outage):
+    /// what is committed is in the checkpoint, the rest is read again on resume.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
+
     /// The checkpoint, lock or rejects file could not be read or written.
     #[error("{}: {message}", path.display())]
     File { path: PathBuf, message: String },
@@ -43,6 +48,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) => 2,
+            Error::Interrupted(_) => 130,
             _ => 1,
         }
     }
@@ -51,7 +57,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Source { retryable, .. } | Error::Sink { retryable, .. } => *retryable,
-            Error::Config(_) | Error::File { .. } => false,
+            Error::Config(_) | Error::File { .. } | Error::Interrupted(_) => false,
         }
     }
 

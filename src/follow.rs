@@ -145,7 +145,16 @@ pub struct FollowJob {
 
 /// Apply the stream until stopped (or caught up, with `--until-caught-up`).
 pub async fn run(job: FollowJob) -> Result<FollowEnd> {
-    let writer = Writer::open(&job.target_url, job.plan.clone(), None, job.retry, false).await?;
+    let stop = Some(job.shutdown.clone());
+    let writer = Writer::open(
+        &job.target_url,
+        job.plan.clone(),
+        None,
+        job.retry,
+        false,
+        stop,
+    )
+    .await?;
     let mut f = Follower {
         job,
         writer,

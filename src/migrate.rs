@@ -253,10 +253,15 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
         tokio::spawn(async move {
             wait_for_signal().await;
             eprintln!(
-                "ddb2pg: interrupted: finishing in-flight batches and saving the checkpoint ..."
+                "ddb2pg: interrupted: finishing in-flight batches and saving the checkpoint \
+                 (interrupt again to stop at once) ..."
             );
             flag.store(true, Ordering::SeqCst);
             let _ = tx.send(true);
+            wait_for_signal().await;
+            // The checkpoint on disk only ever covers committed batches: safe to leave now.
+            eprintln!("ddb2pg: interrupted again: stopping now; run the same command to resume");
+            std::process::exit(EXIT_INTERRUPTED.into());
         });
     }
     let rejects = Arc::new(Rejects::new(rejects_path.clone()));
@@ -335,6 +340,14 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
         }
     }
     drop(shutdown_rx);
+    // A signal that stopped a wait (retries through an outage) is an interruption, not a failure.
+    if let Err(e @ Error::Interrupted(_)) = &result {
+        eprintln!("ddb2pg: {e}");
+        result = Ok(());
+        if args.follow {
+            follow_end = Some(crate::follow::FollowEnd::Interrupted);
+        }
+    }
 
     let cp = store.snapshot();
     let was_interrupted = interrupted.load(Ordering::SeqCst);

@@ -145,6 +145,7 @@ async fn worker(
         job.run_xid,
         job.retry,
         job.dry_run,
+        Some(shutdown.clone()),
     )
     .await?;
     loop {

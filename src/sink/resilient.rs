@@ -93,16 +93,19 @@ pub struct Writer {
     plan: Arc<Plan>,
     run_xid: Option<u32>,
     policy: RetryPolicy,
+    /// Set by a signal: stop waiting between retries (the batch is not committed).
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Writer {
-    /// Connect (retrying transient failures too).
+    /// Connect (retrying transient failures too, until `stop` turns true).
     pub async fn open(
         url: &str,
         plan: Arc<Plan>,
         run_xid: Option<u32>,
         policy: RetryPolicy,
         dry_run: bool,
+        stop: Option<tokio::sync::watch::Receiver<bool>>,
     ) -> Result<Writer> {
         let mut w = Writer {
             sink: None,
@@ -111,6 +114,7 @@ impl Writer {
             plan,
             run_xid,
             policy,
+            stop,
         };
         w.write_retrying(&[]).await?;
         Ok(w)
@@ -143,7 +147,7 @@ impl Writer {
                 Err(e) if e.is_retryable() && started.elapsed() < self.policy.max_elapsed => {
                     tracing::warn!("{e}; retrying in {backoff:?} with a new connection");
                     self.sink = None;
-                    tokio::time::sleep(jittered(backoff)).await;
+                    self.pause(jittered(backoff), &e).await?;
                     backoff = (backoff * 2).min(self.policy.max_backoff);
                 }
                 Err(e) if e.is_retryable() => {
@@ -158,6 +162,26 @@ impl Writer {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Sleep before the next attempt, unless a signal asks to stop (then `Interrupted`).
+    async fn pause(&mut self, d: std::time::Duration, why: &Error) -> Result<()> {
+        let Some(stop) = self.stop.as_mut() else {
+            tokio::time::sleep(d).await;
+            return Ok(());
+        };
+        let interrupted = || {
+            Error::Interrupted(format!(
+                "while retrying PostgreSQL ({why}); the batch in flight was not committed"
+            ))
+        };
+        if *stop.borrow() {
+            return Err(interrupted());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => Ok(()),
+            _ = stop.changed() => Err(interrupted()),
         }
     }
 

@@ -237,3 +237,53 @@ async fn a_row_refused_by_a_check_constraint_is_rejected_and_the_rest_lands() {
     let (missing, extra) = default_mapping_differences(&db, &table, n).await;
     assert_eq!((missing, extra), (1, 0));
 }
+
+/// SIGTERM while the writers retry through a PostgreSQL outage: the run stops within seconds
+/// (not after --pg-retry-for), exit 130, and the same command finishes exactly once the server
+/// is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_postgresql_outage_exits_130_at_once() {
+    let n = 6000;
+    let table = sample_table(n).await;
+    let server = PrivatePg::start();
+    let db = new_database_on(&server.url).await;
+    let cp = tempdir("faults-outage-term");
+    let mut args = migrate_args(&table, &db, &cp);
+    args.extend(
+        [
+            "--segments",
+            "16",
+            "--concurrency",
+            "2",
+            "--batch-size",
+            "25",
+            "--pg-retry-for",
+            "600",
+        ]
+        .map(String::from),
+    );
+    let mut child = spawn(&args);
+    wait_for_items(&mut child, &cp, n / 4);
+    server.stop();
+    // Let the writers meet the outage and start retrying.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let asked = std::time::Instant::now();
+    crate::support::signal(child.id(), "TERM");
+    let out = child.wait_with_output().expect("wait");
+    let took = asked.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "SIGTERM took {took:?} during the outage"
+    );
+    let committed = crate::support::harness::committed_items(&cp);
+    assert!(
+        committed > 0 && committed < n,
+        "committed {committed} of {n}"
+    );
+    server.start_again();
+    let r = run(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(default_mapping_differences(&db, &table, n).await, (0, 0));
+}
