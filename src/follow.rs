@@ -241,66 +241,12 @@ impl Follower {
         Ok(progressed || unfinished)
     }
 
-    /// Add new shards to the checkpoint; refuse gaps; the shards to read now, parents first.
+    /// Add new shards to the checkpoint; refuse gaps; the shards to read now.
     fn register(&mut self, shards: &[ShardInfo]) -> Result<Vec<String>> {
-        let described: HashMap<&str, &ShardInfo> =
-            shards.iter().map(|s| (s.id.as_str(), s)).collect();
-        let state = self.state();
-        for (id, s) in &state.shards {
-            if !s.closed && !described.contains_key(id.as_str()) {
-                return Err(data_missed(&format!(
-                    "shard {id} of the stream, not yet read to its end, is gone (past the \
-                     24-hour retention)"
-                )));
-            }
-        }
-        let mut known = state.shards.clone();
-        for s in shards {
-            known.entry(s.id.clone()).or_insert_with(|| ShardState {
-                parent: s.parent.clone(),
-                ..ShardState::default()
-            });
-        }
-        let long_ago = now_secs().saturating_sub(state.follow_from) + MARGIN_SECS > RETENTION_SECS;
-        if long_ago
-            && state.first_round_at.is_none()
-            && state.shards.values().all(|s| s.seq.is_none())
-        {
-            return Err(data_missed(&format!(
-                "the load began {} h ago, longer than the stream's 24-hour retention, before \
-                 the stream was first read",
-                now_secs().saturating_sub(state.follow_from) / 3600
-            )));
-        }
-        let mut eligible = Vec::new();
-        for s in shards {
-            if known.get(&s.id).is_some_and(|k| k.closed) {
-                continue;
-            }
-            let ready = match &s.parent {
-                None => true,
-                Some(p) => match known.get(p) {
-                    Some(ps) => ps.closed,
-                    // The parent was trimmed before we saw it: fine while everything it held
-                    // predates the scan, a gap otherwise.
-                    None if long_ago => {
-                        return Err(data_missed(&format!(
-                            "the load began {} h ago, longer than the stream's 24-hour \
-                             retention, and shard {p} (parent of {}) is gone",
-                            (now_secs() - state.follow_from) / 3600,
-                            s.id
-                        )))
-                    }
-                    None => true,
-                },
-            };
-            if ready {
-                eligible.push(s.id.clone());
-            }
-        }
+        let (known, eligible) = plan_shards(&self.state(), shards, now_secs())?;
         let open = known.values().filter(|s| !s.closed).count();
-        self.job.store.with_stream(|st| st.shards = known.clone());
         let closed = known.len() - open;
+        self.job.store.with_stream(|st| st.shards = known);
         self.job.stats_shards(open as u64, closed as u64);
         Ok(eligible)
     }
@@ -454,6 +400,67 @@ impl FollowJob {
     }
 }
 
+/// The shards the checkpoint knows after this DescribeStream (new ones added), and those that
+/// may be read now: not read to their end, and without a parent still to read. Refuses gaps:
+/// a shard not read to its end that is gone, a parent gone unread after a load longer than the
+/// retention (`now`: epoch seconds).
+fn plan_shards(
+    state: &StreamState,
+    shards: &[ShardInfo],
+    now: u64,
+) -> Result<(BTreeMap<String, ShardState>, Vec<String>)> {
+    let described: HashMap<&str, &ShardInfo> = shards.iter().map(|s| (s.id.as_str(), s)).collect();
+    for (id, s) in &state.shards {
+        if !s.closed && !described.contains_key(id.as_str()) {
+            return Err(data_missed(&format!(
+                "shard {id} of the stream, not yet read to its end, is gone (past the 24-hour \
+                 retention)"
+            )));
+        }
+    }
+    let age = now.saturating_sub(state.follow_from);
+    let long_ago = age + MARGIN_SECS > RETENTION_SECS;
+    if long_ago && state.first_round_at.is_none() && state.shards.values().all(|s| s.seq.is_none())
+    {
+        return Err(data_missed(&format!(
+            "the load began {} h ago, longer than the stream's 24-hour retention, before the \
+             stream was first read",
+            age / 3600
+        )));
+    }
+    let mut known = state.shards.clone();
+    for s in shards {
+        known.entry(s.id.clone()).or_insert_with(|| ShardState {
+            parent: s.parent.clone(),
+            ..ShardState::default()
+        });
+    }
+    let mut eligible = Vec::new();
+    for s in shards {
+        if known.get(&s.id).is_some_and(|k| k.closed) {
+            continue;
+        }
+        let ready = match s.parent.as_ref().map(|p| (p, state.shards.get(p))) {
+            None => true,
+            Some((_, Some(parent))) => parent.closed,
+            // Trimmed before we ever saw it: fine while all it held predates the scan.
+            Some((p, None)) if long_ago => {
+                return Err(data_missed(&format!(
+                    "the load began {} h ago, longer than the stream's 24-hour retention, and \
+                     shard {p} (parent of {}) is gone unread",
+                    age / 3600,
+                    s.id
+                )))
+            }
+            Some((p, None)) => !described.contains_key(p.as_str()),
+        };
+        if ready {
+            eligible.push(s.id.clone());
+        }
+    }
+    Ok((known, eligible))
+}
+
 fn read_error(e: ReadError) -> Error {
     match e {
         ReadError::Lost(why) => data_missed(&why),
@@ -507,6 +514,9 @@ impl FollowSummary {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
 
 /// The shards of a checkpoint's stream state by state, for `status`.
 pub fn shard_counts(s: &StreamState) -> BTreeMap<&'static str, usize> {
