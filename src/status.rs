@@ -9,7 +9,6 @@ macro_rules! out {
     }};
 }
 
-use std::fs::OpenOptions;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
@@ -18,22 +17,35 @@ use serde_json::json;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 
-/// Whether a live process holds the lock next to a checkpoint, and who.
+/// Whether a live process holds the lock next to a checkpoint, and who. Read without taking
+/// the lock (a `status` beside a starting `migrate` must not make it exit 2): a run writes
+/// "pid N on HOST" into the file and empties it when it ends; a pid on this host is checked in
+/// /proc, one on another host is taken as live.
 fn lock_state(lock: &Path) -> (bool, Option<String>) {
-    let Ok(f) = OpenOptions::new().read(true).write(true).open(lock) else {
-        return (false, None);
-    };
     let holder = std::fs::read_to_string(lock)
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
-    match f.try_lock() {
-        Ok(()) => {
-            let _ = f.unlock();
-            (false, holder)
-        }
-        Err(_) => (true, holder),
+    let live = holder.as_deref().is_some_and(holder_alive);
+    (live, holder)
+}
+
+/// Whether the holder "pid N on HOST" of a lock file is a live process.
+fn holder_alive(holder: &str) -> bool {
+    let mut words = holder.split_whitespace();
+    let (Some("pid"), Some(pid), Some("on"), Some(host)) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
+        return true;
+    };
+    let here = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    if host != here || pid.parse::<u32>().is_err() {
+        return true;
     }
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("ddb2pg"))
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
@@ -214,4 +226,29 @@ pub fn run(target: &Path, as_json: bool) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_is_read_not_taken() {
+        let dir = std::env::temp_dir().join(format!("ddb2pg-status-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("x.lock");
+        let lock = crate::checkpoint::Lock::acquire(&path).expect("lock");
+        // The test binary's own pid: alive (its name contains ddb2pg).
+        let (live, holder) = lock_state(&path);
+        assert!(live, "{holder:?}");
+        // Reading it did not take it: the holder still has it, and a second run is refused.
+        assert!(crate::checkpoint::Lock::acquire(&path).is_err());
+        drop(lock);
+        assert_eq!(lock_state(&path), (false, None));
+        std::fs::write(&path, "pid 4194999 on nowhere-else").expect("write");
+        assert!(lock_state(&path).0, "another host: taken as live");
+        let here = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        std::fs::write(&path, format!("pid 4194999 on {}", here.trim())).expect("write");
+        assert!(!lock_state(&path).0, "a dead pid on this host");
+    }
 }

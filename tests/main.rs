@@ -12,6 +12,8 @@ mod export;
 mod faults;
 #[path = "suite/mapping.rs"]
 mod mapping;
+#[path = "suite/messages.rs"]
+mod messages;
 #[path = "suite/sink.rs"]
 mod sink;
 #[path = "suite/status_config.rs"]

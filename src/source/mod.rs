@@ -23,6 +23,8 @@ pub struct Source {
     pub streams: aws_sdk_dynamodbstreams::Client,
     pub endpoint: Option<String>,
     pub region: String,
+    /// The access key ID requests are signed with (for DynamoDB Local's per-key tables).
+    pub access_key_id: Option<String>,
 }
 
 /// The type of a key attribute, from the table's AttributeDefinitions.
@@ -154,12 +156,39 @@ impl Source {
         let streams = aws_sdk_dynamodbstreams::config::Builder::from(&shared)
             .retry_config(retry)
             .build();
+        let access_key_id = match shared.credentials_provider() {
+            Some(p) => {
+                use aws_sdk_dynamodb::config::ProvideCredentials;
+                p.provide_credentials()
+                    .await
+                    .ok()
+                    .map(|c| c.access_key_id().to_string())
+            }
+            None => None,
+        };
         Ok(Source {
             client: Client::from_conf(conf),
             streams: aws_sdk_dynamodbstreams::Client::from_conf(streams),
             region: shared.region().map(|r| r.to_string()).unwrap_or_default(),
             endpoint,
+            access_key_id,
         })
+    }
+
+    /// On a loopback endpoint (DynamoDB Local): unless started with -sharedDb, it keeps one set
+    /// of tables per access key ID and region, so a table made with other ones is not seen.
+    fn local_tables_hint(&self) -> String {
+        if !self.endpoint.as_deref().is_some_and(is_loopback) {
+            return String::new();
+        }
+        format!(
+            ". DynamoDB Local (unless started with -sharedDb) keeps separate tables per access \
+             key ID and region: ddb2pg signed with key ID {:?} in region {:?}; use the key and \
+             region the table was created with (AWS_ACCESS_KEY_ID, AWS_REGION or --region), or \
+             start DynamoDB Local with -sharedDb",
+            self.access_key_id.as_deref().unwrap_or("(none)"),
+            self.region
+        )
     }
 
     /// Where the source is, for messages.
@@ -184,8 +213,9 @@ impl Source {
                     .is_some_and(|s| s.is_resource_not_found_exception());
                 if not_found {
                     Error::config(format!(
-                        "table {table:?} not found at {}: check --table, --region and --endpoint-url",
-                        self.describe_location()
+                        "table {table:?} not found at {}: check --table, --region and --endpoint-url{}",
+                        self.describe_location(),
+                        self.local_tables_hint()
                     ))
                 } else {
                     Error::config(format!(
@@ -258,10 +288,31 @@ where
                 e.message().unwrap_or("(no message)")
             )
         }
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
-            format!("cannot reach the endpoint: {}", DisplayErrorContext(err))
-        }
+        SdkError::DispatchFailure(d) => format!(
+            "cannot reach the endpoint: {}",
+            d.as_connector_error().map_or_else(
+                || "the request could not be sent".to_string(),
+                |c| root_cause(c)
+            )
+        ),
+        SdkError::TimeoutError(_) => "cannot reach the endpoint: timed out".to_string(),
         _ => DisplayErrorContext(err).to_string(),
+    }
+}
+
+/// The innermost error of a chain, on one line (the SDK's outer layers only say "dispatch
+/// failure" in Debug form).
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = err;
+    while let Some(next) = e.source() {
+        e = next;
+    }
+    let text = e.to_string();
+    let line = text.lines().next().unwrap_or("").trim();
+    if line.is_empty() {
+        "no answer".to_string()
+    } else {
+        line.to_string()
     }
 }
 
