@@ -112,14 +112,10 @@ pub async fn run(info: ProgressInfo, stats: Arc<Stats>, mut stop: watch::Receive
     }
     let started = Instant::now();
     let bar = (mode == ProgressMode::Bar).then(|| {
-        let len = info.approx_items.max(info.items_before);
-        let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/~{human_len} items ({per_sec}, ETA ~{eta}) {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-        pb.set_style(style);
-        pb.set_position(info.items_before);
+        let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        pb.set_style(
+            ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
         pb
     });
     let tick = if bar.is_some() {
@@ -136,30 +132,125 @@ pub async fn run(info: ProgressInfo, stats: Arc<Stats>, mut stop: watch::Receive
         }
         let read = Stats::get(&stats.items_read);
         let segs = info.segments_done_before + Stats::get(&stats.segments_done);
-        let msg = format!(
-            "| {} rows written, {} unchanged, {} rejected | segments {segs}/{}",
-            stats.rows_written(),
-            Stats::get(&stats.rows_unchanged),
-            Stats::get(&stats.rejected),
-            info.segments_total
-        );
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let line = Line {
+            done: info.items_before + read,
+            approx: info.approx_items.max(info.items_before + read),
+            rate: read as f64 / secs,
+            rows: stats.rows_written(),
+            unchanged: Stats::get(&stats.rows_unchanged),
+            rejected: Stats::get(&stats.rejected),
+            segments: (segs, info.segments_total),
+        };
         match &bar {
             Some(pb) => {
-                pb.set_position(info.items_before + read);
-                pb.set_message(msg);
+                let width = console::Term::stderr()
+                    .size_checked()
+                    .map_or(80, |(_, w)| w as usize);
+                pb.set_message(line.fit(width));
             }
-            None => {
-                let secs = started.elapsed().as_secs_f64().max(0.001);
-                eprintln!(
-                    "ddb2pg: {} items read of ~{} (ItemCount is approximate), {:.0} items/s {msg}",
-                    info.items_before + read,
-                    info.approx_items,
-                    read as f64 / secs
-                );
-            }
+            None => eprintln!("ddb2pg: {} (ItemCount is approximate)", line.parts().join(", ")),
         }
     }
     if let Some(pb) = bar {
         pb.finish_and_clear();
+    }
+}
+
+/// One progress line's figures.
+struct Line {
+    done: u64,
+    approx: u64,
+    rate: f64,
+    rows: u64,
+    unchanged: u64,
+    rejected: u64,
+    segments: (u64, u64),
+}
+
+/// 987, 12.3k, 4.56M: short enough for a terminal line.
+fn short(n: f64) -> String {
+    match n {
+        n if n < 10_000.0 => format!("{n:.0}"),
+        n if n < 1e6 => format!("{:.1}k", n / 1e3),
+        n if n < 1e9 => format!("{:.2}M", n / 1e6),
+        n => format!("{:.2}G", n / 1e9),
+    }
+}
+
+impl Line {
+    /// The parts, most important first.
+    fn parts(&self) -> Vec<String> {
+        let eta = (self.rate > 0.0 && self.approx > self.done)
+            .then(|| ((self.approx - self.done) as f64 / self.rate).ceil() as u64);
+        let mut v = vec![
+            format!("{}/~{} items", short(self.done as f64), short(self.approx as f64)),
+            format!("{}/s", short(self.rate)),
+        ];
+        if let Some(e) = eta {
+            v.push(match e {
+                e if e < 120 => format!("ETA ~{e}s"),
+                e if e < 7200 => format!("ETA ~{}m", e.div_ceil(60)),
+                e => format!("ETA ~{}h", e.div_ceil(3600)),
+            });
+        }
+        v.push(format!("{} rejected", short(self.rejected as f64)));
+        v.push(format!("{} rows written", short(self.rows as f64)));
+        v.push(format!("segments {}/{}", self.segments.0, self.segments.1));
+        v.push(format!("{} unchanged", short(self.unchanged as f64)));
+        v
+    }
+
+    /// A bar and as many parts as fit in `width` columns (never wrapping): the least
+    /// important parts go first, then the bar.
+    fn fit(&self, width: usize) -> String {
+        let mut parts = self.parts();
+        let room = width.saturating_sub(1);
+        loop {
+            let text = parts.join(" | ");
+            let bar_room = room.saturating_sub(text.chars().count() + 1);
+            if bar_room >= 12 {
+                let w = bar_room.min(40);
+                let filled = if self.approx == 0 {
+                    0
+                } else {
+                    ((self.done.min(self.approx) as f64 / self.approx as f64) * w as f64) as usize
+                };
+                return format!("{}{} {text}", "#".repeat(filled), "-".repeat(w - filled));
+            }
+            if parts.len() > 1 {
+                parts.pop();
+                continue;
+            }
+            return text.chars().take(room).collect();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_progress_line_fits_its_terminal() {
+        let l = Line {
+            done: 22_192,
+            approx: 120_000,
+            rate: 14_245.5746,
+            rows: 28_442,
+            unchanged: 0,
+            rejected: 0,
+            segments: (4, 32),
+        };
+        for width in [20, 40, 60, 80, 120, 200] {
+            let s = l.fit(width);
+            assert!(s.chars().count() < width, "{width}: {s:?}");
+            assert!(!s.contains("5746"), "{s}");
+        }
+        let wide = l.fit(200);
+        assert!(wide.contains("14.2k/s") && wide.contains("ETA ~7s"), "{wide}");
+        assert!(wide.contains("segments 4/32"), "{wide}");
+        assert!(l.fit(60).starts_with('#'), "a bar when it fits: {}", l.fit(60));
+        assert!(l.fit(20).starts_with("22.2k/~120.0k"), "{}", l.fit(20));
     }
 }
