@@ -236,7 +236,7 @@ mod tests {
         let l = Line {
             done: 22_192,
             approx: 120_000,
-            rate: 14_245.5746,
+            rate: 14_245.574_6,
             rows: 28_442,
             unchanged: 0,
             rejected: 0,
