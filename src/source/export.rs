@@ -219,11 +219,64 @@ impl<F: FnMut(Page) -> bool> Pages for RawPages<F> {
     }
 }
 
+/// The longest line read as an item. DynamoDB items are at most 400 KB, so a longer line is not
+/// an item: it is rejected with an excerpt, and the rest of it is read past, not kept.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// The text of a refused line kept in its reject, in characters.
+const EXCERPT_CHARS: usize = 2000;
+
+/// What `next_line` read.
+#[derive(Debug, PartialEq)]
+enum Line {
+    /// A whole line is in the buffer (with its newline, if it had one).
+    Whole,
+    /// A line longer than the cap: the buffer holds its start; `len` bytes in all, newline
+    /// excluded.
+    TooLong { len: u64 },
+    /// The end of the file.
+    End,
+}
+
+/// Read the next line into `buf` (cleared first), keeping at most `cap` bytes of it plus the
+/// newline; the rest of a longer line is read and dropped, so memory stays flat whatever the
+/// line's length. Returns what was read and the bytes it took from the file.
+fn next_line(r: &mut impl BufRead, buf: &mut Vec<u8>, cap: usize) -> std::io::Result<(Line, u64)> {
+    buf.clear();
+    let n = r.by_ref().take(cap as u64 + 1).read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok((Line::End, 0));
+    }
+    if buf.last() == Some(&b'\n') || n <= cap {
+        return Ok((Line::Whole, n as u64));
+    }
+    // cap + 1 bytes and no newline yet: read past the rest of the line.
+    let mut len = n as u64;
+    loop {
+        let avail = r.fill_buf()?;
+        if avail.is_empty() {
+            return Ok((Line::TooLong { len }, len));
+        }
+        match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                r.consume(i + 1);
+                len += i as u64;
+                return Ok((Line::TooLong { len }, len + 1));
+            }
+            None => {
+                let k = avail.len();
+                r.consume(k);
+                len += k as u64;
+            }
+        }
+    }
+}
+
 /// Read one data file from line `start` (lines already committed) into `pages`, ending a page
 /// every `page_size` lines (or about `PAGE_BYTES` of text); stops early, without error, when
-/// `shutdown` turns true or `pages` says so. Runs on a blocking thread. A malformed line
-/// becomes a `BadLine`; a file that cannot be read (corrupt or truncated gzip, I/O error) is an
-/// error naming file and line.
+/// `shutdown` turns true or `pages` says so. Runs on a blocking thread. A malformed line (not
+/// JSON, not UTF-8, longer than `MAX_LINE_BYTES`) becomes a `BadLine`; a file that cannot be
+/// read (corrupt or truncated gzip, I/O error) is an error naming file and line.
 pub fn read_file(
     path: &Path,
     start: u64,
@@ -243,29 +296,36 @@ pub fn read_file(
     };
     let mut lines = BufReader::with_capacity(1 << 16, reader);
     let mut line_no: u64 = 0;
-    let mut buf = String::new();
+    let mut buf = Vec::new();
     let mut page_bytes = 0;
     loop {
-        buf.clear();
-        let n = lines.read_line(&mut buf).map_err(|e| Error::Source {
-            message: format!(
-                "{}: cannot be read after line {line_no} ({e}); the file is corrupt or truncated: \
-                 replace it and run the same command again to resume",
-                path.display()
-            ),
-            retryable: false,
-        })?;
-        if n == 0 {
+        let (kind, n) =
+            next_line(&mut lines, &mut buf, MAX_LINE_BYTES).map_err(|e| Error::Source {
+                message: format!(
+                    "{}: cannot be read after line {line_no} ({e}); the file is corrupt or \
+                     truncated: replace it and run the same command again to resume",
+                    path.display()
+                ),
+                retryable: false,
+            })?;
+        if kind == Line::End {
             break;
         }
         line_no += 1;
         if line_no <= start {
             continue;
         }
-        let text = buf.trim_end();
-        if !text.is_empty() {
-            parse_line(text, line_no, path, pages);
-            page_bytes += n;
+        page_bytes += buf.len();
+        if let Line::TooLong { len } = kind {
+            pages.bad(too_long(path, line_no, len, &buf));
+            // The cap's worth of buffer is not kept for the rest of the file.
+            buf = Vec::new();
+        } else {
+            match std::str::from_utf8(&buf) {
+                Ok(text) if text.trim_end().is_empty() => {}
+                Ok(text) => parse_line(text.trim_end(), line_no, path, pages),
+                Err(e) => pages.bad(not_utf8(path, line_no, n, e, &buf)),
+            }
         }
         if pages.page_lines() >= page_size || page_bytes >= PAGE_BYTES {
             page_bytes = 0;
@@ -280,6 +340,43 @@ pub fn read_file(
     Ok(())
 }
 
+/// The start of a line as text for a reject: at most `EXCERPT_CHARS` characters, bytes that
+/// are not UTF-8 shown as U+FFFD.
+fn excerpt(bytes: &[u8]) -> String {
+    let start = &bytes[..bytes.len().min(EXCERPT_CHARS * 4)];
+    String::from_utf8_lossy(start)
+        .trim_end()
+        .chars()
+        .take(EXCERPT_CHARS)
+        .collect()
+}
+
+fn too_long(path: &Path, line: u64, len: u64, start: &[u8]) -> BadLine {
+    BadLine {
+        file: path.display().to_string(),
+        line,
+        reason: format!(
+            "line of {len} bytes, longer than the {} MiB a line may have (a DynamoDB item is at \
+             most 400 KB): not read; `text` holds its start",
+            MAX_LINE_BYTES >> 20
+        ),
+        text: excerpt(start),
+    }
+}
+
+fn not_utf8(path: &Path, line: u64, len: u64, e: std::str::Utf8Error, bytes: &[u8]) -> BadLine {
+    BadLine {
+        file: path.display().to_string(),
+        line,
+        reason: format!(
+            "not UTF-8 (an invalid byte at byte {} of the line's {len}; DynamoDB exports are \
+             UTF-8): `text` shows invalid bytes as U+FFFD",
+            e.valid_up_to() + 1
+        ),
+        text: excerpt(bytes),
+    }
+}
+
 fn parse_line(text: &str, line: u64, path: &Path, pages: &mut impl Pages) {
     match value::parse_export_line(text) {
         Ok(value::ExportChange::Upsert(item)) => pages.upsert(item, text),
@@ -288,7 +385,7 @@ fn parse_line(text: &str, line: u64, path: &Path, pages: &mut impl Pages) {
             file: path.display().to_string(),
             line,
             reason: e.to_string(),
-            text: text.chars().take(2000).collect(),
+            text: text.chars().take(EXCERPT_CHARS).collect(),
         }),
     }
 }
@@ -319,6 +416,83 @@ mod tests {
             r#"{{"Item":{{"PK":{{"S":"k{i}"}},"blob":{{"S":"{}"}}}}}}"#,
             "x".repeat(filler)
         )
+    }
+
+    fn lines_of(input: &[u8], cap: usize) -> Vec<(Line, u64, Vec<u8>)> {
+        let mut r = BufReader::with_capacity(4, input);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            let (kind, n) = next_line(&mut r, &mut buf, cap).expect("read");
+            if kind == Line::End {
+                return out;
+            }
+            out.push((kind, n, buf.clone()));
+        }
+    }
+
+    #[test]
+    fn a_line_is_read_up_to_the_cap_and_past_the_rest() {
+        let got = lines_of(b"abcd\nabcde\nabcdefghij\nxy\nabcdefg", 5);
+        let w = |n: u64, b: &[u8]| (Line::Whole, n, b.to_vec());
+        assert_eq!(
+            got,
+            [
+                w(5, b"abcd\n"),
+                w(6, b"abcde\n"),
+                // Ten bytes: the start is kept (the cap and one), the rest read past.
+                (Line::TooLong { len: 10 }, 11, b"abcdef".to_vec()),
+                w(3, b"xy\n"),
+                // The last line, too long and without a newline.
+                (Line::TooLong { len: 7 }, 7, b"abcdef".to_vec()),
+            ]
+        );
+        assert_eq!(lines_of(b"", 5), []);
+        assert_eq!(lines_of(b"abcde", 5), [w(5, b"abcde")]);
+        assert_eq!(lines_of(b"\n\n", 5), [w(1, b"\n"), w(1, b"\n")]);
+    }
+
+    /// Pages sent by `read_file` for the raw bytes of a file.
+    fn pages_of_bytes(name: &str, bytes: &[u8]) -> Vec<Page> {
+        let dir = std::env::temp_dir().join(format!("ddb2pg-bytes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).expect("write");
+        let (_stop, shutdown) = watch::channel(false);
+        let mut out = Vec::new();
+        let mut pages = RawPages::new(|p| {
+            out.push(p);
+            true
+        });
+        read_file(&path, 0, 100, shutdown, &Stats::default(), &mut pages).expect("read");
+        let _ = std::fs::remove_file(&path);
+        out
+    }
+
+    #[test]
+    fn lines_not_utf8_or_too_long_are_bad_lines_and_the_rest_is_read() {
+        let mut bytes = line(0, 3).into_bytes();
+        bytes.extend(b"\n{\"Item\":{\"PK\":{\"S\":\"caf\xe9\"}}}\n");
+        bytes.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES + 10));
+        bytes.push(b'\n');
+        bytes.extend(line(3, 3).into_bytes());
+        let got = pages_of_bytes("bad-lines.json", &bytes);
+        let items: usize = got.iter().map(|p| p.items.len()).sum();
+        assert_eq!(items, 2, "lines 1 and 4");
+        let bad: Vec<&BadLine> = got.iter().flat_map(|p| &p.bad).collect();
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert_eq!(bad[0].line, 2);
+        assert!(bad[0].reason.starts_with("not UTF-8"), "{}", bad[0].reason);
+        assert!(bad[0].text.contains("caf\u{fffd}"), "{}", bad[0].text);
+        assert_eq!(bad[1].line, 3);
+        assert!(
+            bad[1]
+                .reason
+                .contains(&format!("{} bytes", MAX_LINE_BYTES + 10)),
+            "{}",
+            bad[1].reason
+        );
+        assert_eq!(bad[1].text.len(), EXCERPT_CHARS);
     }
 
     #[test]

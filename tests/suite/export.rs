@@ -433,3 +433,126 @@ async fn rows_postgresql_refuses_from_an_export_are_rejected_with_their_whole_it
         assert_eq!(r["item"], want, "the whole item, as read");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_that_is_not_utf8_is_rejected_not_fatal() {
+    let dir = tempdir("export-utf8");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("dir");
+    let good = |i: u64| {
+        serde_json::json!({ "Item": ddb2pg::value::item_to_ddb_json(&ddb2pg::sample::item(1, i)) })
+            .to_string()
+    };
+    let mut bytes = format!("{}\n", good(0)).into_bytes();
+    bytes.extend(b"{\"Item\":{\"PK\":{\"S\":\"caf\xe9\"},\"SK\":{\"S\":\"x\"}}}\n");
+    bytes.extend(format!("{}\n", good(1)).into_bytes());
+    std::fs::write(data.join("a.json"), bytes).expect("a");
+    let db = new_database().await;
+    let cp = tempdir("exp-utf8-cp");
+    for _ in 0..2 {
+        let r = run(&export_args(&dir, &db, &cp));
+        assert_eq!(r.code, 4, "{}", r.stderr);
+    }
+    let rejects = rejects_in(&cp);
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!(rejects[0]["line"], 2);
+    assert!(
+        rejects[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("not UTF-8")),
+        "{rejects:?}"
+    );
+    assert!(
+        rejects[0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("caf\u{fffd}")),
+        "{rejects:?}"
+    );
+    let t = ddb2pg::plan::default_table_name(&dir.file_name().expect("name").to_string_lossy());
+    let rows: i64 = pg(&db)
+        .await
+        .query_one(&format!("SELECT count(*) FROM \"{t}\""), &[])
+        .await
+        .expect("rows")
+        .get(0);
+    assert_eq!(rows, 2, "items 0 and 1 landed");
+}
+
+/// Run to the end, sampling the process's peak resident memory (VmHWM, in MiB) meanwhile.
+fn run_measuring_peak(args: &[String]) -> (i32, String, u64) {
+    let mut child = command(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0;
+    while child.try_wait().expect("wait").is_none() {
+        let status = std::fs::read_to_string(&status_file).unwrap_or_default();
+        let hwm = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+        peak_kb = peak_kb.max(hwm.unwrap_or(0));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().expect("output");
+    let code = out.status.code().unwrap_or(-1);
+    (
+        code,
+        String::from_utf8_lossy(&out.stderr).to_string(),
+        peak_kb >> 10,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_without_a_newline_for_hundreds_of_mib_is_rejected_in_flat_memory() {
+    let dir = tempdir("export-long");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("dir");
+    let good = |i: u64| {
+        serde_json::json!({ "Item": ddb2pg::value::item_to_ddb_json(&ddb2pg::sample::item(1, i)) })
+            .to_string()
+    };
+    let mut e = flate2::write::GzEncoder::new(
+        std::fs::File::create(data.join("a.json.gz")).expect("create"),
+        flate2::Compression::fast(),
+    );
+    e.write_all(format!("{}\n{{\"Item\":{{\"PK\":{{\"S\":\"", good(0)).as_bytes())
+        .expect("gz");
+    let chunk = vec![b'x'; 1 << 20];
+    let long_mib = 300;
+    for _ in 0..long_mib {
+        e.write_all(&chunk).expect("gz");
+    }
+    e.write_all(format!("\"}}}}}}\n{}\n", good(1)).as_bytes())
+        .expect("gz");
+    e.finish().expect("finish");
+    let db = new_database().await;
+    let cp = tempdir("exp-long-cp");
+    let (code, stderr, peak_mib) = run_measuring_peak(&export_args(&dir, &db, &cp));
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        peak_mib < 150,
+        "peak RSS {peak_mib} MiB for a {long_mib} MiB line"
+    );
+    let rejects = rejects_in(&cp);
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!(rejects[0]["line"], 2);
+    let reason = rejects[0]["reason"].as_str().expect("reason");
+    assert!(reason.contains("longer than the 16 MiB"), "{reason}");
+    let text = rejects[0]["text"].as_str().expect("text");
+    assert!(
+        text.starts_with("{\"Item\":{\"PK\"") && text.len() <= 2000,
+        "{}",
+        text.len()
+    );
+    let t = ddb2pg::plan::default_table_name(&dir.file_name().expect("name").to_string_lossy());
+    let rows: i64 = pg(&db)
+        .await
+        .query_one(&format!("SELECT count(*) FROM \"{t}\""), &[])
+        .await
+        .expect("rows")
+        .get(0);
+    assert_eq!(rows, 2, "the lines before and after landed");
+}
