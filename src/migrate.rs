@@ -548,7 +548,7 @@ async fn resolve_origin(args: &MigrateArgs) -> Result<Origin> {
                     .collect();
                 let dest = args.checkpoint_dir.join(format!("s3-{safe}"));
                 crate::source::s3::download(&args.aws, &args.s3_endpoint_url, &text, &dest).await?;
-                crate::source::export::open_labeled(&dest, &text)?
+                crate::source::export::open_in(&crate::source::export::Disk, &dest, &text)?
             } else {
                 crate::source::export::open(path)?
             };

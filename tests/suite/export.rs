@@ -435,6 +435,61 @@ async fn rows_postgresql_refuses_from_an_export_are_rejected_with_their_whole_it
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_cannot_name_files_outside_the_export() {
+    let base = tempdir("export-manifest-escape");
+    let root = base.join("export");
+    write_export(&root, 0..20, 20);
+    let outside = base.join("secret.json");
+    std::fs::write(
+        &outside,
+        "{\"Item\":{\"PK\":{\"S\":\"secret\"},\"SK\":{\"S\":\"s\"}}}\n",
+    )
+    .expect("secret");
+    let manifest = root.join("AWSDynamoDB/01700000000000-abcdef12/manifest-files.json");
+    let good = std::fs::read_to_string(&manifest).expect("manifest");
+    let db = new_database().await;
+    for key in [
+        "/etc/passwd",
+        "../secret.json",
+        "AWSDynamoDB/../../secret.json",
+    ] {
+        std::fs::write(
+            &manifest,
+            format!("{good}{{\"itemCount\":1,\"dataFileS3Key\":\"{key}\"}}\n"),
+        )
+        .expect("manifest");
+        let r = run(&export_args(&root, &db, &tempdir("exp-manifest-escape-cp")));
+        assert_eq!(r.code, 2, "{key}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("dataFileS3Key \"{key}\"")) && r.stderr.contains("line 2"),
+            "{}",
+            r.stderr
+        );
+    }
+    // A data file that is a symbolic link to a file outside the export.
+    let data = root.join("AWSDynamoDB/01700000000000-abcdef12/data");
+    std::os::unix::fs::symlink(&outside, data.join("link.json")).expect("symlink");
+    std::fs::write(
+        &manifest,
+        format!("{good}{{\"itemCount\":1,\"dataFileS3Key\":\"AWSDynamoDB/01700000000000-abcdef12/data/link.json\"}}\n"),
+    )
+    .expect("manifest");
+    let r = run(&export_args(&root, &db, &tempdir("exp-manifest-escape-cp")));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("lies outside the export"), "{}", r.stderr);
+    let tables: i64 = pg(&db)
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'exp'",
+            &[],
+        )
+        .await
+        .expect("tables")
+        .get(0);
+    assert_eq!(tables, 0, "nothing was read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_line_that_is_not_utf8_is_rejected_not_fatal() {
     let dir = tempdir("export-utf8");
     let data = dir.join("data");
