@@ -158,13 +158,21 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     let dir = &args.checkpoint_dir;
     std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e))?;
     let files = RunFiles::new(dir, &info.name, &info.arn, &target_id);
-    // A dry run does not touch the checkpoint, so it needs no lock.
+    // A dry run does not touch the checkpoint, so it needs no lock, except to download an
+    // s3:// export: files are written only under the run's lock.
+    let lock = match (dry, &origin.download) {
+        (true, None) => None,
+        _ => Some(Lock::acquire(&files.lock)?),
+    };
+    if let Some(download) = &origin.download {
+        download.run().await?;
+    }
     let _lock = if dry {
+        drop(lock);
         None
     } else {
-        let lock = Lock::acquire(&files.lock)?;
         Checkpoint::remove_leftover_tmp(&files.checkpoint);
-        Some(lock)
+        lock
     };
 
     let existing = if dry {
@@ -512,6 +520,8 @@ struct Origin {
     info: TableInfo,
     source: Option<Source>,
     export: Option<crate::source::export::Export>,
+    /// An `s3://` export: listed, to be downloaded under the run's lock.
+    download: Option<crate::source::s3::Download>,
 }
 
 impl Origin {
@@ -564,12 +574,14 @@ async fn resolve_origin(args: &MigrateArgs) -> Result<Origin> {
                 info,
                 source: Some(source),
                 export: None,
+                download: None,
             })
         }
         (None, Some(path)) => {
             let text = path.to_string_lossy().to_string();
-            let export = if let Some(rest) = text.strip_prefix("s3://") {
-                // Downloaded next to the checkpoint; files already there are not fetched again.
+            let (export, download) = if let Some(rest) = text.strip_prefix("s3://") {
+                // Downloaded next to the checkpoint (files already there intact are not
+                // fetched again), once the run holds its lock: here only listed.
                 let safe: String = rest
                     .chars()
                     .map(|c| {
@@ -581,10 +593,12 @@ async fn resolve_origin(args: &MigrateArgs) -> Result<Origin> {
                     })
                     .collect();
                 let dest = args.checkpoint_dir.join(format!("s3-{safe}"));
-                crate::source::s3::download(&args.aws, &args.s3_endpoint_url, &text, &dest).await?;
-                crate::source::export::open_labeled(&dest, &text)?
+                let download =
+                    crate::source::s3::prepare(&args.aws, &args.s3_endpoint_url, &text, &dest)
+                        .await?;
+                (download.export.clone(), Some(download))
             } else {
-                crate::source::export::open(path)?
+                (crate::source::export::open(path)?, None)
             };
             let key =
                 match &args.key {
@@ -606,6 +620,7 @@ async fn resolve_origin(args: &MigrateArgs) -> Result<Origin> {
                 info,
                 source: None,
                 export: Some(export),
+                download,
             })
         }
         _ => Err(Error::config("give either --table NAME or --export PATH")),

@@ -25,23 +25,99 @@ use crate::value::{self, Item};
 #[derive(Debug, Clone)]
 pub struct Export {
     pub files: Vec<PathBuf>,
+    /// Per file, the manifest's `md5Checksum` (base64 of the file's MD5), when it gives one.
+    pub md5: Vec<Option<String>>,
     /// Manifest (or file list) with sizes, hashed: part of the checkpoint fingerprint.
     pub identity: String,
     /// The source table's name, from the manifest's table ARN or the directory's name.
     pub table_name: String,
 }
 
-fn find_manifest_dir(root: &Path) -> Option<PathBuf> {
-    if root.join("manifest-files.json").exists() {
+/// Where an export's files are looked up: a folder on disk ([`Disk`]), or for an `s3://`
+/// export the listing of the objects to be downloaded into one, so that the export's identity
+/// (and so the checkpoint and lock named after it) is known before anything is written.
+pub trait Tree {
+    /// The text of a small file (a manifest); None when there is no such file.
+    fn text(&self, path: &Path) -> Result<Option<String>>;
+    /// The size of a file; None when there is no such file.
+    fn size(&self, path: &Path) -> Option<u64>;
+    /// The folders directly in `dir`.
+    fn dirs(&self, dir: &Path) -> Vec<PathBuf>;
+    /// The files directly in `dir` (none when it is not a folder).
+    fn files(&self, dir: &Path) -> Result<Vec<PathBuf>>;
+    /// Whether `path`, found in the tree under `root`, really lies outside it (a symlink).
+    fn escapes(&self, _root: &Path, _path: &Path) -> bool {
+        false
+    }
+}
+
+/// The export folder as it is on disk.
+pub struct Disk;
+
+impl Tree for Disk {
+    fn text(&self, path: &Path) -> Result<Option<String>> {
+        match std::fs::read_to_string(path) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::config(format!("{}: {e}", path.display()))),
+        }
+    }
+    fn size(&self, path: &Path) -> Option<u64> {
+        std::fs::metadata(path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+    }
+    fn dirs(&self, dir: &Path) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect()
+    }
+    fn files(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for e in
+            std::fs::read_dir(dir).map_err(|e| Error::config(format!("{}: {e}", dir.display())))?
+        {
+            let p = e.map_err(|e| Error::config(e.to_string()))?.path();
+            if p.is_file() {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+    fn escapes(&self, root: &Path, path: &Path) -> bool {
+        match (root.canonicalize(), path.canonicalize()) {
+            (Ok(root), Ok(path)) => !path.starts_with(root),
+            _ => true,
+        }
+    }
+}
+
+/// Whether `key`, a `/`-separated path from an export (an S3 key below the prefix, a
+/// manifest's `dataFileS3Key`), names a file inside the folder it is joined to: not absolute,
+/// and no part of it empty, `.` or `..` (DynamoDB writes none of these).
+pub fn stays_inside(key: &str) -> bool {
+    key.split('/')
+        .all(|part| !part.is_empty() && part != "." && part != ".." && !part.contains('\0'))
+}
+
+fn find_manifest_dir(tree: &impl Tree, root: &Path) -> Option<PathBuf> {
+    if tree.size(&root.join("manifest-files.json")).is_some() {
         return Some(root.to_path_buf());
     }
     // AWS writes AWSDynamoDB/<export id>/manifest-files.json under the prefix.
-    let aws = root.join("AWSDynamoDB");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(aws)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("manifest-files.json").exists())
+    let mut dirs: Vec<PathBuf> = tree
+        .dirs(&root.join("AWSDynamoDB"))
+        .into_iter()
+        .filter(|p| tree.size(&p.join("manifest-files.json")).is_some())
         .collect();
     dirs.sort();
     (dirs.len() == 1).then(|| dirs.remove(0))
@@ -49,119 +125,130 @@ fn find_manifest_dir(root: &Path) -> Option<PathBuf> {
 
 /// Find the data files of the export at `root`.
 pub fn open(root: &Path) -> Result<Export> {
-    open_labeled(root, &root.display().to_string())
-}
-
-/// As `open`, naming the export `label` (e.g. the s3:// URL it was downloaded from).
-pub fn open_labeled(root: &Path, label: &str) -> Result<Export> {
     if !root.is_dir() {
         return Err(Error::config(format!(
             "--export {}: not a directory (expected an export's folder with manifest-files.json and data/, or a folder of .json/.json.gz files)",
             root.display()
         )));
     }
+    open_in(&Disk, root, &root.display().to_string())
+}
+
+/// As `open`, in `tree`, naming the export `label` (e.g. the s3:// URL it is downloaded from).
+pub fn open_in(tree: &impl Tree, root: &Path, label: &str) -> Result<Export> {
     let mut hasher = Sha256::new();
     let mut table_name = root
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "export".into());
-    let mut files = Vec::new();
-    if let Some(dir) = find_manifest_dir(root) {
-        if let Ok(summary) = std::fs::read_to_string(dir.join("manifest-summary.json")) {
-            hasher.update(summary.as_bytes());
-            if let Ok(v) = serde_json::from_str::<Value>(&summary) {
-                if let Some(arn) = v["tableArn"].as_str() {
-                    if let Some(name) = arn.rsplit('/').next() {
+    let (files, md5) = match find_manifest_dir(tree, root) {
+        Some(dir) => {
+            if let Some(summary) = tree.text(&dir.join("manifest-summary.json"))? {
+                hasher.update(summary.as_bytes());
+                if let Ok(v) = serde_json::from_str::<Value>(&summary) {
+                    if let Some(name) = v["tableArn"].as_str().and_then(|a| a.rsplit('/').next()) {
                         table_name = name.to_string();
                     }
                 }
             }
+            manifest_files(tree, root, &dir)?
         }
-        let manifest = std::fs::read_to_string(dir.join("manifest-files.json")).map_err(|e| {
-            Error::config(format!(
-                "{}: {e}",
-                dir.join("manifest-files.json").display()
-            ))
-        })?;
-        for (i, line) in manifest
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let v: Value = serde_json::from_str(line)
-                .map_err(|e| Error::config(format!("manifest-files.json line {}: {e}", i + 1)))?;
-            let key = v["dataFileS3Key"].as_str().ok_or_else(|| {
-                Error::config(format!(
-                    "manifest-files.json line {}: no dataFileS3Key",
-                    i + 1
-                ))
-            })?;
-            let base = key.rsplit('/').next().unwrap_or(key);
-            let candidates = [root.join(key), dir.join("data").join(base)];
-            let path = candidates
-                .iter()
-                .find(|p| p.exists())
-                .cloned()
-                .ok_or_else(|| {
-                    Error::config(format!(
-                        "the manifest lists {key}, but neither {} nor {} exists",
-                        candidates[0].display(),
-                        candidates[1].display()
-                    ))
-                })?;
-            files.push(path);
-        }
-    } else {
-        let mut dirs = vec![root.to_path_buf(), root.join("data")];
-        dirs.retain(|d| d.is_dir());
-        for d in dirs {
-            for e in
-                std::fs::read_dir(&d).map_err(|e| Error::config(format!("{}: {e}", d.display())))?
-            {
-                let p = e.map_err(|e| Error::config(e.to_string()))?.path();
-                let name = p.to_string_lossy();
-                if p.is_file()
-                    && (name.ends_with(".json") || name.ends_with(".json.gz"))
-                    && !name.contains("manifest-")
-                {
-                    files.push(p);
-                }
+        None => {
+            let mut files = Vec::new();
+            for d in [root.to_path_buf(), root.join("data")] {
+                files.extend(tree.files(&d)?.into_iter().filter(|p| {
+                    let name = p.to_string_lossy();
+                    (name.ends_with(".json") || name.ends_with(".json.gz"))
+                        && !name.contains("manifest-")
+                }));
             }
+            files.sort();
+            let md5 = vec![None; files.len()];
+            (files, md5)
         }
-        files.sort();
-    }
+    };
     if files.is_empty() {
         return Err(Error::config(format!(
-            "--export {}: no data files (.json or .json.gz) found",
-            root.display()
+            "--export {label}: no data files (.json or .json.gz) found"
         )));
     }
     for f in &files {
-        let size = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
-        hasher.update(
-            format!(
-                "{}:{size}\n",
-                f.file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default()
-            )
-            .as_bytes(),
-        );
+        let size = tree.size(f).unwrap_or(0);
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        hasher.update(format!("{name}:{size}\n").as_bytes());
     }
-    let identity = format!(
-        "export {label} ({})",
-        hasher
-            .finalize()
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
+    let hash: String = hasher
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     Ok(Export {
         files,
-        identity,
+        md5,
+        identity: format!("export {label} ({hash})"),
         table_name,
     })
+}
+
+type FilesAndMd5 = (Vec<PathBuf>, Vec<Option<String>>);
+
+/// The data files that `dir/manifest-files.json` lists, each found inside the export (at its
+/// key below `root`, else in `dir/data/`), with their md5Checksum.
+fn manifest_files(tree: &impl Tree, root: &Path, dir: &Path) -> Result<FilesAndMd5> {
+    let manifest_path = dir.join("manifest-files.json");
+    let manifest = tree
+        .text(&manifest_path)?
+        .ok_or_else(|| Error::config(format!("{}: not found", manifest_path.display())))?;
+    let (mut files, mut md5) = (Vec::new(), Vec::new());
+    let lines = manifest
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    for (i, line) in lines {
+        let at = || format!("{} line {}", manifest_path.display(), i + 1);
+        let v: Value =
+            serde_json::from_str(line).map_err(|e| Error::config(format!("{}: {e}", at())))?;
+        let key = v["dataFileS3Key"]
+            .as_str()
+            .ok_or_else(|| Error::config(format!("{}: no dataFileS3Key", at())))?;
+        if !stays_inside(key) {
+            return Err(Error::config(format!(
+                "{}: dataFileS3Key {key:?} is absolute or has an empty, `.` or `..` part: an export's \
+                 data files lie inside it, so this manifest is damaged or was not written by \
+                 DynamoDB; nothing was read. Check where the export came from",
+                at()
+            )));
+        }
+        let base = key.rsplit('/').next().unwrap_or(key);
+        let candidates = [root.join(key), dir.join("data").join(base)];
+        let path = candidates
+            .iter()
+            .find(|p| tree.size(p).is_some())
+            .cloned()
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "the manifest lists {key}, but neither {} nor {} exists",
+                    candidates[0].display(),
+                    candidates[1].display()
+                ))
+            })?;
+        if tree.escapes(root, &path) {
+            return Err(Error::config(format!(
+                "{}: data file {} lies outside the export {} (a symbolic link?): refused; copy \
+                 the file into the export's folder",
+                at(),
+                path.display(),
+                root.display()
+            )));
+        }
+        files.push(path);
+        md5.push(v["md5Checksum"].as_str().map(str::to_string));
+    }
+    Ok((files, md5))
 }
 
 /// A page is cut at this much line text even when it has fewer than `page_size` lines, as
@@ -219,11 +306,64 @@ impl<F: FnMut(Page) -> bool> Pages for RawPages<F> {
     }
 }
 
+/// The longest line read as an item. DynamoDB items are at most 400 KB, so a longer line is not
+/// an item: it is rejected with an excerpt, and the rest of it is read past, not kept.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// The text of a refused line kept in its reject, in characters.
+const EXCERPT_CHARS: usize = 2000;
+
+/// What `next_line` read.
+#[derive(Debug, PartialEq)]
+enum Line {
+    /// A whole line is in the buffer (with its newline, if it had one).
+    Whole,
+    /// A line longer than the cap: the buffer holds its start; `len` bytes in all, newline
+    /// excluded.
+    TooLong { len: u64 },
+    /// The end of the file.
+    End,
+}
+
+/// Read the next line into `buf` (cleared first), keeping at most `cap` bytes of it plus the
+/// newline; the rest of a longer line is read and dropped, so memory stays flat whatever the
+/// line's length. Returns what was read and the bytes it took from the file.
+fn next_line(r: &mut impl BufRead, buf: &mut Vec<u8>, cap: usize) -> std::io::Result<(Line, u64)> {
+    buf.clear();
+    let n = r.by_ref().take(cap as u64 + 1).read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok((Line::End, 0));
+    }
+    if buf.last() == Some(&b'\n') || n <= cap {
+        return Ok((Line::Whole, n as u64));
+    }
+    // cap + 1 bytes and no newline yet: read past the rest of the line.
+    let mut len = n as u64;
+    loop {
+        let avail = r.fill_buf()?;
+        if avail.is_empty() {
+            return Ok((Line::TooLong { len }, len));
+        }
+        match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                r.consume(i + 1);
+                len += i as u64;
+                return Ok((Line::TooLong { len }, len + 1));
+            }
+            None => {
+                let k = avail.len();
+                r.consume(k);
+                len += k as u64;
+            }
+        }
+    }
+}
+
 /// Read one data file from line `start` (lines already committed) into `pages`, ending a page
 /// every `page_size` lines (or about `PAGE_BYTES` of text); stops early, without error, when
-/// `shutdown` turns true or `pages` says so. Runs on a blocking thread. A malformed line
-/// becomes a `BadLine`; a file that cannot be read (corrupt or truncated gzip, I/O error) is an
-/// error naming file and line.
+/// `shutdown` turns true or `pages` says so. Runs on a blocking thread. A malformed line (not
+/// JSON, not UTF-8, longer than `MAX_LINE_BYTES`) becomes a `BadLine`; a file that cannot be
+/// read (corrupt or truncated gzip, I/O error) is an error naming file and line.
 pub fn read_file(
     path: &Path,
     start: u64,
@@ -243,29 +383,36 @@ pub fn read_file(
     };
     let mut lines = BufReader::with_capacity(1 << 16, reader);
     let mut line_no: u64 = 0;
-    let mut buf = String::new();
+    let mut buf = Vec::new();
     let mut page_bytes = 0;
     loop {
-        buf.clear();
-        let n = lines.read_line(&mut buf).map_err(|e| Error::Source {
-            message: format!(
-                "{}: cannot be read after line {line_no} ({e}); the file is corrupt or truncated: \
-                 replace it and run the same command again to resume",
-                path.display()
-            ),
-            retryable: false,
-        })?;
-        if n == 0 {
+        let (kind, n) =
+            next_line(&mut lines, &mut buf, MAX_LINE_BYTES).map_err(|e| Error::Source {
+                message: format!(
+                    "{}: cannot be read after line {line_no} ({e}); the file is corrupt or \
+                     truncated: replace it and run the same command again to resume",
+                    path.display()
+                ),
+                retryable: false,
+            })?;
+        if kind == Line::End {
             break;
         }
         line_no += 1;
         if line_no <= start {
             continue;
         }
-        let text = buf.trim_end();
-        if !text.is_empty() {
-            parse_line(text, line_no, path, pages);
-            page_bytes += n;
+        page_bytes += buf.len();
+        if let Line::TooLong { len } = kind {
+            pages.bad(too_long(path, line_no, len, &buf));
+            // The cap's worth of buffer is not kept for the rest of the file.
+            buf = Vec::new();
+        } else {
+            match std::str::from_utf8(&buf) {
+                Ok(text) if text.trim_end().is_empty() => {}
+                Ok(text) => parse_line(text.trim_end(), line_no, path, pages),
+                Err(e) => pages.bad(not_utf8(path, line_no, n, e, &buf)),
+            }
         }
         if pages.page_lines() >= page_size || page_bytes >= PAGE_BYTES {
             page_bytes = 0;
@@ -280,6 +427,43 @@ pub fn read_file(
     Ok(())
 }
 
+/// The start of a line as text for a reject: at most `EXCERPT_CHARS` characters, bytes that
+/// are not UTF-8 shown as U+FFFD.
+fn excerpt(bytes: &[u8]) -> String {
+    let start = &bytes[..bytes.len().min(EXCERPT_CHARS * 4)];
+    String::from_utf8_lossy(start)
+        .trim_end()
+        .chars()
+        .take(EXCERPT_CHARS)
+        .collect()
+}
+
+fn too_long(path: &Path, line: u64, len: u64, start: &[u8]) -> BadLine {
+    BadLine {
+        file: path.display().to_string(),
+        line,
+        reason: format!(
+            "line of {len} bytes, longer than the {} MiB a line may have (a DynamoDB item is at \
+             most 400 KB): not read; `text` holds its start",
+            MAX_LINE_BYTES >> 20
+        ),
+        text: excerpt(start),
+    }
+}
+
+fn not_utf8(path: &Path, line: u64, len: u64, e: std::str::Utf8Error, bytes: &[u8]) -> BadLine {
+    BadLine {
+        file: path.display().to_string(),
+        line,
+        reason: format!(
+            "not UTF-8 (an invalid byte at byte {} of the line's {len}; DynamoDB exports are \
+             UTF-8): `text` shows invalid bytes as U+FFFD",
+            e.valid_up_to() + 1
+        ),
+        text: excerpt(bytes),
+    }
+}
+
 fn parse_line(text: &str, line: u64, path: &Path, pages: &mut impl Pages) {
     match value::parse_export_line(text) {
         Ok(value::ExportChange::Upsert(item)) => pages.upsert(item, text),
@@ -288,7 +472,7 @@ fn parse_line(text: &str, line: u64, path: &Path, pages: &mut impl Pages) {
             file: path.display().to_string(),
             line,
             reason: e.to_string(),
-            text: text.chars().take(2000).collect(),
+            text: text.chars().take(EXCERPT_CHARS).collect(),
         }),
     }
 }
@@ -319,6 +503,103 @@ mod tests {
             r#"{{"Item":{{"PK":{{"S":"k{i}"}},"blob":{{"S":"{}"}}}}}}"#,
             "x".repeat(filler)
         )
+    }
+
+    fn lines_of(input: &[u8], cap: usize) -> Vec<(Line, u64, Vec<u8>)> {
+        let mut r = BufReader::with_capacity(4, input);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            let (kind, n) = next_line(&mut r, &mut buf, cap).expect("read");
+            if kind == Line::End {
+                return out;
+            }
+            out.push((kind, n, buf.clone()));
+        }
+    }
+
+    #[test]
+    fn a_line_is_read_up_to_the_cap_and_past_the_rest() {
+        let got = lines_of(b"abcd\nabcde\nabcdefghij\nxy\nabcdefg", 5);
+        let w = |n: u64, b: &[u8]| (Line::Whole, n, b.to_vec());
+        assert_eq!(
+            got,
+            [
+                w(5, b"abcd\n"),
+                w(6, b"abcde\n"),
+                // Ten bytes: the start is kept (the cap and one), the rest read past.
+                (Line::TooLong { len: 10 }, 11, b"abcdef".to_vec()),
+                w(3, b"xy\n"),
+                // The last line, too long and without a newline.
+                (Line::TooLong { len: 7 }, 7, b"abcdef".to_vec()),
+            ]
+        );
+        assert_eq!(lines_of(b"", 5), []);
+        assert_eq!(lines_of(b"abcde", 5), [w(5, b"abcde")]);
+        assert_eq!(lines_of(b"\n\n", 5), [w(1, b"\n"), w(1, b"\n")]);
+    }
+
+    /// Pages sent by `read_file` for the raw bytes of a file.
+    fn pages_of_bytes(name: &str, bytes: &[u8]) -> Vec<Page> {
+        let dir = std::env::temp_dir().join(format!("ddb2pg-bytes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).expect("write");
+        let (_stop, shutdown) = watch::channel(false);
+        let mut out = Vec::new();
+        let mut pages = RawPages::new(|p| {
+            out.push(p);
+            true
+        });
+        read_file(&path, 0, 100, shutdown, &Stats::default(), &mut pages).expect("read");
+        let _ = std::fs::remove_file(&path);
+        out
+    }
+
+    #[test]
+    fn lines_not_utf8_or_too_long_are_bad_lines_and_the_rest_is_read() {
+        let mut bytes = line(0, 3).into_bytes();
+        bytes.extend(b"\n{\"Item\":{\"PK\":{\"S\":\"caf\xe9\"}}}\n");
+        bytes.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES + 10));
+        bytes.push(b'\n');
+        bytes.extend(line(3, 3).into_bytes());
+        let got = pages_of_bytes("bad-lines.json", &bytes);
+        let items: usize = got.iter().map(|p| p.items.len()).sum();
+        assert_eq!(items, 2, "lines 1 and 4");
+        let bad: Vec<&BadLine> = got.iter().flat_map(|p| &p.bad).collect();
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert_eq!(bad[0].line, 2);
+        assert!(bad[0].reason.starts_with("not UTF-8"), "{}", bad[0].reason);
+        assert!(bad[0].text.contains("caf\u{fffd}"), "{}", bad[0].text);
+        assert_eq!(bad[1].line, 3);
+        assert!(
+            bad[1]
+                .reason
+                .contains(&format!("{} bytes", MAX_LINE_BYTES + 10)),
+            "{}",
+            bad[1].reason
+        );
+        assert_eq!(bad[1].text.len(), EXCERPT_CHARS);
+    }
+
+    #[test]
+    fn keys_that_stay_inside_a_folder() {
+        for ok in ["a.json", "AWSDynamoDB/1/data/x.json.gz", "..a/b..", "a b/c"] {
+            assert!(stays_inside(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/..",
+            "a//b",
+            "./a",
+            "a/",
+            "a/\0",
+        ] {
+            assert!(!stays_inside(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,14 +1,28 @@
 //! `--export s3://bucket/prefix`: the export's manifests and data files are downloaded (streamed
-//! to disk, skipping files already there with the right size, so a resume does not fetch them
-//! again) into a folder next to the checkpoint, then read as a local export.
+//! to disk) into a folder next to the checkpoint, then read as a local export.
+//!
+//! In two steps, so that nothing is written before the run holds its lock: [`prepare`] lists
+//! the objects below `prefix/` (refusing keys that would land outside the folder) and reads the
+//! manifests into memory, which gives the export's identity, and so the checkpoint and lock
+//! names; then, under the lock, [`Download::run`] writes the files. A file already there with
+//! the right size is kept when its MD5 is the manifest's `md5Checksum` (else the object's
+//! ETag, when that is an MD5), so a resume fetches only what is missing or damaged.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::Client;
-use tokio::io::AsyncWriteExt;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use md5::{Digest, Md5};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::export::{self, Export, Tree};
 use crate::cli::AwsArgs;
 use crate::error::{Error, Result};
+
+/// A manifest larger than this is refused (they hold one line per data file).
+const MANIFEST_MAX_BYTES: usize = 64 << 20;
 
 /// `s3://bucket/prefix` split; None when `s` is not an s3 URL.
 pub fn parse(s: &str) -> Option<(String, String)> {
@@ -32,14 +46,33 @@ fn s3_err(what: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Download every object under the prefix that belongs to the export (manifests and data
-/// files) into `dest`, keeping the key layout below the prefix. Returns `dest`.
-pub async fn download(
+/// One object of the export and the file it becomes.
+#[derive(Debug, Clone)]
+struct Object {
+    key: String,
+    path: PathBuf,
+    size: u64,
+    etag: Option<String>,
+}
+
+/// An `s3://` export listed and its manifests read, nothing written yet.
+pub struct Download {
+    /// The export as it will be on disk once [`Download::run`] has run.
+    pub export: Export,
+    client: Client,
+    bucket: String,
+    objects: Vec<Object>,
+    /// The manifests as read by `prepare`: written as they were read.
+    manifests: HashMap<PathBuf, String>,
+}
+
+/// List the export at `url` and read its manifests: what it holds and what it will be in `dest`.
+pub async fn prepare(
     args: &AwsArgs,
     s3_endpoint: &Option<String>,
     url: &str,
     dest: &Path,
-) -> Result<PathBuf> {
+) -> Result<Download> {
     let (bucket, prefix) =
         parse(url).ok_or_else(|| Error::config(format!("{url}: expected s3://bucket/prefix")))?;
     let ep = endpoint(s3_endpoint);
@@ -49,11 +82,49 @@ pub async fn download(
         .force_path_style(ep.is_some())
         .build();
     let client = Client::from_conf(conf);
-    let mut keys = Vec::new();
+    let objects = list(&client, url, &bucket, &prefix, dest).await?;
+    let mut manifests = HashMap::new();
+    for o in &objects {
+        let name = o.key.rsplit('/').next().unwrap_or(&o.key);
+        if name == "manifest-files.json" || name == "manifest-summary.json" {
+            let text = get_text(&client, &bucket, &o.key).await?;
+            manifests.insert(o.path.clone(), text);
+        }
+    }
+    let listing = Listing {
+        sizes: objects.iter().map(|o| (o.path.clone(), o.size)).collect(),
+        texts: &manifests,
+    };
+    let export = export::open_in(&listing, dest, url)?;
+    Ok(Download {
+        export,
+        client,
+        bucket,
+        objects,
+        manifests,
+    })
+}
+
+/// The objects below `prefix/` that belong to an export (manifests and data files). A key that
+/// would be written outside `dest` is refused before anything is written.
+async fn list(
+    client: &Client,
+    url: &str,
+    bucket: &str,
+    prefix: &str,
+    dest: &Path,
+) -> Result<Vec<Object>> {
+    // `exports/app` is a folder: `exports/app-incr-1/...` is another export.
+    let folder = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    let mut objects = Vec::new();
     let mut pages = client
         .list_objects_v2()
-        .bucket(&bucket)
-        .prefix(&prefix)
+        .bucket(bucket)
+        .prefix(&folder)
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
@@ -64,44 +135,48 @@ pub async fn download(
             ))
         })?;
         for o in page.contents() {
-            if let (Some(k), Some(size)) = (o.key(), o.size()) {
-                let name = k.rsplit('/').next().unwrap_or(k);
-                if name.starts_with("manifest-")
-                    || name.ends_with(".json")
-                    || name.ends_with(".json.gz")
-                {
-                    keys.push((k.to_string(), size.max(0) as u64));
-                }
+            let (Some(key), Some(size)) = (o.key(), o.size()) else {
+                continue;
+            };
+            let rel = key.strip_prefix(&folder).unwrap_or(key);
+            if rel.is_empty() || rel.ends_with('/') {
+                // The folder itself, or a folder marker: nothing to write.
+                continue;
+            }
+            if !export::stays_inside(rel) {
+                return Err(Error::config(format!(
+                    "s3://{bucket}/{key}: below the export's prefix this key is {rel:?}, which is \
+                     absolute or has an empty, `.` or `..` part: written to disk it would land \
+                     outside the download folder {}. Refused; nothing was downloaded. Remove or \
+                     rename the object, or give the prefix of a clean export",
+                    dest.display()
+                )));
+            }
+            let name = rel.rsplit('/').next().unwrap_or(rel);
+            if name.starts_with("manifest-")
+                || name.ends_with(".json")
+                || name.ends_with(".json.gz")
+            {
+                objects.push(Object {
+                    key: key.to_string(),
+                    path: dest.join(rel),
+                    size: size.max(0) as u64,
+                    etag: o.e_tag().map(|t| t.trim_matches('"').to_string()),
+                });
             }
         }
     }
-    if keys.is_empty() {
+    if objects.is_empty() {
         return Err(Error::config(format!(
             "{url}: no export files under this prefix"
         )));
     }
-    for (key, size) in keys {
-        let rel = key
-            .strip_prefix(&prefix)
-            .unwrap_or(&key)
-            .trim_start_matches('/');
-        let path = dest.join(rel);
-        if std::fs::metadata(&path)
-            .map(|m| m.len() == size)
-            .unwrap_or(false)
-        {
-            continue;
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e))?;
-        }
-        fetch(&client, &bucket, &key, &path).await?;
-    }
-    Ok(dest.to_path_buf())
+    Ok(objects)
 }
 
-/// Stream one object to `path` (via a tmp file, renamed when complete).
-async fn fetch(client: &Client, bucket: &str, key: &str, path: &Path) -> Result<()> {
+/// A small object (a manifest) as text.
+async fn get_text(client: &Client, bucket: &str, key: &str) -> Result<String> {
+    let what = format!("s3://{bucket}/{key}");
     let out = client
         .get_object()
         .bucket(bucket)
@@ -110,32 +185,275 @@ async fn fetch(client: &Client, bucket: &str, key: &str, path: &Path) -> Result<
         .await
         .map_err(|e| {
             s3_err(
-                &format!("get s3://{bucket}/{key}"),
+                &format!("get {what}"),
                 aws_sdk_s3::error::DisplayErrorContext(e),
             )
         })?;
-    let tmp = path.with_extension("part");
-    let mut f = tokio::fs::File::create(&tmp)
-        .await
-        .map_err(|e| Error::file(&tmp, e))?;
     let mut body = out.body;
+    let mut bytes = Vec::new();
     while let Some(chunk) = body
         .try_next()
         .await
-        .map_err(|e| s3_err(&format!("read s3://{bucket}/{key}"), e))?
+        .map_err(|e| s3_err(&format!("read {what}"), e))?
     {
-        f.write_all(&chunk)
-            .await
-            .map_err(|e| Error::file(&tmp, e))?;
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > MANIFEST_MAX_BYTES {
+            return Err(Error::config(format!(
+                "{what}: a manifest larger than {} MiB: not an export's manifest",
+                MANIFEST_MAX_BYTES >> 20
+            )));
+        }
     }
-    f.sync_all().await.map_err(|e| Error::file(&tmp, e))?;
-    tokio::fs::rename(&tmp, path)
+    String::from_utf8(bytes)
+        .map_err(|e| Error::config(format!("{what}: a manifest that is not UTF-8 ({e})")))
+}
+
+/// The listed objects as the files they become (see [`export::Tree`]).
+struct Listing<'a> {
+    sizes: BTreeMap<PathBuf, u64>,
+    texts: &'a HashMap<PathBuf, String>,
+}
+
+impl Tree for Listing<'_> {
+    fn text(&self, path: &Path) -> Result<Option<String>> {
+        Ok(self.texts.get(path).cloned())
+    }
+    fn size(&self, path: &Path) -> Option<u64> {
+        self.sizes.get(path).copied()
+    }
+    fn dirs(&self, dir: &Path) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .sizes
+            .keys()
+            .filter_map(|p| p.strip_prefix(dir).ok())
+            .filter(|rel| rel.components().count() > 1)
+            .filter_map(|rel| rel.components().next())
+            .map(|c| dir.join(c))
+            .collect();
+        dirs.dedup();
+        dirs
+    }
+    fn files(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        Ok(self
+            .sizes
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .cloned()
+            .collect())
+    }
+}
+
+impl Download {
+    /// Write the export into its folder: the manifests as `prepare` read them, and each data
+    /// file not already there intact. Call it under the run's lock.
+    pub async fn run(&self) -> Result<()> {
+        let md5: HashMap<&PathBuf, &String> = self
+            .export
+            .files
+            .iter()
+            .zip(&self.export.md5)
+            .filter_map(|(f, m)| Some((f, m.as_ref()?)))
+            .collect();
+        for o in &self.objects {
+            if let Some(dir) = o.path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e))?;
+            }
+            if let Some(text) = self.manifests.get(&o.path) {
+                let tmp = part_path(&o.path);
+                tokio::fs::write(&tmp, text)
+                    .await
+                    .map_err(|e| Error::file(&tmp, e))?;
+                rename(&tmp, &o.path).await?;
+                continue;
+            }
+            let expected = match md5.get(&o.path) {
+                Some(m) => Some(Expected::Manifest(decode_md5(m, &o.key)?)),
+                None => o.etag.as_deref().and_then(etag_md5).map(Expected::ETag),
+            };
+            if self.intact(o, expected.as_ref()).await? {
+                continue;
+            }
+            self.fetch(o, expected.as_ref()).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the file is already there, with the object's size and the expected MD5.
+    async fn intact(&self, o: &Object, expected: Option<&Expected>) -> Result<bool> {
+        let size_ok = std::fs::metadata(&o.path).is_ok_and(|m| m.is_file() && m.len() == o.size);
+        let Some(expected) = expected.filter(|_| size_ok) else {
+            return Ok(size_ok);
+        };
+        let ok = file_md5(&o.path).await? == expected.digest();
+        if !ok {
+            eprintln!(
+                "ddb2pg: {}: its content is not what {} says (MD5 differs, size is right): \
+                 fetching it again",
+                o.path.display(),
+                expected.source()
+            );
+        }
+        Ok(ok)
+    }
+
+    /// Stream one object to its file, via a tmp file of this process renamed when complete and
+    /// checked.
+    async fn fetch(&self, o: &Object, expected: Option<&Expected>) -> Result<()> {
+        let (bucket, key) = (&self.bucket, &o.key);
+        let tmp = part_path(&o.path);
+        let got = self.stream_to(o, &tmp).await;
+        let digest = match got {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
+        match expected {
+            Some(Expected::Manifest(want)) if digest != *want => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(Error::file(
+                    &o.path,
+                    format!(
+                        "s3://{bucket}/{key} was downloaded, but its MD5 is {} where the \
+                         manifest's md5Checksum is {}: the object is damaged or is not the file \
+                         the manifest lists. Nothing was read from it; check the export (or \
+                         export the table again)",
+                        STANDARD.encode(digest),
+                        STANDARD.encode(want)
+                    ),
+                ));
+            }
+            Some(Expected::ETag(want)) if digest != *want => eprintln!(
+                "ddb2pg: s3://{bucket}/{key}: its ETag is not its MD5 (an object encrypted \
+                 with SSE-KMS?): its content could not be checked"
+            ),
+            _ => {}
+        }
+        rename(&tmp, &o.path).await
+    }
+
+    /// Write the object's body to `tmp`; returns its MD5.
+    async fn stream_to(&self, o: &Object, tmp: &Path) -> Result<[u8; 16]> {
+        let (bucket, key) = (&self.bucket, &o.key);
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| {
+                s3_err(
+                    &format!("get s3://{bucket}/{key}"),
+                    aws_sdk_s3::error::DisplayErrorContext(e),
+                )
+            })?;
+        let mut f = tokio::fs::File::create(tmp)
+            .await
+            .map_err(|e| Error::file(tmp, e))?;
+        let mut hash = Md5::new();
+        let mut body = out.body;
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| s3_err(&format!("read s3://{bucket}/{key}"), e))?
+        {
+            hash.update(&chunk);
+            f.write_all(&chunk).await.map_err(|e| Error::file(tmp, e))?;
+        }
+        f.sync_all().await.map_err(|e| Error::file(tmp, e))?;
+        Ok(digest(hash))
+    }
+}
+
+/// An MD5 a data file must have, and where it comes from.
+enum Expected {
+    /// The manifest's `md5Checksum`: a mismatch after a fresh download is an error.
+    Manifest([u8; 16]),
+    /// The object's ETag, which is its MD5 unless it was uploaded in parts or encrypted with
+    /// SSE-KMS: a mismatch after a fresh download is only reported.
+    ETag([u8; 16]),
+}
+
+impl Expected {
+    fn digest(&self) -> [u8; 16] {
+        match self {
+            Expected::Manifest(d) | Expected::ETag(d) => *d,
+        }
+    }
+    fn source(&self) -> &'static str {
+        match self {
+            Expected::Manifest(_) => "the manifest's md5Checksum",
+            Expected::ETag(_) => "the object's ETag",
+        }
+    }
+}
+
+/// A manifest's `md5Checksum` (base64 of 16 bytes).
+fn decode_md5(b64: &str, key: &str) -> Result<[u8; 16]> {
+    STANDARD
+        .decode(b64)
+        .ok()
+        .and_then(|b| <[u8; 16]>::try_from(b).ok())
+        .ok_or_else(|| {
+            Error::config(format!(
+                "manifest-files.json: the md5Checksum of {key} is {b64:?}, not the base64 of an \
+                 MD5: the manifest is damaged"
+            ))
+        })
+}
+
+/// An ETag that is an MD5 (32 hex digits: a single-part upload); None for a multipart ETag.
+fn etag_md5(etag: &str) -> Option<[u8; 16]> {
+    if etag.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(etag.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn digest(hash: Md5) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(hash.finalize().as_slice());
+    out
+}
+
+async fn file_md5(path: &Path) -> Result<[u8; 16]> {
+    let mut f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Error::file(path, e))?;
+    let mut hash = Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).await.map_err(|e| Error::file(path, e))?;
+        if n == 0 {
+            return Ok(digest(hash));
+        }
+        hash.update(&buf[..n]);
+    }
+}
+
+/// `<path>.<pid>.part`: a download in progress, this process's own.
+fn part_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{}.part", std::process::id()));
+    PathBuf::from(s)
+}
+
+async fn rename(tmp: &Path, path: &Path) -> Result<()> {
+    tokio::fs::rename(tmp, path)
         .await
         .map_err(|e| Error::file(path, e))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn s3_urls() {
         assert_eq!(
@@ -144,5 +462,46 @@ mod tests {
         );
         assert_eq!(super::parse("s3://b"), Some(("b".into(), "".into())));
         assert_eq!(super::parse("/local/dir"), None);
+    }
+
+    #[test]
+    fn checksums_of_real_manifests_and_etags() {
+        // A real export's manifest line (shared/real-data, scylla-migrator's S3ExportTest).
+        let d = decode_md5("rzAeIrtALbOlNdK5Hh8tgA==", "k").expect("md5");
+        assert_eq!(etag_md5("af301e22bb402db3a535d2b91e1f2d80"), Some(d));
+        // Multipart ETags are not an MD5 of the object.
+        assert_eq!(etag_md5("d1663e415aedcbf3c4977cde7002d2bf-1"), None);
+        assert_eq!(etag_md5("zz301e22bb402db3a535d2b91e1f2d80"), None);
+        assert!(decode_md5("not base64!", "k").is_err());
+        assert!(decode_md5("aGVsbG8=", "k").is_err());
+        assert_eq!(
+            digest(Md5::new()),
+            etag_md5("d41d8cd98f00b204e9800998ecf8427e").expect("e")
+        );
+    }
+
+    #[test]
+    fn a_listing_is_a_tree_of_the_files_it_becomes() {
+        let texts = HashMap::new();
+        let root = Path::new("/dl");
+        let listing = Listing {
+            sizes: [
+                "AWSDynamoDB/1/data/a.json.gz",
+                "AWSDynamoDB/1/data/b.json",
+                "c.json",
+            ]
+            .iter()
+            .map(|k| (root.join(k), 3))
+            .collect(),
+            texts: &texts,
+        };
+        assert_eq!(listing.dirs(root), [root.join("AWSDynamoDB")]);
+        assert_eq!(
+            listing.dirs(&root.join("AWSDynamoDB")),
+            [root.join("AWSDynamoDB/1")]
+        );
+        assert_eq!(listing.files(root).expect("files"), [root.join("c.json")]);
+        assert_eq!(listing.size(&root.join("c.json")), Some(3));
+        assert_eq!(listing.size(&root.join("d.json")), None);
     }
 }

@@ -312,51 +312,8 @@ async fn an_s3_export_on_a_local_s3_server_gives_the_same_target() {
     let dir = tempdir("export-s3");
     write_export(&dir, 0..n, 500);
     let endpoint = moto_s3();
-    let shared = ddb2pg::source::aws_config(
-        &ddb2pg::cli::AwsArgs {
-            endpoint_url: None,
-            region: None,
-            profile: None,
-        },
-        Some(endpoint),
-    )
-    .await
-    .expect("aws config");
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&shared)
-            .force_path_style(true)
-            .build(),
-    );
-    let bucket = unique("bucket").replace('_', "-");
-    s3.create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("bucket");
-    let mut stack = vec![dir.clone()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("dir").flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let rel = p
-                .strip_prefix(&dir)
-                .expect("rel")
-                .to_string_lossy()
-                .to_string();
-            s3.put_object()
-                .bucket(&bucket)
-                .key(format!("exports/app/{rel}"))
-                .body(aws_sdk_s3::primitives::ByteStream::from(
-                    std::fs::read(&p).expect("read"),
-                ))
-                .send()
-                .await
-                .expect("put");
-        }
-    }
+    let (s3, bucket) = new_bucket().await;
+    upload(&s3, &bucket, "exports/app", &dir).await;
     let local = new_database().await;
     let r = run(&export_args(&dir, &local, &tempdir("exp-s3-local")));
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -432,4 +389,477 @@ async fn rows_postgresql_refuses_from_an_export_are_rejected_with_their_whole_it
         let want = ddb2pg::value::item_to_ddb_json(&ddb2pg::sample::item(1, i));
         assert_eq!(r["item"], want, "the whole item, as read");
     }
+}
+
+/// A client of moto's S3 server and a new bucket on it.
+async fn new_bucket() -> (aws_sdk_s3::Client, String) {
+    let shared = ddb2pg::source::aws_config(
+        &ddb2pg::cli::AwsArgs {
+            endpoint_url: None,
+            region: None,
+            profile: None,
+        },
+        Some(moto_s3()),
+    )
+    .await
+    .expect("aws config");
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(true)
+            .build(),
+    );
+    let bucket = unique("bucket").replace('_', "-");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
+    (s3, bucket)
+}
+
+async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>) {
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(aws_sdk_s3::primitives::ByteStream::from(body))
+        .send()
+        .await
+        .expect("put");
+}
+
+/// Every file below `dir` as an object below `prefix/`.
+async fn upload(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, dir: &Path) {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let rel = p
+                .strip_prefix(dir)
+                .expect("rel")
+                .to_string_lossy()
+                .to_string();
+            put(
+                s3,
+                bucket,
+                &format!("{prefix}/{rel}"),
+                std::fs::read(&p).expect("read"),
+            )
+            .await;
+        }
+    }
+}
+
+/// `export_args` for an s3:// export on moto.
+fn s3_args(bucket: &str, prefix: &str, db: &str, cp: &Path) -> Vec<String> {
+    let url = format!("s3://{bucket}/{prefix}");
+    let mut args = export_args(Path::new(&url), db, cp);
+    args.extend(["--s3-endpoint-url".to_string(), moto_s3().to_string()]);
+    args
+}
+
+/// Every file below `dir`, relative to it.
+fn files_below(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(
+                    p.strip_prefix(dir)
+                        .expect("rel")
+                        .to_string_lossy()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_keys_that_would_land_outside_the_download_folder_are_refused() {
+    let dir = tempdir("export-s3-escape");
+    write_export(&dir, 0..50, 50);
+    let (s3, bucket) = new_bucket().await;
+    let db = new_database().await;
+    let line = format!(
+        "{}\n",
+        serde_json::json!({ "Item": { "PK": { "S": "x" }, "SK": { "S": "y" } } })
+    );
+    for (prefix, evil) in [
+        ("exports/app", "exports/app/data/../../../escaped.json"),
+        ("exports/abs", "exports/abs//tmp/absolute.json"),
+    ] {
+        upload(&s3, &bucket, prefix, &dir).await;
+        put(&s3, &bucket, evil, line.clone().into_bytes()).await;
+        // The download folder would be base/cp/s3-.../: the `..` key points at base.
+        let base = tempdir("exp-s3-escape");
+        let r = run(&s3_args(&bucket, prefix, &db, &base.join("cp")));
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(
+            r.stderr.contains(evil) && r.stderr.contains("nothing was downloaded"),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(files_below(&base), Vec::<String>::new(), "nothing written");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_cannot_name_files_outside_the_export() {
+    let base = tempdir("export-manifest-escape");
+    let root = base.join("export");
+    write_export(&root, 0..20, 20);
+    let outside = base.join("secret.json");
+    std::fs::write(
+        &outside,
+        "{\"Item\":{\"PK\":{\"S\":\"secret\"},\"SK\":{\"S\":\"s\"}}}\n",
+    )
+    .expect("secret");
+    let manifest = root.join("AWSDynamoDB/01700000000000-abcdef12/manifest-files.json");
+    let good = std::fs::read_to_string(&manifest).expect("manifest");
+    let db = new_database().await;
+    for key in [
+        "/etc/passwd",
+        "../secret.json",
+        "AWSDynamoDB/../../secret.json",
+    ] {
+        std::fs::write(
+            &manifest,
+            format!("{good}{{\"itemCount\":1,\"dataFileS3Key\":\"{key}\"}}\n"),
+        )
+        .expect("manifest");
+        let r = run(&export_args(&root, &db, &tempdir("exp-manifest-escape-cp")));
+        assert_eq!(r.code, 2, "{key}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("dataFileS3Key \"{key}\"")) && r.stderr.contains("line 2"),
+            "{}",
+            r.stderr
+        );
+    }
+    // A data file that is a symbolic link to a file outside the export.
+    let data = root.join("AWSDynamoDB/01700000000000-abcdef12/data");
+    std::os::unix::fs::symlink(&outside, data.join("link.json")).expect("symlink");
+    std::fs::write(
+        &manifest,
+        format!("{good}{{\"itemCount\":1,\"dataFileS3Key\":\"AWSDynamoDB/01700000000000-abcdef12/data/link.json\"}}\n"),
+    )
+    .expect("manifest");
+    let r = run(&export_args(&root, &db, &tempdir("exp-manifest-escape-cp")));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("lies outside the export"), "{}", r.stderr);
+    let tables: i64 = pg(&db)
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'exp'",
+            &[],
+        )
+        .await
+        .expect("tables")
+        .get(0);
+    assert_eq!(tables, 0, "nothing was read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_prefix_is_a_folder_not_the_start_of_other_exports_names() {
+    let full = tempdir("export-s3-full");
+    write_export(&full, 0..100, 40);
+    let incr = tempdir("export-s3-incr");
+    write_export_lines(
+        &incr,
+        &[serde_json::json!({ "Keys": { "PK": { "S": "gone" }, "SK": { "S": "x" } } })],
+        "INCREMENTAL_EXPORT",
+    );
+    let (s3, bucket) = new_bucket().await;
+    upload(&s3, &bucket, "exports/app", &full).await;
+    upload(&s3, &bucket, "exports/app-incr-1", &incr).await;
+    // A folder of data files, and a file whose name starts with the folder's.
+    put(&s3, &bucket, "bare/app/a.json", format!("{}\n", serde_json::json!({ "Item": ddb2pg::value::item_to_ddb_json(&ddb2pg::sample::item(1, 0)) })).into_bytes()).await;
+    put(&s3, &bucket, "bare/app-2.json", format!("{}\n", serde_json::json!({ "Item": ddb2pg::value::item_to_ddb_json(&ddb2pg::sample::item(1, 1)) })).into_bytes()).await;
+    let db = new_database().await;
+    let cp = tempdir("exp-s3-prefix-cp");
+    let r = run(&s3_args(&bucket, "exports/app", &db, &cp));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let downloaded = files_below(&cp);
+    assert!(
+        !downloaded.iter().any(|f| f.contains("incr")),
+        "{downloaded:?}"
+    );
+    assert_eq!(dump(&db, "exp").await.len(), 100);
+    let r = run(&s3_args(&bucket, "bare/app", &db, &cp));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.report["segments_total"], 1, "a.json only: {}", r.report);
+    assert_eq!(r.report["items_read"], 1, "{}", r.report);
+}
+
+/// The checkpoint's lock file in `cp` (there is one run).
+fn lock_file(cp: &Path) -> std::path::PathBuf {
+    std::fs::read_dir(cp)
+        .expect("cp")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "lock"))
+        .expect("a lock file")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_downloads_happen_under_the_lock_and_damaged_files_are_fetched_again() {
+    let dir = tempdir("export-s3-lock");
+    write_export(&dir, 0..300, 100);
+    let (s3, bucket) = new_bucket().await;
+    upload(&s3, &bucket, "exports/app", &dir).await;
+    let db = new_database().await;
+    let cp = tempdir("exp-s3-lock-cp");
+    let r = run(&s3_args(&bucket, "exports/app", &db, &cp));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let dl = std::fs::read_dir(&cp)
+        .expect("cp")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir() && p.to_string_lossy().contains("s3-"))
+        .expect("the download folder");
+    // The lock keeps the name it had when it was named after the downloaded files.
+    let url = format!("s3://{bucket}/exports/app");
+    let on_disk =
+        ddb2pg::source::export::open_in(&ddb2pg::source::export::Disk, &dl, &url).expect("open");
+    let ckpt = std::fs::read_dir(&cp)
+        .expect("cp")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("checkpoint");
+    let saved = ddb2pg::checkpoint::Checkpoint::load(&ckpt)
+        .expect("load")
+        .expect("a checkpoint");
+    assert_eq!(saved.settings.source, on_disk.identity);
+
+    // Another run holds the lock: nothing is downloaded.
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(lock_file(&cp))
+        .expect("open lock");
+    lock.try_lock().expect("take the lock");
+    std::fs::remove_dir_all(&dl).expect("remove downloads");
+    let r = run(&s3_args(&bucket, "exports/app", &db, &cp));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("holds"), "{}", r.stderr);
+    assert!(
+        !dl.exists(),
+        "downloaded without the lock: {:?}",
+        files_below(&dl)
+    );
+    drop(lock);
+
+    // A file of the right size but damaged content is fetched again (moto's ETags are MD5s).
+    let r = run(&s3_args(&bucket, "exports/app", &db, &cp));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let file = dl.join("AWSDynamoDB/01700000000000-abcdef12/data/file001.json.gz");
+    let good = std::fs::read(&file).expect("read");
+    let mut bad = good.clone();
+    bad[good.len() / 2] ^= 0xff;
+    std::fs::write(&file, &bad).expect("damage");
+    let fresh = new_database().await;
+    let mut args = s3_args(&bucket, "exports/app", &fresh, &cp);
+    args.push("--restart".into());
+    let r = run(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("fetching it again") && r.stderr.contains("file001.json.gz"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(std::fs::read(&file).expect("read"), good);
+    assert_eq!(dump(&fresh, "exp").await, dump(&db, "exp").await);
+}
+
+/// A real export written by DynamoDB (../shared/real-data, see its README), when present.
+fn real_export() -> Option<std::path::PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/real-data/exports/scylla-migrator-S3ExportTest");
+    p.is_dir().then_some(p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_exports_md5_checksums_are_checked() {
+    let Some(real) = real_export() else {
+        eprintln!("skipped: no ../shared/real-data");
+        return;
+    };
+    let (s3, bucket) = new_bucket().await;
+    // As AWS wrote it: the manifest's keys start with the prefix, dynamodb-export.
+    upload(&s3, &bucket, "dynamodb-export", &real).await;
+    let db = new_database().await;
+    let cp = tempdir("exp-s3-real-cp");
+    let mut args = s3_args(&bucket, "dynamodb-export", &db, &cp);
+    let key = args.iter().position(|a| a == "PK,SK").expect("key");
+    args[key] = "id".into();
+    let r = run(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.report["items_read"], 3, "{}", r.report);
+    let data = "AWSDynamoDB/01715685260608-c488b4e1/data/uimbi7eofu2b5kzkxe63gsvb6i.json.gz";
+    let file = files_below(&cp)
+        .into_iter()
+        .find(|f| f.ends_with(data))
+        .map(|f| cp.join(f))
+        .expect("downloaded");
+    let good = std::fs::read(&file).expect("read");
+    let mut bad = good.clone();
+    bad[10] ^= 0x01;
+    std::fs::write(&file, &bad).expect("damage");
+    let r = run(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("md5Checksum") && r.stderr.contains("fetching it again"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(std::fs::read(&file).expect("read"), good);
+    // The object itself no longer matches the manifest: refused, nothing of it read.
+    std::fs::write(&file, &bad).expect("damage");
+    let mut other = good.clone();
+    other[11] ^= 0x01;
+    put(&s3, &bucket, &format!("dynamodb-export/{data}"), other).await;
+    let r = run(&args);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("rzAeIrtALbOlNdK5Hh8tgA=="),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        std::fs::read(&file).expect("read"),
+        bad,
+        "the damaged copy is not replaced by another"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_that_is_not_utf8_is_rejected_not_fatal() {
+    let dir = tempdir("export-utf8");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("dir");
+    let good = |i: u64| {
+        serde_json::json!({ "Item": ddb2pg::value::item_to_ddb_json(&ddb2pg::sample::item(1, i)) })
+            .to_string()
+    };
+    let mut bytes = format!("{}\n", good(0)).into_bytes();
+    bytes.extend(b"{\"Item\":{\"PK\":{\"S\":\"caf\xe9\"},\"SK\":{\"S\":\"x\"}}}\n");
+    bytes.extend(format!("{}\n", good(1)).into_bytes());
+    std::fs::write(data.join("a.json"), bytes).expect("a");
+    let db = new_database().await;
+    let cp = tempdir("exp-utf8-cp");
+    for _ in 0..2 {
+        let r = run(&export_args(&dir, &db, &cp));
+        assert_eq!(r.code, 4, "{}", r.stderr);
+    }
+    let rejects = rejects_in(&cp);
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!(rejects[0]["line"], 2);
+    assert!(
+        rejects[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("not UTF-8")),
+        "{rejects:?}"
+    );
+    assert!(
+        rejects[0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("caf\u{fffd}")),
+        "{rejects:?}"
+    );
+    let t = ddb2pg::plan::default_table_name(&dir.file_name().expect("name").to_string_lossy());
+    let rows: i64 = pg(&db)
+        .await
+        .query_one(&format!("SELECT count(*) FROM \"{t}\""), &[])
+        .await
+        .expect("rows")
+        .get(0);
+    assert_eq!(rows, 2, "items 0 and 1 landed");
+}
+
+/// Run to the end, sampling the process's peak resident memory (VmHWM, in MiB) meanwhile.
+fn run_measuring_peak(args: &[String]) -> (i32, String, u64) {
+    let mut child = command(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0;
+    while child.try_wait().expect("wait").is_none() {
+        let status = std::fs::read_to_string(&status_file).unwrap_or_default();
+        let hwm = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+        peak_kb = peak_kb.max(hwm.unwrap_or(0));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().expect("output");
+    let code = out.status.code().unwrap_or(-1);
+    (
+        code,
+        String::from_utf8_lossy(&out.stderr).to_string(),
+        peak_kb >> 10,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_without_a_newline_for_hundreds_of_mib_is_rejected_in_flat_memory() {
+    let dir = tempdir("export-long");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("dir");
+    let good = |i: u64| {
+        serde_json::json!({ "Item": ddb2pg::value::item_to_ddb_json(&ddb2pg::sample::item(1, i)) })
+            .to_string()
+    };
+    let mut e = flate2::write::GzEncoder::new(
+        std::fs::File::create(data.join("a.json.gz")).expect("create"),
+        flate2::Compression::fast(),
+    );
+    e.write_all(format!("{}\n{{\"Item\":{{\"PK\":{{\"S\":\"", good(0)).as_bytes())
+        .expect("gz");
+    let chunk = vec![b'x'; 1 << 20];
+    let long_mib = 300;
+    for _ in 0..long_mib {
+        e.write_all(&chunk).expect("gz");
+    }
+    e.write_all(format!("\"}}}}}}\n{}\n", good(1)).as_bytes())
+        .expect("gz");
+    e.finish().expect("finish");
+    let db = new_database().await;
+    let cp = tempdir("exp-long-cp");
+    let (code, stderr, peak_mib) = run_measuring_peak(&export_args(&dir, &db, &cp));
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        peak_mib < 150,
+        "peak RSS {peak_mib} MiB for a {long_mib} MiB line"
+    );
+    let rejects = rejects_in(&cp);
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!(rejects[0]["line"], 2);
+    let reason = rejects[0]["reason"].as_str().expect("reason");
+    assert!(reason.contains("longer than the 16 MiB"), "{reason}");
+    let text = rejects[0]["text"].as_str().expect("text");
+    assert!(
+        text.starts_with("{\"Item\":{\"PK\"") && text.len() <= 2000,
+        "{}",
+        text.len()
+    );
+    let t = ddb2pg::plan::default_table_name(&dir.file_name().expect("name").to_string_lossy());
+    let rows: i64 = pg(&db)
+        .await
+        .query_one(&format!("SELECT count(*) FROM \"{t}\""), &[])
+        .await
+        .expect("rows")
+        .get(0);
+    assert_eq!(rows, 2, "the lines before and after landed");
 }
