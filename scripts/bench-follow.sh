@@ -41,11 +41,9 @@ c.create_table(TableName=t, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"
 PY
 psql -q "$base/postgres" -c "DROP DATABASE IF EXISTS benchfollow" -c "CREATE DATABASE benchfollow"
 T="$base/benchfollow"
-run() { "$bin" migrate --table benchfollow --endpoint-url "$E" --target "$T" \
-          --checkpoint-dir "$work/cp" --progress none --follow "$@"; }
-
 # 1. Steady rate.
-run >"$work/follow.log" 2>&1 &
+"$bin" migrate --table benchfollow --endpoint-url "$E" --target "$T" \
+  --checkpoint-dir "$work/cp" --progress none --follow >"$work/follow.log" 2>&1 &
 follower=$!
 until psql -qtAX "$T" -c "SELECT 1 FROM benchfollow LIMIT 0" >/dev/null 2>&1; do sleep 0.2; done
 python3 - "$E" "$RATE" "$SECS" <<'PY' &
@@ -91,8 +89,8 @@ def flush():
         batch = r.get("UnprocessedItems", {}).get("benchfollow", [])
 for i in range(n):
     k = {"pk": {"S": f"b{i}"}}
-    if i % 10 == 9:  # every tenth change deletes an item written earlier in the burst
-        batch.append({"DeleteRequest": {"Key": {"pk": {"S": f"b{i - 5}"}}}})
+    if i % 10 == 9 and i >= 30:  # every tenth change deletes an item of an earlier batch
+        batch.append({"DeleteRequest": {"Key": {"pk": {"S": f"b{i - 30}"}}}})
     else:
         batch.append({"PutRequest": {"Item": {**k, "ts": {"N": str(int(time.time() * 1000))}, "v": {"N": str(i)}}}})
     if len(batch) == 25:
