@@ -1,5 +1,5 @@
 //! `--config FILE` (or `ddb2pg.toml` in the current directory): settings for the subcommands in
-//! TOML, keyed by their long flag names. Flags on the command line override the file.
+//! TOML, keyed by their long flag names.
 //!
 //! ```toml
 //! [migrate]
@@ -10,8 +10,11 @@
 //! create-tables = true
 //! ```
 //!
-//! The file becomes flags placed before the user's own, so clap validates both alike; a flag
-//! the user gives replaces the file's value.
+//! The file becomes flags placed before the user's own, so clap validates both alike. Order of
+//! precedence: a flag the user gives, then the environment (`DATABASE_URL` for `target`,
+//! `AWS_ENDPOINT_URL_DYNAMODB`/`AWS_ENDPOINT_URL` for `endpoint-url`, `AWS_ENDPOINT_URL_S3` for
+//! `s3-endpoint-url`, `AWS_REGION`/`AWS_DEFAULT_REGION` for `region`, `AWS_PROFILE` for
+//! `profile`), then the file. The file used is named on stderr.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -39,15 +42,44 @@ fn config_path(args: &[OsString]) -> Option<(PathBuf, bool)> {
     default.exists().then_some((default, false))
 }
 
+/// Flags whose environment variables beat the settings file (flags > environment > file).
+const FLAG_ENV: &[(&str, &[&str])] = &[
+    ("--target", &["DATABASE_URL"]),
+    (
+        "--endpoint-url",
+        &["AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"],
+    ),
+    (
+        "--s3-endpoint-url",
+        &["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"],
+    ),
+    ("--region", &["AWS_REGION", "AWS_DEFAULT_REGION"]),
+    ("--profile", &["AWS_PROFILE"]),
+];
+
+/// The command line with the settings file spliced in, and what to tell the user about it.
+pub struct Expanded {
+    pub args: Vec<OsString>,
+    /// `settings file F ([sub])`, plus the file's settings that the environment overrides.
+    pub note: Option<String>,
+}
+
 /// The command line with the config file's settings for the chosen subcommand spliced in
 /// right after the subcommand's name.
 pub fn expand_args(args: Vec<OsString>) -> Result<Vec<OsString>> {
+    expand(args, &|k| std::env::var(k).ok()).map(|e| e.args)
+}
+
+/// [`expand_args`] with the note, against the environment `env`: a file setting whose flag
+/// the user gave, or whose environment variable is set, is left out.
+pub fn expand(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Result<Expanded> {
+    let unchanged = |args| Ok(Expanded { args, note: None });
     let Some((path, explicit)) = config_path(&args) else {
-        return Ok(args);
+        return unchanged(args);
     };
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => return Ok(args),
+        Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => return unchanged(args),
         Err(e) => {
             return Err(Error::config(format!(
                 "config file {}: {e}",
@@ -55,8 +87,14 @@ pub fn expand_args(args: Vec<OsString>) -> Result<Vec<OsString>> {
             )))
         }
     };
-    let doc: toml::Table = toml::from_str(&text)
-        .map_err(|e| Error::config(format!("config file {}: invalid TOML: {e}", path.display())))?;
+    // A syntax error quotes the offending line: it may hold a target with its password.
+    let doc: toml::Table = toml::from_str(&text).map_err(|e| {
+        Error::config(format!(
+            "config file {}: invalid TOML: {}",
+            path.display(),
+            crate::pgconn::redact(&e.to_string())
+        ))
+    })?;
     // The subcommand: the first argument that is not an option (or an option's value).
     let Some(pos) = args
         .iter()
@@ -68,11 +106,11 @@ pub fn expand_args(args: Vec<OsString>) -> Result<Vec<OsString>> {
         })
         .map(|(i, _)| i)
     else {
-        return Ok(args);
+        return unchanged(args);
     };
     let sub = args[pos].to_string_lossy().to_string();
     let Some(section) = doc.get(&sub) else {
-        return Ok(args);
+        return unchanged(args);
     };
     let table = section.as_table().ok_or_else(|| {
         Error::config(format!(
@@ -80,9 +118,32 @@ pub fn expand_args(args: Vec<OsString>) -> Result<Vec<OsString>> {
             path.display()
         ))
     })?;
-    // Flags the user gave win: the file's value for them is left out (clap refuses a flag
-    // given twice).
-    let given: Vec<String> = args[pos + 1..]
+    let (extra, overridden) = file_flags(table, &args[pos + 1..], env)
+        .map_err(|e| Error::config(format!("config file {}: [{sub}] {e}", path.display())))?;
+    let mut note = format!("settings file {} ([{sub}])", path.display());
+    if !overridden.is_empty() {
+        note.push_str(&format!(
+            "; the environment overrides {}",
+            overridden.join(", ")
+        ));
+    }
+    let mut out = args[..=pos].to_vec();
+    out.extend(extra);
+    out.extend_from_slice(&args[pos + 1..]);
+    Ok(Expanded {
+        args: out,
+        note: Some(note),
+    })
+}
+
+/// The section's settings as flags, without those the user gave (clap refuses a flag given
+/// twice) or whose environment variable is set; and the names of the latter (`key (VAR)`).
+fn file_flags(
+    table: &toml::Table,
+    user_args: &[OsString],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> std::result::Result<(Vec<OsString>, Vec<String>), String> {
+    let given: Vec<String> = user_args
         .iter()
         .map(|a| {
             a.to_string_lossy()
@@ -92,39 +153,36 @@ pub fn expand_args(args: Vec<OsString>) -> Result<Vec<OsString>> {
                 .to_string()
         })
         .collect();
-    let mut extra: Vec<OsString> = Vec::new();
+    let (mut extra, mut overridden): (Vec<OsString>, Vec<String>) = (Vec::new(), Vec::new());
     for (key, value) in table {
         let flag = format!("--{}", key.replace('_', "-"));
         if given.contains(&flag) {
             continue;
         }
+        let set_var = FLAG_ENV
+            .iter()
+            .filter(|(f, _)| *f == flag)
+            .flat_map(|(_, vars)| vars.iter())
+            .find(|v| env(v).is_some_and(|x| !x.is_empty()));
+        if let Some(var) = set_var {
+            overridden.push(format!("{key} ({var})"));
+            continue;
+        }
         match value {
             toml::Value::Boolean(true) => extra.push(flag.into()),
             toml::Value::Boolean(false) => {}
-            toml::Value::String(s) => {
-                extra.push(flag.into());
-                extra.push(s.into());
-            }
-            toml::Value::Integer(i) => {
-                extra.push(flag.into());
-                extra.push(i.to_string().into());
-            }
-            toml::Value::Float(f) => {
-                extra.push(flag.into());
-                extra.push(f.to_string().into());
-            }
+            toml::Value::String(s) => extra.extend([flag.into(), s.into()]),
+            toml::Value::Integer(i) => extra.extend([flag.into(), i.to_string().into()]),
+            toml::Value::Float(f) => extra.extend([flag.into(), f.to_string().into()]),
             other => {
-                return Err(Error::config(format!(
-                "config file {}: [{sub}] {key} = {other:?}: expected a string, number or boolean",
-                path.display()
-            )))
+                return Err(format!(
+                    "{key} = {}: expected a string, number or boolean",
+                    crate::pgconn::redact(&format!("{other:?}"))
+                ))
             }
         }
     }
-    let mut out = args[..=pos].to_vec();
-    out.extend(extra);
-    out.extend_from_slice(&args[pos + 1..]);
-    Ok(out)
+    Ok((extra, overridden))
 }
 
 #[cfg(test)]
@@ -168,5 +226,61 @@ mod tests {
             .map(OsString::from)
             .collect();
         assert!(expand_args(args).is_err());
+    }
+
+    fn strings(args: &[OsString]) -> Vec<String> {
+        args.iter()
+            .map(|a| a.to_string_lossy().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_environment_beats_the_file_and_the_file_is_named() {
+        let dir = std::env::temp_dir().join(format!("ddb2pg-config-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let f = dir.join("c.toml");
+        std::fs::write(
+            &f,
+            "[migrate]\ntable = \"app\"\ntarget = \"postgres://file@h/db\"\nregion = \"eu-west-1\"\n",
+        )
+        .expect("write");
+        let args: Vec<OsString> = ["ddb2pg", "--config", f.to_str().expect("utf8"), "migrate"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let env = |k: &str| (k == "DATABASE_URL").then(|| "postgres://env@h/db".to_string());
+        let e = expand(args.clone(), &env).expect("expands");
+        let out = strings(&e.args);
+        assert!(!out.contains(&"--target".to_string()), "{out:?}");
+        assert!(out.contains(&"--region".to_string()), "{out:?}");
+        let note = e.note.expect("a note");
+        assert!(
+            note.contains("c.toml") && note.contains("target (DATABASE_URL)"),
+            "{note}"
+        );
+        // Without the variable the file's target is used.
+        let e = expand(args, &|_| None).expect("expands");
+        assert!(strings(&e.args).contains(&"postgres://file@h/db".to_string()));
+    }
+
+    #[test]
+    fn a_toml_syntax_error_does_not_show_the_password() {
+        let dir = std::env::temp_dir().join(format!("ddb2pg-config-syntax-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let f = dir.join("c.toml");
+        for text in [
+            "[migrate]\ntarget = \"postgres://me:hunter2@h/db\n",
+            "[migrate]\ntarget = \"host=h password=hunter2\n",
+            "[migrate]\ntarget = \"host=h password=hunter2\" x\n",
+            "[migrate]\ntarget = [\"postgres://me:hunter2@h/db\"]\n",
+        ] {
+            std::fs::write(&f, text).expect("write");
+            let args: Vec<OsString> = ["ddb2pg", "--config", f.to_str().expect("utf8"), "migrate"]
+                .iter()
+                .map(OsString::from)
+                .collect();
+            let e = expand_args(args).expect_err(text).to_string();
+            assert!(e.contains("c.toml") && !e.contains("hunter2"), "{e}");
+        }
     }
 }

@@ -12,8 +12,15 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let args = match ddb2pg::config::expand_args(std::env::args_os().collect()) {
-        Ok(a) => a,
+    let env = |k: &str| std::env::var(k).ok();
+    let args = match ddb2pg::config::expand(std::env::args_os().collect(), &env) {
+        Ok(e) => {
+            let quiet = e.args.iter().any(|a| a == "-q" || a == "--quiet");
+            if let (Some(note), false) = (&e.note, quiet) {
+                eprintln!("ddb2pg: {note}");
+            }
+            e.args
+        }
         Err(err) => {
             eprintln!("ddb2pg: error: {err}");
             return ExitCode::from(err.exit_code());

@@ -31,26 +31,6 @@ pub fn default_segments(concurrency: u32, table_bytes: u64) -> u32 {
     (4 * concurrency).max(by_size)
 }
 
-/// Replace the password of a `scheme://user:password@host` URL with `***`.
-pub fn redact_url(s: &str) -> String {
-    let Some(scheme_end) = s.find("://") else {
-        return s.to_string();
-    };
-    let rest = &s[scheme_end + 3..];
-    let Some(at) = rest.find('@') else {
-        return s.to_string();
-    };
-    match rest[..at].find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &s[..scheme_end + 3],
-            &rest[..colon],
-            &rest[at..]
-        ),
-        None => s.to_string(),
-    }
-}
-
 fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.chars()
@@ -71,7 +51,7 @@ fn resume_command() -> String {
             if i == 0 {
                 "ddb2pg".to_string()
             } else {
-                shell_quote(&redact_url(&a))
+                shell_quote(&crate::pgconn::redact(&a))
             }
         })
         .collect();
@@ -682,11 +662,6 @@ mod tests {
 
     #[test]
     fn identity_and_redaction() {
-        assert_eq!(
-            redact_url("postgres://me:secret@h/db"),
-            "postgres://me:***@h/db"
-        );
-        assert_eq!(redact_url("postgres://me@h/db"), "postgres://me@h/db");
         assert_eq!(shell_quote("a b"), "'a b'");
     }
 }
