@@ -17,6 +17,7 @@ pub mod migrations;
 pub mod pgconn;
 pub mod pipeline;
 pub mod plan;
+pub mod private;
 pub mod progress;
 pub mod rejects;
 pub mod report;

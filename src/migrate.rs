@@ -147,8 +147,9 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     drop(client);
 
     let dir = &args.checkpoint_dir;
-    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e))?;
+    crate::private::dir(dir)?;
     let files = RunFiles::new(dir, &info.name, &info.arn, &target_id);
+    files.secure()?;
     // A dry run does not touch the checkpoint, so it needs no lock.
     let _lock = if dry {
         None

@@ -10,6 +10,8 @@ mod cli;
 mod export;
 #[path = "suite/faults.rs"]
 mod faults;
+#[path = "suite/files.rs"]
+mod files;
 #[path = "suite/mapping.rs"]
 mod mapping;
 #[path = "suite/sink.rs"]

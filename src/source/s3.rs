@@ -1,6 +1,7 @@
 //! `--export s3://bucket/prefix`: the export's manifests and data files are downloaded (streamed
 //! to disk, skipping files already there with the right size, so a resume does not fetch them
-//! again) into a folder next to the checkpoint, then read as a local export.
+//! again) into a folder next to the checkpoint, then read as a local export. Folders are
+//! created 0700 and files 0600, never through a symbolic link (see `crate::private`).
 
 use std::path::{Path, PathBuf};
 
@@ -93,7 +94,7 @@ pub async fn download(
             continue;
         }
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e))?;
+            crate::private::dir(dir)?;
         }
         fetch(&client, &bucket, &key, &path).await?;
     }
@@ -115,9 +116,7 @@ async fn fetch(client: &Client, bucket: &str, key: &str, path: &Path) -> Result<
             )
         })?;
     let tmp = path.with_extension("part");
-    let mut f = tokio::fs::File::create(&tmp)
-        .await
-        .map_err(|e| Error::file(&tmp, e))?;
+    let mut f = tokio::fs::File::from_std(crate::private::create(&tmp)?);
     let mut body = out.body;
     while let Some(chunk) = body
         .try_next()
