@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod convert;
+pub mod downloads;
 pub mod error;
 pub mod follow;
 pub mod mapping;

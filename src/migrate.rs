@@ -88,7 +88,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     // Workers resolve the same string again (empty: from the PG* variables).
     let target_url = args.target.clone().unwrap_or_default();
 
-    let origin = resolve_origin(&args).await?;
+    let mut origin = resolve_origin(&args).await?;
     let info = origin.info.clone();
     let plan = Arc::new(load_plan(&args, &info)?);
     let key_attrs: Vec<String> = info.key.iter().map(|k| k.name.clone()).collect();
@@ -355,6 +355,10 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     };
     let rejected_total: u64 = cp.segments.iter().map(|s| s.rejected).sum::<u64>()
         + cp.stream.as_ref().map_or(0, |s| s.rejected);
+    let downloads = origin
+        .downloads
+        .take()
+        .map(|d| d.settle(status, args.keep_downloads));
     let report = Report {
         status: status.to_string(),
         source_table: origin.describe(),
@@ -397,6 +401,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
         rejects_file: (rejected_total > 0 || rejects_path.exists())
             .then(|| rejects_path.display().to_string()),
         error: result.as_ref().err().map(|e| e.to_string()),
+        downloads,
         follow: stream_arn.map(|arn| crate::follow::FollowSummary::of(&arn, &stats)),
     };
     report.print_human();
@@ -479,6 +484,8 @@ struct Origin {
     info: TableInfo,
     source: Option<Source>,
     export: Option<crate::source::export::Export>,
+    /// An s3:// export's local copies.
+    downloads: Option<crate::downloads::Downloads>,
 }
 
 impl Origin {
@@ -531,23 +538,17 @@ async fn resolve_origin(args: &MigrateArgs) -> Result<Origin> {
                 info,
                 source: Some(source),
                 export: None,
+                downloads: None,
             })
         }
         (None, Some(path)) => {
             let text = path.to_string_lossy().to_string();
+            let mut downloads = None;
             let export = if let Some(rest) = text.strip_prefix("s3://") {
                 // Downloaded next to the checkpoint; files already there are not fetched again.
-                let safe: String = rest
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || c == '-' {
-                            c
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect();
-                let dest = args.checkpoint_dir.join(format!("s3-{safe}"));
+                let d = crate::downloads::Downloads::open(&args.checkpoint_dir, rest)?;
+                let dest = d.dir.clone();
+                downloads = Some(d);
                 crate::source::s3::download(&args.aws, &args.s3_endpoint_url, &text, &dest).await?;
                 crate::source::export::open_labeled(&dest, &text)?
             } else {
@@ -573,6 +574,7 @@ async fn resolve_origin(args: &MigrateArgs) -> Result<Origin> {
                 info,
                 source: None,
                 export: Some(export),
+                downloads,
             })
         }
         _ => Err(Error::config("give either --table NAME or --export PATH")),

@@ -11,7 +11,7 @@ use crate::support::harness::*;
 
 /// Items `range` of the sample as an export laid out as AWS writes it: every `per_file` items a
 /// data file, gzipped except every third one.
-fn write_export(dir: &Path, range: std::ops::Range<u64>, per_file: u64) {
+pub(crate) fn write_export(dir: &Path, range: std::ops::Range<u64>, per_file: u64) {
     let id = "01700000000000-abcdef12";
     let base = dir.join("AWSDynamoDB").join(id);
     std::fs::create_dir_all(base.join("data")).expect("dirs");

@@ -1,5 +1,6 @@
 //! Files holding personal data: the checkpoint directory and its files, and the copies of an
-//! s3:// export, are owner-only (0700 / 0600) and never written through a symbolic link.
+//! s3:// export, are owner-only (0700 / 0600), never written through a symbolic link, and the
+//! copies are removed once a run completes unless --keep-downloads.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -110,4 +111,108 @@ async fn checkpoint_files_are_owner_only_and_never_written_through_a_link() {
         !root.join("elsewhere").exists(),
         "nothing created through it"
     );
+}
+
+/// Upload every file under `dir` to a fresh bucket of moto's S3 at `prefix/`; returns the
+/// endpoint and the bucket.
+async fn upload(dir: &Path, prefix: &str) -> (&'static str, String) {
+    let endpoint = moto_s3();
+    let aws = ddb2pg::cli::AwsArgs {
+        endpoint_url: None,
+        region: None,
+        profile: None,
+    };
+    let shared = ddb2pg::source::aws_config(&aws, Some(endpoint))
+        .await
+        .expect("aws config");
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(true)
+            .build(),
+    );
+    let bucket = unique("bucket").replace('_', "-");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
+    for p in walk(dir).into_iter().filter(|p| p.is_file()) {
+        let rel = p
+            .strip_prefix(dir)
+            .expect("rel")
+            .to_string_lossy()
+            .to_string();
+        s3.put_object()
+            .bucket(&bucket)
+            .key(format!("{prefix}/{rel}"))
+            .body(aws_sdk_s3::primitives::ByteStream::from(
+                std::fs::read(&p).expect("read"),
+            ))
+            .send()
+            .await
+            .expect("put");
+    }
+    (endpoint, bucket)
+}
+
+fn s3_args(url: &str, endpoint: &str, db: &str, cp: &Path) -> Vec<String> {
+    [
+        "migrate",
+        "--export",
+        url,
+        "--key",
+        "PK,SK",
+        "--s3-endpoint-url",
+        endpoint,
+        "--target",
+        db,
+        "--checkpoint-dir",
+        &cp.to_string_lossy(),
+        "--progress",
+        "none",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_export_copies_are_owner_only_and_removed_after_a_complete_run() {
+    let dir = tempdir("files-s3-export");
+    crate::export::write_export(&dir, 0..600, 250);
+    let (endpoint, bucket) = upload(&dir, "exports/app").await;
+    let url = format!("s3://{bucket}/exports/app");
+    let downloads =
+        |cp: &Path| -> Vec<PathBuf> { ending(cp, "").into_iter().filter(|p| p.is_dir()).collect() };
+
+    // By default a complete run removes them, and says so.
+    let cp = tempdir("files-s3-remove").join("checkpoints");
+    let r = run(&s3_args(&url, endpoint, &new_database().await, &cp));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.report["items_read"], 600);
+    assert!(downloads(&cp).is_empty(), "{:?}", downloads(&cp));
+    assert!(
+        r.stderr.contains("export copies removed from"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.report["downloads"]["removed"], true, "{}", r.report);
+    assert_owner_only(&cp);
+
+    // --keep-downloads: the copies stay, owner-only, and the summary says where.
+    let cp = tempdir("files-s3-keep").join("checkpoints");
+    let mut args = s3_args(&url, endpoint, &new_database().await, &cp);
+    args.push("--keep-downloads".into());
+    let r = run(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let kept = downloads(&cp);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(walk(&kept[0]).len() > 4, "manifests and data files");
+    assert_owner_only(&cp);
+    assert!(
+        r.stderr.contains("export copies kept in") && r.stderr.contains("--keep-downloads"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.report["downloads"]["removed"], false, "{}", r.report);
 }
