@@ -585,7 +585,7 @@ async fn resolve_origin(args: &MigrateArgs) -> Result<Origin> {
 fn load_plan(args: &MigrateArgs, info: &TableInfo) -> Result<Plan> {
     match &args.mapping {
         Some(path) => crate::mapping::load(path),
-        None => Ok(Plan::default_for(info)),
+        None => Plan::default_checked(info),
     }
 }
 

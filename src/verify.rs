@@ -57,7 +57,7 @@ pub async fn verify(args: VerifyArgs) -> Result<u8> {
     let info = source.describe(&args.table).await?;
     let plan = Arc::new(match &args.mapping {
         Some(p) => crate::mapping::load(p)?,
-        None => Plan::default_for(&info),
+        None => Plan::default_checked(&info)?,
     });
     let client = target
         .connect()
@@ -85,7 +85,8 @@ pub async fn verify(args: VerifyArgs) -> Result<u8> {
         }
         client
             .batch_execute(&format!(
-                "DROP TABLE IF EXISTS {name}; CREATE UNLOGGED TABLE {name} (_seq int8, {})",
+                "DROP TABLE IF EXISTS {name}; CREATE UNLOGGED TABLE {name} ({} int8, {})",
+                ident(&t.seq_column()),
                 cols.join(", ")
             ))
             .await
@@ -188,7 +189,11 @@ async fn load_and_compare(
             .zip(scratch)
             .map(|(t, name)| {
                 let cols: Vec<String> = t.columns.iter().map(|c| ident(&c.name)).collect();
-                format!("COPY {name} (_seq, {}) FROM STDIN", cols.join(", "))
+                format!(
+                    "COPY {name} ({}, {}) FROM STDIN",
+                    ident(&t.seq_column()),
+                    cols.join(", ")
+                )
             })
             .collect();
         set.spawn(async move {
@@ -261,9 +266,10 @@ async fn load_and_compare(
             )
         };
         let src = format!(
-            "(SELECT DISTINCT ON ({k}) {all} FROM {name} ORDER BY {k}, _seq DESC)",
+            "(SELECT DISTINCT ON ({k}) {all} FROM {name} ORDER BY {k}, {seq} DESC)",
             k = keys.join(", "),
-            all = all.join(", ")
+            all = all.join(", "),
+            seq = ident(&t.seq_column()),
         );
         let from = format!(
             "{src} s FULL JOIN {} t ON {}",

@@ -14,6 +14,8 @@ mod faults;
 mod files;
 #[path = "suite/mapping.rs"]
 mod mapping;
+#[path = "suite/names.rs"]
+mod names;
 #[path = "suite/sink.rs"]
 mod sink;
 #[path = "suite/status_config.rs"]
