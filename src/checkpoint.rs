@@ -8,7 +8,8 @@
 //! Writes are atomic (tmp file, fsync, rename, fsync the directory); a checksum detects a
 //! damaged file; a fingerprint of source, target, mapping and segment count refuses a resume
 //! under different settings. A lock file (flock, released by the OS when a process dies)
-//! keeps two runs off the same checkpoint.
+//! keeps two runs off the same checkpoint. The files are created owner-only (0600) and never
+//! through a symbolic link (see `crate::private`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -221,7 +222,11 @@ impl Checkpoint {
         let json = serde_json::to_vec_pretty(self).map_err(|e| Error::file(path, e))?;
         let tmp = tmp_path(path);
         let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
+            // A fresh owner-only file (whatever was there, a link included, is removed first:
+            // only the lock holder writes here); the rename replaces a link at `path` too.
+            let _ = fs::remove_file(&tmp);
+            let mut f =
+                crate::private::open_io(&tmp, OpenOptions::new().write(true).create_new(true))?;
             f.write_all(&json)?;
             f.sync_all()?;
             fs::rename(&tmp, path)?;
@@ -286,6 +291,23 @@ impl RunFiles {
             rejects: dir.join(format!("{stem}.rejects.jsonl")),
         }
     }
+
+    /// Before a run: refuse to start when a file of the run is a symbolic link (exit 2, naming
+    /// it; ddb2pg never writes through one, and opens them with `O_NOFOLLOW` too), and tighten
+    /// existing files open to others to 0600 (left by an earlier version or a loose umask).
+    pub fn secure(&self) -> Result<()> {
+        for p in [
+            &self.checkpoint,
+            &tmp_path(&self.checkpoint),
+            &self.lock,
+            &self.rejects,
+            &self.rejects.with_extension("dry-run.jsonl"),
+        ] {
+            crate::private::refuse_symlink(p)?;
+            crate::private::tighten_file(p)?;
+        }
+        Ok(())
+    }
 }
 
 /// An exclusive lock on a run; released when dropped or when the process dies.
@@ -296,13 +318,14 @@ pub struct Lock {
 
 impl Lock {
     pub fn acquire(path: &Path) -> Result<Lock> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| Error::file(path, e))?;
+        let mut file = crate::private::open(
+            path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+        )?;
         let mut previous = String::new();
         let _ = file.read_to_string(&mut previous);
         let previous = previous.trim().to_string();

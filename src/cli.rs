@@ -266,6 +266,11 @@ pub struct MigrateArgs {
     /// shard comes back empty (the cutover step after stopping the writers)
     #[arg(long, requires = "follow")]
     pub until_caught_up: bool,
+
+    /// Keep the downloaded copies of an s3:// export (in the checkpoint directory) after a
+    /// complete run; by default they are removed once the run completes
+    #[arg(long)]
+    pub keep_downloads: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

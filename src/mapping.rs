@@ -120,6 +120,9 @@ pub fn parse(text: &str) -> Result<Plan> {
         }
         for (cname, cval) in &t.columns {
             let cat = format!("{at}, column {cname:?}");
+            if let Some(p) = crate::plan::column_name_problem(cname) {
+                problems.push(format!("{cat}: {p}"));
+            }
             let spec: ColumnSpec = match cval.clone().try_into() {
                 Ok(s) => s,
                 Err(e) => {
@@ -376,6 +379,21 @@ n  = { from = "$index", type = "integer" }
         for needle in ["unrouted", "varchar", "\"nope\"", "explode", "starts"] {
             assert!(err.contains(needle), "missing {needle:?} in: {err}");
         }
+    }
+
+    #[test]
+    fn system_column_names_are_refused() {
+        let err = parse(
+            "[[table]]\nname='t'\nkey=['id']\n[table.columns]\nid = { from = 'PK', type = 'text' }\n\
+             ctid = { from = 'c', type = 'text' }\n'' = { from = 'e', type = 'text' }\n",
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(
+            err.contains("column \"ctid\"") && err.contains("system column"),
+            "{err}"
+        );
+        assert!(err.contains("cannot be empty"), "{err}");
     }
 
     #[test]

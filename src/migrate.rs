@@ -68,7 +68,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     // Workers resolve the same string again (empty: from the PG* variables).
     let target_url = args.target.clone().unwrap_or_default();
 
-    let origin = resolve_origin(&args).await?;
+    let mut origin = resolve_origin(&args).await?;
     let info = origin.info.clone();
     let plan = Arc::new(load_plan(&args, &info)?);
     let key_attrs: Vec<String> = info.key.iter().map(|k| k.name.clone()).collect();
@@ -136,8 +136,9 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     drop(client);
 
     let dir = &args.checkpoint_dir;
-    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e))?;
+    crate::private::dir(dir)?;
     let files = RunFiles::new(dir, &info.name, &info.arn, &target_id);
+    files.secure()?;
     // A dry run does not touch the checkpoint, so it needs no lock, except to download an
     // s3:// export: files are written only under the run's lock.
     let lock = match (dry, &origin.download) {
@@ -364,6 +365,10 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     };
     let rejected_total: u64 = cp.segments.iter().map(|s| s.rejected).sum::<u64>()
         + cp.stream.as_ref().map_or(0, |s| s.rejected);
+    let downloads = origin
+        .downloads
+        .take()
+        .map(|d| d.settle(status, args.keep_downloads));
     let report = Report {
         status: status.to_string(),
         source_table: origin.describe(),
@@ -412,6 +417,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
             .lock()
             .map(|r| r.clone())
             .unwrap_or_default(),
+        downloads,
         follow: stream_arn.map(|arn| crate::follow::FollowSummary::of(&arn, &stats)),
     };
     report.print_human();
@@ -502,6 +508,8 @@ struct Origin {
     export: Option<crate::source::export::Export>,
     /// An `s3://` export: listed, to be downloaded under the run's lock.
     download: Option<crate::source::s3::Download>,
+    /// An s3:// export's local copies.
+    downloads: Option<crate::downloads::Downloads>,
 }
 
 impl Origin {
@@ -555,30 +563,23 @@ async fn resolve_origin(args: &MigrateArgs) -> Result<Origin> {
                 source: Some(source),
                 export: None,
                 download: None,
+                downloads: None,
             })
         }
         (None, Some(path)) => {
             let text = path.to_string_lossy().to_string();
-            let (export, download) = if let Some(rest) = text.strip_prefix("s3://") {
+            let (export, download, downloads) = if let Some(rest) = text.strip_prefix("s3://") {
                 // Downloaded next to the checkpoint (files already there intact are not
                 // fetched again), once the run holds its lock: here only listed.
-                let safe: String = rest
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || c == '-' {
-                            c
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect();
-                let dest = args.checkpoint_dir.join(format!("s3-{safe}"));
+                let dest = crate::downloads::Downloads::dir_for(&args.checkpoint_dir, rest);
                 let download =
                     crate::source::s3::prepare(&args.aws, &args.s3_endpoint_url, &text, &dest)
                         .await?;
-                (download.export.clone(), Some(download))
+                // Only now, the key list checked, is anything created.
+                let d = crate::downloads::Downloads::open(&args.checkpoint_dir, rest)?;
+                (download.export.clone(), Some(download), Some(d))
             } else {
-                (crate::source::export::open(path)?, None)
+                (crate::source::export::open(path)?, None, None)
             };
             let key =
                 match &args.key {
@@ -601,6 +602,7 @@ async fn resolve_origin(args: &MigrateArgs) -> Result<Origin> {
                 source: None,
                 export: Some(export),
                 download,
+                downloads,
             })
         }
         _ => Err(Error::config("give either --table NAME or --export PATH")),
@@ -611,7 +613,7 @@ async fn resolve_origin(args: &MigrateArgs) -> Result<Origin> {
 fn load_plan(args: &MigrateArgs, info: &TableInfo) -> Result<Plan> {
     match &args.mapping {
         Some(path) => crate::mapping::load(path),
-        None => Ok(Plan::default_for(info)),
+        None => Plan::default_checked(info),
     }
 }
 

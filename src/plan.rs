@@ -2,10 +2,17 @@
 //!
 //! It comes from a mapping file (`mapping`) or is the default mapping: one table named after
 //! the source, a column per key attribute typed from AttributeDefinitions, and `item jsonb`.
+//!
+//! Names that cannot be columns are refused before anything runs (exit 2, with the reason): a
+//! key attribute `item` under the default mapping (it would collide with `item jsonb`),
+//! PostgreSQL's system column names (`xmin`, `ctid`, ...) and names longer than PostgreSQL
+//! keeps. ddb2pg's own batch-order column in staging tables (`_seq`) steps aside for a column
+//! of that name (`seq_column`).
 
 use sha2::{Digest, Sha256};
 
 use crate::convert::{BaseType, ColType, TimeFormat};
+use crate::error::{Error, Result};
 use crate::source::{KeyAttrType, TableInfo};
 use crate::value::{NulPolicy, Number};
 
@@ -92,6 +99,31 @@ pub struct Plan {
     pub from_file: bool,
 }
 
+/// The columns PostgreSQL gives every table: no table can have a column of these names.
+pub const SYSTEM_COLUMNS: [&str; 6] = ["tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"];
+
+/// PostgreSQL's longest identifier (NAMEDATALEN - 1 bytes); it truncates longer names.
+pub const MAX_IDENT_BYTES: usize = 63;
+
+/// Why `name` cannot be a column name as it is, if it cannot.
+pub fn column_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        Some("a column name cannot be empty".into())
+    } else if SYSTEM_COLUMNS.contains(&name) {
+        Some(format!(
+            "{name:?} is a PostgreSQL system column name ({}): no table can have such a column",
+            SYSTEM_COLUMNS.join(", ")
+        ))
+    } else if name.len() > MAX_IDENT_BYTES {
+        Some(format!(
+            "{name:?} is {} bytes long: PostgreSQL truncates names to {MAX_IDENT_BYTES} bytes",
+            name.len()
+        ))
+    } else {
+        None
+    }
+}
+
 /// Quote an SQL identifier.
 pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -175,6 +207,35 @@ impl Plan {
         }
     }
 
+    /// The default mapping for `table`, refused (exit 2, with the reason) when a key
+    /// attribute's name cannot be a column beside `item jsonb`: named `item` itself, a system
+    /// column's name, or longer than PostgreSQL keeps.
+    pub fn default_checked(table: &TableInfo) -> Result<Plan> {
+        let mut problems = Vec::new();
+        for k in &table.key {
+            if k.name == "item" {
+                problems.push(
+                    "key attribute \"item\" would be a column named \"item\", but the default \
+                     mapping's \"item\" column (jsonb) holds the whole item"
+                        .to_string(),
+                );
+            } else if let Some(p) = column_name_problem(&k.name) {
+                problems.push(format!("key attribute {:?}: {p}", k.name));
+            }
+        }
+        if problems.is_empty() {
+            return Ok(Plan::default_for(table));
+        }
+        Err(Error::config(format!(
+            "the default mapping cannot hold table {:?}:\n  - {}\nuse a --mapping file that \
+             names the columns, e.g. pk = {{ from = \"{}\", type = \"text\" }} and \
+             doc = {{ from = \"$item\", type = \"jsonb\" }}",
+            table.name,
+            problems.join("\n  - "),
+            table.key.first().map_or("PK", |k| k.name.as_str())
+        )))
+    }
+
     /// A stable description of everything that shapes the rows (debug format of the plan).
     pub fn describe(&self) -> String {
         let mut s = format!("nul={:?} unrouted={:?}", self.nul, self.unrouted);
@@ -231,6 +292,19 @@ impl TablePlan {
             Some(s) => format!("{}.{}", ident(s), ident(&self.name)),
             None => ident(&self.name),
         }
+    }
+
+    /// The name of the batch-order column of ddb2pg's staging and scratch tables: `_seq`,
+    /// or `_seq_1`, `_seq_2` ... when the table has a column of that name.
+    pub fn seq_column(&self) -> String {
+        let taken = |n: &str| self.columns.iter().any(|c| c.name == n);
+        let mut name = "_seq".to_string();
+        let mut i = 0;
+        while taken(&name) {
+            i += 1;
+            name = format!("_seq_{i}");
+        }
+        name
     }
 
     pub fn key_columns(&self) -> impl Iterator<Item = &ColumnPlan> {
@@ -317,5 +391,45 @@ mod tests {
         assert!(plan
             .fingerprint_label()
             .starts_with("default mapping -> app (plan "));
+        assert_eq!(t.seq_column(), "_seq");
+    }
+
+    fn keyed_by(names: &[&str]) -> TableInfo {
+        TableInfo {
+            name: "T".into(),
+            arn: "arn".into(),
+            key: names
+                .iter()
+                .map(|n| KeyAttr {
+                    name: n.to_string(),
+                    ty: KeyAttrType::S,
+                })
+                .collect(),
+            item_count: 0,
+            size_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn names_that_cannot_be_columns_are_refused_with_the_reason() {
+        let long = "a".repeat(MAX_IDENT_BYTES + 1);
+        for (key, why) in [
+            ("item", "holds the whole item"),
+            ("xmin", "system column"),
+            ("tableoid", "system column"),
+            (long.as_str(), "truncates"),
+        ] {
+            let err = Plan::default_checked(&keyed_by(&["PK", key]))
+                .expect_err(key)
+                .to_string();
+            assert!(
+                err.contains(why) && err.contains("--mapping"),
+                "{key}: {err}"
+            );
+        }
+        let ok = keyed_by(&["_seq", "Item", &"b".repeat(MAX_IDENT_BYTES)]);
+        let plan = Plan::default_checked(&ok).expect("these are fine");
+        // ddb2pg's own staging column steps aside.
+        assert_eq!(plan.tables[0].seq_column(), "_seq_1");
     }
 }

@@ -149,7 +149,10 @@ pub async fn run(info: ProgressInfo, stats: Arc<Stats>, mut stop: watch::Receive
                     .map_or(80, |(_, w)| w as usize);
                 pb.set_message(line.fit(width));
             }
-            None => eprintln!("ddb2pg: {} (ItemCount is approximate)", line.parts().join(", ")),
+            None => eprintln!(
+                "ddb2pg: {} (ItemCount is approximate)",
+                line.parts().join(", ")
+            ),
         }
     }
     if let Some(pb) = bar {
@@ -184,7 +187,11 @@ impl Line {
         let eta = (self.rate > 0.0 && self.approx > self.done)
             .then(|| ((self.approx - self.done) as f64 / self.rate).ceil() as u64);
         let mut v = vec![
-            format!("{}/~{} items", short(self.done as f64), short(self.approx as f64)),
+            format!(
+                "{}/~{} items",
+                short(self.done as f64),
+                short(self.approx as f64)
+            ),
             format!("{}/s", short(self.rate)),
         ];
         if let Some(e) = eta {
@@ -248,9 +255,16 @@ mod tests {
             assert!(!s.contains("5746"), "{s}");
         }
         let wide = l.fit(200);
-        assert!(wide.contains("14.2k/s") && wide.contains("ETA ~7s"), "{wide}");
+        assert!(
+            wide.contains("14.2k/s") && wide.contains("ETA ~7s"),
+            "{wide}"
+        );
         assert!(wide.contains("segments 4/32"), "{wide}");
-        assert!(l.fit(60).starts_with('#'), "a bar when it fits: {}", l.fit(60));
+        assert!(
+            l.fit(60).starts_with('#'),
+            "a bar when it fits: {}",
+            l.fit(60)
+        );
         assert!(l.fit(20).starts_with("22.2k/~120.0k"), "{}", l.fit(20));
     }
 }

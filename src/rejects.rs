@@ -1,6 +1,7 @@
 //! The rejects file: one JSON line per item that could not be written, with the reason and the
 //! whole item in DynamoDB JSON so it can be fixed and replayed. Appended across resumes, never
-//! truncated, and fsynced before the checkpoint moves past the items it holds.
+//! truncated, and fsynced before the checkpoint moves past the items it holds. Created 0600,
+//! never through a symbolic link (see `crate::private`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -73,11 +74,8 @@ impl Rejects {
         }
         let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .map_err(|e| Error::file(&self.path, e))?;
+            // Whole items (personal data): owner-only, never through a symbolic link.
+            let f = crate::private::open(&self.path, OpenOptions::new().create(true).append(true))?;
             *guard = Some(f);
         }
         let Some(f) = guard.as_mut() else {

@@ -51,6 +51,8 @@ pub struct Report {
     /// Changes without an old image whose old rows could not be found (may have left rows).
     pub changes_unsure: u64,
     pub unsure_reason: Option<String>,
+    /// An s3:// export: where its downloaded copies are, and whether they were removed.
+    pub downloads: Option<crate::downloads::Outcome>,
     /// `--follow`: the stream's changes applied by this run, shards, lag.
     #[serde(flatten)]
     pub follow: Option<crate::follow::FollowSummary>,
@@ -148,6 +150,15 @@ impl Report {
             );
             for (k, n) in &self.rejects_by_reason {
                 eprintln!("    {n:>8}  {k}");
+            }
+        }
+        if let Some(d) = &self.downloads {
+            match &d.kept_because {
+                None => eprintln!(
+                    "  export copies removed from {} (--keep-downloads keeps them)",
+                    d.dir
+                ),
+                Some(why) => eprintln!("  export copies kept in {} ({why})", d.dir),
             }
         }
         eprintln!("  checkpoint {}", self.checkpoint);

@@ -19,19 +19,20 @@ use crate::error::{Error, Result};
 
 /// Whether a live process holds the lock next to a checkpoint, and who. Read without taking
 /// the lock (a `status` beside a starting `migrate` must not make it exit 2): a run writes
-/// "pid N on HOST" into the file and empties it when it ends; a pid on this host is checked in
-/// /proc, one on another host is taken as live.
+/// "pid N on HOST" into the file, keeps it open while it runs and empties it when it ends; a
+/// pid on this host is live if it still has the file open (/proc/N/fd), one on another host
+/// is taken as live.
 fn lock_state(lock: &Path) -> (bool, Option<String>) {
     let holder = std::fs::read_to_string(lock)
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
-    let live = holder.as_deref().is_some_and(holder_alive);
+    let live = holder.as_deref().is_some_and(|h| holder_alive(h, lock));
     (live, holder)
 }
 
-/// Whether the holder "pid N on HOST" of a lock file is a live process.
-fn holder_alive(holder: &str) -> bool {
+/// Whether the holder "pid N on HOST" of `lock` is a live process holding it.
+fn holder_alive(holder: &str, lock: &Path) -> bool {
     let mut words = holder.split_whitespace();
     let (Some("pid"), Some(pid), Some("on"), Some(host)) =
         (words.next(), words.next(), words.next(), words.next())
@@ -44,8 +45,14 @@ fn holder_alive(holder: &str) -> bool {
     if host != here || pid.parse::<u32>().is_err() {
         return true;
     }
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("ddb2pg"))
+    let Ok(lock) = std::fs::canonicalize(lock) else {
+        return false;
+    };
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == lock))
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
@@ -238,7 +245,7 @@ mod tests {
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("x.lock");
         let lock = crate::checkpoint::Lock::acquire(&path).expect("lock");
-        // The test binary's own pid: alive (its name contains ddb2pg).
+        // This process holds it: alive.
         let (live, holder) = lock_state(&path);
         assert!(live, "{holder:?}");
         // Reading it did not take it: the holder still has it, and a second run is refused.

@@ -5,6 +5,8 @@
 //! target's columns. PostgreSQL then compares scratch and target by key with a FULL JOIN, so
 //! values compare as PostgreSQL compares them (numeric 1.50 = 1.5, jsonb key order ignored) and
 //! neither side is ever held in ddb2pg's memory. The scratch tables are dropped at the end.
+//! Column names reach SQL only as quoted identifiers or as query parameters, never inside a
+//! string literal.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,7 +59,7 @@ pub async fn verify(args: VerifyArgs) -> Result<u8> {
     let info = source.describe(&args.table).await?;
     let plan = Arc::new(match &args.mapping {
         Some(p) => crate::mapping::load(p)?,
-        None => Plan::default_for(&info),
+        None => Plan::default_checked(&info)?,
     });
     let client = target
         .connect()
@@ -85,7 +87,8 @@ pub async fn verify(args: VerifyArgs) -> Result<u8> {
         }
         client
             .batch_execute(&format!(
-                "DROP TABLE IF EXISTS {name}; CREATE UNLOGGED TABLE {name} (_seq int8, {})",
+                "DROP TABLE IF EXISTS {name}; CREATE UNLOGGED TABLE {name} ({} int8, {})",
+                ident(&t.seq_column()),
                 cols.join(", ")
             ))
             .await
@@ -188,7 +191,11 @@ async fn load_and_compare(
             .zip(scratch)
             .map(|(t, name)| {
                 let cols: Vec<String> = t.columns.iter().map(|c| ident(&c.name)).collect();
-                format!("COPY {name} (_seq, {}) FROM STDIN", cols.join(", "))
+                format!(
+                    "COPY {name} ({}, {}) FROM STDIN",
+                    ident(&t.seq_column()),
+                    cols.join(", ")
+                )
             })
             .collect();
         set.spawn(async move {
@@ -261,9 +268,10 @@ async fn load_and_compare(
             )
         };
         let src = format!(
-            "(SELECT DISTINCT ON ({k}) {all} FROM {name} ORDER BY {k}, _seq DESC)",
+            "(SELECT DISTINCT ON ({k}) {all} FROM {name} ORDER BY {k}, {seq} DESC)",
             k = keys.join(", "),
-            all = all.join(", ")
+            all = all.join(", "),
+            seq = ident(&t.seq_column()),
         );
         let from = format!(
             "{src} s FULL JOIN {} t ON {}",
@@ -304,29 +312,7 @@ async fn load_and_compare(
             if args.samples == 0 {
                 break;
             }
-            // Keys from whichever side has the row.
-            let obj: Vec<String> = t
-                .key_columns()
-                .map(|c| {
-                    let q = ident(&c.name);
-                    format!("'{}', COALESCE(s.{q}, t.{q})", c.name.replace('\'', "''"))
-                })
-                .collect();
-            let rows = client
-                .query(
-                    &format!(
-                        "SELECT jsonb_build_object({})::text FROM {from} WHERE {cond} LIMIT {}",
-                        obj.join(", "),
-                        args.samples
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(|e| Error::from_pg("sample differing keys", e))?;
-            let keys: Vec<serde_json::Value> = rows
-                .iter()
-                .filter_map(|row| serde_json::from_str(row.get::<_, &str>(0)).ok())
-                .collect();
+            let keys = sample_keys(client, t, &from, cond, args.samples).await?;
             if !keys.is_empty() {
                 r.samples.insert(kind.to_string(), keys);
             }
@@ -334,4 +320,46 @@ async fn load_and_compare(
         results.insert(t.display_name(), r);
     }
     Ok((stats, results))
+}
+
+/// Up to `limit` keys of the rows of `from` (scratch `s` FULL JOIN target `t`) that meet
+/// `cond`, as JSON objects of the key columns, from whichever side has the row. The column
+/// names go in as query parameters, never into an SQL literal.
+async fn sample_keys(
+    client: &tokio_postgres::Client,
+    t: &crate::plan::TablePlan,
+    from: &str,
+    cond: &str,
+    limit: u32,
+) -> Result<Vec<serde_json::Value>> {
+    let names: Vec<&str> = t.key_columns().map(|c| c.name.as_str()).collect();
+    let obj: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let q = ident(name);
+            format!("${}::text, COALESCE(s.{q}, t.{q})", i + 1)
+        })
+        .collect();
+    let limit = i64::from(limit);
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
+    for n in &names {
+        params.push(n);
+    }
+    params.push(&limit);
+    let rows = client
+        .query(
+            &format!(
+                "SELECT jsonb_build_object({})::text FROM {from} WHERE {cond} LIMIT ${}",
+                obj.join(", "),
+                names.len() + 1
+            ),
+            &params,
+        )
+        .await
+        .map_err(|e| Error::from_pg("sample differing keys", e))?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| serde_json::from_str(row.get::<_, &str>(0)).ok())
+        .collect())
 }

@@ -10,10 +10,14 @@ mod cli;
 mod export;
 #[path = "suite/faults.rs"]
 mod faults;
+#[path = "suite/files.rs"]
+mod files;
 #[path = "suite/mapping.rs"]
 mod mapping;
 #[path = "suite/messages.rs"]
 mod messages;
+#[path = "suite/names.rs"]
+mod names;
 #[path = "suite/sink.rs"]
 mod sink;
 #[path = "suite/status_config.rs"]

@@ -9,7 +9,8 @@
 //!   again as an upsert. The outcome is the same either way; only the cost differs.
 //! - **Upsert**: per connection, each target table has a temporary staging table (`ON COMMIT
 //!   DELETE ROWS`). COPY the rows into the staging tables, then one prepared statement per
-//!   table:
+//!   table (`_seq` is the batch order; it takes another name when the table has a `_seq`
+//!   column: see `TablePlan::seq_column`):
 //!
 //! ```sql
 //! WITH src AS (SELECT DISTINCT ON (key) ... FROM stage ORDER BY key, _seq DESC),
@@ -74,7 +75,7 @@ pub async fn connect(url: &str) -> Result<Client> {
 }
 
 struct TableSink {
-    /// COPY into the staging table (with `_seq`).
+    /// COPY into the staging table (with `_seq`, or the name `TablePlan::seq_column` gives).
     stage_copy: String,
     /// COPY straight into the target table.
     direct_copy: String,
@@ -163,16 +164,17 @@ impl Sink {
                 .iter()
                 .map(|c| format!("{} {}", ident(&c.name), c.ty.sql()))
                 .collect();
+            let seq = ident(&t.seq_column());
             client
                 .batch_execute(&format!(
-                    "CREATE TEMP TABLE IF NOT EXISTS {stage} (_seq int8, {}) ON COMMIT DELETE ROWS",
+                    "CREATE TEMP TABLE IF NOT EXISTS {stage} ({seq} int8, {}) ON COMMIT DELETE ROWS",
                     cols.join(", ")
                 ))
                 .await
                 .map_err(|e| Error::from_pg("create staging table", e))?;
             let names: Vec<String> = t.columns.iter().map(|c| ident(&c.name)).collect();
             let stage_copy = format!(
-                "COPY pg_temp.{stage} (_seq, {}) FROM STDIN",
+                "COPY pg_temp.{stage} ({seq}, {}) FROM STDIN",
                 names.join(", ")
             );
             let direct_copy = format!("COPY {} ({}) FROM STDIN", t.sql_name(), names.join(", "));
@@ -483,9 +485,10 @@ fn upsert_sql(t: &TablePlan, stage: &str, run_xid: Option<u32>, distinct: bool) 
     };
     let src = if distinct {
         format!(
-            "SELECT DISTINCT ON ({key}) {all} FROM pg_temp.{stage} ORDER BY {key}, _seq DESC",
+            "SELECT DISTINCT ON ({key}) {all} FROM pg_temp.{stage} ORDER BY {key}, {seq} DESC",
             key = key.join(", "),
             all = all.join(", "),
+            seq = ident(&t.seq_column()),
         )
     } else {
         format!("SELECT {} FROM pg_temp.{stage}", all.join(", "))

@@ -6,7 +6,8 @@
 //! manifests into memory, which gives the export's identity, and so the checkpoint and lock
 //! names; then, under the lock, [`Download::run`] writes the files. A file already there with
 //! the right size is kept when its MD5 is the manifest's `md5Checksum` (else the object's
-//! ETag, when that is an MD5), so a resume fetches only what is missing or damaged.
+//! ETag, when that is an MD5), so a resume fetches only what is missing or damaged. Folders are
+//! created 0700 and files 0600, never through a symbolic link (see `crate::private`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -256,13 +257,16 @@ impl Download {
             .collect();
         for o in &self.objects {
             if let Some(dir) = o.path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e))?;
+                crate::private::dir(dir)?;
             }
             if let Some(text) = self.manifests.get(&o.path) {
                 let tmp = part_path(&o.path);
-                tokio::fs::write(&tmp, text)
-                    .await
-                    .map_err(|e| Error::file(&tmp, e))?;
+                {
+                    use std::io::Write as _;
+                    crate::private::create(&tmp)?
+                        .write_all(text.as_bytes())
+                        .map_err(|e| Error::file(&tmp, e))?;
+                }
                 rename(&tmp, &o.path).await?;
                 continue;
             }
@@ -349,9 +353,7 @@ impl Download {
                     aws_sdk_s3::error::DisplayErrorContext(e),
                 )
             })?;
-        let mut f = tokio::fs::File::create(tmp)
-            .await
-            .map_err(|e| Error::file(tmp, e))?;
+        let mut f = tokio::fs::File::from_std(crate::private::create(tmp)?);
         let mut hash = Md5::new();
         let mut body = out.body;
         while let Some(chunk) = body

@@ -11,7 +11,7 @@ use crate::support::harness::*;
 
 /// Items `range` of the sample as an export laid out as AWS writes it: every `per_file` items a
 /// data file, gzipped except every third one.
-fn write_export(dir: &Path, range: std::ops::Range<u64>, per_file: u64) {
+pub(crate) fn write_export(dir: &Path, range: std::ops::Range<u64>, per_file: u64) {
     let id = "01700000000000-abcdef12";
     let base = dir.join("AWSDynamoDB").join(id);
     std::fs::create_dir_all(base.join("data")).expect("dirs");
@@ -457,7 +457,12 @@ async fn upload(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, dir: &Path)
 fn s3_args(bucket: &str, prefix: &str, db: &str, cp: &Path) -> Vec<String> {
     let url = format!("s3://{bucket}/{prefix}");
     let mut args = export_args(Path::new(&url), db, cp);
-    args.extend(["--s3-endpoint-url".to_string(), moto_s3().to_string()]);
+    // The tests look at the copies after the run (removing them is tested in files.rs).
+    args.extend([
+        "--s3-endpoint-url".to_string(),
+        moto_s3().to_string(),
+        "--keep-downloads".to_string(),
+    ]);
     args
 }
 
@@ -606,7 +611,13 @@ fn lock_file(cp: &Path) -> std::path::PathBuf {
         .expect("cp")
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "lock"))
+        // The run's lock, not the shared one of the download folder (s3-*.lock).
+        .find(|p| {
+            p.extension().is_some_and(|x| x == "lock")
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("s3-"))
+        })
         .expect("a lock file")
 }
 

@@ -177,3 +177,50 @@ async fn dry_run_reports_constraint_violations_and_changes_nothing() {
     assert_eq!(r.report["items_read"], 50);
     assert_eq!(fingerprint(&db, &t).await, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_column_names_reach_verify_as_parameters_not_literals() {
+    // With standard_conforming_strings off, a backslash in a string literal escapes the next
+    // character: a key column named `pk\` used to end its own literal early.
+    let n = 80;
+    let table = sample_table(n).await;
+    let db = new_database().await;
+    pg(&db)
+        .await
+        .batch_execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET standard_conforming_strings = off', \
+             current_database()); END $$",
+        )
+        .await
+        .expect("standard_conforming_strings = off");
+    let dir = tempdir("verify-names");
+    let mapping = dir.join("m.toml");
+    std::fs::write(
+        &mapping,
+        "[[table]]\nname = \"odd\"\nkey = ['pk\\', \"it's\"]\n[table.columns]\n\
+         'pk\\' = { from = \"PK\", type = \"text\" }\n\"it's\" = { from = \"SK\", type = \"text\" }\n\
+         doc = { from = \"$item\", type = \"jsonb\" }\n",
+    )
+    .expect("mapping");
+    let mut args = migrate_args(&table, &db, &dir.join("cp"));
+    args.extend(["--mapping".into(), mapping.display().to_string()]);
+    args.push("--create-tables".into());
+    let r = run(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    pg(&db)
+        .await
+        .batch_execute("DELETE FROM odd WHERE \"pk\\\" = 'USER#00000001' AND \"it's\" = 'PROFILE'")
+        .await
+        .expect("delete a row");
+    let mut v = verify_args(&table, &db);
+    v.extend(["--mapping".into(), mapping.display().to_string()]);
+    let v = run(&v);
+    assert_eq!(v.code, 3, "{}", v.stderr);
+    let r = &v.report["tables"]["odd"];
+    assert_eq!(r["missing_in_target"], 1, "{r}");
+    assert_eq!(
+        r["samples"]["missing_in_target"][0],
+        serde_json::json!({"pk\\": "USER#00000001", "it's": "PROFILE"}),
+        "{r}"
+    );
+}

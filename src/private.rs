@@ -1,0 +1,196 @@
+//! Files that hold personal data: the checkpoint directory and its checkpoint, tmp, lock and
+//! rejects files (whole items), and the downloaded copies of an s3:// export.
+//!
+//! They are created owner-only (files 0600, directories 0700) and never through a symbolic
+//! link: files are opened with `O_NOFOLLOW`, and a link in the place of a file or directory
+//! ddb2pg writes is refused with exit 2, naming it. An existing file or directory that grants
+//! group or others any access is tightened (files when opened for writing, directories when
+//! used); a directory that cannot be tightened (not ours) gets a warning.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::Path;
+
+#[cfg(unix)]
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+
+use crate::error::{Error, Result};
+
+/// Mode of the files ddb2pg writes.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of the directories ddb2pg creates.
+pub const DIR_MODE: u32 = 0o700;
+
+/// The refusal of a symbolic link where ddb2pg writes.
+pub fn symlink_refused(path: &Path) -> Error {
+    Error::config(format!(
+        "{} is a symbolic link: ddb2pg writes checkpoints, rejected items and export copies \
+         (personal data) only into real files and directories, never through a link. Remove \
+         the link, or give --checkpoint-dir the real directory",
+        path.display()
+    ))
+}
+
+/// Refuse `path` if it is a symbolic link (a missing path is fine).
+pub fn refuse_symlink(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(symlink_refused(path)),
+        _ => Ok(()),
+    }
+}
+
+/// Tighten an existing regular file open to others to 0600 (a missing one is fine; links are
+/// left alone: see `refuse_symlink`).
+pub fn tighten_file(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    if let Ok(m) = fs::symlink_metadata(path) {
+        if m.is_file() && m.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(path, fs::Permissions::from_mode(FILE_MODE))
+                .map_err(|e| Error::file(path, e))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Make `path` an owner-only directory: created 0700 (missing parents too), or an existing
+/// one tightened to 0700 (a warning when that fails). A symbolic link is refused.
+pub fn dir(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) => return existing_dir(path, &m),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::file(path, e)),
+    }
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    builder.mode(DIR_MODE);
+    builder.create(path).map_err(|e| Error::file(path, e))?;
+    // Created, or made by someone else in the meantime: look again.
+    let m = fs::symlink_metadata(path).map_err(|e| Error::file(path, e))?;
+    existing_dir(path, &m)
+}
+
+fn existing_dir(path: &Path, m: &fs::Metadata) -> Result<()> {
+    if m.file_type().is_symlink() {
+        return Err(symlink_refused(path));
+    }
+    if !m.is_dir() {
+        return Err(Error::config(format!(
+            "{} is not a directory",
+            path.display()
+        )));
+    }
+    #[cfg(unix)]
+    {
+        let mode = m.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            match fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE)) {
+                Ok(()) => eprintln!(
+                    "ddb2pg: {} was open to others (mode {mode:04o}); tightened to {DIR_MODE:04o}: \
+                     it holds personal data (checkpoints, rejected items, export copies)",
+                    path.display()
+                ),
+                Err(e) => eprintln!(
+                    "ddb2pg: warning: {} is open to others (mode {mode:04o}) and cannot be \
+                     tightened ({e}); its files are still created {FILE_MODE:04o}",
+                    path.display()
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Open `path` with `options`, creating it 0600 and never through a symbolic link (the open
+/// fails with ELOOP on a link); an existing file open to others is tightened to 0600.
+pub fn open_io(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    #[cfg(unix)]
+    options.mode(FILE_MODE).custom_flags(libc::O_NOFOLLOW);
+    let file = options.open(path)?;
+    #[cfg(unix)]
+    if file.metadata()?.permissions().mode() & 0o077 != 0 {
+        // fchmod on the open file: no path to race on.
+        file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+    }
+    Ok(file)
+}
+
+/// As `open_io`, with a symbolic link refused by name (exit 2) and other errors naming the file.
+pub fn open(path: &Path, options: &mut OpenOptions) -> Result<File> {
+    open_io(path, options).map_err(|e| {
+        if is_symlink_error(&e) {
+            symlink_refused(path)
+        } else {
+            Error::file(path, e)
+        }
+    })
+}
+
+/// Create or truncate `path` for writing (see `open`).
+pub fn create(path: &Path) -> Result<File> {
+    open(
+        path,
+        OpenOptions::new().write(true).create(true).truncate(true),
+    )
+}
+
+/// Whether an open failed because the path is a symbolic link (`O_NOFOLLOW`).
+pub fn is_symlink_error(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        e.raw_os_error() == Some(libc::ELOOP)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn tempdir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("ddb2pg-private-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).expect("tempdir");
+        d
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::symlink_metadata(p).expect("stat").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn created_owner_only_and_links_refused() {
+        let d = tempdir("modes");
+        let nested = d.join("a/b");
+        dir(&nested).expect("dir");
+        assert_eq!((mode(&d.join("a")), mode(&nested)), (0o700, 0o700));
+        let f = nested.join("f");
+        create(&f).expect("create");
+        assert_eq!(mode(&f), 0o600);
+        // An existing file open to others is tightened when opened.
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).expect("chmod");
+        open(&f, OpenOptions::new().append(true)).expect("open");
+        assert_eq!(mode(&f), 0o600);
+        // A link in place of a file or a directory is refused; its target is untouched.
+        let target = d.join("elsewhere");
+        fs::write(&target, "x").expect("write");
+        let link = nested.join("link");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        let err = create(&link).expect_err("refused").to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert_eq!(fs::read_to_string(&target).expect("read"), "x");
+        let dlink = d.join("dlink");
+        std::os::unix::fs::symlink(&nested, &dlink).expect("symlink");
+        assert!(dir(&dlink).is_err());
+        // An existing directory open to others is tightened.
+        fs::set_permissions(&nested, fs::Permissions::from_mode(0o755)).expect("chmod");
+        dir(&nested).expect("dir");
+        assert_eq!(mode(&nested), 0o700);
+    }
+}
