@@ -132,6 +132,8 @@ mod tests {
         let a = Downloads::open(&cp, "b/exports/app").expect("a");
         let b = Downloads::open(&cp, "b/exports/app").expect("b");
         assert_eq!(a.dir, cp.join("s3-b_exports_app"));
+        // The download makes the folder (under the run's lock).
+        crate::private::dir(&a.dir).expect("folder");
         std::fs::write(a.dir.join("f.json"), "{}").expect("write");
         let first = a.settle("complete", false);
         assert!(!first.removed, "b still reads them: {first:?}");
