@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use ddb2pg::pgconn::redact;
 
 /// mimalloc instead of glibc's malloc: a migration allocates and frees millions of small
 /// strings and maps from several threads, where glibc spent a quarter of the CPU (see the
@@ -22,11 +23,23 @@ fn main() -> ExitCode {
             e.args
         }
         Err(err) => {
-            eprintln!("ddb2pg: error: {err}");
+            eprintln!("ddb2pg: error: {}", redact(&err.to_string()));
             return ExitCode::from(err.exit_code());
         }
     };
-    let cli = ddb2pg::cli::Cli::parse_from(args);
+    let cli = match ddb2pg::cli::Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        // --help and --version as clap prints them; usage errors may quote an argument
+        // (an unquoted `password=...`): redacted.
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprint!("{}", redact(&e.render().to_string()));
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -57,7 +70,8 @@ fn main() -> ExitCode {
     match runtime.block_on(ddb2pg::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("ddb2pg: error: {err}");
+            // Every message that may quote a target passes through the one redaction.
+            eprintln!("ddb2pg: error: {}", redact(&err.to_string()));
             ExitCode::from(err.exit_code())
         }
     }

@@ -113,6 +113,17 @@ pub fn parse(text: &str) -> Result<Plan> {
         if name.is_empty() || schema.as_deref() == Some("") {
             problems.push(format!("{at}: name must be \"table\" or \"schema.table\""));
         }
+        for part in std::iter::once(&name).chain(schema.as_ref()) {
+            if part.len() > crate::plan::MAX_NAME {
+                problems.push(format!(
+                    "{at}: {part:?} is {} bytes, longer than PostgreSQL's {} (it would be cut, \
+                     and names equal in their first {} bytes would share one table): shorten it",
+                    part.len(),
+                    crate::plan::MAX_NAME,
+                    crate::plan::MAX_NAME
+                ));
+            }
+        }
         let explode = t.explode.as_deref().map(split_path);
         let mut columns = Vec::new();
         if t.columns.is_empty() {

@@ -145,8 +145,21 @@ pub fn default_table_name(source: &str) -> String {
     if s.starts_with(|c: char| c.is_ascii_digit()) {
         s.insert(0, '_');
     }
+    // PostgreSQL keeps 63 bytes of a name and drops the rest, silently: two long source names
+    // equal in their first 63 bytes would share one table. A long name keeps 54 bytes and a
+    // hash of the whole source name (deterministic: every run of this source derives it).
+    if s.len() > MAX_NAME {
+        let h = Sha256::digest(source.as_bytes());
+        let tag: String = h[..4].iter().map(|b| format!("{b:02x}")).collect();
+        s.truncate(MAX_NAME - 9);
+        s.push('_');
+        s.push_str(&tag);
+    }
     s
 }
+
+/// PostgreSQL's longest identifier, in bytes (NAMEDATALEN - 1).
+pub const MAX_NAME: usize = 63;
 
 fn scalar(base: BaseType) -> ColType {
     ColType { base, array: false }
@@ -355,6 +368,16 @@ impl TablePlan {
 mod tests {
     use super::*;
     use crate::source::KeyAttr;
+
+    #[test]
+    fn long_source_names_make_distinct_names_that_fit() {
+        let a = default_table_name(&format!("{}_a", "x".repeat(63)));
+        let b = default_table_name(&format!("{}_b", "x".repeat(63)));
+        assert!(a.len() <= MAX_NAME && b.len() <= MAX_NAME, "{a} {b}");
+        assert_ne!(a, b);
+        assert_eq!(a, default_table_name(&format!("{}_a", "x".repeat(63))));
+        assert_eq!(default_table_name("MyTable"), "mytable");
+    }
 
     #[test]
     fn default_names() {

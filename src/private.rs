@@ -72,6 +72,28 @@ pub fn dir(path: &Path) -> Result<()> {
     existing_dir(path, &m)
 }
 
+/// Whether a directory may be tightened: owned by this user, not sticky (like /tmp), and
+/// holding nothing but ddb2pg's own files (checkpoints, locks, rejects, export copies).
+#[cfg(unix)]
+fn only_ours(path: &Path, m: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if m.uid() != me || m.mode() & 0o1000 != 0 {
+        return false;
+    }
+    let Ok(entries) = fs::read_dir(path) else {
+        return false;
+    };
+    entries.flatten().all(|e| {
+        let name = e.file_name().to_string_lossy().to_string();
+        name.starts_with("s3-")
+            || [".json", ".json.tmp", ".lock", ".jsonl"]
+                .iter()
+                .any(|x| name.ends_with(x))
+    })
+}
+
 fn existing_dir(path: &Path, m: &fs::Metadata) -> Result<()> {
     if m.file_type().is_symlink() {
         return Err(symlink_refused(path));
@@ -84,8 +106,15 @@ fn existing_dir(path: &Path, m: &fs::Metadata) -> Result<()> {
     }
     #[cfg(unix)]
     {
-        let mode = m.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        let mode = m.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 && !only_ours(path, m) {
+            eprintln!(
+                "ddb2pg: warning: {} is open to others (mode {mode:04o}) and holds files that \
+                 are not ddb2pg's, so it is left as it is; ddb2pg's files in it are created \
+                 {FILE_MODE:04o}. Give --checkpoint-dir a folder of its own",
+                path.display()
+            );
+        } else if mode & 0o077 != 0 {
             match fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE)) {
                 Ok(()) => eprintln!(
                     "ddb2pg: {} was open to others (mode {mode:04o}); tightened to {DIR_MODE:04o}: \
@@ -188,9 +217,16 @@ mod tests {
         let dlink = d.join("dlink");
         std::os::unix::fs::symlink(&nested, &dlink).expect("symlink");
         assert!(dir(&dlink).is_err());
-        // An existing directory open to others is tightened.
+        // An existing directory open to others is tightened when it holds only ddb2pg's files;
+        // one with other files (a shared or project folder) is left as it is, with a warning.
         fs::set_permissions(&nested, fs::Permissions::from_mode(0o755)).expect("chmod");
         dir(&nested).expect("dir");
-        assert_eq!(mode(&nested), 0o700);
+        assert_eq!(mode(&nested), 0o755, "holds f and link: not ours alone");
+        let ours = d.join("ours");
+        dir(&ours).expect("dir");
+        create(&ours.join("t-0123.json")).expect("create");
+        fs::set_permissions(&ours, fs::Permissions::from_mode(0o755)).expect("chmod");
+        dir(&ours).expect("dir");
+        assert_eq!(mode(&ours), 0o700);
     }
 }

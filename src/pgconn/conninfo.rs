@@ -118,9 +118,11 @@ fn parse_kv(s: &str) -> Result<Params> {
         }
         while it.next_if(|c| c.is_whitespace()).is_some() {}
         if it.next() != Some('=') {
-            return Err(Error::config(format!(
-                "missing \"=\" after \"{key}\" in the target's connection string"
-            )));
+            // The word is not quoted: it may be part of an unquoted password.
+            return Err(Error::config(
+                "missing \"=\" after a word of the target's connection string (key = value \
+                 pairs; a value with blanks goes in single quotes)",
+            ));
         }
         while it.next_if(|c| c.is_whitespace()).is_some() {}
         let mut value = String::new();
@@ -229,10 +231,10 @@ fn netloc(mut rest: &str) -> Result<(String, String, &str)> {
 fn uri_params(query: &str, out: &mut Params) -> Result<()> {
     for kv in query.split('&').filter(|kv| !kv.is_empty()) {
         let Some((k, v)) = kv.split_once('=') else {
-            return Err(Error::config(format!(
-                "missing \"=\" in the target URL's query parameter \"{}\"",
-                percent_decode(kv).unwrap_or_default()
-            )));
+            return Err(Error::config(
+                "a query parameter of the target URL has no \"=\" (a percent-encoded %3D does \
+                 not count)",
+            ));
         };
         let key = percent_decode(k).map_err(|e| Error::config(format!("the target URL: {e}")))?;
         if v.contains('=') {
@@ -313,8 +315,9 @@ fn redact_userinfo(s: &str) -> String {
         let end = rest
             .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
             .unwrap_or(rest.len());
+        // A '?' may be part of the password (libpq reads the userinfo up to the last '@'):
+        // the whole authority is searched, at worst hiding more than the password.
         let auth = &rest[..end];
-        let auth = &auth[..auth.find('?').unwrap_or(auth.len())];
         if let (Some(at), Some(colon)) = (auth.rfind('@'), auth.find(':')) {
             if colon < at {
                 out.push_str(&rest[..colon + 1]);
@@ -348,15 +351,45 @@ fn redact_keyword(s: &str) -> String {
         };
         let value = value.trim_start();
         out.push_str("=***");
-        rest = &value[value_len(value)..];
+        // In a URI query a value ends at '&' or '#'; in key=value form only at a blank.
+        let in_query = prefix.ends_with(['?', '&']);
+        rest = &value[value_len(value, in_query)..];
+    }
+    out.push_str(rest);
+    redact_encoded_keys(&out)
+}
+
+/// URI query parameters whose percent-encoded name is `password` or `sslpassword`
+/// (`?pass%77ord=x`): their values become `***`.
+fn redact_encoded_keys(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find(['?', '&']) {
+        out.push_str(&rest[..=i]);
+        rest = &rest[i + 1..];
+        let key_end = rest
+            .find(|c: char| c == '=' || c == '&' || c == '#' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let key = &rest[..key_end];
+        let secret = key.contains('%')
+            && percent_decode(key).is_ok_and(|k| k == "password" || k == "sslpassword");
+        if secret && rest[key_end..].starts_with('=') {
+            out.push_str(key);
+            out.push_str("=***");
+            let value = &rest[key_end + 1..];
+            rest = &value[value_len(value, true)..];
+        }
     }
     out.push_str(rest);
     out
 }
 
 /// Length of a value at the start of `v`: quoted (with backslash escapes) up to its closing
-/// quote, else up to a blank, `&`, `#` or `"`.
-fn value_len(v: &str) -> usize {
+/// quote, else up to a blank (and, `in_query`, a `&`, `#` or `"`).
+fn value_len(v: &str, in_query: bool) -> usize {
     let mut chars = v.char_indices();
     if v.starts_with('\'') {
         chars.next();
@@ -376,7 +409,7 @@ fn value_len(v: &str) -> usize {
             '\\' => {
                 chars.next();
             }
-            c if c.is_whitespace() || "&#\"".contains(c) => return i,
+            c if c.is_whitespace() || (in_query && "&#\"".contains(c)) => return i,
             _ => {}
         }
     }
@@ -420,7 +453,7 @@ mod tests {
         assert_eq!(kv(r"password='a\\b\'c'"), pairs(&[("password", r"a\b'c")]));
         assert_eq!(kv("  "), pairs(&[]));
         for (bad, want) in [
-            ("host=h sslmode", "missing \"=\" after \"sslmode\""),
+            ("host=h sslmode", "missing \"=\" after a word"),
             ("host=h password='hunter2", "unterminated quoted string"),
             ("host=h bogus=1", "invalid connection option \"bogus\""),
             ("host=h sslcrl=x", "does not support"),
@@ -522,6 +555,40 @@ mod tests {
             ("é password=é", "é password=***"),
         ] {
             assert_eq!(redact(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn redact_hides_what_the_review_found() {
+        for (s, secret) in [
+            ("postgres://postgres:hun?ter2@127.0.0.1:5432/db", "ter2"),
+            ("postgres://u@h/db?pass%77ord=hunter2&x=1", "hunter2"),
+            ("postgres://u@h/db?sslpass%77ord=hunter2", "hunter2"),
+            ("host=h password=hun&ter2 user=u", "ter2"),
+            ("host=h password=hun#ter2", "ter2"),
+            ("target = \"postgres://u:hun?ter2@h/db", "ter2"),
+        ] {
+            let r = redact(s);
+            assert!(!r.contains(secret), "{s} -> {r}");
+            assert!(r.contains("***"), "{s} -> {r}");
+        }
+        // What follows a query password is kept.
+        assert_eq!(
+            redact("postgres://u@h/db?pass%77ord=x&sslmode=require"),
+            "postgres://u@h/db?pass%77ord=***&sslmode=require"
+        );
+    }
+
+    #[test]
+    fn parse_errors_quote_no_word_of_a_password() {
+        for t in [
+            "host=h password=correct horse battery",
+            "postgres://u@h/db?password%3Dhunter2",
+        ] {
+            let e = parse(t).expect_err("refused").to_string();
+            for w in ["horse", "battery", "hunter2"] {
+                assert!(!e.contains(w), "{t}: {e}");
+            }
         }
     }
 }

@@ -90,8 +90,12 @@ pub(crate) struct Settings<'a> {
 
 impl Settings<'_> {
     fn get(&self, key: &str) -> Option<String> {
-        if let Some(v) = conninfo::get(self.params, key).filter(|v| !v.is_empty()) {
-            return Some(v.to_string());
+        if let Some(v) = conninfo::get(self.params, key) {
+            // As libpq: a keyword given empty is given (no environment fallback); an empty
+            // sslmode or sslrootcert is then refused where it is read, never a silent default.
+            if !v.is_empty() || matches!(key, "sslmode" | "sslrootcert") {
+                return Some(v.to_string());
+            }
         }
         let var = conninfo::KEYWORDS
             .iter()

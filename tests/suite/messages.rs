@@ -55,3 +55,68 @@ fn an_unreachable_endpoint_is_one_readable_line() {
     );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+/// Usage errors and target parse errors quote what the user typed: never the password. An
+/// empty sslmode is refused as libpq does, not read as "prefer".
+#[test]
+fn usage_and_target_errors_never_show_a_password_and_an_empty_sslmode_is_refused() {
+    let runs: [&[&str]; 4] = [
+        // An unquoted key=value target: clap sees `password=...` as an extra argument.
+        &[
+            "migrate",
+            "--export",
+            "x",
+            "--key",
+            "pk",
+            "--target",
+            "host=h",
+            "password=hunter2",
+        ],
+        &[
+            "migrate",
+            "--table",
+            "t",
+            "--segments",
+            "postgres://u:hunter2@h/db",
+        ],
+        &[
+            "migrate",
+            "--table",
+            "t",
+            "--target",
+            "host=h password=hunter2 horse",
+        ],
+        &[
+            "migrate",
+            "--table",
+            "t",
+            "--target",
+            "postgres://u:hun?ter2@h/db?sslmode=bogus",
+        ],
+    ];
+    for args in runs {
+        let out = Migration::bare_command().args(args).output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        for secret in ["hunter2", "ter2", "horse"] {
+            assert!(!stderr.contains(secret), "{args:?}: {stderr}");
+        }
+    }
+    let out = Migration::bare_command()
+        .args([
+            "migrate",
+            "--table",
+            "t",
+            "--endpoint-url",
+            "http://127.0.0.1:1",
+        ])
+        .args([
+            "--target",
+            "host=127.0.0.1 port=1 user=u dbname=d sslmode=''",
+        ])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("sslmode"), "{stderr}");
+}
