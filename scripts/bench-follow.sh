@@ -89,8 +89,8 @@ def flush():
         batch = r.get("UnprocessedItems", {}).get("benchfollow", [])
 for i in range(n):
     k = {"pk": {"S": f"b{i}"}}
-    if i % 10 == 9 and i >= 30:  # every tenth change deletes an item of an earlier batch
-        batch.append({"DeleteRequest": {"Key": {"pk": {"S": f"b{i - 30}"}}}})
+    if i % 10 == 9 and i >= 31:  # every tenth change deletes an item put in an earlier batch
+        batch.append({"DeleteRequest": {"Key": {"pk": {"S": f"b{i - 31}"}}}})
     else:
         batch.append({"PutRequest": {"Item": {**k, "ts": {"N": str(int(time.time() * 1000))}, "v": {"N": str(i)}}}})
     if len(batch) == 25:
