@@ -190,6 +190,22 @@ async fn describe(source: &Source, table: &str) -> Result<(Option<String>, Strin
     Ok((t.latest_stream_arn.filter(|_| enabled), view))
 }
 
+/// A Streams call's failure: records lost, an expired iterator, or another error.
+fn read_error<E, R>(what: &str, e: &aws_sdk_dynamodbstreams::error::SdkError<E, R>) -> ReadError
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
+{
+    let text = sdk_message(e);
+    match e.as_service_error() {
+        Some(s) => lost_or_other(what, s, text),
+        None => ReadError::Other(Error::Source {
+            message: format!("DynamoDB Streams: {what}: {text}"),
+            retryable: false,
+        }),
+    }
+}
+
 fn lost_or_other<E: ProvideErrorMetadata>(what: &str, e: &E, text: String) -> ReadError {
     match e.code() {
         Some("TrimmedDataAccessException") => ReadError::Lost(format!(
@@ -222,16 +238,7 @@ impl Stream {
                 .limit(100)
                 .send()
                 .await
-                .map_err(|e| {
-                    let text = sdk_message(&e);
-                    match e.as_service_error() {
-                        Some(s) => lost_or_other("DescribeStream", s, text),
-                        None => ReadError::Other(Error::Source {
-                            message: format!("DynamoDB Streams: DescribeStream: {text}"),
-                            retryable: false,
-                        }),
-                    }
-                })?;
+                .map_err(|e| read_error("DescribeStream", &e))?;
             let Some(desc) = out.stream_description else {
                 break;
             };
@@ -274,17 +281,7 @@ impl Stream {
             .set_sequence_number(after.map(str::to_string))
             .send()
             .await
-            .map_err(|e| {
-                let text = sdk_message(&e);
-                let what = format!("GetShardIterator of shard {shard}");
-                match e.as_service_error() {
-                    Some(s) => lost_or_other(&what, s, text),
-                    None => ReadError::Other(Error::Source {
-                        message: format!("DynamoDB Streams: {what}: {text}"),
-                        retryable: false,
-                    }),
-                }
-            })?;
+            .map_err(|e| read_error(&format!("GetShardIterator of shard {shard}"), &e))?;
         out.shard_iterator.ok_or_else(|| {
             ReadError::Lost(format!(
                 "GetShardIterator of shard {shard} returned no iterator"
@@ -301,16 +298,7 @@ impl Stream {
             .limit(1000)
             .send()
             .await
-            .map_err(|e| {
-                let text = sdk_message(&e);
-                match e.as_service_error() {
-                    Some(s) => lost_or_other("GetRecords", s, text),
-                    None => ReadError::Other(Error::Source {
-                        message: format!("DynamoDB Streams: GetRecords: {text}"),
-                        retryable: false,
-                    }),
-                }
-            })?;
+            .map_err(|e| read_error("GetRecords", &e))?;
         let mut records = Vec::new();
         for r in out.records.unwrap_or_default() {
             let kind = match r.event_name {
