@@ -93,6 +93,10 @@ pub struct Checkpoint {
     pub created_at: u64,
     pub updated_at: u64,
     pub segments: Vec<SegmentState>,
+    /// The rejects file's length once the reject lines of every committed page are in it:
+    /// lines past it belong to pages a killed run did not commit (they are read again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejects_bytes: Option<u64>,
     /// `--follow`: where the stream is applied up to (absent without --follow).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamState>,
@@ -155,6 +159,7 @@ impl Checkpoint {
             created_at: now_secs(),
             updated_at: now_secs(),
             segments: vec![SegmentState::default(); n],
+            rejects_bytes: None,
             stream: None,
         }
     }
@@ -438,19 +443,26 @@ impl Store {
 
     /// Record a committed page: call only after the transaction holding its rows committed.
     pub fn commit(&self, i: u32, cursor: Option<serde_json::Value>, done: bool, d: Delta) {
-        let mut cp = self.lock();
-        let s = &mut cp.segments[i as usize];
-        s.cursor = cursor;
-        s.done = done;
-        s.items += d.items;
-        s.rows_written += d.rows_written;
-        s.rows_unchanged += d.rows_unchanged;
-        s.rejected += d.rejected;
-        s.skipped += d.skipped;
-        if done && cp.segments.iter().all(|s| s.done) {
-            cp.complete = true;
-        }
+        commit_segment(&mut self.lock(), i, cursor, done, d);
         self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Record a committed page as one step: append its reject lines to `rejects` and change
+    /// the checkpoint with `f`, under the checkpoint's lock, so that no saved checkpoint holds
+    /// the one without the other (`rejects_bytes` marks where committed lines end).
+    pub fn commit_page(
+        &self,
+        rejects: &crate::rejects::Rejects,
+        lines: &[String],
+        f: impl FnOnce(&mut Checkpoint),
+    ) -> Result<()> {
+        let mut cp = self.lock();
+        if !lines.is_empty() {
+            cp.rejects_bytes = Some(rejects.append(lines)?);
+        }
+        f(&mut cp);
+        self.dirty.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Read or change the stream state (marks the checkpoint for the next flush).
@@ -472,6 +484,27 @@ impl Store {
             self.dirty.store(true, Ordering::Release);
         }
         r
+    }
+}
+
+/// A committed page's progress in segment `i`.
+pub fn commit_segment(
+    cp: &mut Checkpoint,
+    i: u32,
+    cursor: Option<serde_json::Value>,
+    done: bool,
+    d: Delta,
+) {
+    let s = &mut cp.segments[i as usize];
+    s.cursor = cursor;
+    s.done = done;
+    s.items += d.items;
+    s.rows_written += d.rows_written;
+    s.rows_unchanged += d.rows_unchanged;
+    s.rejected += d.rejected;
+    s.skipped += d.skipped;
+    if done && cp.segments.iter().all(|s| s.done) {
+        cp.complete = true;
     }
 }
 

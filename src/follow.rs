@@ -320,24 +320,36 @@ impl Follower {
             changes.push(r.change);
         }
         let job = &self.job;
-        let mut rejected = 0;
-        if !changes.is_empty() {
-            let p = batch::prepare_changes(
-                &job.plan,
-                &job.key_attrs,
-                job.stream.old_images,
-                changes,
-                None,
-            );
-            let sink = PageSink {
-                plan: &job.plan,
-                key_attrs: &job.key_attrs,
-                rejects: &job.rejects,
-                stats: &job.stats,
-                segment: None,
-            };
-            rejected = sink.apply(&mut self.writer, p).await?.rejected;
-        }
+        let (k, closed_now, shard) = (kinds, closed, shard.to_string());
+        // The shard's position moves with the page's reject lines, in one step.
+        let record = move |cp: &mut Checkpoint, d: &crate::checkpoint::Delta| {
+            let Some(s) = cp.stream.as_mut() else { return };
+            let st = s.shards.entry(shard).or_default();
+            if last_seq.is_some() {
+                st.seq = last_seq;
+            }
+            st.closed |= closed_now;
+            s.inserted += k[ChangeKind::Insert as usize];
+            s.modified += k[ChangeKind::Modify as usize];
+            s.removed += k[ChangeKind::Remove as usize];
+            s.rejected += d.rejected;
+            s.newest_applied_ms = s.newest_applied_ms.max(newest);
+        };
+        let p = batch::prepare_changes(
+            &job.plan,
+            &job.key_attrs,
+            job.stream.old_images,
+            changes,
+            None,
+        );
+        let sink = PageSink {
+            plan: &job.plan,
+            key_attrs: &job.key_attrs,
+            rejects: &job.rejects,
+            stats: &job.stats,
+            segment: None,
+        };
+        sink.apply(&mut self.writer, p, &job.store, record).await?;
         for (c, n) in [
             (
                 &job.stats.changes_inserted,
@@ -357,18 +369,6 @@ impl Follower {
         if let Some(t) = newest {
             job.stats.newest_change_ms.fetch_max(t, Ordering::Relaxed);
         }
-        job.store.with_stream(|s| {
-            let st = s.shards.entry(shard.to_string()).or_default();
-            if last_seq.is_some() {
-                st.seq = last_seq;
-            }
-            st.closed |= closed;
-            s.inserted += kinds[ChangeKind::Insert as usize];
-            s.modified += kinds[ChangeKind::Modify as usize];
-            s.removed += kinds[ChangeKind::Remove as usize];
-            s.rejected += rejected;
-            s.newest_applied_ms = s.newest_applied_ms.max(newest);
-        });
         self.flush().await
     }
 

@@ -205,6 +205,17 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     if let Some(s) = &stream {
         crate::follow::attach(&mut cp, s)?;
     }
+    // Reject lines a killed run wrote for pages it did not commit: those pages are read again.
+    if let (Some(n), false) = (cp.rejects_bytes, dry) {
+        let cut = Rejects::trim_to(&files.rejects, n)?;
+        if cut > 0 {
+            eprintln!(
+                "ddb2pg: removed {cut} bytes of reject lines from {} that belong to batches the \
+                 last run did not commit (they are processed again)",
+                files.rejects.display()
+            );
+        }
+    }
 
     let segments_skipped = cp.segments_done() as u64;
     let segments_resumed = cp

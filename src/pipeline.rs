@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::batch::{self, Batch, Prepared};
-use crate::checkpoint::{Delta, Store};
+use crate::checkpoint::{commit_segment, Checkpoint, Delta, Store};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::progress::Stats;
@@ -254,8 +254,8 @@ async fn write_page(job: &Job, sink: &mut Writer, segment: u32, p: Prepared) -> 
         stats: &job.stats,
         segment: Some(segment),
     };
-    let delta = out.apply(sink, p).await?;
-    job.store.commit(segment, next, done, delta);
+    let commit = move |cp: &mut Checkpoint, d: &Delta| commit_segment(cp, segment, next, done, *d);
+    let delta = out.apply(sink, p, &job.store, commit).await?;
     Stats::add(&job.stats.items_committed, delta.items);
     Stats::add(&job.stats.skipped, delta.skipped);
     if done {
@@ -278,9 +278,16 @@ pub struct PageSink<'a> {
 impl PageSink<'_> {
     /// Apply one prepared page: its deletions (children first), then its rows (parents
     /// first), each in one transaction, or, when PostgreSQL refuses some items' rows, in
-    /// several that leave those items out; then record the rejects. Returns what the page
-    /// adds to its segment's counts, for the caller to commit to the checkpoint.
-    pub async fn apply(&self, sink: &mut Writer, mut p: Prepared) -> Result<Delta> {
+    /// several that leave those items out; then, as one step (`Store::commit_page`), record
+    /// the rejects and `commit` the page's progress (given what it adds to its counts) to the
+    /// checkpoint. Returns that delta.
+    pub async fn apply(
+        &self,
+        sink: &mut Writer,
+        mut p: Prepared,
+        store: &Arc<Store>,
+        commit: impl FnOnce(&mut Checkpoint, &Delta) + Send + 'static,
+    ) -> Result<Delta> {
         let mut delta = Delta {
             items: p.count,
             skipped: p.skipped,
@@ -348,12 +355,12 @@ impl PageSink<'_> {
             self.stats.count_reject(format!("-: {}", reject.kind));
         }
         delta.rejected = reject_lines.len() as u64;
-        if !reject_lines.is_empty() {
-            let rejects = self.rejects.clone();
-            tokio::task::spawn_blocking(move || rejects.append(&reject_lines))
-                .await
-                .map_err(|e| Error::file(self.rejects.path(), e))??;
-        }
+        let (rejects, store, d) = (self.rejects.clone(), store.clone(), delta);
+        tokio::task::spawn_blocking(move || {
+            store.commit_page(&rejects, &reject_lines, |cp| commit(cp, &d))
+        })
+        .await
+        .map_err(|e| Error::file(self.rejects.path(), e))??;
         Ok(delta)
     }
 }

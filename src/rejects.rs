@@ -68,9 +68,10 @@ impl Rejects {
     }
 
     /// Append lines and fsync them: once this returns, the rejects survive a crash.
-    pub fn append(&self, lines: &[String]) -> Result<()> {
+    /// Append `lines`, fsynced; returns the file's length after them.
+    pub fn append(&self, lines: &[String]) -> Result<u64> {
         if lines.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
@@ -88,6 +89,27 @@ impl Rejects {
         }
         f.write_all(buf.as_bytes())
             .and_then(|()| f.sync_data())
+            .and_then(|()| f.metadata())
+            .map(|m| m.len())
             .map_err(|e| Error::file(&self.path, format!("cannot record rejected items: {e}")))
+    }
+
+    /// Cut the file back to `committed` bytes: lines past it were written for pages that a
+    /// killed run did not commit, and will be written again when those pages are. Returns how
+    /// many bytes were cut.
+    pub fn trim_to(path: &Path, committed: u64) -> Result<u64> {
+        let len = match std::fs::symlink_metadata(path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::file(path, e)),
+        };
+        if len <= committed {
+            return Ok(0);
+        }
+        let f = crate::private::open(path, OpenOptions::new().write(true))?;
+        f.set_len(committed)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| Error::file(path, e))?;
+        Ok(len - committed)
     }
 }

@@ -287,3 +287,50 @@ async fn sigterm_during_a_postgresql_outage_exits_130_at_once() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(default_mapping_differences(&db, &table, n).await, (0, 0));
 }
+
+/// Reject lines a killed run appended for batches it did not commit are cut on resume, so the
+/// rejects file holds each rejected item once (the checkpoint records where committed lines end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_lines_of_batches_not_committed_are_cut_on_resume() {
+    use crate::support::{ddb, load_sample, new_database, unique_name, Migration};
+    let client = ddb().await;
+    let table = unique_name("rejcut");
+    load_sample(&client, &table, 5, 40).await;
+    let target = new_database().await;
+    let m = Migration::new(&table, &target);
+    let mapping = m.dir.join("m.toml");
+    std::fs::write(
+        &mapping,
+        "[[table]]\nname = \"rejcut\"\nkey = [\"pk\", \"sk\"]\n[table.columns]\n\
+         pk = { from = \"PK\", type = \"text\" }\nsk = { from = \"SK\", type = \"text\" }\n\
+         x = { from = \"nope\", type = \"text\", required = true }\n",
+    )
+    .expect("mapping");
+    let map = mapping.to_string_lossy().to_string();
+    let args = [
+        "--mapping",
+        map.as_str(),
+        "--create-tables",
+        "--segments",
+        "4",
+    ];
+    m.run(&args).await.expect_code(4);
+    let rejects = m.sibling(".rejects.jsonl");
+    let committed = std::fs::read(&rejects).expect("rejects");
+    assert_eq!(committed.iter().filter(|&&b| b == b'\n').count(), 40);
+    let cp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m.checkpoint_path().expect("cp")).expect("read"))
+            .expect("json");
+    assert_eq!(cp["rejects_bytes"], committed.len() as u64, "{cp}");
+    // What a kill -9 between appending a page's rejects and saving the checkpoint leaves.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&rejects)
+        .expect("open");
+    std::io::Write::write_all(&mut f, b"{\"uncommitted\":1}\n{\"uncommitted\":2}\n").expect("w");
+    drop(f);
+    let out = m.run(&args).await;
+    out.expect_code(4);
+    assert!(out.stderr.contains("removed"), "{}", out.stderr);
+    assert_eq!(std::fs::read(&rejects).expect("rejects"), committed);
+}
