@@ -441,13 +441,8 @@ impl Store {
         self.dirty.store(true, Ordering::Release);
     }
 
-    /// Record a committed page: call only after the transaction holding its rows committed.
-    pub fn commit(&self, i: u32, cursor: Option<serde_json::Value>, done: bool, d: Delta) {
-        commit_segment(&mut self.lock(), i, cursor, done, d);
-        self.dirty.store(true, Ordering::Release);
-    }
-
-    /// Record a committed page as one step: append its reject lines to `rejects` and change
+    /// Record a committed page (call only after the transaction holding its rows committed) as
+    /// one step: append its reject lines to `rejects` and change
     /// the checkpoint with `f`, under the checkpoint's lock, so that no saved checkpoint holds
     /// the one without the other (`rejects_bytes` marks where committed lines end).
     pub fn commit_page(

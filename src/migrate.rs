@@ -167,6 +167,7 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::file(&files.checkpoint, e)),
         }
+        set_rejects_aside(&files.rejects)?;
         None
     } else {
         Checkpoint::load(&files.checkpoint)?
@@ -504,6 +505,21 @@ async fn scan_only(args: MigrateArgs) -> Result<u8> {
         std::fs::write(path, json.to_string()).map_err(|e| Error::file(path, e))?;
     }
     Ok(0)
+}
+
+/// `--restart`: the run rejects its items again, so the old rejects file is renamed (kept,
+/// with the time in its name) rather than appended to twice.
+fn set_rejects_aside(path: &std::path::Path) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let old = path.with_extension(format!("{}.jsonl", crate::checkpoint::now_secs()));
+    std::fs::rename(path, &old).map_err(|e| Error::file(path, e))?;
+    eprintln!(
+        "ddb2pg: --restart: the earlier rejects are kept in {}",
+        old.display()
+    );
+    Ok(())
 }
 
 /// Whether this run's checkpoint (read-only peek) already follows a stream.

@@ -242,7 +242,7 @@ async fn run_segment(
     }
 }
 
-/// Write one prepared page (see `apply_page`), and only then advance the segment's cursor.
+/// Write one prepared page (see `PageSink::apply`), and only then advance the segment's cursor.
 /// The order is what makes the checkpoint safe.
 async fn write_page(job: &Job, sink: &mut Writer, segment: u32, p: Prepared) -> Result<()> {
     let done = p.next.is_none();

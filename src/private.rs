@@ -85,13 +85,24 @@ fn only_ours(path: &Path, m: &fs::Metadata) -> bool {
     let Ok(entries) = fs::read_dir(path) else {
         return false;
     };
-    entries.flatten().all(|e| {
-        let name = e.file_name().to_string_lossy().to_string();
-        name.starts_with("s3-")
-            || [".json", ".json.tmp", ".lock", ".jsonl"]
-                .iter()
-                .any(|x| name.ends_with(x))
-    })
+    entries
+        .into_iter()
+        .all(|e| e.is_ok_and(|e| is_ours(&e.file_name().to_string_lossy())))
+}
+
+/// ddb2pg's own names: `<table>-<12 hex>.{json,json.tmp,lock,rejects*.jsonl}` and `s3-*`.
+fn is_ours(name: &str) -> bool {
+    if name.starts_with("s3-") {
+        return true;
+    }
+    let stem = name.split('.').next().unwrap_or("");
+    let hash_ok = stem
+        .rsplit_once('-')
+        .is_some_and(|(_, h)| h.len() == 12 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    let rest = &name[stem.len()..];
+    hash_ok
+        && (matches!(rest, ".json" | ".json.tmp" | ".lock" | ".rejects.jsonl")
+            || (rest.starts_with(".rejects.") && rest.ends_with(".jsonl")))
 }
 
 fn existing_dir(path: &Path, m: &fs::Metadata) -> Result<()> {
@@ -224,7 +235,15 @@ mod tests {
         assert_eq!(mode(&nested), 0o755, "holds f and link: not ours alone");
         let ours = d.join("ours");
         dir(&ours).expect("dir");
-        create(&ours.join("t-0123.json")).expect("create");
+        create(&ours.join("app-0123456789ab.json")).expect("create");
+        // A project folder (package.json, yarn.lock) is not ddb2pg's.
+        let project = d.join("project");
+        dir(&project).expect("dir");
+        create(&project.join("package.json")).expect("create");
+        create(&project.join("yarn.lock")).expect("create");
+        fs::set_permissions(&project, fs::Permissions::from_mode(0o755)).expect("chmod");
+        dir(&project).expect("dir");
+        assert_eq!(mode(&project), 0o755);
         fs::set_permissions(&ours, fs::Permissions::from_mode(0o755)).expect("chmod");
         dir(&ours).expect("dir");
         assert_eq!(mode(&ours), 0o700);

@@ -1,7 +1,8 @@
 //! The rejects file: one JSON line per item that could not be written, with the reason and the
-//! whole item in DynamoDB JSON so it can be fixed and replayed. Appended across resumes, never
-//! truncated, and fsynced before the checkpoint moves past the items it holds. Created 0600,
-//! never through a symbolic link (see `crate::private`).
+//! whole item in DynamoDB JSON so it can be fixed and replayed. Appended across resumes and
+//! fsynced before the checkpoint moves past the items it holds; a resume cuts only lines past
+//! the checkpoint's `rejects_bytes` (pages a killed run did not commit), and `--restart` sets
+//! the old file aside. Created 0600, never through a symbolic link (see `crate::private`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -67,8 +68,8 @@ impl Rejects {
         .to_string()
     }
 
-    /// Append lines and fsync them: once this returns, the rejects survive a crash.
-    /// Append `lines`, fsynced; returns the file's length after them.
+    /// Append `lines` and fsync them (once this returns they survive a crash); returns the
+    /// file's length after them.
     pub fn append(&self, lines: &[String]) -> Result<u64> {
         if lines.is_empty() {
             return Ok(0);

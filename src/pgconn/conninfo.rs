@@ -310,11 +310,9 @@ fn redact_userinfo(s: &str) -> String {
     while let Some(i) = rest.find("://") {
         out.push_str(&rest[..i + 3]);
         rest = &rest[i + 3..];
-        // The authority ends at a blank or quote; the credentials at its last '@' (a raw '@'
-        // or '/' in a password then stays hidden too).
-        let end = rest
-            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
-            .unwrap_or(rest.len());
+        // The credentials end at the last '@' before the path's '/' (a blank, quote or '?' may
+        // be part of the password): at worst more than the password is hidden.
+        let end = rest.find('/').unwrap_or(rest.len());
         // A '?' may be part of the password (libpq reads the userinfo up to the last '@'):
         // the whole authority is searched, at worst hiding more than the password.
         let auth = &rest[..end];
@@ -562,6 +560,8 @@ mod tests {
     fn redact_hides_what_the_review_found() {
         for (s, secret) in [
             ("postgres://postgres:hun?ter2@127.0.0.1:5432/db", "ter2"),
+            ("postgres://u:pa'ss ter2@h/db", "ter2"),
+            ("postgres://u:pa\"ter2@h/db", "ter2"),
             ("postgres://u@h/db?pass%77ord=hunter2&x=1", "hunter2"),
             ("postgres://u@h/db?sslpass%77ord=hunter2", "hunter2"),
             ("host=h password=hun&ter2 user=u", "ter2"),

@@ -333,4 +333,20 @@ async fn reject_lines_of_batches_not_committed_are_cut_on_resume() {
     out.expect_code(4);
     assert!(out.stderr.contains("removed"), "{}", out.stderr);
     assert_eq!(std::fs::read(&rejects).expect("rejects"), committed);
+    // --restart rejects the items again: the earlier file is set aside, not appended twice.
+    let mut restart = args.to_vec();
+    restart.push("--restart");
+    let out = m.run(&restart).await;
+    out.expect_code(4);
+    assert_eq!(
+        std::fs::read(&rejects).expect("rejects").len(),
+        committed.len()
+    );
+    let aside: Vec<_> = std::fs::read_dir(&m.checkpoint_dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains(".rejects.") && !n.ends_with(".rejects.jsonl"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}: {}", out.stderr);
 }
