@@ -23,6 +23,7 @@ pub mod progress;
 pub mod rejects;
 pub mod report;
 pub mod sample;
+pub mod shard;
 pub mod sink;
 pub mod source;
 pub mod status;

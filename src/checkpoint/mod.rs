@@ -1,26 +1,36 @@
-//! The checkpoint: a versioned JSON file per source+target that records, per segment, the
-//! cursor after the last committed batch and whether the segment is done.
+//! The checkpoint: a versioned JSON document per source+target (and shard) that records, per
+//! segment, the cursor after the last committed batch and whether the segment is done.
 //!
-//! Invariant: the file never covers an item that is not committed in PostgreSQL (the cursor
-//! moves only after a commit), so resuming from it loses nothing; upserts being idempotent,
-//! re-reading the uncommitted tail duplicates nothing.
+//! Invariant: the checkpoint never covers an item that is not committed in PostgreSQL (the
+//! cursor moves only after a commit), so resuming from it loses nothing; upserts being
+//! idempotent, re-reading the uncommitted tail duplicates nothing.
 //!
-//! Writes are atomic (tmp file, fsync, rename, fsync the directory); a checksum detects a
-//! damaged file; a fingerprint of source, target, mapping and segment count refuses a resume
-//! under different settings. A lock file (flock, released by the OS when a process dies)
-//! keeps two runs off the same checkpoint. The files are created owner-only (0600) and never
-//! through a symbolic link (see `crate::private`).
+//! A checksum detects a damaged document; a fingerprint of source, target, mapping, segment
+//! count and shard refuses a resume under different settings.
+//!
+//! Where the checkpoint, its lock and its rejects live is a [`Storage`]: a local directory
+//! ([`local`]: atomic tmp+rename writes, an `flock` lock released by the OS when a process
+//! dies, files 0600 never through a symbolic link) or an S3 prefix ([`s3`]: conditional writes,
+//! a lock with a renewed lease, see [`lock`]), chosen by `--checkpoint-dir DIR|s3://bucket/prefix`.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+mod local;
+pub mod lock;
+mod s3;
+mod storage;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::shard::Shard;
+
+pub use local::{LocalDir, Lock};
+pub use s3::S3Dir;
+pub use storage::{open, Held, LockState, Names, Storage, Tag};
 
 pub const VERSION: u32 = 1;
 
@@ -33,8 +43,12 @@ pub struct Settings {
     pub target: String,
     /// The mapping, described.
     pub mapping: String,
-    /// Scan TotalSegments: cursors are only valid for the same segmentation.
+    /// Scan TotalSegments: cursors are only valid for the same segmentation. With shards, the
+    /// total of all shards (identical for every shard).
     pub segments: u32,
+    /// `--shard I/N`: this checkpoint covers the segments `s % N == I` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
 }
 
 impl Settings {
@@ -59,6 +73,8 @@ impl Settings {
             &self.segments.to_string(),
             &now.segments.to_string(),
         );
+        let shard = |s: &Option<Shard>| s.map_or("none".to_string(), |s| s.to_string());
+        cmp("shard", &shard(&self.shard), &shard(&now.shard));
         d
     }
 }
@@ -171,30 +187,30 @@ impl Checkpoint {
         hex(&Sha256::digest(&json))
     }
 
-    /// Read a checkpoint. `Ok(None)` when there is none; a damaged file is an error that
-    /// names the file and the way out, never a silent start-over.
-    /// Never touches the tmp file: a live run may be writing it (see `remove_leftover_tmp`).
-    pub fn load(path: &Path) -> Result<Option<Checkpoint>> {
-        let bytes = match fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::file(path, e)),
-        };
+    /// The document to store: `updated_at` and the checksum set.
+    pub fn encode(&mut self) -> Result<Vec<u8>> {
+        self.updated_at = now_secs();
+        self.checksum = self.compute_checksum();
+        serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::config(format!("internal error: checkpoint not encodable: {e}")))
+    }
+
+    /// Parse and check a stored document; `at` names it in messages. A damaged document is an
+    /// error that names it and the way out, never a silent start-over.
+    pub fn decode(bytes: &[u8], at: &str) -> Result<Checkpoint> {
         let damaged = |why: String| {
             Error::config(format!(
-                "checkpoint {} is damaged ({why}); it cannot be trusted for a resume. \
+                "checkpoint {at} is damaged ({why}); it cannot be trusted for a resume. \
                  Run again with --restart to discard it and start over (upserts are idempotent, \
-                 so rows already written are not duplicated)",
-                path.display()
+                 so rows already written are not duplicated)"
             ))
         };
         let cp: Checkpoint =
-            serde_json::from_slice(&bytes).map_err(|e| damaged(format!("not valid JSON: {e}")))?;
+            serde_json::from_slice(bytes).map_err(|e| damaged(format!("not valid JSON: {e}")))?;
         if cp.version != VERSION {
             return Err(Error::config(format!(
-                "checkpoint {} has format version {}, this ddb2pg reads version {VERSION}; \
+                "checkpoint {at} has format version {}, this ddb2pg reads version {VERSION}; \
                  finish the run with the ddb2pg that wrote it, or use --restart",
-                path.display(),
                 cp.version
             )));
         }
@@ -204,191 +220,120 @@ impl Checkpoint {
         if cp.segments.len() != cp.settings.segments as usize {
             return Err(damaged("segment count does not match its settings".into()));
         }
-        Ok(Some(cp))
+        Ok(cp)
+    }
+
+    /// Read a local checkpoint file. `Ok(None)` when there is none. Never touches the tmp file:
+    /// a live run may be writing it (see `remove_leftover_tmp`).
+    pub fn load(path: &Path) -> Result<Option<Checkpoint>> {
+        local::read_file(path)?
+            .map(|b| Checkpoint::decode(&b, &path.display().to_string()))
+            .transpose()
+    }
+
+    /// Read the checkpoint `name` of `storage`, with the version read (for a conditional write).
+    pub fn load_from(storage: &dyn Storage, name: &str) -> Result<Option<(Checkpoint, Tag)>> {
+        match storage.read(name)? {
+            None => Ok(None),
+            Some((bytes, tag)) => Ok(Some((Checkpoint::decode(&bytes, &storage.show(name))?, tag))),
+        }
     }
 
     /// Remove a tmp file left by a crash between writing and renaming it (the real file is
     /// still the last good one). Only the holder of the run's lock may call this.
     pub fn remove_leftover_tmp(path: &Path) {
-        let tmp = tmp_path(path);
-        if tmp.exists() {
-            eprintln!(
-                "ddb2pg: removing {} left by an interrupted checkpoint write",
-                tmp.display()
-            );
-            let _ = fs::remove_file(&tmp);
-        }
+        local::remove_leftover_tmp(path)
     }
 
-    /// Write atomically: tmp file, fsync, rename over, fsync the directory.
+    /// Write a local checkpoint file atomically: tmp file, fsync, rename over, fsync the directory.
     pub fn save(&mut self, path: &Path) -> Result<()> {
-        self.updated_at = now_secs();
-        self.checksum = self.compute_checksum();
-        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::file(path, e))?;
-        let tmp = tmp_path(path);
-        let write = || -> std::io::Result<()> {
-            // A fresh owner-only file (whatever was there, a link included, is removed first:
-            // only the lock holder writes here); the rename replaces a link at `path` too.
-            let _ = fs::remove_file(&tmp);
-            let mut f =
-                crate::private::open_io(&tmp, OpenOptions::new().write(true).create_new(true))?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-            fs::rename(&tmp, path)?;
-            if let Some(dir) = path.parent() {
-                File::open(if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                })?
-                .sync_all()?;
-            }
-            Ok(())
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            Error::file(
-                path,
-                format!("cannot write checkpoint ({e}); the previous checkpoint stays valid"),
-            )
-        })
+        let bytes = self.encode()?;
+        local::write_file(path, &bytes)
     }
 
+    /// The segments this checkpoint's run works on: all, or its shard's.
+    pub fn owned(&self) -> Vec<u32> {
+        match self.settings.shard {
+            Some(s) => s.segments(self.settings.segments),
+            None => (0..self.settings.segments).collect(),
+        }
+    }
+
+    /// Segments done (of this checkpoint's own).
     pub fn segments_done(&self) -> usize {
-        self.segments.iter().filter(|s| s.done).count()
+        self.owned()
+            .iter()
+            .filter(|&&i| self.segments[i as usize].done)
+            .count()
     }
 }
 
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".tmp");
-    PathBuf::from(s)
-}
-
-/// The files of one run (source + target) inside the checkpoint directory.
-#[derive(Debug, Clone)]
-pub struct RunFiles {
-    pub checkpoint: PathBuf,
-    pub lock: PathBuf,
-    pub rejects: PathBuf,
-}
-
-impl RunFiles {
-    /// `<dir>/<table>-<hash of source and target>.{json,lock,rejects.jsonl}`.
-    pub fn new(dir: &Path, table: &str, source_id: &str, target_id: &str) -> RunFiles {
-        let h = hex(&Sha256::digest(
-            format!("{source_id}\n{target_id}").as_bytes(),
-        ));
-        let safe: String = table
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let stem = format!("{safe}-{}", &h[..12]);
-        RunFiles {
-            checkpoint: dir.join(format!("{stem}.json")),
-            lock: dir.join(format!("{stem}.lock")),
-            rejects: dir.join(format!("{stem}.rejects.jsonl")),
-        }
-    }
-
-    /// Before a run: refuse to start when a file of the run is a symbolic link (exit 2, naming
-    /// it; ddb2pg never writes through one, and opens them with `O_NOFOLLOW` too), and tighten
-    /// existing files open to others to 0600 (left by an earlier version or a loose umask).
-    pub fn secure(&self) -> Result<()> {
-        for p in [
-            &self.checkpoint,
-            &tmp_path(&self.checkpoint),
-            &self.lock,
-            &self.rejects,
-            &self.rejects.with_extension("dry-run.jsonl"),
-        ] {
-            crate::private::refuse_symlink(p)?;
-            crate::private::tighten_file(p)?;
-        }
-        Ok(())
-    }
-}
-
-/// An exclusive lock on a run; released when dropped or when the process dies.
-#[derive(Debug)]
-pub struct Lock {
-    file: File,
-}
-
-impl Lock {
-    pub fn acquire(path: &Path) -> Result<Lock> {
-        let mut file = crate::private::open(
-            path,
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false),
-        )?;
-        let mut previous = String::new();
-        let _ = file.read_to_string(&mut previous);
-        let previous = previous.trim().to_string();
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::config(format!(
-                    "another ddb2pg run ({}) holds {}; wait for it to finish or stop it first",
-                    if previous.is_empty() {
-                        "pid unknown".to_string()
-                    } else {
-                        previous
-                    },
-                    path.display()
-                )))
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::file(path, e)),
-        }
-        if !previous.is_empty() {
-            eprintln!(
-                "ddb2pg: taking over the lock {} left by a run that is no longer alive ({previous})",
-                path.display()
-            );
-        }
-        let me = format!("pid {} on {}", std::process::id(), hostname());
-        let write = |f: &mut File| -> std::io::Result<()> {
-            f.set_len(0)?;
-            f.seek(SeekFrom::Start(0))?;
-            f.write_all(me.as_bytes())?;
-            f.sync_all()
+/// Before a shard starts: every sibling shard's checkpoint of the same run (same `base`
+/// name) must have the same segment total and shard count, else segments would overlap or be
+/// missed. Returns the siblings' total when one exists (a shard without `--segments` adopts it).
+pub fn siblings_agree(
+    storage: &dyn Storage,
+    base: &str,
+    shard: Shard,
+    segments: Option<u32>,
+) -> Result<Option<u32>> {
+    let mut seen: Option<(u32, String)> = None;
+    for name in storage.list()? {
+        let Some((b, other)) = Shard::from_suffix(&name) else {
+            continue;
         };
-        write(&mut file).map_err(|e| Error::file(path, e))?;
-        Ok(Lock { file })
+        if b != base || other == shard {
+            continue;
+        }
+        let Some((cp, _)) = Checkpoint::load_from(storage, &name)? else {
+            continue;
+        };
+        let at = storage.show(&name);
+        if other.count != shard.count {
+            return Err(Error::config(format!(
+                "shard {shard}: checkpoint {at} belongs to a run of {} shards, this one is of {}; \
+                 every shard of a migration must be given the same N (or start over: remove the \
+                 other shards' checkpoints, or use --restart on every shard)",
+                other.count, shard.count
+            )));
+        }
+        let total = cp.settings.segments;
+        if let Some(n) = segments.filter(|&n| n != total) {
+            return Err(Error::config(format!(
+                "shard {shard}: --segments {n}, but shard {other} ({at}) scans {total} segments; \
+                 every shard must use the same total (give --segments {total})"
+            )));
+        }
+        if let Some((t, first)) = &seen {
+            if *t != total {
+                return Err(Error::config(format!(
+                    "shards disagree on the segment total: {first} has {t}, {at} has {total}; \
+                     start the migration over with one --segments for every shard"
+                )));
+            }
+        }
+        seen = Some((total, at));
     }
-}
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        // A clean exit leaves an empty lock file: nothing to take over next time.
-        let _ = self.file.set_len(0);
-        let _ = self.file.unlock();
-    }
-}
-
-fn hostname() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "this host".into())
+    Ok(seen.map(|(t, _)| t))
 }
 
 /// The checkpoint shared by the segment workers: updated in memory after each commit, written
-/// to disk by `flush` (the pipeline flushes a few times a second and at the end).
+/// to its storage by `flush` (the pipeline flushes a few times a second and at the end).
 pub struct Store {
     /// False for `--dry-run`: the checkpoint is kept in memory only.
     persist: bool,
-    path: PathBuf,
+    storage: Arc<dyn Storage>,
+    names: Names,
+    /// The checkpoint's location, for messages.
+    shown: PathBuf,
+    /// The stored version this process wrote last (a conditional write replaces only it).
+    tag: Mutex<Tag>,
     state: Mutex<Checkpoint>,
     dirty: AtomicBool,
+    /// Reject lines appended since the rejects were last published to the storage.
+    rejects_dirty: AtomicBool,
+    /// The local rejects file (the storage's copy is refreshed from it before a flush).
+    rejects_local: PathBuf,
 }
 
 /// What a committed page adds to its segment.
@@ -402,25 +347,43 @@ pub struct Delta {
 }
 
 impl Store {
-    pub fn new(path: PathBuf, cp: Checkpoint) -> Store {
+    /// `tag`: the version of the checkpoint as read (`Tag::Absent` for a new one).
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        names: Names,
+        rejects_local: PathBuf,
+        tag: Tag,
+        cp: Checkpoint,
+    ) -> Store {
         Store {
             persist: true,
-            path,
+            shown: PathBuf::from(storage.show(&names.checkpoint)),
+            storage,
+            names,
+            tag: Mutex::new(tag),
             state: Mutex::new(cp),
             dirty: AtomicBool::new(true),
+            rejects_dirty: AtomicBool::new(false),
+            rejects_local,
         }
     }
 
-    /// A store that never writes its file (dry runs).
-    pub fn in_memory(path: PathBuf, cp: Checkpoint) -> Store {
+    /// A store that never writes (dry runs).
+    pub fn in_memory(
+        storage: Arc<dyn Storage>,
+        names: Names,
+        rejects_local: PathBuf,
+        cp: Checkpoint,
+    ) -> Store {
         Store {
             persist: false,
-            ..Store::new(path, cp)
+            ..Store::new(storage, names, rejects_local, Tag::Absent, cp)
         }
     }
 
+    /// Where the checkpoint is (a path, or an s3:// URL), for messages.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.shown
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Checkpoint> {
@@ -454,6 +417,7 @@ impl Store {
         let mut cp = self.lock();
         if !lines.is_empty() {
             cp.rejects_bytes = Some(rejects.append(lines)?);
+            self.rejects_dirty.store(true, Ordering::Release);
         }
         f(&mut cp);
         self.dirty.store(true, Ordering::Release);
@@ -468,17 +432,36 @@ impl Store {
         r
     }
 
-    /// Write the checkpoint if it changed since the last flush.
+    /// Write the checkpoint if it changed since the last flush: first the rejects (when the
+    /// storage keeps its own copy), so that no stored checkpoint counts reject lines the
+    /// storage does not hold, then the checkpoint, replacing only the version this process
+    /// wrote last.
     pub fn flush(&self) -> Result<()> {
         if !self.persist || !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
-        let mut cp = self.snapshot();
-        let r = cp.save(&self.path);
+        let r = self.write();
         if r.is_err() {
             self.dirty.store(true, Ordering::Release);
         }
         r
+    }
+
+    fn write(&self) -> Result<()> {
+        let mut cp = self.snapshot();
+        if self.rejects_dirty.swap(false, Ordering::AcqRel) {
+            let published = self
+                .storage
+                .publish(&self.names.rejects, &self.rejects_local);
+            if let Err(e) = published {
+                self.rejects_dirty.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
+        let bytes = cp.encode()?;
+        let mut tag = self.tag.lock().unwrap_or_else(|p| p.into_inner());
+        *tag = self.storage.write(&self.names.checkpoint, &bytes, &tag)?;
+        Ok(())
     }
 }
 
@@ -498,14 +481,21 @@ pub fn commit_segment(
     s.rows_unchanged += d.rows_unchanged;
     s.rejected += d.rejected;
     s.skipped += d.skipped;
-    if done && cp.segments.iter().all(|s| s.done) {
+    if done
+        && cp
+            .owned()
+            .iter()
+            .all(|&j| cp.segments[j as usize].done)
+    {
         cp.complete = true;
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::local::tmp_path;
     use super::*;
+    use std::fs;
 
     fn settings() -> Settings {
         Settings {
@@ -513,6 +503,7 @@ mod tests {
             target: "postgres://u@h:5432/d".into(),
             mapping: "m".into(),
             segments: 4,
+            shard: None,
         }
     }
 
@@ -587,13 +578,25 @@ mod tests {
     }
 
     #[test]
-    fn lock_is_exclusive_and_reports_stale() {
-        let d = tempdir("lock");
-        let p = d.join("x.lock");
-        let l = Lock::acquire(&p).expect("first");
-        let err = Lock::acquire(&p).expect_err("second refused").to_string();
-        assert!(err.contains("another ddb2pg run"), "{err}");
-        drop(l);
-        assert!(Lock::acquire(&p).is_ok());
+    fn a_shard_is_complete_when_its_own_segments_are() {
+        let mut s = settings();
+        s.segments = 5;
+        s.shard = Some(Shard { index: 1, count: 2 });
+        let mut cp = Checkpoint::new(s);
+        assert_eq!(cp.owned(), vec![1, 3]);
+        commit_segment(&mut cp, 1, None, true, Delta::default());
+        assert!(!cp.complete);
+        commit_segment(&mut cp, 3, None, true, Delta { items: 2, ..Delta::default() });
+        assert!(cp.complete, "segments 0, 2, 4 belong to shard 0");
+        assert_eq!(cp.segments_done(), 2);
+        // The shard is part of the fingerprint: a resume as another shard is refused.
+        let mut other = cp.settings.clone();
+        other.shard = Some(Shard { index: 0, count: 2 });
+        assert!(cp.settings.differences(&other)[0].starts_with("shard"));
+        // An unsharded checkpoint keeps the fingerprint it had before shards existed.
+        assert_eq!(settings().fingerprint(), {
+            let json = r#"{"source":"arn:t","target":"postgres://u@h:5432/d","mapping":"m","segments":4}"#;
+            hex(&Sha256::digest(json.as_bytes()))[..16].to_string()
+        });
     }
 }
