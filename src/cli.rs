@@ -82,6 +82,10 @@ Examples:
   ddb2pg migrate --table app --mapping m.toml --follow
   ddb2pg migrate --table app --mapping m.toml --follow --until-caught-up
 
+  # Past one machine: 4 processes (or an Indexed Job with --shards 4), checkpoints in S3:
+  ddb2pg migrate --table app --shard 0/4 --segments 64 --checkpoint-dir s3://b/ddb2pg/app
+  ddb2pg status --checkpoint-dir s3://b/ddb2pg/app
+
 Exit codes: 0 done, 1 failed (checkpoint saved; re-run to resume), 2 usage or
 configuration error, 4 done but some items were rejected (see the rejects file),
 130 interrupted (checkpoint saved; re-run to resume).";
@@ -102,7 +106,8 @@ Examples:
 const STATUS_EXAMPLES: &str = "\
 Examples:
   ddb2pg status                         # every checkpoint in ./checkpoints
-  ddb2pg status --checkpoint-dir /var/lib/ddb2pg --json | jq .segments_done";
+  ddb2pg status --checkpoint-dir /var/lib/ddb2pg --json | jq .segments_done
+  ddb2pg status --checkpoint-dir s3://my-bucket/ddb2pg/app   # every shard: done, running, ...";
 
 const SAMPLE_EXAMPLES: &str = "\
 Examples:
@@ -210,9 +215,20 @@ pub struct MigrateArgs {
     #[command(flatten)]
     pub scan: ScanArgs,
 
-    /// Directory holding the checkpoint, lock and rejects files
-    #[arg(long, value_name = "DIR", default_value = "checkpoints")]
+    /// Directory holding the checkpoint, lock and rejects files, or s3://bucket/prefix (the
+    /// same AWS settings and --s3-endpoint-url as an s3:// export; conditional writes, a
+    /// leased lock): where shards on several machines keep theirs
+    #[arg(long, value_name = "DIR|S3URL", default_value = "checkpoints")]
     pub checkpoint_dir: PathBuf,
+
+    #[command(flatten)]
+    pub shard: ShardArgs,
+
+    /// With an s3:// --checkpoint-dir: how long the run's lock lasts without renewal (it is
+    /// renewed every third of it); a killed run's lock is taken over once it has expired
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(3..=3600))]
+    pub lock_lease: u64,
 
     /// Discard the existing checkpoint and start over
     #[arg(long)]
@@ -255,7 +271,9 @@ pub struct MigrateArgs {
     /// change since the scan began (INSERT/MODIFY replace the item's rows, REMOVE deletes
     /// them) until stopped (Ctrl-C: exit 130; run the same command to resume). Needs a
     /// NEW_AND_OLD_IMAGES stream (NEW_IMAGE only with a mapping keyed by the item's keys)
-    #[arg(long, requires = "table", conflicts_with_all = ["dry_run", "scan_only"])]
+    /// Not with --shard/--shards: run one `migrate --follow` after every shard is done (it
+    /// takes the shards' load as its own and follows from when the first shard began)
+    #[arg(long, requires = "table", conflicts_with_all = ["dry_run", "scan_only", "shard", "shards"])]
     pub follow: bool,
 
     /// With --follow: turn the table's stream on (NEW_AND_OLD_IMAGES) if it is off
@@ -271,6 +289,29 @@ pub struct MigrateArgs {
     /// complete run; by default they are removed once the run completes
     #[arg(long)]
     pub keep_downloads: bool,
+}
+
+/// Splitting one migration over several processes (machines, pods, array jobs).
+#[derive(Debug, Clone, Args)]
+pub struct ShardArgs {
+    /// Be shard I of N: take the scan segments (or export files) s with s % N == I. Every
+    /// shard needs the same --segments (recorded in its checkpoint; a mismatch is refused)
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+
+    /// Be one of N shards, I read from JOB_COMPLETION_INDEX (Kubernetes Indexed Job) or
+    /// AWS_BATCH_JOB_ARRAY_INDEX (AWS Batch array job); 0: N from AWS_BATCH_JOB_ARRAY_SIZE
+    #[arg(long, value_name = "N", conflicts_with = "shard")]
+    pub shards: Option<u32>,
+}
+
+impl ShardArgs {
+    /// This process's shard, or None when the run is not split.
+    pub fn resolve(&self) -> crate::Result<Option<crate::shard::Shard>> {
+        crate::shard::resolve(self.shard.as_deref(), self.shards, &|k| {
+            std::env::var(k).ok()
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -305,6 +346,9 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub scan: ScanArgs,
 
+    #[command(flatten)]
+    pub shard: ShardArgs,
+
     /// Keys shown per kind of difference and table
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub samples: u32,
@@ -316,9 +360,22 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
-    /// Directory holding checkpoints (or a checkpoint file)
-    #[arg(long, value_name = "DIR", default_value = "checkpoints")]
+    /// Directory holding checkpoints (or a checkpoint file), or s3://bucket/prefix
+    #[arg(long, value_name = "DIR|S3URL", default_value = "checkpoints")]
     pub checkpoint_dir: PathBuf,
+
+    /// S3 endpoint for an s3:// --checkpoint-dir (an S3-compatible server)
+    /// [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint_url: Option<String>,
+
+    /// AWS region of an s3:// --checkpoint-dir (default: from the profile or AWS_REGION)
+    #[arg(long)]
+    pub region: Option<String>,
+
+    /// Named AWS profile for an s3:// --checkpoint-dir
+    #[arg(long)]
+    pub profile: Option<String>,
 
     /// Print JSON, for scripts
     #[arg(long)]

@@ -23,7 +23,8 @@ pub struct Shard {
 impl Shard {
     /// `I/N` with 0 <= I < N.
     pub fn parse(s: &str) -> Result<Shard> {
-        let bad = |why: &str| Error::config(format!("--shard {s:?}: {why}; expected I/N, e.g. 0/4"));
+        let bad =
+            |why: &str| Error::config(format!("--shard {s:?}: {why}; expected I/N, e.g. 0/4"));
         let (i, n) = s.split_once('/').ok_or_else(|| bad("no '/'"))?;
         let index: u32 = i.trim().parse().map_err(|_| bad("I is not a number"))?;
         let count: u32 = n.trim().parse().map_err(|_| bad("N is not a number"))?;
@@ -117,9 +118,7 @@ pub fn resolve(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<Shard>> {
     match (shard, shards) {
-        (Some(_), Some(_)) => Err(Error::config(
-            "give --shard I/N or --shards N, not both",
-        )),
+        (Some(_), Some(_)) => Err(Error::config("give --shard I/N or --shards N, not both")),
         (Some(s), None) => Ok(Some(Shard::parse(s)?)),
         (None, Some(n)) => {
             let (shard, note) = Shard::from_env(Some(n), env)?;
@@ -160,7 +159,9 @@ mod tests {
         };
         let (s, note) = Shard::from_env(None, &env).expect("batch");
         assert_eq!(s, Shard { index: 2, count: 3 });
-        assert!(note.contains("AWS_BATCH_JOB_ARRAY_INDEX") && note.contains("AWS_BATCH_JOB_ARRAY_SIZE"));
+        assert!(
+            note.contains("AWS_BATCH_JOB_ARRAY_INDEX") && note.contains("AWS_BATCH_JOB_ARRAY_SIZE")
+        );
         let k8s = |k: &str| (k == "JOB_COMPLETION_INDEX").then(|| "3".to_string());
         let (s, note) = Shard::from_env(Some(4), &k8s).expect("k8s");
         assert_eq!(s, Shard { index: 3, count: 4 });

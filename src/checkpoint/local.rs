@@ -79,8 +79,14 @@ impl Storage for LocalDir {
         Ok(v)
     }
 
+    /// The `flock`; once held, a tmp file a crash left beside `<stem>.json` is removed (the
+    /// checkpoint itself is still the last good one; only the holder may touch it).
     fn lock(&self, name: &str, _lease: Duration) -> Result<Box<dyn Held>> {
-        Ok(Box::new(Lock::acquire(&self.path(name))?))
+        let lock = Lock::acquire(&self.path(name))?;
+        if let Some(stem) = name.strip_suffix(".lock") {
+            remove_leftover_tmp(&self.path(&format!("{stem}.json")));
+        }
+        Ok(Box::new(lock))
     }
 
     fn lock_state(&self, name: &str) -> LockState {
@@ -301,9 +307,15 @@ mod tests {
         assert_eq!(store.lock_state("x.lock"), LockState::default());
         let path = dir.join("x.lock");
         fs::write(&path, "pid 4194999 on nowhere-else").expect("write");
-        assert!(store.lock_state("x.lock").running, "another host: taken as live");
+        assert!(
+            store.lock_state("x.lock").running,
+            "another host: taken as live"
+        );
         fs::write(&path, format!("pid 4194999 on {}", hostname())).expect("write");
-        assert!(!store.lock_state("x.lock").running, "a dead pid on this host");
+        assert!(
+            !store.lock_state("x.lock").running,
+            "a dead pid on this host"
+        );
     }
 
     #[test]

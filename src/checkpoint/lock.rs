@@ -115,7 +115,10 @@ mod tests {
         );
         // Renewed at 1050: held until 1110.
         let r = l.renewed(1050);
-        assert!(matches!(Lease::found(Some(&r), 1100), Found::Held { left_s: 10, .. }));
+        assert!(matches!(
+            Lease::found(Some(&r), 1100),
+            Found::Held { left_s: 10, .. }
+        ));
         assert!(matches!(
             Lease::found(Some(&r), 1115),
             Found::Expired { ago_s: 5, .. }

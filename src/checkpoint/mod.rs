@@ -235,7 +235,10 @@ impl Checkpoint {
     pub fn load_from(storage: &dyn Storage, name: &str) -> Result<Option<(Checkpoint, Tag)>> {
         match storage.read(name)? {
             None => Ok(None),
-            Some((bytes, tag)) => Ok(Some((Checkpoint::decode(&bytes, &storage.show(name))?, tag))),
+            Some((bytes, tag)) => Ok(Some((
+                Checkpoint::decode(&bytes, &storage.show(name))?,
+                tag,
+            ))),
         }
     }
 
@@ -481,12 +484,7 @@ pub fn commit_segment(
     s.rows_unchanged += d.rows_unchanged;
     s.rejected += d.rejected;
     s.skipped += d.skipped;
-    if done
-        && cp
-            .owned()
-            .iter()
-            .all(|&j| cp.segments[j as usize].done)
-    {
+    if done && cp.owned().iter().all(|&j| cp.segments[j as usize].done) {
         cp.complete = true;
     }
 }
@@ -586,7 +584,16 @@ mod tests {
         assert_eq!(cp.owned(), vec![1, 3]);
         commit_segment(&mut cp, 1, None, true, Delta::default());
         assert!(!cp.complete);
-        commit_segment(&mut cp, 3, None, true, Delta { items: 2, ..Delta::default() });
+        commit_segment(
+            &mut cp,
+            3,
+            None,
+            true,
+            Delta {
+                items: 2,
+                ..Delta::default()
+            },
+        );
         assert!(cp.complete, "segments 0, 2, 4 belong to shard 0");
         assert_eq!(cp.segments_done(), 2);
         // The shard is part of the fingerprint: a resume as another shard is refused.
@@ -595,7 +602,8 @@ mod tests {
         assert!(cp.settings.differences(&other)[0].starts_with("shard"));
         // An unsharded checkpoint keeps the fingerprint it had before shards existed.
         assert_eq!(settings().fingerprint(), {
-            let json = r#"{"source":"arn:t","target":"postgres://u@h:5432/d","mapping":"m","segments":4}"#;
+            let json =
+                r#"{"source":"arn:t","target":"postgres://u@h:5432/d","mapping":"m","segments":4}"#;
             hex(&Sha256::digest(json.as_bytes()))[..16].to_string()
         });
     }

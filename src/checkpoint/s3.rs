@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::Client;
 
 use super::lock::{Found, Lease};
@@ -65,7 +65,10 @@ fn detail<E: std::error::Error + 'static>(e: &SdkError<E, HttpResponse>) -> Stri
             }
             text
         }
-        other => format!("{other}: {}", std::error::Error::source(other).map_or(String::new(), |s| s.to_string())),
+        other => format!(
+            "{other}: {}",
+            std::error::Error::source(other).map_or(String::new(), |s| s.to_string())
+        ),
     }
 }
 
@@ -83,7 +86,10 @@ impl S3Dir {
             .build()
             .map_err(|e| Error::config(format!("cannot start the S3 checkpoint runtime: {e}")))?;
         let (aws, ep) = (aws.clone(), s3_endpoint.clone());
-        let client = on(&rt, async move { crate::source::s3::client(&aws, &ep).await })?;
+        let client = on(
+            &rt,
+            async move { crate::source::s3::client(&aws, &ep).await },
+        )?;
         let dir = S3Dir {
             rt: Some(rt),
             client,
@@ -166,7 +172,13 @@ impl S3Dir {
         let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key(name));
         let shown = self.show(name);
         self.block(async move {
-            match client.delete_object().bucket(&bucket).key(&key).send().await {
+            match client
+                .delete_object()
+                .bucket(&bucket)
+                .key(&key)
+                .send()
+                .await
+            {
                 Ok(_) => Ok(()),
                 Err(e) if status(&e) == Some(404) => Ok(()),
                 Err(e) => Err(s3_err(&format!("remove {shown}"), detail(&e))),
@@ -488,7 +500,11 @@ impl Drop for S3Lock {
         if let Some(t) = self.renew.take() {
             t.abort();
         }
-        let (lease, etag) = self.current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (lease, etag) = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let Ok(bytes) = serde_json::to_vec(&lease.released(now_secs())) else {
             return;
         };

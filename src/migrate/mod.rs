@@ -76,17 +76,24 @@ struct Resolved {
     key_attrs: Vec<String>,
     /// `--follow`: the table's stream, checked before the scan begins.
     stream: Option<Stream>,
+    /// `--checkpoint-dir`: a local directory or an S3 prefix.
+    storage: Arc<dyn crate::checkpoint::Storage>,
+    /// `--shard` / `--shards`: this process's part of the segments.
+    shard: Option<crate::shard::Shard>,
 }
 
 async fn resolve(args: &MigrateArgs) -> Result<Resolved> {
     let target = crate::pgconn::resolve(args.target.as_deref())?;
     let target_id = target.identity();
-    let origin = resolve_origin(args).await?;
+    let shard = args.shard.resolve()?;
+    let storage = crate::checkpoint::open(&args.checkpoint_dir, &args.aws, &args.s3_endpoint_url)?;
+    let origin = resolve_origin(args, &storage.local_dir()?).await?;
     let plan = Arc::new(load_plan(args, &origin.info)?);
     let key_attrs: Vec<String> = origin.info.key.iter().map(|k| k.name.clone()).collect();
     let stream = match (args.follow, &origin.source) {
         (true, Some(source)) => {
-            let resuming = !args.restart && follows_already(args, &origin.info, &target_id);
+            let resuming =
+                !args.restart && follows_already(storage.as_ref(), &origin.info, &target_id);
             let table = &origin.info.name;
             let enable = args.enable_stream;
             let s = crate::follow::open(source, table, enable, resuming, &plan, &key_attrs);
@@ -102,6 +109,8 @@ async fn resolve(args: &MigrateArgs) -> Result<Resolved> {
         plan,
         key_attrs,
         stream,
+        storage,
+        shard,
     })
 }
 
@@ -335,12 +344,14 @@ fn finish(
         args,
         target_id: &src.target_id,
         plan: &src.plan,
-        segments: run.segments,
+        segments: run.owned,
+        shard: src.shard,
         segments_skipped: run.segments_skipped,
         segments_resumed: run.segments_resumed,
         already_complete: run.already_complete,
-        checkpoint: run.files.checkpoint.clone(),
+        checkpoint: run.store.path().to_path_buf(),
         rejects: run.rejects_path.clone(),
+        rejects_shown: run.rejects_shown.clone(),
         duration_s: started.elapsed().as_secs_f64(),
     };
     let status = outcome::status_of(&ended, &facts, &cp);

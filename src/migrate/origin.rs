@@ -57,7 +57,12 @@ pub(super) fn parse_key(spec: &str) -> Result<Vec<KeyAttr>> {
         .collect()
 }
 
-pub(super) async fn resolve_origin(args: &MigrateArgs) -> Result<Origin> {
+/// `work_dir`: where an s3:// export is downloaded (the checkpoint directory, or a local
+/// folder of an s3:// one).
+pub(super) async fn resolve_origin(
+    args: &MigrateArgs,
+    work_dir: &std::path::Path,
+) -> Result<Origin> {
     match (&args.table, &args.export) {
         (Some(table), None) => {
             let source = Source::connect(&args.aws).await?;
@@ -78,12 +83,12 @@ pub(super) async fn resolve_origin(args: &MigrateArgs) -> Result<Origin> {
             let (export, download, downloads) = if let Some(rest) = text.strip_prefix("s3://") {
                 // Downloaded next to the checkpoint (files already there intact are not
                 // fetched again), once the run holds its lock: here only listed.
-                let dest = crate::downloads::Downloads::dir_for(&args.checkpoint_dir, rest);
+                let dest = crate::downloads::Downloads::dir_for(work_dir, rest);
                 let download =
                     crate::source::s3::prepare(&args.aws, &args.s3_endpoint_url, &text, &dest)
                         .await?;
                 // Only now, the key list checked, is anything created.
-                let d = crate::downloads::Downloads::open(&args.checkpoint_dir, rest)?;
+                let d = crate::downloads::Downloads::open(work_dir, rest)?;
                 (download.export.clone(), Some(download), Some(d))
             } else {
                 (crate::source::export::open(path)?, None, None)
