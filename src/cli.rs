@@ -300,8 +300,10 @@ pub struct ShardArgs {
     pub shard: Option<String>,
 
     /// Be one of N shards, I read from JOB_COMPLETION_INDEX (Kubernetes Indexed Job) or
-    /// AWS_BATCH_JOB_ARRAY_INDEX (AWS Batch array job); 0: N from AWS_BATCH_JOB_ARRAY_SIZE
-    #[arg(long, value_name = "N", conflicts_with = "shard")]
+    /// AWS_BATCH_JOB_ARRAY_INDEX (AWS Batch array job); without N, N is
+    /// AWS_BATCH_JOB_ARRAY_SIZE
+    #[arg(long, value_name = "N", conflicts_with = "shard", num_args = 0..=1,
+          default_missing_value = "0")]
     pub shards: Option<u32>,
 }
 

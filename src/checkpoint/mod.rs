@@ -282,7 +282,7 @@ pub fn siblings_agree(
 ) -> Result<Option<u32>> {
     let mut seen: Option<(u32, String)> = None;
     for name in storage.list()? {
-        let Some((b, other)) = Shard::from_suffix(&name) else {
+        let Some((b, other)) = name.strip_suffix(".json").and_then(Shard::from_suffix) else {
             continue;
         };
         if b != base || other == shard {
@@ -295,9 +295,12 @@ pub fn siblings_agree(
         if other.count != shard.count {
             return Err(Error::config(format!(
                 "shard {shard}: checkpoint {at} belongs to a run of {} shards, this one is of {}; \
-                 every shard of a migration must be given the same N (or start over: remove the \
-                 other shards' checkpoints, or use --restart on every shard)",
-                other.count, shard.count
+                 every shard of a migration must be given the same N (to start over with another \
+                 N, first remove the old shards' {}*{} documents)",
+                other.count,
+                shard.count,
+                storage.show(base),
+                ".shard-"
             )));
         }
         let total = cp.settings.segments;

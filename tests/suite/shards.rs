@@ -1,0 +1,399 @@
+//! Past one machine: `--shard I/N` / `--shards N` processes against one table and one target,
+//! checkpoints in moto's S3 (conditional writes, leased locks), `status` over every shard, and
+//! the deployment manifests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use ddb2pg::checkpoint::{Checkpoint, Names, S3Dir};
+use ddb2pg::cli::AwsArgs;
+
+use crate::support::harness::{
+    command, default_mapping_differences, migrate_args, moto_s3, new_database, run, sample_table,
+    tempdir, unique,
+};
+
+fn no_aws() -> AwsArgs {
+    AwsArgs {
+        endpoint_url: None,
+        region: None,
+        profile: None,
+    }
+}
+
+/// A new bucket on moto; returns `s3://bucket/ddb2pg`.
+async fn s3_checkpoint_dir() -> String {
+    let s3 = ddb2pg::source::s3::client(&no_aws(), &Some(moto_s3().to_string()))
+        .await
+        .expect("s3 client");
+    let bucket = unique("shards").replace('_', "-");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("bucket");
+    format!("s3://{bucket}/ddb2pg")
+}
+
+/// `migrate` arguments for shard `i` of `n` over `segments`, checkpoints at `dir`.
+fn shard_args(table: &str, db: &str, dir: &str, shard: &str, extra: &[&str]) -> Vec<String> {
+    let mut a = migrate_args(table, db, Path::new(dir));
+    a.extend(
+        [
+            "--shard",
+            shard,
+            "--segments",
+            "8",
+            "--s3-endpoint-url",
+            moto_s3(),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string()),
+    );
+    a
+}
+
+fn spawn_in(args: &[String], cwd: &Path) -> Child {
+    command(args)
+        .current_dir(cwd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ddb2pg")
+}
+
+fn stderr_of(child: Child) -> (i32, String) {
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// The committed items of shard `name`'s checkpoint in S3 (0 while there is none).
+fn committed_in_s3(dir: &S3Dir, name: &str) -> u64 {
+    match Checkpoint::load_from(dir, name) {
+        Ok(Some((cp, _))) => cp.segments.iter().map(|s| s.items).sum(),
+        _ => 0,
+    }
+}
+
+fn status_json(dir: &str) -> serde_json::Value {
+    let out = command(&[
+        "status".into(),
+        "--json".into(),
+        "--checkpoint-dir".into(),
+        dir.into(),
+        "--s3-endpoint-url".into(),
+        moto_s3().into(),
+    ])
+    .output()
+    .expect("status");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+fn shard_states(status: &serde_json::Value) -> Vec<(String, String)> {
+    status["migrations"][0]["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .map(|s| {
+            (
+                s["shard"].as_str().unwrap_or("").to_string(),
+                s["state"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_shards_in_s3_one_killed_and_resumed_from_elsewhere() {
+    let n = 3000;
+    let table = sample_table(n).await;
+    let db = new_database().await;
+    let dir = s3_checkpoint_dir().await;
+    let s3 = S3Dir::open(&dir, &no_aws(), &Some(moto_s3().to_string())).expect("s3 dir");
+    let info_arn = format!("arn:aws:dynamodb:ddblocal:000000000000:table/{table}");
+    let target_id = ddb2pg::pgconn::resolve(Some(&db))
+        .expect("target")
+        .identity();
+    let victim_names = Names::new(
+        &table,
+        &info_arn,
+        &target_id,
+        Some(ddb2pg::shard::Shard::parse("2/4").expect("shard")),
+    );
+
+    // Shard 2 is slow (small batches, one connection, a 3 s lease) and killed -9 mid-work.
+    let first_dir = tempdir("shard-a");
+    let slow = [
+        "--batch-size",
+        "10",
+        "--concurrency",
+        "1",
+        "--lock-lease",
+        "3",
+    ];
+    let mut victim = spawn_in(&shard_args(&table, &db, &dir, "2/4", &slow), &first_dir);
+    let t0 = Instant::now();
+    while committed_in_s3(&s3, &victim_names.checkpoint) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the shard never committed"
+        );
+        assert!(victim.try_wait().expect("wait").is_none(), "ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A second process given the same shard while the first runs: exit 2, naming the holder.
+    let twin = run(&shard_args(&table, &db, &dir, "2/4", &[]));
+    assert_eq!(twin.code, 2, "{}", twin.stderr);
+    let holder = format!("pid {}", victim.id());
+    assert!(
+        twin.stderr.contains(&holder) && twin.stderr.contains(".shard-2-of-4.lock"),
+        "{}",
+        twin.stderr
+    );
+    victim.kill().expect("kill -9");
+    let _ = victim.wait();
+    let killed = Instant::now();
+    let before = committed_in_s3(&s3, &victim_names.checkpoint);
+    assert!(before < n, "the victim finished before the kill");
+
+    // The other three shards, each from its own working directory.
+    let others: Vec<Child> = ["0/4", "1/4", "3/4"]
+        .iter()
+        .map(|s| spawn_in(&shard_args(&table, &db, &dir, s, &[]), &tempdir("shard-o")))
+        .collect();
+    for c in others {
+        let (code, err) = stderr_of(c);
+        assert_eq!(code, 0, "{err}");
+    }
+    // The dead holder's 3 s lease has ended: its shard is failed, not running.
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(killed.elapsed()));
+    let st = status_json(&dir);
+    let states = shard_states(&st);
+    assert_eq!(
+        states,
+        vec![
+            ("0/4".to_string(), "done".to_string()),
+            ("1/4".into(), "done".into()),
+            ("2/4".into(), "failed".into()),
+            ("3/4".into(), "done".into()),
+        ],
+        "{st}"
+    );
+
+    // Started again from another working directory, the dead holder's lease expired.
+    let again = run(&shard_args(&table, &db, &dir, "2/4", &[]));
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("taking over the lock") && again.stderr.contains(&holder),
+        "{}",
+        again.stderr
+    );
+    let r = &again.report;
+    assert_eq!(r["shard"], "2/4", "{r}");
+    assert_eq!(r["segments_total"], 2, "segments 2 and 6: {r}");
+    let resumed = r["segments_resumed"].as_u64().unwrap_or(0);
+    let skipped = r["segments_skipped"].as_u64().unwrap_or(0);
+    assert!(resumed + skipped >= 1, "{r}");
+    assert!(
+        r["items_read"].as_u64().unwrap_or(n) < n,
+        "read everything again: {r}"
+    );
+
+    // The target is exact, and status shows all four done with every item once.
+    assert_eq!(default_mapping_differences(&db, &table, n).await, (0, 0));
+    let st = status_json(&dir);
+    let m = &st["migrations"][0];
+    assert_eq!(
+        (
+            m["shards_total"].as_u64(),
+            m["shards_done"].as_u64(),
+            m["items"].as_u64(),
+            m["segments_total"].as_u64()
+        ),
+        (Some(4), Some(4), Some(n), Some(8)),
+        "{st}"
+    );
+    // The checkpoints, locks (released) are objects in the bucket, none on the local disks.
+    let names = st["checkpoints"].as_array().expect("checkpoints");
+    assert_eq!(names.len(), 4);
+    assert!(names.iter().all(|c| c["checkpoint"]
+        .as_str()
+        .is_some_and(|p| p.starts_with(&dir))));
+    assert!(std::fs::read_dir(&first_dir).expect("dir").next().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_take_their_index_from_job_completion_index_as_an_indexed_job_does() {
+    let n = 1500;
+    let table = sample_table(n).await;
+    let db = new_database().await;
+    let cp = tempdir("indexed-job");
+    let cp_dir = cp.to_string_lossy().to_string();
+    let pods: Vec<Child> = (0..3)
+        .map(|i| {
+            let mut a = migrate_args(&table, &db, &cp);
+            a.extend(["--shards", "3", "--segments", "6"].map(String::from));
+            command(&a)
+                .env("JOB_COMPLETION_INDEX", i.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for (i, p) in pods.into_iter().enumerate() {
+        let (code, err) = stderr_of(p);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            err.contains(&format!(
+                "shard {i}/3 (index from JOB_COMPLETION_INDEX, N from --shards)"
+            )),
+            "{err}"
+        );
+    }
+    assert_eq!(default_mapping_differences(&db, &table, n).await, (0, 0));
+    let mut files: Vec<String> = std::fs::read_dir(&cp)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|f| f.ends_with(".json"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert!(files[1].ends_with(".shard-1-of-3.json"), "{files:?}");
+
+    // Each shard's checkpoint records the total and its shard; other totals are refused.
+    let saved = Checkpoint::load(&cp.join(&files[1]))
+        .expect("load")
+        .expect("present");
+    assert_eq!(saved.settings.segments, 6);
+    assert_eq!(
+        saved.settings.shard.map(|s| s.to_string()),
+        Some("1/3".into())
+    );
+    assert!(saved.segments[1].done && saved.segments[4].done && !saved.segments[0].done);
+    let mut other_total = migrate_args(&table, &db, &cp);
+    other_total.extend(["--shard", "2/3", "--segments", "9"].map(String::from));
+    let r = run(&other_total);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("every shard must use the same total"),
+        "{}",
+        r.stderr
+    );
+    let mut other_n = migrate_args(&table, &db, &cp);
+    other_n.extend(["--shard", "0/2", "--segments", "6"].map(String::from));
+    let r = run(&other_n);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("the same N"), "{}", r.stderr);
+    // Without --segments, a shard of a table is refused (a size-derived total could differ).
+    let mut no_total = migrate_args(&table, &db, &tempdir("no-total"));
+    no_total.extend(["--shard", "0/3"].map(String::from));
+    let r = run(&no_total);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("give --segments"), "{}", r.stderr);
+
+    // Local status shows the three shards done.
+    let out = command(&["status".into(), "--checkpoint-dir".into(), cp_dir])
+        .output()
+        .expect("status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("3 shards, 3 done, 0 running, 0 failed, 0 not started")
+            && text.contains(&format!("{n} items (complete)")),
+        "{text}"
+    );
+}
+
+fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn json_file(rel: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(repo_file(rel)).expect(rel);
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{rel} is not JSON(-compatible YAML): {e}"))
+}
+
+#[test]
+fn the_kubernetes_indexed_job_and_the_batch_job_definition_parse_and_run_shards() {
+    let job = json_file("deploy/kubernetes/job.yaml");
+    assert_eq!(job["kind"], "Job");
+    let spec = &job["spec"];
+    assert_eq!(spec["completionMode"], "Indexed");
+    assert!(spec["completions"].as_u64().is_some_and(|c| c > 1));
+    assert_eq!(spec["completions"], spec["parallelism"]);
+    assert!(spec["backoffLimitPerIndex"].as_u64().is_some());
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Never");
+    let c = &pod["containers"][0];
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    let after = |flag: &str| {
+        args.iter()
+            .position(|a| *a == flag)
+            .and_then(|i| args.get(i + 1))
+            .copied()
+    };
+    assert_eq!(
+        after("--shards"),
+        spec["completions"]
+            .as_u64()
+            .map(|n| n.to_string())
+            .as_deref()
+    );
+    assert!(
+        after("--segments").is_some()
+            && after("--checkpoint-dir").is_some_and(|d| d.starts_with("s3://"))
+    );
+    // The target's URL (with its password) comes from a Secret, not the manifest.
+    let env = c["env"].as_array().expect("env");
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "DATABASE_URL"
+                && e["valueFrom"]["secretKeyRef"]["name"].is_string())
+    );
+    assert!(
+        pod["serviceAccountName"].is_string(),
+        "IRSA service account"
+    );
+    let sa = json_file("deploy/kubernetes/serviceaccount.yaml");
+    assert!(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].is_string());
+
+    let def = json_file("deploy/aws-batch/job-definition.json");
+    assert_eq!(def["type"], "container");
+    let cmd: Vec<&str> = def["containerProperties"]["command"]
+        .as_array()
+        .expect("command")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(
+        cmd.contains(&"--shards") && cmd.contains(&"--segments"),
+        "{cmd:?}"
+    );
+    let secrets = def["containerProperties"]["secrets"]
+        .as_array()
+        .expect("secrets");
+    assert!(secrets.iter().any(|s| s["name"] == "DATABASE_URL"));
+    let submit = json_file("deploy/aws-batch/submit-job.json");
+    assert!(submit["arrayProperties"]["size"]
+        .as_u64()
+        .is_some_and(|n| n >= 2));
+    assert!(repo_file("Dockerfile").exists());
+}
