@@ -304,6 +304,52 @@ async fn shards_take_their_index_from_job_completion_index_as_an_indexed_job_doe
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("give --segments"), "{}", r.stderr);
 
+    // verify --shard: each shard compares its segments; a row deleted from the target is
+    // missing for exactly one shard, and the shards' matched add up to the rest.
+    let verify = |shard: &str| {
+        let mut a: Vec<String> = [
+            "verify",
+            "--table",
+            &table,
+            "--target",
+            &db,
+            "--endpoint-url",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend([
+            crate::support::services().endpoint.clone(),
+            "--shard".into(),
+            shard.into(),
+            "--segments".into(),
+            "6".into(),
+        ]);
+        run(&a)
+    };
+    for i in 0..3 {
+        let r = verify(&format!("{i}/3"));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(r.report["shard"], format!("{i}/3"));
+    }
+    crate::support::pg(&db)
+        .await
+        .batch_execute(&format!(
+            "DELETE FROM \"{table}\" WHERE ctid = (SELECT ctid FROM \"{table}\" LIMIT 1)"
+        ))
+        .await
+        .expect("delete a row");
+    let results: Vec<_> = (0..3).map(|i| verify(&format!("{i}/3"))).collect();
+    let codes: Vec<i32> = results.iter().map(|r| r.code).collect();
+    assert_eq!(codes.iter().filter(|&&c| c == 3).count(), 1, "{codes:?}");
+    let sum = |field: &str| -> u64 {
+        results
+            .iter()
+            .map(|r| r.report["tables"][&table][field].as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!((sum("matched"), sum("missing_in_target")), (n - 1, 1));
+
     // Local status shows the three shards done.
     let out = command(&["status".into(), "--checkpoint-dir".into(), cp_dir])
         .output()
