@@ -230,6 +230,12 @@ pub struct MigrateArgs {
           value_parser = clap::value_parser!(u64).range(3..=3600))]
     pub lock_lease: u64,
 
+    /// When another run holds this run's lock, wait up to SECS for it to end (or, on S3, for
+    /// its lease to expire) instead of exiting 2: for a replaced pod or a retried array child
+    /// whose killed predecessor's lease has not expired yet
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub lock_wait: u64,
+
     /// Discard the existing checkpoint and start over
     #[arg(long)]
     pub restart: bool,

@@ -104,7 +104,7 @@ async fn lock_and_download(
     let lease = Duration::from_secs(args.lock_lease);
     let lock = match (dry, &src.origin.download) {
         (true, None) => None,
-        _ => Some(src.storage.lock(&names.lock, lease)?),
+        _ => Some(take_lock(src.storage.as_ref(), &names.lock, lease, args.lock_wait).await?),
     };
     if let Some(download) = &src.origin.download {
         download.run().await?;
@@ -113,6 +113,36 @@ async fn lock_and_download(
         return Ok(None);
     }
     Ok(lock)
+}
+
+/// The lock, waiting up to `wait_s` while a live run holds it (`--lock-wait`).
+async fn take_lock(
+    storage: &dyn Storage,
+    name: &str,
+    lease: Duration,
+    wait_s: u64,
+) -> Result<Box<dyn Held>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(wait_s);
+    let mut said = false;
+    loop {
+        let err = match storage.lock(name, lease) {
+            Ok(l) => return Ok(l),
+            Err(e) => e,
+        };
+        let held = storage.lock_state(name);
+        if !held.running || std::time::Instant::now() >= deadline {
+            return Err(err);
+        }
+        if !said {
+            eprintln!(
+                "ddb2pg: {} is held by {}; waiting up to {wait_s} s (--lock-wait)",
+                storage.show(name),
+                held.holder.as_deref().unwrap_or("another run")
+            );
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 /// The checkpoint this run continues (or a new one) and the version read, checked against

@@ -132,13 +132,15 @@ async fn four_shards_in_s3_one_killed_and_resumed_from_elsewhere() {
         Some(ddb2pg::shard::Shard::parse("2/4").expect("shard")),
     );
 
-    // Shard 2 is slow (small batches, one connection, a 3 s lease) and killed -9 mid-work.
+    // Shard 2 is slow (small batches, one connection, 2 read units/s, a 3 s lease) and killed -9 mid-work.
     let first_dir = tempdir("shard-a");
     let slow = [
         "--batch-size",
         "10",
         "--concurrency",
         "1",
+        "--max-read-units",
+        "2",
         "--lock-lease",
         "3",
     ];
@@ -156,6 +158,20 @@ async fn four_shards_in_s3_one_killed_and_resumed_from_elsewhere() {
     let twin = run(&shard_args(&table, &db, &dir, "2/4", &[]));
     assert_eq!(twin.code, 2, "{}", twin.stderr);
     let holder = format!("pid {}", victim.id());
+    // Waiting longer than the 3 s lease does not get it either: the holder renews it.
+    let waited = Instant::now();
+    let patient = run(&shard_args(&table, &db, &dir, "2/4", &["--lock-wait", "5"]));
+    assert_eq!(patient.code, 2, "{}", patient.stderr);
+    assert!(waited.elapsed() >= Duration::from_secs(5));
+    assert!(
+        patient.stderr.contains("waiting up to 5 s") && patient.stderr.contains(&holder),
+        "{}",
+        patient.stderr
+    );
+    assert!(
+        victim.try_wait().expect("wait").is_none(),
+        "the victim ended early"
+    );
     assert!(
         twin.stderr.contains(&holder) && twin.stderr.contains(".shard-2-of-4.lock"),
         "{}",
