@@ -13,6 +13,7 @@
 //!
 //! `--scan-only` ([`scan_only`]) is its own short path: read and map, write nothing.
 
+mod after_shards;
 mod open;
 mod origin;
 mod outcome;

@@ -180,7 +180,14 @@ fn checkpoint_for(
             }
             (cp, tag)
         }
-        None => (Checkpoint::new(settings), Tag::Absent),
+        None => match stream.filter(|_| src.shard.is_none()) {
+            // --follow after a sharded load: the shards' segments, followed from their start.
+            Some(s) => match super::after_shards::adopt(storage, names, &settings, s)? {
+                Some(cp) => (cp, Tag::Absent),
+                None => (Checkpoint::new(settings), Tag::Absent),
+            },
+            None => (Checkpoint::new(settings), Tag::Absent),
+        },
     };
     if let Some(s) = stream {
         crate::follow::attach(&mut cp, s)?;

@@ -459,3 +459,137 @@ fn the_kubernetes_indexed_job_and_the_batch_job_definition_parse_and_run_shards(
         .is_some_and(|n| n >= 2));
     assert!(repo_file("Dockerfile").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_follower_takes_over_a_load_done_in_shards() {
+    use aws_sdk_dynamodb::types::{AttributeValue, StreamSpecification, StreamViewType};
+    let n = 600;
+    let table = sample_table(n).await;
+    let client = crate::support::ddb().await;
+    // The stream is on before the shards begin.
+    client
+        .update_table()
+        .table_name(&table)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()
+                .expect("stream spec"),
+        )
+        .send()
+        .await
+        .expect("enable the stream");
+    let db = new_database().await;
+    let cp = tempdir("follow-shards");
+    let shard = |s: &str| {
+        let mut a = migrate_args(&table, &db, &cp);
+        a.extend(["--shard", s, "--segments", "4"].map(String::from));
+        run(&a)
+    };
+    let mut follow = migrate_args(&table, &db, &cp);
+    follow.extend(["--follow", "--until-caught-up"].map(String::from));
+    let r = shard("0/2");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // Changes while the load is under way (after shard 0, before shard 1).
+    let first = ddb2pg::sample::item(1, 0);
+    let mut changed = first.clone();
+    changed.insert(
+        "email".into(),
+        AttributeValue::S("changed@example.com".into()),
+    );
+    crate::support::put(&client, &table, &changed).await;
+    // Not every shard done: refused.
+    let early = run(&follow);
+    assert_eq!(early.code, 2, "{}", early.stderr);
+    assert!(
+        early.stderr.contains("shard 1/2 is not done"),
+        "{}",
+        early.stderr
+    );
+    let r = shard("1/2");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // A change after the load: a delete.
+    let gone = ddb2pg::sample::item(1, 1);
+    client
+        .delete_item()
+        .table_name(&table)
+        .set_key(Some(
+            ["PK", "SK"]
+                .iter()
+                .map(|k| (k.to_string(), gone[*k].clone()))
+                .collect(),
+        ))
+        .send()
+        .await
+        .expect("delete");
+    // --follow with --shard is refused outright.
+    let mut both = follow.clone();
+    both.extend(["--shard", "0/2"].map(String::from));
+    assert_eq!(run(&both).code, 2);
+
+    let r = run(&follow);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("the load was done by 2 shards (600 items)")
+            && !r.stderr.contains("cannot tell"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.report["status"], "caught_up", "{}", r.report);
+    // It follows from when the first shard began (not from its own start), made of the
+    // shards' segments.
+    let load = |suffix: &str| {
+        let f = std::fs::read_dir(&cp)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                let name = p.to_string_lossy();
+                name.ends_with(suffix) && (suffix != ".json" || !name.contains(".shard-"))
+            })
+            .expect(suffix);
+        Checkpoint::load(&f).expect("load").expect("present")
+    };
+    let follower = load(".json");
+    let shard0 = load(".shard-0-of-2.json");
+    assert_eq!(
+        follower.stream.as_ref().map(|s| s.follow_from),
+        Some(shard0.created_at)
+    );
+    assert!(follower.complete && follower.settings.shard.is_none());
+    assert_eq!(follower.segments[2], shard0.segments[2]);
+    let c = crate::support::pg(&db).await;
+    let t = ddb2pg::plan::default_table_name(&table);
+    let rows: i64 = c
+        .query_one(&format!("SELECT count(*) FROM \"{t}\""), &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, n as i64 - 1);
+    let email: String = c
+        .query_one(
+            &format!("SELECT item->>'email' FROM \"{t}\" WHERE \"SK\" = 'PROFILE' AND \"PK\" = $1"),
+            &[&"USER#00000000"],
+        )
+        .await
+        .expect("item 0")
+        .get(0);
+    assert_eq!(email, "changed@example.com");
+    let gone_left: i64 = c
+        .query_one(
+            &format!("SELECT count(*) FROM \"{t}\" WHERE \"PK\" = $1 AND \"SK\" = $2"),
+            &[
+                &"USER#00000000",
+                &match &gone["SK"] {
+                    AttributeValue::S(s) => s.clone(),
+                    other => panic!("{other:?}"),
+                },
+            ],
+        )
+        .await
+        .expect("item 1")
+        .get(0);
+    assert_eq!(gone_left, 0, "the delete after the load was applied");
+}
