@@ -33,7 +33,6 @@ fi
 # moto's S3 server: the S3-compatible endpoint the export tests read s3:// exports from, and
 # the shard tests keep checkpoints in (conditional writes: If-Match on PutObject needs moto
 # 5.1.5 or later, getmoto/moto#8869).
-
 if ! python3 -c "import moto.server, flask, moto
 v = tuple(int(x) for x in moto.__version__.split('.')[:3] if x.isdigit())
 raise SystemExit(0 if v >= (5, 1, 5) else 1)" >/dev/null 2>&1; then
