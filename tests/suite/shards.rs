@@ -593,3 +593,86 @@ async fn one_follower_takes_over_a_load_done_in_shards() {
         .get(0);
     assert_eq!(gone_left, 0, "the delete after the load was applied");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shards_rejects_live_in_s3_and_a_resume_elsewhere_cuts_uncommitted_lines() {
+    use ddb2pg::checkpoint::{Storage, Tag};
+    let client = crate::support::ddb().await;
+    let table = unique("rejs3");
+    crate::support::load_sample(&client, &table, 5, 40).await;
+    let db = new_database().await;
+    let dir = s3_checkpoint_dir().await;
+    let work = tempdir("rejs3");
+    let mapping = work.join("m.toml");
+    std::fs::write(
+        &mapping,
+        "[[table]]\nname = \"rejs3\"\nkey = [\"pk\", \"sk\"]\n[table.columns]\n\
+         pk = { from = \"PK\", type = \"text\" }\nsk = { from = \"SK\", type = \"text\" }\n\
+         x = { from = \"nope\", type = \"text\", required = true }\n",
+    )
+    .expect("mapping");
+    let map = mapping.to_string_lossy().to_string();
+    let extra = ["--mapping", map.as_str(), "--create-tables"];
+    let shard_run = |shard: &str, more: &[&str]| {
+        let mut e: Vec<&str> = extra.to_vec();
+        e.extend(more);
+        let args = shard_args(&table, &db, &dir, shard, &e);
+        let out = command(&args)
+            .current_dir(tempdir("rejs3-cwd"))
+            .output()
+            .expect("run");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    for s in ["0/2", "1/2"] {
+        let (code, err) = shard_run(s, &[]);
+        assert_eq!(code, 4, "{err}");
+    }
+    let s3 = S3Dir::open(&dir, &no_aws(), &Some(moto_s3().to_string())).expect("s3 dir");
+    let names = s3.list().expect("list");
+    let rejects: Vec<&String> = names
+        .iter()
+        .filter(|n| n.ends_with(".rejects.jsonl"))
+        .collect();
+    assert_eq!(rejects.len(), 2, "{names:?}");
+    let lines = |name: &str| -> Vec<u8> { s3.read(name).expect("read").expect("present").0 };
+    let total: usize = rejects
+        .iter()
+        .map(|n| lines(n).iter().filter(|&&b| b == b'\n').count())
+        .sum();
+    assert_eq!(total, 40, "every item rejected once, in its shard's object");
+    let r0 = rejects
+        .iter()
+        .find(|n| n.contains(".shard-0-of-2."))
+        .expect("shard 0's rejects")
+        .to_string();
+    let committed = lines(&r0);
+    let cp0 = r0.replace(".rejects.jsonl", ".json");
+    let (saved, _) = Checkpoint::load_from(&s3, &cp0)
+        .expect("load")
+        .expect("present");
+    assert_eq!(saved.rejects_bytes, Some(committed.len() as u64));
+    // What a kill -9 between uploading a page's reject lines and writing the checkpoint leaves.
+    let (_, tag) = s3.read(&r0).expect("read").expect("present");
+    let mut longer = committed.clone();
+    longer.extend_from_slice(b"{\"uncommitted\":1}\n");
+    s3.write(&r0, &longer, &tag).expect("append");
+    assert!(matches!(tag, Tag::ETag(_)));
+    let (code, err) = shard_run("0/2", &[]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("removed") && err.contains(&dir), "{err}");
+    assert_eq!(lines(&r0), committed);
+    // --restart sets the stored rejects aside (kept, renamed) and rejects the items again.
+    let (code, err) = shard_run("0/2", &["--restart"]);
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(lines(&r0).len(), committed.len());
+    let aside = s3
+        .list()
+        .expect("list")
+        .into_iter()
+        .filter(|n| n.contains(".shard-0-of-2.rejects.") && !n.ends_with(".rejects.jsonl"))
+        .count();
+    assert_eq!(aside, 1, "{err}");
+}
