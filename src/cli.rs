@@ -276,7 +276,7 @@ pub struct MigrateArgs {
     /// Live cutover: note the table's DynamoDB Stream before the scan, load, then apply every
     /// change since the scan began (INSERT/MODIFY replace the item's rows, REMOVE deletes
     /// them) until stopped (Ctrl-C: exit 130; run the same command to resume). Needs a
-    /// NEW_AND_OLD_IMAGES stream (NEW_IMAGE only with a mapping keyed by the item's keys)
+    /// NEW_AND_OLD_IMAGES stream (NEW_IMAGE only with a mapping keyed by the item's keys).
     /// Not with --shard/--shards: run one `migrate --follow` after every shard is done (it
     /// takes the shards' load as its own and follows from when the first shard began)
     #[arg(long, requires = "table", conflicts_with_all = ["dry_run", "scan_only", "shard", "shards"])]
