@@ -156,14 +156,14 @@ fn open(args: &StatusArgs) -> Result<(Arc<dyn Storage>, Vec<Names>)> {
         let dir = crate::checkpoint::S3Dir::open(&text, &aws, &args.s3_endpoint_url)?;
         (Arc::new(dir), None)
     } else if target.is_dir() {
-        (Arc::new(LocalDir::existing(target)), None)
+        (Arc::new(LocalDir::new(target)), None)
     } else {
         let parent = target.parent().unwrap_or(Path::new("."));
         let name = target
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
-        (Arc::new(LocalDir::existing(parent)), Some(name))
+        (Arc::new(LocalDir::new(parent)), Some(name))
     };
     let names: Vec<Names> = match only {
         Some(n) => Names::of_checkpoint(&n).into_iter().collect(),

@@ -16,16 +16,9 @@ pub struct LocalDir {
 }
 
 impl LocalDir {
-    /// The directory, created owner-only if missing.
-    pub fn new(dir: &Path) -> Result<LocalDir> {
-        crate::private::dir(dir)?;
-        Ok(LocalDir {
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    /// A directory that is only read (`status`): not created.
-    pub fn existing(dir: &Path) -> LocalDir {
+    /// The directory `dir`: created (owner-only) by `secure`, when a run starts writing, not
+    /// here (a run that fails before, or `status`, leaves no folder behind).
+    pub fn new(dir: &Path) -> LocalDir {
         LocalDir {
             dir: dir.to_path_buf(),
         }
@@ -119,6 +112,7 @@ impl Storage for LocalDir {
     /// never writes through one, and opens them with `O_NOFOLLOW` too), and tighten existing
     /// files open to others to 0600 (left by an earlier version or a loose umask).
     fn secure(&self, names: &Names) -> Result<()> {
+        crate::private::dir(&self.dir)?;
         let rejects = self.path(&names.rejects);
         let checkpoint = self.path(&names.checkpoint);
         for p in [
@@ -296,7 +290,7 @@ mod tests {
     fn the_lock_is_read_not_taken() {
         let dir = std::env::temp_dir().join(format!("ddb2pg-status-{}", std::process::id()));
         let _ = fs::create_dir_all(&dir);
-        let store = LocalDir::existing(&dir);
+        let store = LocalDir::new(&dir);
         let lock = Lock::acquire(&dir.join("x.lock")).expect("lock");
         // This process holds it: alive.
         let st = store.lock_state("x.lock");

@@ -69,8 +69,8 @@ pub trait Storage: Send + Sync {
     fn publish(&self, name: &str, local: &Path) -> Result<()>;
     /// Replace `local` with the stored `name` (S3), or nothing when `local` is `name` itself.
     fn fetch(&self, name: &str, local: &Path) -> Result<()>;
-    /// Refuse to start when a document of the run is unsafe to write (a symbolic link), and
-    /// tighten permissions (local files).
+    /// Before a run writes: create a local directory (owner-only), refuse to start when a
+    /// document of the run is unsafe to write (a symbolic link), tighten permissions.
     fn secure(&self, names: &Names) -> Result<()>;
 }
 
@@ -133,7 +133,7 @@ pub fn open(dir: &Path, aws: &AwsArgs, s3_endpoint: &Option<String>) -> Result<A
     if text.starts_with("s3://") {
         Ok(Arc::new(super::s3::S3Dir::open(&text, aws, s3_endpoint)?))
     } else {
-        Ok(Arc::new(super::local::LocalDir::new(dir)?))
+        Ok(Arc::new(super::local::LocalDir::new(dir)))
     }
 }
 

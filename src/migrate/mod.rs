@@ -115,6 +115,9 @@ async fn resolve(args: &MigrateArgs) -> Result<Resolved> {
     })
 }
 
+/// The advisory lock key under which processes prepare a target ("ddb2pg" + 1).
+const PREPARE_LOCK: i64 = 0x6464_6232_7067_0001;
+
 /// Step 2: migrations, the plan's tables, and (with a mapping file) the transaction id where
 /// this run starts, so each batch can count keys written earlier in the run (collisions).
 async fn prepare_target(args: &MigrateArgs, src: &Resolved) -> Result<Option<u32>> {
@@ -134,6 +137,13 @@ async fn prepare_target(args: &MigrateArgs, src: &Resolved) -> Result<Option<u32
             }
         );
     }
+    // Shards start at once against one target: migrations and CREATE TABLE IF NOT EXISTS are
+    // not safe to run concurrently (two creators collide on pg_type), so they are serialized by
+    // a session advisory lock, released below or when this connection closes.
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&PREPARE_LOCK])
+        .await
+        .map_err(|e| Error::from_pg("lock the target for its preparation", e))?;
     if let (Some(dir), false) = (&args.migrations, dry) {
         let applied = crate::migrations::apply(&mut client, dir).await?;
         eprintln!(
@@ -150,6 +160,10 @@ async fn prepare_target(args: &MigrateArgs, src: &Resolved) -> Result<Option<u32
     // The default mapping always creates its table; a mapping file's tables only on request.
     let create = !dry && (args.create_tables || !src.plan.from_file);
     sink::prepare_target_with(&client, &src.plan, create).await?;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&PREPARE_LOCK])
+        .await
+        .map_err(|e| Error::from_pg("unlock the target after its preparation", e))?;
     if !src.plan.from_file {
         return Ok(None);
     }
