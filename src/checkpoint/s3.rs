@@ -17,6 +17,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,8 +38,43 @@ pub struct S3Dir {
     bucket: String,
     prefix: String,
     url: String,
-    /// Set when a renewal found the lock taken by another process: every later write fails.
-    lost: Arc<Mutex<Option<String>>>,
+    /// Whether this process may still write (see [`Fence`]).
+    fence: Arc<Fence>,
+}
+
+/// What keeps a process that lost its lock from writing: set by the lock's renewals. A write
+/// is refused once the lease this process last renewed has (nearly) run out, or once a renewal
+/// found the lock taken by another process. (A process paused between this check and its PUT
+/// could still write once; the checkpoint's `If-Match` then stops the other holder, whose
+/// retry resumes from that checkpoint, still never ahead of what is committed.)
+#[derive(Debug, Default)]
+struct Fence {
+    lost: AtomicBool,
+    /// Epoch seconds the held lease runs to; 0: no lock held (nothing to check).
+    held_until: AtomicU64,
+}
+
+impl Fence {
+    fn check(&self, what: &str) -> Result<()> {
+        let until = self.held_until.load(Ordering::Acquire);
+        let expired = until != 0 && now_secs() + 1 >= until;
+        if self.lost.load(Ordering::Acquire) || expired {
+            return Err(Error::file(
+                what,
+                format!(
+                    "not written: this run's lock lease {}; another run may hold the shard now. \
+                 This one stops (the stored checkpoint stays valid); run it again to resume",
+                    if expired {
+                        "ran out before it could be renewed (the process was paused, or S3 \
+                     unreachable)"
+                    } else {
+                        "was taken over by another process"
+                    }
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn s3_err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -96,7 +132,7 @@ impl S3Dir {
             bucket,
             prefix,
             url: url.trim_end_matches('/').to_string(),
-            lost: Arc::new(Mutex::new(None)),
+            fence: Arc::new(Fence::default()),
         };
         Ok(dir)
     }
@@ -236,20 +272,14 @@ impl Storage for S3Dir {
     }
 
     fn write(&self, name: &str, bytes: &[u8], expect: &Tag) -> Result<Tag> {
-        if let Some(by) = self.lost.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            return Err(Error::config(format!(
-                "{} not written: this run lost its lock to {by} (its lease expired); \
-                 the other run carries on",
-                self.show(name)
-            )));
-        }
+        self.fence.check(&self.show(name))?;
         match self.put(name, bytes, expect)? {
             Some(etag) => Ok(Tag::ETag(etag)),
-            None => Err(Error::config(format!(
-                "{} was changed by another process since this run read it (conditional write \
-                 refused): two runs on one shard? This one stops; the stored checkpoint stays valid",
-                self.show(name)
-            ))),
+            None => Err(Error::file(
+                self.show(name),
+                "changed by another process since this run wrote it (conditional write refused): \
+                 two runs on one shard? This one stops; the stored checkpoint stays valid",
+            )),
         }
     }
 
@@ -371,6 +401,7 @@ impl Storage for S3Dir {
     }
 
     fn publish(&self, name: &str, local: &Path) -> Result<()> {
+        self.fence.check(&self.show(name))?;
         let bytes = match std::fs::read(local) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -441,9 +472,12 @@ impl S3Dir {
             .handle()
             .clone();
         let every = Duration::from_secs((lease.lease_s / 3).max(1));
+        self.fence
+            .held_until
+            .store(lease.expires_at, Ordering::Release);
         let current = Arc::new(Mutex::new((lease, etag)));
         let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key(name));
-        let (shown, lost) = (self.show(name), self.lost.clone());
+        let (shown, fence) = (self.show(name), self.fence.clone());
         let task = {
             let (current, client, bucket, key) =
                 (current.clone(), client.clone(), bucket.clone(), key.clone());
@@ -466,6 +500,7 @@ impl S3Dir {
                     match sent {
                         Ok(o) => {
                             let e = o.e_tag().unwrap_or_default().to_string();
+                            fence.held_until.store(next.expires_at, Ordering::Release);
                             *current.lock().unwrap_or_else(|p| p.into_inner()) = (next, e);
                         }
                         Err(e) if matches!(status(&e), Some(412 | 409)) => {
@@ -473,8 +508,7 @@ impl S3Dir {
                                 "ddb2pg: error: the lock {shown} was taken by another process \
                                  (this run's lease had expired); no more checkpoint writes"
                             );
-                            *lost.lock().unwrap_or_else(|p| p.into_inner()) =
-                                Some("another process".to_string());
+                            fence.lost.store(true, Ordering::Release);
                             return;
                         }
                         // A network failure: try again at the next tick (the lease is 3

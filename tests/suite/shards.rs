@@ -676,3 +676,79 @@ async fn a_shards_rejects_live_in_s3_and_a_resume_elsewhere_cuts_uncommitted_lin
         .count();
     assert_eq!(aside, 1, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_paused_past_its_lease_is_taken_over_and_then_writes_nothing() {
+    let n = 2000;
+    let table = sample_table(n).await;
+    let db = new_database().await;
+    let dir = s3_checkpoint_dir().await;
+    let s3 = S3Dir::open(&dir, &no_aws(), &Some(moto_s3().to_string())).expect("s3 dir");
+    let target_id = ddb2pg::pgconn::resolve(Some(&db))
+        .expect("target")
+        .identity();
+    let names = Names::new(
+        &table,
+        &format!("arn:aws:dynamodb:ddblocal:000000000000:table/{table}"),
+        &target_id,
+        Some(ddb2pg::shard::Shard::parse("0/2").expect("shard")),
+    );
+    let slow = [
+        "--batch-size",
+        "10",
+        "--concurrency",
+        "1",
+        "--max-read-units",
+        "2",
+        "--lock-lease",
+        "3",
+    ];
+    let mut paused = spawn_in(
+        &shard_args(&table, &db, &dir, "0/2", &slow),
+        &tempdir("paused"),
+    );
+    let t0 = Instant::now();
+    while committed_in_s3(&s3, &names.checkpoint) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "never committed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    crate::support::signal(paused.id(), "STOP");
+    std::thread::sleep(Duration::from_secs(4));
+    // Its lease ran out while it was stopped: another process takes the shard and finishes it.
+    let other = run(&shard_args(
+        &table,
+        &db,
+        &dir,
+        "0/2",
+        &["--lock-lease", "3"],
+    ));
+    assert_eq!(other.code, 0, "{}", other.stderr);
+    assert!(
+        other.stderr.contains("taking over the lock"),
+        "{}",
+        other.stderr
+    );
+    let (done, _) = Checkpoint::load_from(&s3, &names.checkpoint)
+        .expect("load")
+        .expect("present");
+    assert!(done.complete);
+    // Woken, the old holder writes nothing more: it stops with exit 1 and says why.
+    crate::support::signal(paused.id(), "CONT");
+    let (code, err) = stderr_of(paused);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("not written") || err.contains("changed by another process"),
+        "{err}"
+    );
+    let (after, _) = Checkpoint::load_from(&s3, &names.checkpoint)
+        .expect("load")
+        .expect("present");
+    assert_eq!(
+        after, done,
+        "the stale holder overwrote the new holder's checkpoint"
+    );
+    let r = run(&shard_args(&table, &db, &dir, "1/2", &[]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(default_mapping_differences(&db, &table, n).await, (0, 0));
+    assert_eq!(status_json(&dir)["migrations"][0]["items"], n);
+}
