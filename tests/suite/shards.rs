@@ -703,7 +703,7 @@ async fn a_holder_paused_past_its_lease_is_taken_over_and_then_writes_nothing() 
         "--lock-lease",
         "3",
     ];
-    let mut paused = spawn_in(
+    let paused = spawn_in(
         &shard_args(&table, &db, &dir, "0/2", &slow),
         &tempdir("paused"),
     );
