@@ -30,7 +30,7 @@ impl Origin {
 }
 
 /// `--key PK[:S|N|B][,SK[:S|N|B]]` (type S by default).
-pub(super) fn parse_key(spec: &str) -> Result<Vec<KeyAttr>> {
+pub(crate) fn parse_key(spec: &str) -> Result<Vec<KeyAttr>> {
     spec.split(',')
         .map(|part| {
             let (name, ty) = part.trim().split_once(':').unwrap_or((part.trim(), "S"));
