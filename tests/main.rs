@@ -28,6 +28,8 @@ mod stream;
 mod tls;
 #[path = "suite/verify.rs"]
 mod verify;
+#[path = "suite/verify_export.rs"]
+mod verify_export;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -57,7 +57,7 @@ pub(crate) fn write_export(dir: &Path, range: std::ops::Range<u64>, per_file: u6
 }
 
 /// An export of the given lines in one plain data file, with manifests naming table `exp`.
-fn write_export_lines(dir: &Path, lines: &[serde_json::Value], kind: &str) {
+pub(crate) fn write_export_lines(dir: &Path, lines: &[serde_json::Value], kind: &str) {
     let id = "01700000000001-incr";
     let base = dir.join("AWSDynamoDB").join(id);
     std::fs::create_dir_all(base.join("data")).expect("dirs");
@@ -392,7 +392,7 @@ async fn rows_postgresql_refuses_from_an_export_are_rejected_with_their_whole_it
 }
 
 /// A client of moto's S3 server and a new bucket on it.
-async fn new_bucket() -> (aws_sdk_s3::Client, String) {
+pub(crate) async fn new_bucket() -> (aws_sdk_s3::Client, String) {
     let shared = ddb2pg::source::aws_config(
         &ddb2pg::cli::AwsArgs {
             endpoint_url: None,
@@ -428,7 +428,7 @@ async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>) {
 }
 
 /// Every file below `dir` as an object below `prefix/`.
-async fn upload(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, dir: &Path) {
+pub(crate) async fn upload(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, dir: &Path) {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).expect("dir").flatten() {
