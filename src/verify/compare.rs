@@ -28,31 +28,27 @@ fn compared(side: &str, column: &str, ty: &str) -> String {
     }
 }
 
-/// Compare one table: the counts and up to `samples` keys of each kind of difference.
-pub async fn table(
-    client: &Client,
-    t: &TablePlan,
-    s: &ScratchTable,
-    samples: u32,
-) -> Result<TableResult> {
-    let (all, keys, _) = t.quoted_columns();
-    let k0 = &keys[0];
+/// `ROW(s.cols) IS NOT DISTINCT FROM ROW(t.cols)` over the columns outside the key.
+fn same_content(t: &TablePlan, s: &ScratchTable) -> String {
     let rest: Vec<(String, &str)> = (0..t.columns.len())
         .filter(|i| !t.key.contains(i))
         .map(|i| (ident(&t.columns[i].name), s.types[i].as_str()))
         .collect();
-    let same = if rest.is_empty() {
-        "true".to_string()
-    } else {
-        let side =
-            |x: &str| -> Vec<String> { rest.iter().map(|(c, ty)| compared(x, c, ty)).collect() };
-        format!(
-            "ROW({}) IS NOT DISTINCT FROM ROW({})",
-            side("s").join(", "),
-            side("t").join(", ")
-        )
-    };
-    let src = format!(
+    if rest.is_empty() {
+        return "true".to_string();
+    }
+    let side = |x: &str| -> Vec<String> { rest.iter().map(|(c, ty)| compared(x, c, ty)).collect() };
+    format!(
+        "ROW({}) IS NOT DISTINCT FROM ROW({})",
+        side("s").join(", "),
+        side("t").join(", ")
+    )
+}
+
+/// The expected rows: per key, the scratch's last operation, when it is a write.
+fn expected_rows(t: &TablePlan, s: &ScratchTable) -> String {
+    let (all, keys, _) = t.quoted_columns();
+    format!(
         "(SELECT {all} FROM (SELECT DISTINCT ON ({k}) {all}, {del} FROM {name} \
          ORDER BY {k}, {seq} DESC) last WHERE NOT {del})",
         k = keys.join(", "),
@@ -60,7 +56,20 @@ pub async fn table(
         del = s.del,
         seq = s.seq,
         name = s.name,
-    );
+    )
+}
+
+/// Compare one table: the counts and up to `samples` keys of each kind of difference.
+pub async fn table(
+    client: &Client,
+    t: &TablePlan,
+    s: &ScratchTable,
+    samples: u32,
+) -> Result<TableResult> {
+    let (_, keys, _) = t.quoted_columns();
+    let k0 = &keys[0];
+    let same = same_content(t, s);
+    let src = expected_rows(t, s);
     let on: Vec<String> = keys.iter().map(|k| format!("s.{k} = t.{k}")).collect();
     let from = format!(
         "{src} s FULL JOIN {} t ON {}",

@@ -328,6 +328,75 @@ async fn values_the_target_refuses_are_counted_differences_not_a_crash() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_whose_scores_overflow_the_column_exits_3_not_1() {
+    // The report's case: a numeric(13,2) column and scores over 10^11, from a live table.
+    let table = sample_table(0).await;
+    let client = ddb().await;
+    let total = 30u64;
+    for i in 0..total {
+        let score = if i % 7 == 0 {
+            format!("{}", 200_000_000_000u64 + i)
+        } else {
+            format!("{i}.5")
+        };
+        put(
+            &client,
+            &table,
+            &item(&format!("i{i:03}"), "-", vec![("score", n(&score))]),
+        )
+        .await;
+    }
+    let dir = tempdir("vx-overflow");
+    let mapping = dir.join("m.toml");
+    std::fs::write(
+        &mapping,
+        "[[table]]\nname = \"scores\"\nkey = [\"id\"]\n[table.columns]\n\
+         id = { from = \"PK\", type = \"text\" }\nscore = { from = \"score\", type = \"numeric\" }\n",
+    )
+    .expect("mapping");
+    let db = new_database().await;
+    pg(&db)
+        .await
+        .batch_execute("CREATE TABLE scores (id text PRIMARY KEY, score numeric(13,2))")
+        .await
+        .expect("schema");
+    let m = p(&mapping);
+    let cp = dir.join("cp");
+    let mut args = migrate_args(&table, &db, &cp);
+    args.extend(strings(&["--mapping", &m]));
+    let r = run(&args);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    let refused = (0..total).filter(|i| i % 7 == 0).count() as u64;
+    assert_eq!(r.report["rejected"], refused, "{}", r.report);
+
+    let mut v = strings(&[
+        "verify",
+        "--table",
+        &table,
+        "--target",
+        &db,
+        "--endpoint-url",
+        &services().endpoint,
+        "--mapping",
+        &m,
+    ]);
+    let cp = p(&cp);
+    v.extend(strings(&["--checkpoint-dir", &cp]));
+    let v = run(&v);
+    assert_eq!(v.code, 3, "{}", v.stderr);
+    let t = &v.report["tables"]["scores"];
+    assert_eq!(counts(t), [total - refused, 0, 0, 0], "{t}");
+    assert_eq!(t["refused_by_target"], refused, "{t}");
+    let files = v.report["rejects_files"].as_array().expect("rejects_files");
+    assert_eq!(files.len(), 1, "{}", v.report);
+    assert!(
+        v.stderr.contains(files[0].as_str().unwrap_or("?")),
+        "{}",
+        v.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collisions_are_counted_per_table_with_samples() {
     // Keyed by PK alone, a user's profile and orders all land on one row.
     let n = 200;
