@@ -45,8 +45,9 @@ pub async fn verify(args: VerifyArgs) -> Result<u8> {
     let result = read_and_compare(&args, &origin, &scratch, &client, &stats).await;
     scratch::drop_all(&client, &scratch).await;
     let tables = result?;
+    let differs = tables.values().any(|t| t.differences() > 0);
     let report = VerifyReport {
-        status: String::new(),
+        status: if differs { "different" } else { "identical" }.into(),
         source: origin.label.clone(),
         items_read: Stats::get(&stats.items_read),
         rejected: Stats::get(&stats.rejected),
@@ -60,11 +61,6 @@ pub async fn verify(args: VerifyArgs) -> Result<u8> {
             .collect(),
         tables,
         duration_s: started.elapsed().as_secs_f64(),
-    };
-    let differs = report.differs();
-    let report = VerifyReport {
-        status: if differs { "different" } else { "identical" }.into(),
-        ..report
     };
     report.print_human();
     if let Some(path) = &args.report {
