@@ -54,28 +54,22 @@ pub fn migrate_args(table: &str, target: &str, checkpoints: &Path) -> Vec<String
     .collect()
 }
 
+/// The binary with `args`, in the suite's clean environment (`super::ddb2pg_command`).
 pub fn command(args: &[String]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ddb2pg"));
-    c.args(args)
-        .env_remove("DATABASE_URL")
-        .env_remove("RUST_LOG");
+    let mut c = super::ddb2pg_command();
+    c.args(args);
     c
 }
 
 /// Run to the end; the report is read from a fresh --report file.
 pub fn run(args: &[String]) -> Run {
-    let report = std::env::temp_dir().join(format!("{}.json", unique("report")));
-    let mut all = args.to_vec();
-    all.extend(["--report".to_string(), report.to_string_lossy().to_string()]);
-    let out = command(&all).output().expect("run ddb2pg");
-    let report = std::fs::read_to_string(&report)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(serde_json::Value::Null);
+    static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| tempdir("runs"));
+    let out = super::run_in(dir, args);
     Run {
-        code: out.status.code().unwrap_or(-1),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-        report,
+        code: out.code.unwrap_or(-1),
+        stderr: out.stderr,
+        report: out.report.unwrap_or(serde_json::Value::Null),
     }
 }
 
@@ -115,9 +109,6 @@ pub fn wait_for_items(child: &mut Child, dir: &Path, n: u64) {
     }
 }
 
-/// How many of items 0..n of the sample (seed 1) are NOT in `table` of `db` exactly as the
-/// default mapping writes them (jsonb equality, so PostgreSQL compares), plus the rows the
-/// table has beyond them.
 /// Every line of every rejects file (`*.rejects.jsonl`) in checkpoint directory `dir`.
 pub fn rejects_in(dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_dir(dir)
@@ -135,22 +126,22 @@ pub fn rejects_in(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// How many of items 0..n of the sample (seed 1) are NOT in `table` of `db` exactly as the
+/// default mapping writes them (jsonb equality, so PostgreSQL compares), plus the rows the
+/// table has beyond them.
 pub async fn default_mapping_differences(db: &str, table: &str, n: u64) -> (i64, i64) {
     let mut pks = Vec::new();
     let mut sks = Vec::new();
     let mut docs = Vec::new();
     for i in 0..n {
         let item = ddb2pg::sample::item(1, i);
-        let mut s = String::new();
-        ddb2pg::value::write_item_json(&item, ddb2pg::value::NulPolicy::Reject, &mut s)
-            .expect("json");
         let key = |k: &str| match item.get(k) {
             Some(aws_sdk_dynamodb::types::AttributeValue::S(v)) => v.clone(),
             other => panic!("{k}: {other:?}"),
         };
         pks.push(key("PK"));
         sks.push(key("SK"));
-        docs.push(s);
+        docs.push(super::json::doc(&item));
     }
     let c = pg(db).await;
     let t = ddb2pg::plan::default_table_name(table);

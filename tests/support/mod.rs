@@ -7,17 +7,20 @@
 
 pub mod fault_proxy;
 pub mod harness;
+pub mod json;
 pub mod private_pg;
 
+use std::cell::RefCell;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use ddb2pg::checkpoint::Checkpoint;
-use ddb2pg::value::{Item, NulPolicy};
+use ddb2pg::value::Item;
 use serde_json::Value;
 use tokio_postgres::{Client, NoTls};
 
@@ -147,7 +150,8 @@ pub fn with_database(url: &str, db: &str) -> String {
     }
 }
 
-/// Create a fresh PostgreSQL database; returns its URL.
+/// Create a fresh PostgreSQL database on the shared server; returns its URL. The database is
+/// dropped when the test ends, passing or failing (see [`DropDatabases`]).
 pub async fn new_database() -> String {
     let name = unique_name("db");
     let admin = pg(&services().admin_url).await;
@@ -155,10 +159,60 @@ pub async fn new_database() -> String {
         .batch_execute(&format!("CREATE DATABASE \"{name}\""))
         .await
         .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+    DROP_AT_EXIT.with(|d| d.0.borrow_mut().push(name.clone()));
     with_database(&services().admin_url, &name)
 }
 
-/// Drop a database made by `new_database` (best effort: end of a passing test).
+/// The databases `new_database` made on this thread, dropped when the thread ends: libtest runs
+/// each test on a thread of its own, and a thread's locals are dropped after its test returned or
+/// panicked (the unwinding is done), so a failing test leaves no database behind either.
+/// (Tokio's `block_on` runs the test's body on that thread.)
+pub struct DropDatabases(RefCell<Vec<String>>);
+
+thread_local! {
+    static DROP_AT_EXIT: DropDatabases = const { DropDatabases(RefCell::new(Vec::new())) };
+}
+
+impl Drop for DropDatabases {
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut *self.0.borrow_mut());
+        if names.is_empty() {
+            return;
+        }
+        let admin = services().admin_url.clone();
+        // Our own runtime on a thread of its own: the test's runtime is gone by now, and a panic
+        // in a thread-local destructor would abort the process.
+        let dropper = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok((client, conn)) = tokio_postgres::connect(&admin, NoTls).await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                for name in names {
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .await;
+                }
+            });
+        });
+        let _ = dropper.join();
+    }
+}
+
+/// The names of the databases this thread's test made and has not dropped yet.
+pub fn databases_to_drop() -> Vec<String> {
+    DROP_AT_EXIT.with(|d| d.0.borrow().clone())
+}
+
+/// Drop a database made by `new_database` now (it would be dropped at the test's end anyway).
 pub async fn drop_database(url: &str) {
     let Some(name) = url
         .split('?')
@@ -172,6 +226,7 @@ pub async fn drop_database(url: &str) {
     let _ = admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
         .await;
+    let _ = DROP_AT_EXIT.try_with(|d| d.0.borrow_mut().retain(|n| *n != name));
 }
 
 /// A DynamoDB client for DynamoDB Local (dummy credentials on loopback).
@@ -245,6 +300,8 @@ pub fn item(pk: &str, sk: &str, attrs: Vec<(&str, AttributeValue)>) -> Item {
 pub struct Outcome {
     /// None when killed by a signal.
     pub code: Option<i32>,
+    /// The signal that ended the run, when one did.
+    pub signal: Option<i32>,
     pub stderr: String,
     /// The `--report` JSON, when the run wrote one.
     pub report: Option<Value>,
@@ -271,6 +328,19 @@ impl Outcome {
             .unwrap_or_else(|| panic!("report status: {}", self.report()))
     }
 
+    /// Assert that a SIGKILL ended the run (it did not exit on its own first), that it wrote
+    /// no report, and return the report-less outcome.
+    pub fn expect_killed_by_9(&self) -> &Self {
+        assert_eq!(
+            (self.code, self.signal),
+            (None, Some(9)),
+            "the run was to be ended by SIGKILL; stderr:\n{}",
+            self.stderr
+        );
+        assert!(self.report.is_none(), "a killed run writes no report");
+        self
+    }
+
     /// Assert the exit code, showing stderr when it differs.
     pub fn expect_code(&self, code: i32) -> &Self {
         assert_eq!(
@@ -282,6 +352,52 @@ impl Outcome {
         );
         self
     }
+}
+
+/// Variables of the caller's environment that would change what the binary does; every `PG*`
+/// variable (libpq's) goes too.
+const CLEARED_VARS: &[&str] = &[
+    "DATABASE_URL",
+    "RUST_LOG",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_ENDPOINT_URL_S3",
+    "DDB2PG_NO_DIRECT_COPY",
+];
+
+/// The one way the suite starts the binary: nothing of the caller's PostgreSQL (`DATABASE_URL`,
+/// `PG*`), endpoint, log or write-path environment reaches it, `NO_COLOR` is set and stdin is
+/// empty. A test that wants a variable sets it on the command.
+pub fn ddb2pg_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ddb2pg"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("PG") {
+            c.env_remove(&k);
+        }
+    }
+    for k in CLEARED_VARS {
+        c.env_remove(k);
+    }
+    c.env("NO_COLOR", "1").stdin(Stdio::null());
+    c
+}
+
+/// Run `ddb2pg <args> --report <fresh file in dir>` to its end, stderr and stdout captured.
+pub fn run_in(dir: &Path, args: &[String]) -> Outcome {
+    let k = REPORTS.fetch_add(1, Ordering::Relaxed);
+    let report = dir.join(format!("report-{k}.json"));
+    let stderr = dir.join(format!("stderr-{k}.txt"));
+    let _ = std::fs::remove_file(&report);
+    let err = std::fs::File::create(&stderr).expect("create stderr file");
+    let status = ddb2pg_command()
+        .args(args)
+        .arg("--report")
+        .arg(&report)
+        .stdout(Stdio::null())
+        .stderr(err)
+        .status()
+        .expect("run ddb2pg");
+    collect(status, &stderr, &report)
 }
 
 /// A `ddb2pg migrate` invocation of one test: source table, target, checkpoint directory.
@@ -315,7 +431,7 @@ impl Running {
             .await
             .expect("join the waiting thread")
             .expect("wait for ddb2pg");
-        collect(status.code(), &stderr_path, &report_path)
+        collect(status, &stderr_path, &report_path)
     }
 
     /// SIGKILL (what `Child::kill` sends), then wait.
@@ -334,7 +450,7 @@ impl Running {
     }
 }
 
-fn collect(code: Option<i32>, stderr_path: &Path, report_path: &Path) -> Outcome {
+fn collect(status: ExitStatus, stderr_path: &Path, report_path: &Path) -> Outcome {
     let stderr = std::fs::read(stderr_path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
@@ -348,7 +464,8 @@ fn collect(code: Option<i32>, stderr_path: &Path, report_path: &Path) -> Outcome
         })
     });
     Outcome {
-        code,
+        code: status.code(),
+        signal: status.signal(),
         stderr,
         report,
     }
@@ -367,19 +484,9 @@ impl Migration {
         }
     }
 
-    /// The binary with a clean environment (no DATABASE_URL, RUST_LOG, config file).
+    /// The binary with a clean environment: see [`ddb2pg_command`].
     pub fn bare_command() -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_ddb2pg"));
-        c.env_remove("DATABASE_URL")
-            .env_remove("RUST_LOG")
-            .env_remove("PGHOST")
-            .env_remove("PGDATABASE")
-            .env_remove("PGUSER")
-            .env_remove("AWS_ENDPOINT_URL")
-            .env_remove("AWS_ENDPOINT_URL_DYNAMODB")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
-        c
+        ddb2pg_command()
     }
 
     /// `ddb2pg migrate --table T --target URL --endpoint-url E --checkpoint-dir D
@@ -527,12 +634,10 @@ pub fn signal(pid: u32, sig: &str) {
     assert!(st.success(), "kill -{sig} {pid}: {st:?}");
 }
 
-/// The JSON text of an item, as ddb2pg's encoder writes it.
+/// The `item` document the default mapping stores for `item`, as JSON text, built by the
+/// suite's own encoder (`json::doc`), not by ddb2pg's.
 pub fn expected_json(item: &Item) -> String {
-    let mut s = String::new();
-    ddb2pg::value::write_item_json(item, NulPolicy::Reject, &mut s)
-        .unwrap_or_else(|e| panic!("encode expected item: {e}"));
-    s
+    json::doc(item)
 }
 
 fn key_of(it: &Item) -> (String, String) {
@@ -604,4 +709,36 @@ pub async fn count_rows(pg: &Client, table: &str) -> i64 {
         .await
         .expect("count")
         .get(0)
+}
+
+/// The guard drops the database of a test that panics: a thread plays the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_of_a_failed_test_is_dropped() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let test = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let url = new_database().await;
+            let name = databases_to_drop().pop().expect("registered");
+            tx.send(name).expect("send");
+            // The test holds a connection open when it fails.
+            let _c = pg(&url).await;
+            panic!("a failing test");
+        })
+    });
+    assert!(test.join().is_err(), "the thread panicked");
+    let name = rx.recv().expect("the database's name");
+    let left: i64 = pg(&services().admin_url)
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
+        .await
+        .expect("pg_database")
+        .get(0);
+    assert_eq!(left, 0, "database {name} outlived its failed test");
 }
