@@ -98,6 +98,17 @@ pub fn committed_items(dir: &Path) -> u64 {
     0
 }
 
+/// The checkpoint in `dir` (must be there and valid).
+pub fn read_checkpoint(dir: &Path) -> ddb2pg::checkpoint::Checkpoint {
+    std::fs::read_dir(dir)
+        .expect("checkpoint dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .find_map(|p| ddb2pg::checkpoint::Checkpoint::load(&p).ok().flatten())
+        .unwrap_or_else(|| panic!("no valid checkpoint in {}", dir.display()))
+}
+
 /// Wait until the checkpoint in `dir` claims at least `n` items (or the child exits).
 pub fn wait_for_items(child: &mut Child, dir: &Path, n: u64) {
     let t0 = Instant::now();
@@ -124,6 +135,41 @@ pub fn rejects_in(dir: &Path) -> Vec<serde_json::Value> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// Wait until the checkpoint in `dir` claims at least `n` items, with the child still running,
+/// and return that count: the proof that what the test does next lands mid-work. Panics when the
+/// child exits first (with its stderr, if piped) or after 120 s.
+pub fn wait_until_committed(child: &mut Child, dir: &Path, n: u64) -> u64 {
+    let t0 = Instant::now();
+    loop {
+        let c = committed_items(dir);
+        if c >= n {
+            return c;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("the run ended ({st:?}) at {c} committed items, before {n}:\n{err}");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the checkpoint never reached {n} items (at {c})"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Assert that `status` is that of a process ended by SIGKILL, not one that exited.
+pub fn assert_killed_by_9(status: std::process::ExitStatus) {
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        (status.code(), status.signal()),
+        (None, Some(9)),
+        "the run was to be ended by kill -9, it ended with {status:?}"
+    );
 }
 
 /// How many of items 0..n of the sample (seed 1) are NOT in `table` of `db` exactly as the

@@ -382,22 +382,37 @@ pub fn ddb2pg_command() -> Command {
     c
 }
 
-/// Run `ddb2pg <args> --report <fresh file in dir>` to its end, stderr and stdout captured.
+/// Run `ddb2pg <args> --report <fresh file in dir>` to its end.
 pub fn run_in(dir: &Path, args: &[String]) -> Outcome {
+    let Running {
+        mut child,
+        report_path,
+        stderr_path,
+    } = spawn_in(dir, args);
+    let status = child.wait().expect("wait for ddb2pg");
+    collect(status, &stderr_path, &report_path)
+}
+
+/// Start `ddb2pg <args> --report <fresh file in dir>`, stderr to a file in `dir`.
+pub fn spawn_in(dir: &Path, args: &[String]) -> Running {
     let k = REPORTS.fetch_add(1, Ordering::Relaxed);
-    let report = dir.join(format!("report-{k}.json"));
-    let stderr = dir.join(format!("stderr-{k}.txt"));
-    let _ = std::fs::remove_file(&report);
-    let err = std::fs::File::create(&stderr).expect("create stderr file");
-    let status = ddb2pg_command()
+    let report_path = dir.join(format!("report-{k}.json"));
+    let stderr_path = dir.join(format!("stderr-{k}.txt"));
+    let _ = std::fs::remove_file(&report_path);
+    let err = std::fs::File::create(&stderr_path).expect("create stderr file");
+    let child = ddb2pg_command()
         .args(args)
         .arg("--report")
-        .arg(&report)
+        .arg(&report_path)
         .stdout(Stdio::null())
         .stderr(err)
-        .status()
-        .expect("run ddb2pg");
-    collect(status, &stderr, &report)
+        .spawn()
+        .expect("spawn ddb2pg");
+    Running {
+        child,
+        report_path,
+        stderr_path,
+    }
 }
 
 /// A `ddb2pg migrate` invocation of one test: source table, target, checkpoint directory.
@@ -599,12 +614,25 @@ impl Migration {
         extra: &[&str],
         threshold: u64,
     ) -> Result<(Running, u64), Outcome> {
+        let (running, cp) = self
+            .spawn_until_checkpoint(extra, |cp| committed(cp) >= threshold)
+            .await?;
+        Ok((running, committed(&cp)))
+    }
+
+    /// Start the binary and wait until its live checkpoint satisfies `ready`; returns that
+    /// checkpoint. If the run ends first, its outcome is the `Err`.
+    pub async fn spawn_until_checkpoint(
+        &self,
+        extra: &[&str],
+        ready: impl Fn(&Checkpoint) -> bool,
+    ) -> Result<(Running, Checkpoint), Outcome> {
         let mut running = self.spawn(extra);
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            if let Some(c) = self.committed() {
-                if c >= threshold {
-                    return Ok((running, c));
+            if let Some(cp) = self.live_checkpoint() {
+                if ready(&cp) {
+                    return Ok((running, cp));
                 }
             }
             if running.exited() {
@@ -612,11 +640,19 @@ impl Migration {
             }
             assert!(
                 Instant::now() < deadline,
-                "the checkpoint never reached {threshold} items"
+                "the checkpoint never got ready in 120 s"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// Segments stopped mid-way: not done, a cursor held.
+pub fn held_cursors(cp: &Checkpoint) -> usize {
+    cp.segments
+        .iter()
+        .filter(|s| !s.done && s.cursor.is_some())
+        .count()
 }
 
 /// Sum of the committed items of every segment.
