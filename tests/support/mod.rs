@@ -369,7 +369,18 @@ const CLEARED_VARS: &[&str] = &[
 /// `PG*`), endpoint, log or write-path environment reaches it, `NO_COLOR` is set and stdin is
 /// empty. A test that wants a variable sets it on the command.
 pub fn ddb2pg_command() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ddb2pg"));
+    let mut c = Command::new(ddb2pg_exe());
+    clean_env(&mut c);
+    c
+}
+
+/// The binary under test.
+pub fn ddb2pg_exe() -> &'static str {
+    env!("CARGO_BIN_EXE_ddb2pg")
+}
+
+/// The environment of [`ddb2pg_command`], on any command (a shell that runs the binary).
+pub fn clean_env(c: &mut Command) {
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("PG") {
             c.env_remove(&k);
@@ -379,7 +390,6 @@ pub fn ddb2pg_command() -> Command {
         c.env_remove(k);
     }
     c.env("NO_COLOR", "1").stdin(Stdio::null());
-    c
 }
 
 /// Run `ddb2pg <args> --report <fresh file in dir>` to its end.
