@@ -26,6 +26,8 @@ mod sink;
 mod status_config;
 #[path = "suite/stream.rs"]
 mod stream;
+#[path = "suite/target_env.rs"]
+mod target_env;
 #[path = "suite/tls.rs"]
 mod tls;
 #[path = "suite/verify.rs"]
