@@ -8,6 +8,8 @@ mod support;
 mod cli;
 #[path = "suite/export.rs"]
 mod export;
+#[path = "suite/export_keys.rs"]
+mod export_keys;
 #[path = "suite/faults.rs"]
 mod faults;
 #[path = "suite/files.rs"]
