@@ -262,7 +262,7 @@ async fn an_incremental_export_applies_updates_inserts_and_deletes() {
     );
     let keys = |i: u64| {
         let it = ddb2pg::sample::item(1, i);
-        serde_json::json!({ "PK": ddb2pg::value::value_to_ddb_json(&it["PK"]), "SK": ddb2pg::value::value_to_ddb_json(&it["SK"]) })
+        serde_json::json!({ "PK": crate::support::json::ddb_value(&it["PK"]), "SK": crate::support::json::ddb_value(&it["SK"]) })
     };
     let inc = tempdir("export-inc");
     let lines = [

@@ -81,11 +81,13 @@ async fn terminated_connections_are_reconnected_and_retried() {
     let mut killed = 0u64;
     // Once the workers write (the setup phase before them is not retried), terminate every
     // backend of the target database every 50 ms while the run lasts.
-    wait_for_items(&mut child, &cp, 1);
+    wait_until_committed(&mut child, &cp, 1);
     for _ in 0..20 {
         if child.try_wait().expect("poll").is_some() {
             break;
         }
+        // Only terminations while work is left count: the run is alive and not complete.
+        let before = committed_items(&cp);
         let rows = admin
             .query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
@@ -93,7 +95,9 @@ async fn terminated_connections_are_reconnected_and_retried() {
             )
             .await
             .expect("terminate");
-        killed += rows.len() as u64;
+        if before < n {
+            killed += rows.len() as u64;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let out = child.wait_with_output().expect("wait");
@@ -341,7 +345,8 @@ async fn sigterm_during_a_postgresql_outage_exits_130_at_once() {
         .map(String::from),
     );
     let mut child = spawn(&args);
-    wait_for_items(&mut child, &cp, n / 4);
+    let at_stop = wait_until_committed(&mut child, &cp, n / 4);
+    assert!(at_stop < n, "stopped at {at_stop} of {n}: not mid-run");
     server.stop();
     // Let the writers meet the outage and start retrying.
     std::thread::sleep(std::time::Duration::from_secs(2));

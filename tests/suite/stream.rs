@@ -1492,8 +1492,8 @@ fn export_migrate(export: &Path, db: &str, cp: &Path) -> Vec<String> {
 
 fn keys_json(it: &Item) -> Value {
     json!({
-        "PK": ddb2pg::value::value_to_ddb_json(&it["PK"]),
-        "SK": ddb2pg::value::value_to_ddb_json(&it["SK"]),
+        "PK": crate::support::json::ddb_value(&it["PK"]),
+        "SK": crate::support::json::ddb_value(&it["SK"]),
     })
 }
 

@@ -180,7 +180,7 @@ pub fn ddb_json(item: &Item) -> Value {
     )
 }
 
-fn ddb_value(v: &AttributeValue) -> Value {
+pub fn ddb_value(v: &AttributeValue) -> Value {
     match v {
         AttributeValue::S(s) => json!({ "S": s }),
         AttributeValue::N(n) => json!({ "N": n }),
