@@ -74,6 +74,8 @@ pub(super) async fn resolve_origin(args: &MigrateArgs) -> Result<Origin> {
             })
         }
         (None, Some(path)) => {
+            // The folder, also when given its manifest-summary.json (what AWS's console shows).
+            let path = &crate::source::export::folder_of(path);
             let text = path.to_string_lossy().to_string();
             let (export, download, downloads) = if let Some(rest) = text.strip_prefix("s3://") {
                 // Downloaded next to the checkpoint (files already there intact are not

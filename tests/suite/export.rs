@@ -78,7 +78,7 @@ fn write_export_lines(dir: &Path, lines: &[serde_json::Value], kind: &str) {
     .expect("summary");
 }
 
-fn export_args(export: &Path, db: &str, cp: &Path) -> Vec<String> {
+pub(crate) fn export_args(export: &Path, db: &str, cp: &Path) -> Vec<String> {
     [
         "migrate",
         "--export",
@@ -392,7 +392,7 @@ async fn rows_postgresql_refuses_from_an_export_are_rejected_with_their_whole_it
 }
 
 /// A client of moto's S3 server and a new bucket on it.
-async fn new_bucket() -> (aws_sdk_s3::Client, String) {
+pub(crate) async fn new_bucket() -> (aws_sdk_s3::Client, String) {
     let shared = ddb2pg::source::aws_config(
         &ddb2pg::cli::AwsArgs {
             endpoint_url: None,
@@ -428,7 +428,7 @@ async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>) {
 }
 
 /// Every file below `dir` as an object below `prefix/`.
-async fn upload(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, dir: &Path) {
+pub(crate) async fn upload(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, dir: &Path) {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).expect("dir").flatten() {

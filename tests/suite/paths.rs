@@ -587,3 +587,48 @@ async fn json_and_jsonb_columns_take_both_write_paths() {
     assert_eq!(after[0], loaded[0]);
     drop_database(&db).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// An export named by its manifest-summary.json.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_can_be_named_by_its_manifest_summary_local_and_s3() {
+    use crate::export::{export_args, new_bucket, upload, write_export};
+    let dir = tempdir("export-summary");
+    write_export(&dir, 0..300, 100);
+    let folder = dir.join("AWSDynamoDB").join("01700000000000-abcdef12");
+    let summary = folder.join("manifest-summary.json");
+
+    let db = new_database().await;
+    let cp = tempdir("export-summary-cp");
+    let r = run(&export_args(&summary, &db, &cp));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.report["items_read"], 300, "{}", r.report);
+    assert_eq!(r.report["rows_inserted"], 300);
+    // The folder is the same export: its checkpoint says the work is done.
+    let r = run(&export_args(&folder, &db, &cp));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.report["status"], "nothing_to_do", "{}", r.report);
+
+    let (s3, bucket) = new_bucket().await;
+    upload(&s3, &bucket, "exports/app", &dir).await;
+    let remote = new_database().await;
+    let url = format!(
+        "s3://{bucket}/exports/app/AWSDynamoDB/01700000000000-abcdef12/manifest-summary.json"
+    );
+    let mut args = export_args(std::path::Path::new(&url), &remote, &tempdir("exp-sum-s3"));
+    args.extend(["--s3-endpoint-url".to_string(), moto_s3().to_string()]);
+    let r = run(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.report["rows_inserted"], 300, "{}", r.report);
+    let count: i64 = pg(&remote)
+        .await
+        .query_one("SELECT count(*) FROM exp", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(count, 300);
+    drop_database(&db).await;
+    drop_database(&remote).await;
+}
