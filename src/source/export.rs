@@ -403,10 +403,8 @@ pub fn read_file(
     stats: &Stats,
     pages: &mut impl Pages,
 ) -> Result<()> {
-    let f = File::open(path).map_err(|e| Error::Source {
-        message: format!("cannot open {}: {e}", path.display()),
-        retryable: false,
-    })?;
+    // An export's file is a file, not DynamoDB: the error names it and what the OS said.
+    let f = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
     let reader: Box<dyn Read> = if path.to_string_lossy().ends_with(".gz") {
         Box::new(MultiGzDecoder::new(f))
     } else {
@@ -417,15 +415,15 @@ pub fn read_file(
     let mut buf = Vec::new();
     let mut page_bytes = 0;
     loop {
-        let (kind, n) =
-            next_line(&mut lines, &mut buf, MAX_LINE_BYTES).map_err(|e| Error::Source {
-                message: format!(
-                    "{}: cannot be read after line {line_no} ({e}); the file is corrupt or \
-                     truncated: replace it and run the same command again to resume",
-                    path.display()
+        let (kind, n) = next_line(&mut lines, &mut buf, MAX_LINE_BYTES).map_err(|e| {
+            Error::file(
+                path,
+                format!(
+                    "cannot be read after line {line_no}: {e}; if the file is corrupt or \
+                         truncated, replace it and run the same command again to resume"
                 ),
-                retryable: false,
-            })?;
+            )
+        })?;
         if kind == Line::End {
             break;
         }

@@ -147,7 +147,10 @@ fn an_export_is_named_by_its_folder_or_its_manifest() {
     assert_eq!(f("s3://b/p/manifest-files.json"), "s3://b/p");
     assert_eq!(f("s3://b/p"), "s3://b/p");
     // A bucket is not a folder to strip down to.
-    assert_eq!(f("s3://manifest-summary.json"), "s3://manifest-summary.json");
+    assert_eq!(
+        f("s3://manifest-summary.json"),
+        "s3://manifest-summary.json"
+    );
     let dir = std::env::temp_dir().join(format!("ddb2pg-folder-of-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let summary = dir.join("manifest-summary.json");
@@ -160,4 +163,24 @@ fn an_export_is_named_by_its_folder_or_its_manifest() {
         dir.join("x/manifest-summary.json")
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_file_that_cannot_be_opened_is_named_with_the_os_error() {
+    let path = std::env::temp_dir().join(format!("ddb2pg-missing-{}.json", std::process::id()));
+    let (_stop, shutdown) = watch::channel(false);
+    let mut pages = RawPages::new(|_| true);
+    let e = read_file(&path, 0, 10, shutdown, &Stats::default(), &mut pages)
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        e.as_deref(),
+        Some(
+            format!(
+                "{}: cannot open: No such file or directory (os error 2)",
+                path.display()
+            )
+            .as_str()
+        )
+    );
 }
