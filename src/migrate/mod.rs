@@ -58,6 +58,14 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     }
     let started = Instant::now();
     let mut src = resolve(&args).await?;
+    // The first line, before anything is written (step 2 may create tables): what goes where.
+    eprintln!(
+        "ddb2pg: {}{} -> {} table {}",
+        if args.dry_run { "dry run: " } else { "" },
+        src.origin.describe(),
+        src.target_id,
+        outcome::table_names(&src.plan)
+    );
     let prepared = prepare_target(&args, &src).await?;
     let stream = src.stream.take();
     let run = open_run(&args, &src, stream.as_ref()).await?;

@@ -118,12 +118,35 @@ pub(super) async fn resolve_origin(args: &MigrateArgs) -> Result<Origin> {
     }
 }
 
-/// The mapping file's plan, or the default mapping.
+/// The mapping file's plan, or the default mapping (into `--target-table` when given).
 pub(super) fn load_plan(args: &MigrateArgs, info: &TableInfo) -> Result<Plan> {
     match &args.mapping {
         Some(path) => crate::mapping::load(path),
-        None => Plan::default_checked(info),
+        None => {
+            let mut plan = Plan::default_checked(info)?;
+            if let (Some(spec), Some(t)) = (&args.target_table, plan.tables.first_mut()) {
+                (t.schema, t.name) = parse_target_table(spec)?;
+            }
+            Ok(plan)
+        }
     }
+}
+
+/// `--target-table NAME` or `SCHEMA.NAME`: names as written, each a name PostgreSQL keeps whole.
+pub(super) fn parse_target_table(spec: &str) -> Result<(Option<String>, String)> {
+    let (schema, name) = match spec.split_once('.') {
+        Some((s, n)) => (Some(s), n),
+        None => (None, spec),
+    };
+    for part in schema.iter().chain([&name]) {
+        if part.is_empty() || part.len() > crate::plan::MAX_IDENT_BYTES {
+            return Err(Error::config(format!(
+                "--target-table {spec:?}: expected NAME or SCHEMA.NAME, each 1 to {} bytes",
+                crate::plan::MAX_IDENT_BYTES
+            )));
+        }
+    }
+    Ok((schema.map(str::to_string), name.to_string()))
 }
 
 pub(super) fn read_limiter(

@@ -632,3 +632,102 @@ async fn an_export_can_be_named_by_its_manifest_summary_local_and_s3() {
     drop_database(&db).await;
     drop_database(&remote).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// --target-table, and the first line saying where a run writes.
+// ---------------------------------------------------------------------------------------------
+
+/// A bare folder (no manifests) with one data file of `items`.
+fn bare_export(name: &str, items: &[ddb2pg::value::Item]) -> std::path::PathBuf {
+    let dir = tempdir("bare").join(name);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let text: String = items
+        .iter()
+        .map(|i| {
+            format!(
+                "{}\n",
+                serde_json::json!({ "Item": ddb2pg::value::item_to_ddb_json(i) })
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("part-0.json"), text).expect("data file");
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_table_sends_a_second_export_into_the_first_ones_table() {
+    use crate::export::export_args;
+    let full: Vec<_> = (0..100).map(|i| ddb2pg::sample::item(1, i)).collect();
+    let mut changes: Vec<_> = (0..10)
+        .map(|i| {
+            let mut it = ddb2pg::sample::item(1, i);
+            it.insert("changed".into(), s("yes"));
+            it
+        })
+        .collect();
+    changes.extend((100..110).map(|i| ddb2pg::sample::item(1, i)));
+    let full_dir = bare_export("full", &full);
+    let incr_dir = bare_export("incr", &changes);
+    let db = new_database().await;
+
+    let r = run(&export_args(&full_dir, &db, &tempdir("tt-full")));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.report["rows_inserted"], 100);
+    // The first line says which table the run writes, before it writes.
+    let first = r.stderr.lines().next().unwrap_or_default();
+    assert!(first.ends_with(" table full"), "{}", r.stderr);
+
+    let args = with(
+        export_args(&incr_dir, &db, &tempdir("tt-incr")),
+        &["--target-table", "full"],
+    );
+    let r = run(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let first = r.stderr.lines().next().unwrap_or_default();
+    assert!(first.ends_with(" table full"), "{}", r.stderr);
+    assert_eq!(r.report["rows_updated"], 10, "{}", r.report);
+    assert_eq!(r.report["rows_inserted"], 10);
+    assert_eq!(
+        tables_in(&db).await,
+        ["public.full"],
+        "no table named after incr/"
+    );
+    let c = pg(&db).await;
+    let changed: i64 = c
+        .query_one(
+            "SELECT count(*) FROM \"full\" WHERE item->>'changed' = 'yes'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(changed, 10);
+    drop_database(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_table_names_the_default_mappings_table_of_a_live_table() {
+    let table = sample_table(20).await;
+    let db = new_database().await;
+    pg(&db)
+        .await
+        .batch_execute("CREATE SCHEMA app")
+        .await
+        .expect("schema");
+    let cp = tempdir("tt-live");
+    let args = with(
+        migrate_args(&table, &db, &cp),
+        &["--target-table", "app.Users 2"],
+    );
+    let r = run(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let first = r.stderr.lines().next().unwrap_or_default();
+    assert!(first.ends_with(" table app.Users 2"), "{}", r.stderr);
+    assert_eq!(tables_in(&db).await, ["app.Users 2"]);
+    assert_eq!(r.report["rows_inserted"], 20);
+    // A mapping file names its own tables.
+    let r = run(&with(args, &["--mapping", "m.toml"]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--mapping"), "{}", r.stderr);
+    drop_database(&db).await;
+}
