@@ -173,7 +173,14 @@ async fn prepare_target(args: &MigrateArgs, src: &Resolved) -> Result<Prepared> 
             .get(0);
         prepared.run_xid = Some((xid & 0xffff_ffff) as u32);
     }
-    // A dry run's transaction ends with this connection: rolled back.
+    if args.dry_run {
+        // Before the writers' connections repeat the setup: what this one created would make
+        // them wait until its end.
+        client
+            .batch_execute("ROLLBACK")
+            .await
+            .map_err(|e| Error::from_pg("roll back the dry run's setup", e))?;
+    }
     Ok(prepared)
 }
 

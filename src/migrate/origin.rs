@@ -162,3 +162,25 @@ pub(super) fn read_limiter(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_target_table;
+
+    #[test]
+    fn target_table_is_a_name_or_schema_dot_name_taken_as_written() {
+        let ok = |s: &str| parse_target_table(s).ok();
+        assert_eq!(ok("full"), Some((None, "full".to_string())));
+        assert_eq!(
+            ok("app.Users 2"),
+            Some((Some("app".to_string()), "Users 2".to_string()))
+        );
+        for bad in ["", ".t", "s.", &"x".repeat(64)] {
+            let e = parse_target_table(bad).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains("SCHEMA.NAME")),
+                "{bad:?}: {e:?}"
+            );
+        }
+    }
+}
