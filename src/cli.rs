@@ -180,8 +180,9 @@ pub struct MigrateArgs {
     pub table: Option<String>,
 
     /// Source DynamoDB export instead of a table: a local folder as AWS writes it
-    /// (manifest-files.json, data/*.json.gz), a folder of .json/.json.gz files, or
-    /// s3://bucket/prefix of an export; each data file is a segment
+    /// (manifest-files.json, data/*.json.gz) or its manifest-summary.json, a folder of
+    /// .json/.json.gz files, or s3://bucket/prefix of an export (or the s3:// key of its
+    /// manifest-summary.json); each data file is a segment
     #[arg(long, value_name = "PATH", conflicts_with = "table")]
     pub export: Option<PathBuf>,
 
@@ -194,6 +195,13 @@ pub struct MigrateArgs {
     /// PK[:S|N|B][,SK[:S|N|B]], type S by default
     #[arg(long, value_name = "PK[,SK]")]
     pub key: Option<String>,
+
+    /// Target table of the default mapping, NAME or SCHEMA.NAME, taken as written (quoted:
+    /// case kept). Default: the source table's name (an export's, or its folder's), lower-cased,
+    /// [a-z0-9_]. E.g. an incremental export in a bare folder applied to the table its full
+    /// export loaded
+    #[arg(long, value_name = "[SCHEMA.]NAME", conflicts_with = "mapping")]
+    pub target_table: Option<String>,
 
     /// Target PostgreSQL URL, e.g. postgres://user@host:5432/db
     #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
@@ -245,7 +253,10 @@ pub struct MigrateArgs {
 
     /// Run everything against the real target (types, NOT NULL, foreign keys, CHECKs are
     /// exercised) inside transactions that are rolled back: nothing persists, the checkpoint
-    /// is not touched; reports what would be inserted, updated, unchanged and rejected
+    /// is not touched; reports what would be inserted, updated, unchanged and rejected. What
+    /// the real run creates (the default mapping's table, --create-tables, --migrations) is
+    /// created inside the rolled-back transaction, so it works on an empty database (then
+    /// through one connection: PostgreSQL shows uncommitted DDL to its own connection only)
     #[arg(long)]
     pub dry_run: bool,
 

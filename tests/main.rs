@@ -6,6 +6,8 @@ mod support;
 
 #[path = "suite/cli.rs"]
 mod cli;
+#[path = "suite/destinations.rs"]
+mod destinations;
 #[path = "suite/export.rs"]
 mod export;
 #[path = "suite/export_keys.rs"]
@@ -20,6 +22,8 @@ mod mapping;
 mod messages;
 #[path = "suite/names.rs"]
 mod names;
+#[path = "suite/paths.rs"]
+mod paths;
 #[path = "suite/resume.rs"]
 mod resume;
 #[path = "suite/sink.rs"]

@@ -78,7 +78,7 @@ pub(crate) fn write_export_lines(dir: &Path, lines: &[serde_json::Value], kind: 
     .expect("summary");
 }
 
-fn export_args(export: &Path, db: &str, cp: &Path) -> Vec<String> {
+pub(crate) fn export_args(export: &Path, db: &str, cp: &Path) -> Vec<String> {
     [
         "migrate",
         "--export",
@@ -213,11 +213,17 @@ async fn malformed_lines_are_rejected_and_a_corrupt_file_stops_resumably() {
     let cp = tempdir("exp-bad-cp");
     let r = run(&export_args(&dir, &db, &cp));
     assert_eq!(r.code, 1, "{}", r.stderr);
+    // The file and what reading it said, not "DynamoDB: ...": an export's file is a file.
+    let b = data.join("b.json.gz");
     assert!(
-        r.stderr.contains("b.json.gz") && r.stderr.contains("corrupt or truncated"),
+        r.stderr.contains(&format!(
+            "error: {}: cannot be read after line ",
+            b.display()
+        )) && r.stderr.contains("corrupt or truncated"),
         "{}",
         r.stderr
     );
+    assert!(!r.stderr.contains("DynamoDB"), "{}", r.stderr);
     assert!(
         r.stderr.contains("run the same command again"),
         "{}",
