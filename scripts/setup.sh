@@ -7,6 +7,24 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 DDB_LOCAL_VERSION=11.1.0
 DDB_LOCAL_DIR=${DDB2PG_DDB_LOCAL_DIR:-$here/.local/dynamodb-local}
 
+# Rust first: Debian's own rustc is older than ddb2pg's rust-version (Cargo.toml), and nothing
+# else here helps without it.
+want=$(sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' "$here/Cargo.toml" | head -n 1)
+want=${want:-1.89}
+rustup_hint="install it with rustup (https://rustup.rs):
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --default-toolchain stable
+  . \"\$HOME/.cargo/env\"
+or, where rustup is installed already: rustup toolchain install stable && rustup default stable"
+if ! have=$(cargo --version 2>/dev/null); then
+  echo "setup: cargo not found: ddb2pg needs a Rust $want toolchain (or newer); $rustup_hint" >&2
+  exit 1
+fi
+ver=$(echo "$have" | sed -n 's/^cargo \([0-9]*\.[0-9]*\).*/\1/p')
+if [ -z "$ver" ] || [ "$(printf '%s\n%s\n' "$want" "$ver" | sort -t. -k1,1n -k2,2n | head -n 1)" != "$want" ]; then
+  echo "setup: $have is older than Rust $want, which ddb2pg needs (Debian's own Rust is too old); $rustup_hint" >&2
+  exit 1
+fi
+
 need_apt=()
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)

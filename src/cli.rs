@@ -95,9 +95,16 @@ Examples:
   ddb2pg verify --table app --target postgres://me@127.0.0.1:5432/db \\
       --endpoint-url http://127.0.0.1:8000 --mapping mapping.toml --report verify.json
 
+  # An export migration: the full export, then the incremental exports applied on top:
+  ddb2pg verify --export s3://bucket/exports/app --export s3://bucket/exports/app-incr-1 \\
+      --key PK,SK --target postgres://me@127.0.0.1:5432/db
+
 Exit codes: 0 identical, 3 differences found, 2 usage or configuration error, 1 failure.
-Values compare as PostgreSQL compares them (numeric 1.50 = 1.5; jsonb key order does not
-matter). Items the mapping rejects or skips are counted apart, not as differences.";
+Values compare as PostgreSQL compares them (numeric 1.50 = 1.5; json and jsonb as jsonb: key
+order and spacing do not matter). Differences: missing_in_target, extra_in_target,
+mismatched, refused_by_target (values the target's column types refuse: migrate put those
+items in its rejects file), collisions (keys several source items map to). Items the mapping
+rejects or skips are counted apart, not as differences.";
 
 const SCHEMA_EXAMPLES: &str = "\
 Examples:
@@ -178,8 +185,9 @@ pub struct MigrateArgs {
     pub table: Option<String>,
 
     /// Source DynamoDB export instead of a table: a local folder as AWS writes it
-    /// (manifest-files.json, data/*.json.gz), a folder of .json/.json.gz files, or
-    /// s3://bucket/prefix of an export; each data file is a segment
+    /// (manifest-files.json, data/*.json.gz) or its manifest-summary.json, a folder of
+    /// .json/.json.gz files, or s3://bucket/prefix of an export (or the s3:// key of its
+    /// manifest-summary.json); each data file is a segment
     #[arg(long, value_name = "PATH", conflicts_with = "table")]
     pub export: Option<PathBuf>,
 
@@ -192,6 +200,13 @@ pub struct MigrateArgs {
     /// PK[:S|N|B][,SK[:S|N|B]], type S by default
     #[arg(long, value_name = "PK[,SK]")]
     pub key: Option<String>,
+
+    /// Target table of the default mapping, NAME or SCHEMA.NAME, taken as written (quoted:
+    /// case kept). Default: the source table's name (an export's, or its folder's), lower-cased,
+    /// [a-z0-9_]. E.g. an incremental export in a bare folder applied to the table its full
+    /// export loaded
+    #[arg(long, value_name = "[SCHEMA.]NAME", conflicts_with = "mapping")]
+    pub target_table: Option<String>,
 
     /// Target PostgreSQL URL, e.g. postgres://user@host:5432/db
     #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
@@ -260,7 +275,10 @@ pub struct MigrateArgs {
 
     /// Run everything against the real target (types, NOT NULL, foreign keys, CHECKs are
     /// exercised) inside transactions that are rolled back: nothing persists, the checkpoint
-    /// is not touched; reports what would be inserted, updated, unchanged and rejected
+    /// is not touched; reports what would be inserted, updated, unchanged and rejected. What
+    /// the real run creates (the default mapping's table, --create-tables, --migrations) is
+    /// created inside the rolled-back transaction, so it works on an empty database (then
+    /// through one connection: PostgreSQL shows uncommitted DDL to its own connection only)
     #[arg(long)]
     pub dry_run: bool,
 
@@ -335,10 +353,27 @@ pub enum ProgressMode {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["table", "export"])))]
 pub struct VerifyArgs {
     /// Source DynamoDB table name
     #[arg(long, value_name = "NAME")]
-    pub table: String,
+    pub table: Option<String>,
+
+    /// Source DynamoDB export instead of a table, as given to migrate (a local folder or
+    /// s3://bucket/prefix). Repeat it for incremental exports, in the order they were migrated:
+    /// the full export first, then each incremental export applied on top
+    #[arg(long, value_name = "PATH", conflicts_with = "table", action = clap::ArgAction::Append)]
+    pub export: Vec<PathBuf>,
+
+    /// S3 endpoint for an s3:// export (an S3-compatible server)
+    /// [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint_url: Option<String>,
+
+    /// Key attributes for the default mapping of an export, as given to migrate:
+    /// PK[:S|N|B][,SK[:S|N|B]]
+    #[arg(long, value_name = "PK[,SK]")]
+    pub key: Option<String>,
 
     /// Target PostgreSQL URL
     #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
@@ -351,8 +386,31 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE")]
     pub mapping: Option<PathBuf>,
 
-    #[command(flatten)]
-    pub scan: ScanArgs,
+    /// Scan segments of a table (DynamoDB TotalSegments); default: from the table size, and
+    /// never fewer than 4 x --concurrency. An export's segments are its data files
+    #[arg(long, value_name = "N", conflicts_with = "export",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub segments: Option<u32>,
+
+    /// Segments (or export files) read at once, each with one PostgreSQL connection.
+    /// Default: 8 from a table; from an export, the CPU cores up to 8
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: Option<u32>,
+
+    /// Items per page: the Scan page's Limit, or lines of an export file
+    #[arg(long, value_name = "N", default_value_t = 4000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+
+    /// Where migrate keeps its checkpoint and rejects files (verify names the rejects file of
+    /// this source and target); an s3:// export is downloaded into a folder of its own here
+    /// and removed at the end
+    #[arg(long, value_name = "DIR", default_value = "checkpoints")]
+    pub checkpoint_dir: PathBuf,
+
+    /// Progress display: bars on a terminal, a log line every few seconds otherwise
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
 
     #[command(flatten)]
     pub shard: ShardArgs,
@@ -364,6 +422,22 @@ pub struct VerifyArgs {
     /// Write the JSON result to FILE
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+}
+
+impl VerifyArgs {
+    /// Whether `--shards` was given.
+    pub fn shards_given(&self) -> bool {
+        self.shard.shards.is_some()
+    }
+
+    /// The read settings in migrate's shape (its defaults apply alike).
+    pub fn scan(&self) -> ScanArgs {
+        ScanArgs {
+            segments: self.segments,
+            concurrency: self.concurrency,
+            batch_size: self.batch_size,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
