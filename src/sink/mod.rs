@@ -285,6 +285,28 @@ impl Sink {
             .collect()
     }
 
+    /// As `encode`, with only the key cells: a deletion needs nothing else, and a value the
+    /// target's type refuses (the refused write whose old rows are deleted) must not stop it.
+    fn encode_keys(&mut self, rows: &[Row]) -> Vec<(Bytes, u64)> {
+        let keys_only: Vec<Row> = rows
+            .iter()
+            .map(|row| {
+                let key = &self.tables[row.table].key;
+                let cells = (0..row.cells.len())
+                    .map(|i| match (key.contains(&i), row.cells.get(i)) {
+                        (true, Some(c)) => c.clone(),
+                        _ => Cell::Null,
+                    })
+                    .collect();
+                Row {
+                    table: row.table,
+                    cells,
+                }
+            })
+            .collect();
+        self.encode(&keys_only, true)
+    }
+
     /// Whether two rows of a table have the same key (by text: PostgreSQL may still find
     /// keys equal that differ in text, see the module's documentation).
     fn has_repeated_keys(&self, rows: &[Row]) -> bool {
@@ -415,7 +437,7 @@ impl Sink {
     /// Delete the rows with the keys of `rows` (only their key cells matter), in one
     /// transaction; returns how many rows were deleted.
     pub async fn delete(&mut self, rows: &[Row]) -> Result<u64> {
-        let data = self.encode(rows, true);
+        let data = self.encode_keys(rows);
         let tx = Scope::begin(&mut self.client, self.dry_run)
             .await
             .map_err(|e| Error::from_pg("begin", e))?;
