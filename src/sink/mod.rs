@@ -30,8 +30,9 @@
 //!
 //! `DISTINCT ON` keeps the last of repeated keys in a batch (no SQLSTATE 21000), and the
 //! `WHERE ... IS DISTINCT FROM` makes a re-run rewrite nothing. A column whose type has no
-//! `=` operator (json above all) is compared by its text there: json keeps its text as
-//! written, so a row is rewritten when its text changes, and ends as a fresh load writes it. A batch whose keys are all
+//! `=` operator (json above all), or one whose `=` finds values equal that are written
+//! differently (citext, numeric, jsonb, floats: see `target::TargetColumn`), is compared by
+//! its text there: a row is rewritten when its text changes, and ends as a fresh load writes it. A batch whose keys are all
 //! different (checked here, by their text) uses the same statement without `DISTINCT ON`, which
 //! saves PostgreSQL a sort; should two keys still be equal to PostgreSQL (say `1.0` and `1` in
 //! a numeric key), it refuses with 21000 and the batch is written again with `DISTINCT ON`.

@@ -2,8 +2,8 @@
 
 use crate::plan::{ident, TablePlan};
 
-/// `by_text[i]`: compare column `i` by its text (its type has no `=`: see the module's
-/// documentation).
+/// `by_text[i]`: compare column `i` by its text, byte for byte (its type has no `=`, or one
+/// that is not sameness: see `target::TargetColumn`).
 pub(super) fn upsert_sql(
     t: &TablePlan,
     by_text: &[bool],
@@ -22,7 +22,7 @@ pub(super) fn upsert_sql(
                 .map(|i| {
                     let c = ident(&t.columns[i].name);
                     match by_text.get(i) {
-                        Some(true) => format!("{side}.{c}::text"),
+                        Some(true) => format!("({side}.{c}::text COLLATE \"C\")"),
                         _ => format!("{side}.{c}"),
                     }
                 })

@@ -132,8 +132,11 @@ pub async fn prepare_target_created(
 pub(super) struct TargetColumn {
     /// Its type as PostgreSQL spells it (`format_type`: `numeric(13,2)`, `character varying(8)`).
     pub sql_type: String,
-    /// The type has no `=` operator of its own (json, xml, domains, enums, arrays,
-    /// `varchar`): the upsert's change detection compares its text.
+    /// The upsert's change detection compares the column's text: its type has no `=` of its
+    /// own (json, xml, domains, enums, arrays, `varchar`), or its `=` finds values equal that
+    /// a fresh load writes differently (citext ignores case, numeric `1.5 = 1.50`, jsonb
+    /// `1 = 1.0`, float `0 = -0`, interval `'1 day' = '24 hours'`, a nondeterministic
+    /// collation). Only types whose `=` means the same stored value compare natively.
     pub by_text: bool,
 }
 
@@ -141,9 +144,13 @@ pub(super) struct TargetColumn {
 pub(super) async fn column_types(client: &Client, t: &TablePlan) -> Result<Vec<TargetColumn>> {
     let rows = client
         .query(
-            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), NOT EXISTS (\
-             SELECT 1 FROM pg_operator o WHERE o.oprname = '=' AND o.oprleft = a.atttypid \
-             AND o.oprright = a.atttypid) FROM pg_attribute a WHERE a.attrelid = to_regclass($1) \
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), NOT (\
+             a.atttypid IN ('bool'::regtype, 'int2'::regtype, 'int4'::regtype, 'int8'::regtype, \
+             'text'::regtype, 'bpchar'::regtype, 'bytea'::regtype, 'uuid'::regtype, \
+             'date'::regtype, 'timestamp'::regtype, 'timestamptz'::regtype) \
+             AND COALESCE((SELECT c.collisdeterministic FROM pg_collation c \
+             WHERE c.oid = a.attcollation), true)) \
+             FROM pg_attribute a WHERE a.attrelid = to_regclass($1) \
              AND a.attnum > 0 AND NOT a.attisdropped",
             &[&t.sql_name()],
         )
