@@ -100,6 +100,8 @@ struct TableSink {
     upsert_distinct: Statement,
     /// The upsert for a batch without repeated keys.
     upsert: Statement,
+    /// COPY a deletion's keys into the keys table.
+    key_copy: String,
     delete: Statement,
     /// Positions of the key columns among the row's cells.
     key: Vec<usize>,
@@ -208,10 +210,16 @@ impl Sink {
                 .map(|(c, ty)| format!("{} {}", ident(&c.name), ty.sql_type))
                 .collect();
             let seq = ident(&t.seq_column());
+            // A deletion's keys alone: its other cells would be NULLs that a column type (a
+            // NOT NULL domain) may refuse, and a refused write's old rows must still go.
+            let keys = format!("ddb2pg_keys_{i}");
+            let key_cols: Vec<String> = t.key.iter().map(|&k| cols[k].clone()).collect();
             client
                 .batch_execute(&format!(
-                    "CREATE TEMP TABLE IF NOT EXISTS {stage} ({seq} int8, {}) ON COMMIT DELETE ROWS",
-                    cols.join(", ")
+                    "CREATE TEMP TABLE IF NOT EXISTS {stage} ({seq} int8, {}) ON COMMIT DELETE ROWS; \
+                     CREATE TEMP TABLE IF NOT EXISTS {keys} ({}) ON COMMIT DELETE ROWS",
+                    cols.join(", "),
+                    key_cols.join(", ")
                 ))
                 .await
                 .map_err(|e| Error::from_pg("create staging table", e))?;
@@ -233,11 +241,12 @@ impl Sink {
             };
             let upsert_distinct = prepare(true).await?;
             let upsert = prepare(false).await?;
-            let (_, key, _) = t.quoted_columns();
+            let key: Vec<String> = t.key.iter().map(|&k| names[k].clone()).collect();
+            let key_copy = format!("COPY pg_temp.{keys} ({}) FROM STDIN", key.join(", "));
             let on: Vec<String> = key.iter().map(|k| format!("t.{k} = d.{k}")).collect();
             let delete = client
                 .prepare(&format!(
-                    "DELETE FROM {} t USING (SELECT DISTINCT {} FROM pg_temp.{stage}) d WHERE {}",
+                    "DELETE FROM {} t USING (SELECT DISTINCT {} FROM pg_temp.{keys}) d WHERE {}",
                     t.sql_name(),
                     key.join(", "),
                     on.join(" AND ")
@@ -249,6 +258,7 @@ impl Sink {
             tables.push(TableSink {
                 stage_copy,
                 direct_copy,
+                key_copy,
                 upsert_distinct,
                 upsert,
                 delete,
@@ -286,26 +296,26 @@ impl Sink {
             .collect()
     }
 
-    /// As `encode`, with only the key cells: a deletion needs nothing else, and a value the
-    /// target's type refuses (the refused write whose old rows are deleted) must not stop it.
+    /// Each table's deletions as COPY rows of their key cells alone (for the keys table).
     fn encode_keys(&mut self, rows: &[Row]) -> Vec<(Bytes, u64)> {
-        let keys_only: Vec<Row> = rows
-            .iter()
-            .map(|row| {
-                let key = &self.tables[row.table].key;
-                let cells = (0..row.cells.len())
-                    .map(|i| match (key.contains(&i), row.cells.get(i)) {
-                        (true, Some(c)) => c.clone(),
-                        _ => Cell::Null,
-                    })
-                    .collect();
-                Row {
-                    table: row.table,
-                    cells,
-                }
-            })
-            .collect();
-        self.encode(&keys_only, true)
+        let mut staged = vec![0u64; self.tables.len()];
+        let mut cells = Vec::new();
+        for row in rows {
+            let t = &mut self.tables[row.table];
+            cells.clear();
+            cells.extend(
+                t.key
+                    .iter()
+                    .map(|&k| row.cells.get(k).cloned().unwrap_or(Cell::Null)),
+            );
+            encode_row(&mut t.buf, None, &cells);
+            staged[row.table] += 1;
+        }
+        self.tables
+            .iter_mut()
+            .zip(staged)
+            .map(|(t, n)| (t.buf.split().freeze(), n))
+            .collect()
     }
 
     /// Whether two rows of a table have the same key (by text: PostgreSQL may still find
@@ -449,7 +459,7 @@ impl Sink {
             if *n == 0 {
                 continue;
             }
-            copy_to(tx.client(), &t.stage_copy, bytes.clone()).await?;
+            copy_to(tx.client(), &t.key_copy, bytes.clone()).await?;
             deleted += tx
                 .client()
                 .execute(&t.delete, &[])

@@ -93,3 +93,38 @@ async fn a_change_that_the_columns_equality_ignores_is_still_written() {
     assert_eq!(r.report["rows_updated"], 0, "{}", r.report);
     assert_eq!(names(&db).await, want);
 }
+
+/// A deletion stages its key alone (the other cells NULL) in a staging table typed as the
+/// target: a domain that refuses NULL made every deletion fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_goes_through_when_a_column_is_a_not_null_domain() {
+    let dir = tempdir("rev-domain");
+    let mapping = dir.join("m.toml");
+    std::fs::write(&mapping, MAPPING).expect("mapping");
+    let db = new_database().await;
+    pg(&db)
+        .await
+        .batch_execute(
+            "CREATE DOMAIN given_name AS text NOT NULL CHECK (VALUE <> ''); \
+             CREATE TABLE people (id text PRIMARY KEY, name given_name)",
+        )
+        .await
+        .expect("schema");
+    let (full, incr) = (dir.join("full"), dir.join("incr"));
+    write_export_lines(
+        &full,
+        &[line("a", "alice"), line("b", "bob")],
+        "FULL_EXPORT",
+    );
+    let r = migrate_export(&full, &db, &dir.join("cp"), &mapping);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let delete = json!({ "Keys": { "id": { "S": "a" } } });
+    write_export_lines(&incr, &[delete], "INCREMENTAL_EXPORT");
+    let r = migrate_export(&incr, &db, &dir.join("cp"), &mapping);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        names(&db).await,
+        vec![("b".to_string(), "bob".to_string())],
+        "a deleted"
+    );
+}
