@@ -3,8 +3,9 @@
 //! The expected rows are, per key, the scratch's last operation when it is a write (see
 //! `scratch`). A FULL JOIN on the key with the target gives `matched`, `missing_in_target`,
 //! `extra_in_target` and `mismatched`. Values compare as PostgreSQL compares them; `json`
-//! columns, which have no equality operator, compare as `jsonb` (the same document: key order,
-//! spacing and duplicate keys ignored, numbers by value). Keys that several source rows of one
+//! columns (and domains over json, json[]), which have no equality operator, compare as
+//! `jsonb` (the same document: key order, spacing and duplicate keys ignored, numbers by
+//! value), and other types without one (xml, point) by their text. Keys that several source rows of one
 //! source produce (a table, or one export) are `collisions`: the target keeps one of them, so
 //! it cannot be said to equal the source. Column names reach SQL only as quoted identifiers or
 //! as query parameters, never inside a string literal.
@@ -19,25 +20,26 @@ use super::scratch::ScratchTable;
 use crate::error::{pg_message, Error, Result};
 use crate::plan::{ident, TablePlan};
 
-/// How one column's values are compared: json as jsonb (json has no `=`).
-fn compared(side: &str, column: &str, ty: &str) -> String {
-    if ty == "json" {
-        format!("{side}.{column}::jsonb")
-    } else {
-        format!("{side}.{column}")
+/// How one column's values are compared: cast to `ty` when given (see
+/// `scratch::ScratchTable::compare_as`).
+fn compared(side: &str, column: &str, ty: Option<&str>) -> String {
+    match ty {
+        Some(ty) => format!("{side}.{column}::{ty}"),
+        None => format!("{side}.{column}"),
     }
 }
 
 /// `ROW(s.cols) IS NOT DISTINCT FROM ROW(t.cols)` over the columns outside the key.
 fn same_content(t: &TablePlan, s: &ScratchTable) -> String {
-    let rest: Vec<(String, &str)> = (0..t.columns.len())
+    let rest: Vec<(String, Option<&str>)> = (0..t.columns.len())
         .filter(|i| !t.key.contains(i))
-        .map(|i| (ident(&t.columns[i].name), s.types[i].as_str()))
+        .map(|i| (ident(&t.columns[i].name), s.compare_as[i].as_deref()))
         .collect();
     if rest.is_empty() {
         return "true".to_string();
     }
-    let side = |x: &str| -> Vec<String> { rest.iter().map(|(c, ty)| compared(x, c, ty)).collect() };
+    let side =
+        |x: &str| -> Vec<String> { rest.iter().map(|(c, ty)| compared(x, c, *ty)).collect() };
     format!(
         "ROW({}) IS NOT DISTINCT FROM ROW({})",
         side("s").join(", "),

@@ -19,8 +19,9 @@ use crate::transform::{Cell, Row};
 pub struct ScratchTable {
     /// Quoted name.
     pub name: String,
-    /// The target's type of each column of the plan, as `format_type` spells it.
-    pub types: Vec<String>,
+    /// How each column of the plan is compared with the target's: `Some(ty)` as cast to `ty`
+    /// (see [`compared_as`]), `None` as it is.
+    pub compare_as: Vec<Option<String>>,
     /// Quoted names of the bookkeeping columns.
     pub seq: String,
     pub gen: String,
@@ -40,35 +41,85 @@ fn free_name(t: &TablePlan, base: &str) -> String {
     ident(&name)
 }
 
+/// A target column as a scratch table holds it.
+struct ScratchColumn {
+    /// The column's type, with every domain replaced by its base type: a scratch row that
+    /// deletes its key has NULL cells, which a NOT NULL domain would refuse.
+    base: String,
+    /// The target's type, when it is a domain: a written row is checked against it.
+    domain: Option<String>,
+}
+
+/// The target's type of `column` of `t`, and its base type under any domains.
+async fn column_type(client: &Client, t: &TablePlan, column: &str) -> Result<ScratchColumn> {
+    let row = client
+        .query_one(
+            "WITH RECURSIVE d(typ, typmod, depth) AS (SELECT atttypid, atttypmod, 0 \
+             FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2 \
+             UNION ALL SELECT ty.typbasetype, ty.typtypmod, d.depth + 1 FROM d \
+             JOIN pg_type ty ON ty.oid = d.typ WHERE ty.typtype = 'd') \
+             SELECT (SELECT format_type(typ, typmod) FROM d WHERE depth = 0), \
+             (SELECT format_type(typ, typmod) FROM d ORDER BY depth DESC LIMIT 1)",
+            &[&t.sql_name(), &column],
+        )
+        .await
+        .map_err(|e| Error::from_pg("read target column types", e))?;
+    let (Some(ty), Some(base)) = (row.get::<_, Option<String>>(0), row.get(1)) else {
+        return Err(Error::config(format!(
+            "table {} has no column {column:?}: fix the target schema",
+            t.display_name()
+        )));
+    };
+    Ok(ScratchColumn {
+        domain: (ty != base).then_some(ty),
+        base,
+    })
+}
+
+/// How values of type `base` are compared (see `compare`): json (and json[]) as jsonb, a type
+/// without an `=` of its own (xml, point) by its text, the rest as PostgreSQL compares them.
+async fn compared_as(client: &Client, base: &str) -> Option<String> {
+    match base {
+        "json" => return Some("jsonb".into()),
+        "json[]" => return Some("jsonb[]".into()),
+        _ => {}
+    }
+    let probe = format!("SELECT NULL::{base} IS NOT DISTINCT FROM NULL::{base}");
+    client.prepare(&probe).await.err().map(|_| "text".into())
+}
+
 /// Create the scratch tables (named after this process, so two verify runs do not meet).
 pub async fn create(client: &Client, plan: &Plan) -> Result<Vec<ScratchTable>> {
     let mut out = Vec::new();
     for (i, t) in plan.tables.iter().enumerate() {
         let name = format!("ddb2pg_verify_{}_{i}", std::process::id());
-        let mut types = Vec::new();
+        let mut columns = Vec::new();
         for c in &t.columns {
-            let ty: String = client
-                .query_one(
-                    "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
-                     WHERE attrelid = to_regclass($1) AND attname = $2",
-                    &[&t.sql_name(), &c.name],
-                )
-                .await
-                .map_err(|e| Error::from_pg("read target column types", e))?
-                .get(0);
-            types.push(ty);
+            columns.push(column_type(client, t, &c.name).await?);
+        }
+        let mut compare_as = Vec::new();
+        for c in &columns {
+            compare_as.push(compared_as(client, &c.base).await);
         }
         let cols: Vec<String> = t.columns.iter().map(|c| ident(&c.name)).collect();
-        let typed: Vec<String> = cols
-            .iter()
-            .zip(&types)
-            .map(|(c, ty)| format!("{c} {ty}"))
-            .collect();
         let (seq, gen, del) = (
             ident(&t.seq_column()),
             free_name(t, "_gen"),
             free_name(t, "_del"),
         );
+        // A written row's value must be one the target's domain takes, as migrate's staging
+        // (typed as the target) requires; CASE keeps a deletion's NULLs out of the check.
+        let typed: Vec<String> = cols
+            .iter()
+            .zip(&columns)
+            .map(|(c, ty)| match &ty.domain {
+                None => format!("{c} {}", ty.base),
+                Some(d) => format!(
+                    "{c} {} CHECK (CASE WHEN {del} THEN true ELSE pg_typeof({c}::{d}) IS NOT NULL END)",
+                    ty.base
+                ),
+            })
+            .collect();
         client
             .batch_execute(&format!(
                 "DROP TABLE IF EXISTS {name}; CREATE UNLOGGED TABLE {name} \
@@ -83,7 +134,7 @@ pub async fn create(client: &Client, plan: &Plan) -> Result<Vec<ScratchTable>> {
         );
         out.push(ScratchTable {
             name,
-            types,
+            compare_as,
             seq,
             gen,
             del,
