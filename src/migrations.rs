@@ -7,7 +7,9 @@
 //! applying the same file; a file that changed after it was applied is refused (checksum).
 //!
 //! A dry run applies them too, inside the transaction it rolls back ([`Scope::Nested`]: each
-//! file in a savepoint of that transaction instead of a transaction of its own).
+//! file in a savepoint of that transaction instead of a transaction of its own). There a file
+//! runs through PL/pgSQL's `EXECUTE`, which refuses transaction commands: a file's own
+//! `COMMIT` would otherwise commit the dry run's transaction, leaving its tables and records.
 
 use std::path::Path;
 
@@ -19,6 +21,11 @@ use crate::error::{pg_message, Error, Result};
 pub const TABLE: &str = "ddb2pg_schema_migrations";
 /// Arbitrary constant for pg_advisory_xact_lock.
 const LOCK_KEY: i64 = 0x6464_6232_7067;
+
+/// A function (temporary, in the dry run's transaction) that runs a file's statements where a
+/// `COMMIT`, `BEGIN` or `ROLLBACK` among them is an error instead of ending the transaction.
+const RUN_NESTED: &str = "CREATE OR REPLACE FUNCTION pg_temp.ddb2pg_migration(sql text) \
+     RETURNS void LANGUAGE plpgsql AS $f$ BEGIN EXECUTE sql; END $f$";
 
 /// Where each migration file runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +47,23 @@ impl Scope {
         match self {
             Scope::Own => "COMMIT",
             Scope::Nested => "RELEASE SAVEPOINT ddb2pg_migration",
+        }
+    }
+    /// A file's SQL as it is sent: as it is, or (nested) through [`RUN_NESTED`].
+    async fn run(
+        self,
+        client: &Client,
+        sql: &str,
+    ) -> std::result::Result<(), tokio_postgres::Error> {
+        match self {
+            Scope::Own => client.batch_execute(sql).await,
+            Scope::Nested => {
+                client.batch_execute(RUN_NESTED).await?;
+                client
+                    .execute("SELECT pg_temp.ddb2pg_migration($1)", &[&sql])
+                    .await
+                    .map(drop)
+            }
         }
     }
     fn rollback(self) -> &'static str {
@@ -138,11 +162,18 @@ async fn apply_one(
         }
         return Ok(false);
     }
-    client.batch_execute(sql).await.map_err(|e| {
+    scope.run(client, sql).await.map_err(|e| {
+        let message = pg_message(&e);
+        let why = if scope == Scope::Nested && message.contains("transaction commands") {
+            " (a dry run applies each file inside the transaction it rolls back, where a \
+             file's own BEGIN, COMMIT or ROLLBACK cannot run; ddb2pg already runs each file \
+             in a transaction: remove them from the file)"
+        } else {
+            ""
+        };
         Error::config(format!(
-            "migration {} failed: {}",
-            path.display(),
-            pg_message(&e)
+            "migration {} failed: {message}{why}",
+            path.display()
         ))
     })?;
     client

@@ -236,3 +236,38 @@ async fn verify_compares_a_column_whose_type_is_a_domain_over_json() {
     assert_eq!(t["mismatched"], 1, "{t}");
     assert_eq!(t["samples"]["mismatched"][0], json!({ "id": "a" }));
 }
+
+/// A migration file that ends its transaction itself (`BEGIN; ...; COMMIT;`, common in
+/// migration folders) committed the dry run's transaction: the file's tables and its record
+/// in ddb2pg_schema_migrations stayed in the target, and the real run then skipped the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_cannot_be_committed_by_a_migration_file() {
+    use super::paths::{tables_in, with};
+    let table = sample_table(20).await;
+    let db = new_database().await;
+    let dir = tempdir("rev-dry-commit");
+    let migrations = dir.join("migrations");
+    std::fs::create_dir_all(&migrations).expect("dir");
+    std::fs::write(
+        migrations.join("001_audit.sql"),
+        "BEGIN;\nCREATE TABLE audit (x int);\nCOMMIT;\n",
+    )
+    .expect("migration");
+    let m = migrations.to_string_lossy().into_owned();
+    let args = with(
+        migrate_args(&table, &db, &dir.join("cp")),
+        &["--dry-run", "--migrations", &m],
+    );
+    let r = run(&args);
+    assert_eq!(
+        tables_in(&db).await,
+        Vec::<String>::new(),
+        "nothing persists"
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("001_audit.sql") && r.stderr.contains("COMMIT"),
+        "names the file and why: {}",
+        r.stderr
+    );
+}
