@@ -375,6 +375,10 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "PK[,SK]")]
     pub key: Option<String>,
 
+    /// Target table of the default mapping, NAME or SCHEMA.NAME, as given to migrate
+    #[arg(long, value_name = "[SCHEMA.]NAME", conflicts_with = "mapping")]
+    pub target_table: Option<String>,
+
     /// Target PostgreSQL URL
     #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
     pub target: Option<String>,

@@ -138,7 +138,7 @@ pub(super) fn load_plan(args: &MigrateArgs, info: &TableInfo) -> Result<Plan> {
 }
 
 /// `--target-table NAME` or `SCHEMA.NAME`: names as written, each a name PostgreSQL keeps whole.
-pub(super) fn parse_target_table(spec: &str) -> Result<(Option<String>, String)> {
+pub(crate) fn parse_target_table(spec: &str) -> Result<(Option<String>, String)> {
     let (schema, name) = match spec.split_once('.') {
         Some((s, n)) => (Some(s), n),
         None => (None, spec),
