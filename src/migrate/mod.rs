@@ -454,7 +454,7 @@ fn finish(
 }
 
 /// Ctrl-C or SIGTERM.
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

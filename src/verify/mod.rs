@@ -42,7 +42,13 @@ pub async fn verify(args: VerifyArgs) -> Result<u8> {
     sink::prepare_target_with(&client, &origin.plan, false).await?;
     let scratch = Arc::new(scratch::create(&client, &origin.plan).await?);
     let stats = Arc::new(Stats::default());
-    let result = read_and_compare(&args, &origin, &scratch, &client, &stats).await;
+    // The scratch tables are ordinary tables of the target: dropped on Ctrl-C or SIGTERM too.
+    let result = tokio::select! {
+        r = read_and_compare(&args, &origin, &scratch, &client, &stats) => r,
+        _ = crate::migrate::wait_for_signal() => Err(Error::Interrupted(
+            "verify stopped; its scratch tables are dropped".into(),
+        )),
+    };
     scratch::drop_all(&client, &scratch).await;
     let tables = result?;
     let differs = tables.values().any(|t| t.differences() > 0);

@@ -88,60 +88,71 @@ async fn compared_as(client: &Client, base: &str) -> Option<String> {
     client.prepare(&probe).await.err().map(|_| "text".into())
 }
 
-/// Create the scratch tables (named after this process, so two verify runs do not meet).
+/// Create the scratch tables (named after this process, so two verify runs do not meet); on an
+/// error, those created are dropped.
 pub async fn create(client: &Client, plan: &Plan) -> Result<Vec<ScratchTable>> {
     let mut out = Vec::new();
     for (i, t) in plan.tables.iter().enumerate() {
-        let name = format!("ddb2pg_verify_{}_{i}", std::process::id());
-        let mut columns = Vec::new();
-        for c in &t.columns {
-            columns.push(column_type(client, t, &c.name).await?);
+        match create_one(client, t, i).await {
+            Ok(s) => out.push(s),
+            Err(e) => {
+                drop_all(client, &out).await;
+                return Err(e);
+            }
         }
-        let mut compare_as = Vec::new();
-        for c in &columns {
-            compare_as.push(compared_as(client, &c.base).await);
-        }
-        let cols: Vec<String> = t.columns.iter().map(|c| ident(&c.name)).collect();
-        let (seq, gen, del) = (
-            ident(&t.seq_column()),
-            free_name(t, "_gen"),
-            free_name(t, "_del"),
-        );
-        // A written row's value must be one the target's domain takes, as migrate's staging
-        // (typed as the target) requires; CASE keeps a deletion's NULLs out of the check.
-        let typed: Vec<String> = cols
-            .iter()
-            .zip(&columns)
-            .map(|(c, ty)| match &ty.domain {
-                None => format!("{c} {}", ty.base),
-                Some(d) => format!(
-                    "{c} {} CHECK (CASE WHEN {del} THEN true ELSE pg_typeof({c}::{d}) IS NOT NULL END)",
-                    ty.base
-                ),
-            })
-            .collect();
-        client
-            .batch_execute(&format!(
-                "DROP TABLE IF EXISTS {name}; CREATE UNLOGGED TABLE {name} \
-                 ({seq} int8, {gen} int4, {del} bool, {})",
-                typed.join(", ")
-            ))
-            .await
-            .map_err(|e| Error::from_pg("create a scratch table", e))?;
-        let copy_sql = format!(
-            "COPY {name} ({seq}, {gen}, {del}, {}) FROM STDIN",
-            cols.join(", ")
-        );
-        out.push(ScratchTable {
-            name,
-            compare_as,
-            seq,
-            gen,
-            del,
-            copy_sql,
-        });
     }
     Ok(out)
+}
+
+async fn create_one(client: &Client, t: &TablePlan, i: usize) -> Result<ScratchTable> {
+    let name = format!("ddb2pg_verify_{}_{i}", std::process::id());
+    let mut columns = Vec::new();
+    for c in &t.columns {
+        columns.push(column_type(client, t, &c.name).await?);
+    }
+    let mut compare_as = Vec::new();
+    for c in &columns {
+        compare_as.push(compared_as(client, &c.base).await);
+    }
+    let cols: Vec<String> = t.columns.iter().map(|c| ident(&c.name)).collect();
+    let (seq, gen, del) = (
+        ident(&t.seq_column()),
+        free_name(t, "_gen"),
+        free_name(t, "_del"),
+    );
+    // A written row's value must be one the target's domain takes, as migrate's staging
+    // (typed as the target) requires; CASE keeps a deletion's NULLs out of the check.
+    let typed: Vec<String> = cols
+        .iter()
+        .zip(&columns)
+        .map(|(c, ty)| match &ty.domain {
+            None => format!("{c} {}", ty.base),
+            Some(d) => format!(
+                "{c} {} CHECK (CASE WHEN {del} THEN true ELSE pg_typeof({c}::{d}) IS NOT NULL END)",
+                ty.base
+            ),
+        })
+        .collect();
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {name}; CREATE UNLOGGED TABLE {name} \
+             ({seq} int8, {gen} int4, {del} bool, {})",
+            typed.join(", ")
+        ))
+        .await
+        .map_err(|e| Error::from_pg("create a scratch table", e))?;
+    let copy_sql = format!(
+        "COPY {name} ({seq}, {gen}, {del}, {}) FROM STDIN",
+        cols.join(", ")
+    );
+    Ok(ScratchTable {
+        name,
+        compare_as,
+        seq,
+        gen,
+        del,
+        copy_sql,
+    })
 }
 
 /// Drop the scratch tables (best effort: they are unlogged, and named after the process).

@@ -330,3 +330,79 @@ async fn verify_takes_the_target_table_that_migrate_wrote() {
         v.report
     );
 }
+
+async fn scratch_tables(db: &str) -> Vec<String> {
+    pg(db)
+        .await
+        .query(
+            "SELECT relname::text FROM pg_class WHERE relname LIKE 'ddb2pg_verify_%'",
+            &[],
+        )
+        .await
+        .expect("list scratch tables")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// verify's scratch tables are ordinary (unlogged) tables in the target, holding a copy of the
+/// source: Ctrl-C or SIGTERM killed verify and left them there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_verify_drops_its_scratch_tables() {
+    let dir = tempdir("rev-vint");
+    let full = dir.join("full");
+    super::export::write_export(&full, 0..60_000, 6_000);
+    let db = new_database().await;
+    pg(&db)
+        .await
+        .batch_execute(
+            "CREATE TABLE t (\"PK\" text, \"SK\" text, item jsonb, PRIMARY KEY (\"PK\", \"SK\"))",
+        )
+        .await
+        .expect("schema");
+    for sig in ["INT", "TERM"] {
+        let mut child = spawn(&strings(&[
+            "verify",
+            "--export",
+            &full.to_string_lossy(),
+            "--key",
+            "PK,SK",
+            "--target-table",
+            "t",
+            "--target",
+            &db,
+            "--checkpoint-dir",
+            &dir.join("cp").to_string_lossy(),
+            "--concurrency",
+            "1",
+            "--batch-size",
+            "20",
+            "--progress",
+            "none",
+        ]));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while scratch_tables(&db).await.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no scratch table");
+            assert!(
+                child.try_wait().ok().flatten().is_none(),
+                "verify ended early"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // Mid-load: a page or two in.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            child.try_wait().ok().flatten().is_none(),
+            "verify ended early"
+        );
+        let killed = std::process::Command::new("kill")
+            .args([format!("-{sig}"), child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{sig}: {stderr}");
+        assert_eq!(scratch_tables(&db).await, Vec::<String>::new(), "{sig}");
+    }
+}
