@@ -53,13 +53,13 @@ pub use target::{prepare_target, prepare_target_created, prepare_target_with};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::Client;
 
 use dry_run::Scope;
-use statements::upsert_sql;
+use statements::TableSink;
 
 use crate::error::{Error, Result};
-use crate::plan::{ident, Plan};
+use crate::plan::Plan;
 use crate::transform::{Cell, Row};
 
 /// What one batch did, per table.
@@ -89,23 +89,6 @@ impl TableCounts {
 /// Open a connection (TLS and credentials as libpq would: see `pgconn`).
 pub async fn connect(url: &str) -> Result<Client> {
     crate::pgconn::resolve(Some(url))?.connect().await
-}
-
-struct TableSink {
-    /// COPY into the staging table (with `_seq`, or the name `TablePlan::seq_column` gives).
-    stage_copy: String,
-    /// COPY straight into the target table.
-    direct_copy: String,
-    /// The upsert for a batch with repeated keys (`DISTINCT ON`, last wins).
-    upsert_distinct: Statement,
-    /// The upsert for a batch without repeated keys.
-    upsert: Statement,
-    /// COPY a deletion's keys into the keys table.
-    key_copy: String,
-    delete: Statement,
-    /// Positions of the key columns among the row's cells.
-    key: Vec<usize>,
-    buf: BytesMut,
 }
 
 /// Which way the next batch is written (see the module's documentation).
@@ -200,71 +183,7 @@ impl Sink {
         }
         let mut tables = Vec::with_capacity(plan.tables.len());
         for (i, t) in plan.tables.iter().enumerate() {
-            let stage = format!("ddb2pg_stage_{i}");
-            // The target's own types: see the module's documentation.
-            let types = target::column_types(&client, t).await?;
-            let cols: Vec<String> = t
-                .columns
-                .iter()
-                .zip(&types)
-                .map(|(c, ty)| format!("{} {}", ident(&c.name), ty.sql_type))
-                .collect();
-            let seq = ident(&t.seq_column());
-            // A deletion's keys alone: its other cells would be NULLs that a column type (a
-            // NOT NULL domain) may refuse, and a refused write's old rows must still go.
-            let keys = format!("ddb2pg_keys_{i}");
-            let key_cols: Vec<String> = t.key.iter().map(|&k| cols[k].clone()).collect();
-            client
-                .batch_execute(&format!(
-                    "CREATE TEMP TABLE IF NOT EXISTS {stage} ({seq} int8, {}) ON COMMIT DELETE ROWS; \
-                     CREATE TEMP TABLE IF NOT EXISTS {keys} ({}) ON COMMIT DELETE ROWS",
-                    cols.join(", "),
-                    key_cols.join(", ")
-                ))
-                .await
-                .map_err(|e| Error::from_pg("create staging table", e))?;
-            let names: Vec<String> = t.columns.iter().map(|c| ident(&c.name)).collect();
-            let stage_copy = format!(
-                "COPY pg_temp.{stage} ({seq}, {}) FROM STDIN",
-                names.join(", ")
-            );
-            let direct_copy = format!("COPY {} ({}) FROM STDIN", t.sql_name(), names.join(", "));
-            let by_text: Vec<bool> = types.iter().map(|c| c.by_text).collect();
-            let prepare = |distinct: bool| {
-                let sql = upsert_sql(t, &by_text, &stage, run_xid, distinct);
-                let client = &client;
-                async move {
-                    client.prepare(&sql).await.map_err(|e| {
-                        Error::from_pg(&format!("prepare upsert into {}", t.display_name()), e)
-                    })
-                }
-            };
-            let upsert_distinct = prepare(true).await?;
-            let upsert = prepare(false).await?;
-            let key: Vec<String> = t.key.iter().map(|&k| names[k].clone()).collect();
-            let key_copy = format!("COPY pg_temp.{keys} ({}) FROM STDIN", key.join(", "));
-            let on: Vec<String> = key.iter().map(|k| format!("t.{k} = d.{k}")).collect();
-            let delete = client
-                .prepare(&format!(
-                    "DELETE FROM {} t USING (SELECT DISTINCT {} FROM pg_temp.{keys}) d WHERE {}",
-                    t.sql_name(),
-                    key.join(", "),
-                    on.join(" AND ")
-                ))
-                .await
-                .map_err(|e| {
-                    Error::from_pg(&format!("prepare delete from {}", t.display_name()), e)
-                })?;
-            tables.push(TableSink {
-                stage_copy,
-                direct_copy,
-                key_copy,
-                upsert_distinct,
-                upsert,
-                delete,
-                key: t.key.clone(),
-                buf: BytesMut::with_capacity(1 << 20),
-            });
+            tables.push(statements::table_sink(&client, t, i, run_xid).await?);
         }
         if dry.is_some() {
             dry_run::savepoint(&client).await?;

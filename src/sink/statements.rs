@@ -1,6 +1,101 @@
-//! The SQL text of the sink's upsert (see the module documentation of `sink`).
+//! Per target table, what a sink's connection writes it with: its staging tables and the SQL of
+//! its COPYs, upserts and deletion (see the module documentation of `sink`).
 
+use bytes::BytesMut;
+use tokio_postgres::{Client, Statement};
+
+use super::target;
+use crate::error::{Error, Result};
 use crate::plan::{ident, TablePlan};
+
+/// One target table's staging tables and statements, on one connection.
+pub(super) struct TableSink {
+    /// COPY into the staging table (with `_seq`, or the name `TablePlan::seq_column` gives).
+    pub(super) stage_copy: String,
+    /// COPY straight into the target table.
+    pub(super) direct_copy: String,
+    /// The upsert for a batch with repeated keys (`DISTINCT ON`, last wins).
+    pub(super) upsert_distinct: Statement,
+    /// The upsert for a batch without repeated keys.
+    pub(super) upsert: Statement,
+    /// COPY a deletion's keys into the keys table.
+    pub(super) key_copy: String,
+    pub(super) delete: Statement,
+    /// Positions of the key columns among the row's cells.
+    pub(super) key: Vec<usize>,
+    pub(super) buf: BytesMut,
+}
+
+/// Table `i` of the plan: its staging tables (created in this connection) and statements.
+pub(super) async fn table_sink(
+    client: &Client,
+    t: &TablePlan,
+    i: usize,
+    run_xid: Option<u32>,
+) -> Result<TableSink> {
+    let stage = format!("ddb2pg_stage_{i}");
+    // The target's own types: see the module's documentation.
+    let types = target::column_types(client, t).await?;
+    let cols: Vec<String> = t
+        .columns
+        .iter()
+        .zip(&types)
+        .map(|(c, ty)| format!("{} {}", ident(&c.name), ty.sql_type))
+        .collect();
+    let seq = ident(&t.seq_column());
+    // A deletion's keys alone: its other cells would be NULLs that a column type (a
+    // NOT NULL domain) may refuse, and a refused write's old rows must still go.
+    let keys = format!("ddb2pg_keys_{i}");
+    let key_cols: Vec<String> = t.key.iter().map(|&k| cols[k].clone()).collect();
+    client
+        .batch_execute(&format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {stage} ({seq} int8, {}) ON COMMIT DELETE ROWS; \
+             CREATE TEMP TABLE IF NOT EXISTS {keys} ({}) ON COMMIT DELETE ROWS",
+            cols.join(", "),
+            key_cols.join(", ")
+        ))
+        .await
+        .map_err(|e| Error::from_pg("create staging table", e))?;
+    let names: Vec<String> = t.columns.iter().map(|c| ident(&c.name)).collect();
+    let stage_copy = format!(
+        "COPY pg_temp.{stage} ({seq}, {}) FROM STDIN",
+        names.join(", ")
+    );
+    let direct_copy = format!("COPY {} ({}) FROM STDIN", t.sql_name(), names.join(", "));
+    let by_text: Vec<bool> = types.iter().map(|c| c.by_text).collect();
+    let prepare = |distinct: bool| {
+        let sql = upsert_sql(t, &by_text, &stage, run_xid, distinct);
+        async move {
+            client.prepare(&sql).await.map_err(|e| {
+                Error::from_pg(&format!("prepare upsert into {}", t.display_name()), e)
+            })
+        }
+    };
+    let upsert_distinct = prepare(true).await?;
+    let upsert = prepare(false).await?;
+    let key: Vec<String> = t.key.iter().map(|&k| names[k].clone()).collect();
+    let key_copy = format!("COPY pg_temp.{keys} ({}) FROM STDIN", key.join(", "));
+    let on: Vec<String> = key.iter().map(|k| format!("t.{k} = d.{k}")).collect();
+    let delete = client
+        .prepare(&format!(
+            "DELETE FROM {} t USING (SELECT DISTINCT {} FROM pg_temp.{keys}) d WHERE {}",
+            t.sql_name(),
+            key.join(", "),
+            on.join(" AND ")
+        ))
+        .await
+        .map_err(|e| Error::from_pg(&format!("prepare delete from {}", t.display_name()), e))?;
+    Ok(TableSink {
+        stage_copy,
+        direct_copy,
+        key_copy,
+        upsert_distinct,
+        upsert,
+        delete,
+        key: t.key.clone(),
+        buf: BytesMut::with_capacity(1 << 20),
+    })
+}
 
 /// `by_text[i]`: compare column `i` by its text, byte for byte (its type has no `=`, or one
 /// that is not sameness: see `target::TargetColumn`).
