@@ -146,7 +146,7 @@ pub(super) async fn column_types(client: &Client, t: &TablePlan) -> Result<Vec<T
         .query(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), NOT (\
              a.atttypid IN ('bool'::regtype, 'int2'::regtype, 'int4'::regtype, 'int8'::regtype, \
-             'text'::regtype, 'bpchar'::regtype, 'bytea'::regtype, 'uuid'::regtype, \
+             'text'::regtype, 'bytea'::regtype, 'uuid'::regtype, \
              'date'::regtype, 'timestamp'::regtype, 'timestamptz'::regtype) \
              AND COALESCE((SELECT c.collisdeterministic FROM pg_collation c \
              WHERE c.oid = a.attcollation), true)) \
