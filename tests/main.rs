@@ -26,8 +26,8 @@ mod names;
 mod paths;
 #[path = "suite/resume.rs"]
 mod resume;
-#[path = "suite/review_equality.rs"]
-mod review_equality;
+#[path = "suite/review16.rs"]
+mod review16;
 #[path = "suite/shards.rs"]
 mod shards;
 #[path = "suite/sink.rs"]

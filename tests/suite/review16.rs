@@ -1,5 +1,7 @@
-//! Findings of a review of issue 16: the upsert's change detection must see every change a
-//! fresh load would write, and a deletion must not trip over the target's column types.
+//! Findings of a review of issue 16, each a test that failed before its fix: the upsert's
+//! change detection sees every change a fresh load writes; deletions pass NOT NULL domains in
+//! migrate and verify; verify compares domains over json, takes --target-table and drops its
+//! scratch tables when interrupted; a migration file cannot commit a dry run.
 
 use std::path::Path;
 
