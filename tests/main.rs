@@ -18,6 +18,8 @@ mod mapping;
 mod messages;
 #[path = "suite/names.rs"]
 mod names;
+#[path = "suite/scan_parser.rs"]
+mod scan_parser;
 #[path = "suite/sink.rs"]
 mod sink;
 #[path = "suite/status_config.rs"]

@@ -10,6 +10,7 @@ use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
 use aws_sdk_dynamodb::Client;
 use tokio::sync::{mpsc, watch};
 
+use super::fast_scan::FastScan;
 use crate::error::{Error, Result};
 use crate::progress::Stats;
 use crate::value::Item;
@@ -128,7 +129,13 @@ impl SegmentScan {
                 .set_return_consumed_capacity(
                     self.limiter.as_ref().map(|_| ReturnConsumedCapacity::Total),
                 )
-                .send();
+                .customize();
+            // The page's body is parsed by ddb2pg's parser (see `fast_scan`).
+            let request = match FastScan::shared() {
+                Some(fast) => request.interceptor(fast.clone()),
+                None => request,
+            }
+            .send();
             let out = tokio::select! {
                 out = request => out,
                 _ = shutdown.changed() => return Ok(()),

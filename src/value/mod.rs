@@ -18,13 +18,16 @@ use base64::Engine as _;
 pub type Item = HashMap<String, AttributeValue>;
 
 mod ddb_json;
+mod ddb_seed;
 mod export_line;
 mod number;
+mod scan_response;
 
 pub use ddb_json::{item_from_ddb_json, item_to_ddb_json, value_from_ddb_json, value_to_ddb_json};
 pub use export_line::{parse_export_line, ExportChange, ExportLineError};
 use number::Dec;
 pub use number::Number;
+pub use scan_response::{parse_scan_response, Declined};
 
 /// What to do with U+0000 inside strings (and map keys) — PostgreSQL text and jsonb cannot store it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
