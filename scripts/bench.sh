@@ -20,8 +20,9 @@ REPEAT=${BENCH_REPEAT:-3}
 env_file=$(scripts/services.sh start)
 # shellcheck disable=SC1090
 . "$env_file"
-cargo build --release --quiet --bin ddb2pg
-bin=target/release/ddb2pg
+#   BENCH_BIN=/path/to/ddb2pg           measure that binary instead of building target/release
+if [ -z "${BENCH_BIN:-}" ]; then cargo build --release --quiet --bin ddb2pg; fi
+bin=${BENCH_BIN:-target/release/ddb2pg}
 before=${BENCH_BEFORE:-}
 rows_re=${BENCH_ROWS:-.}
 E=$DDB2PG_TEST_DYNAMODB_ENDPOINT
@@ -35,7 +36,8 @@ trap 'rm -rf "$work"' EXIT
 # (A variable assignment before `measure` reaches CMD: bash exports it for the call.)
 measure() {
   local id=$1 items=$2 prep=$3; shift 3
-  [[ ${id%_*} =~ ^($rows_re)$ ]] || return 0
+  local kind=${id#before_}
+  [[ ${kind%_*} =~ ^($rows_re)$ ]] || return 0
   eval "$prep"
   /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$@" >"$work/out" 2>&1 || {
     code=$?; [ $code -eq 4 ] || { cat "$work/out" >&2; echo "bench: $id failed ($code)" >&2; exit 1; }; }

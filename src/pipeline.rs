@@ -1,7 +1,9 @@
 //! Wiring: segment workers, each with its own PostgreSQL connection, pulling segments from a
 //! shared queue. Per segment, a scanner task feeds pages through a bounded channel into the
 //! worker, which transforms them, writes each page in one transaction and only then moves the
-//! segment's cursor in the checkpoint. Memory is bounded by concurrency x (channel + 1) pages.
+//! segment's cursor in the checkpoint. Memory is bounded by concurrency x (channel + 1) pages,
+//! and by `--max-memory` (`budget`): every page reserves its estimated size in one byte budget
+//! shared by all segments before it is queued, and gives it back once written.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -12,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::batch::{self, Batch, Prepared};
+use crate::budget::{self, Budget};
 use crate::checkpoint::{commit_segment, Checkpoint, Delta, Store};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
@@ -39,6 +42,8 @@ pub struct Job {
     pub total_segments: u32,
     pub concurrency: u32,
     pub page_size: u32,
+    /// `--max-memory`: bytes all segments' queued pages may hold at once.
+    pub max_memory: u64,
     pub store: Arc<Store>,
     pub rejects: Arc<Rejects>,
     pub stats: Arc<Stats>,
@@ -100,12 +105,14 @@ pub async fn run(job: Arc<Job>, pending: Vec<u32>, shutdown: watch::Sender<bool>
         }
     });
 
+    let budget = Budget::new(job.max_memory);
     let mut set = JoinSet::new();
     for _ in 0..workers {
         let job = job.clone();
         let queue = queue.clone();
         let rx = shutdown.subscribe();
-        set.spawn(async move { worker(job, queue, rx).await });
+        let budget = budget.clone();
+        set.spawn(async move { worker(job, queue, rx, budget).await });
     }
     let mut first_err: Option<Error> = None;
     while let Some(res) = set.join_next().await {
@@ -120,6 +127,11 @@ pub async fn run(job: Arc<Job>, pending: Vec<u32>, shutdown: watch::Sender<bool>
             first_err = Some(err);
         }
     }
+    tracing::info!(
+        "pages read and not yet written held at most {} bytes of the {}-byte --max-memory",
+        budget.peak(),
+        job.max_memory
+    );
     let _ = flush_stop.send(true);
     let flushed = flusher.await;
     // The last flush happens here, whatever stopped the run.
@@ -138,6 +150,7 @@ async fn worker(
     job: Arc<Job>,
     queue: Arc<Mutex<VecDeque<u32>>>,
     shutdown: watch::Receiver<bool>,
+    budget: Arc<Budget>,
 ) -> Result<()> {
     let mut sink = Writer::open(
         &job.target_url,
@@ -156,7 +169,7 @@ async fn worker(
         let Some(segment) = next else {
             return Ok(());
         };
-        run_segment(&job, &mut sink, segment, shutdown.clone()).await?;
+        run_segment(&job, &mut sink, segment, shutdown.clone(), &budget).await?;
     }
 }
 
@@ -165,6 +178,7 @@ async fn run_segment(
     sink: &mut Writer,
     segment: u32,
     shutdown: watch::Receiver<bool>,
+    budget: &Arc<Budget>,
 ) -> Result<()> {
     let state = job.store.segment(segment);
     if state.done {
@@ -179,7 +193,8 @@ async fn run_segment(
                 segment,
                 ..template.clone()
             };
-            tokio::spawn(scan.run(start, tx, shutdown.clone(), job.stats.clone()))
+            let budget = Some(budget.clone());
+            tokio::spawn(scan.run_within(budget, start, tx, shutdown.clone(), job.stats.clone()))
         }
         Segments::Export(files) => {
             let path = files[segment as usize].clone();
@@ -189,15 +204,23 @@ async fn run_segment(
                 (job.stats.clone(), job.plan.clone(), job.key_attrs.clone());
             // Under --limit the writer cuts pages short, so it prepares them itself.
             let ready = job.limit.is_none();
+            let budget = budget.clone();
             tokio::task::spawn_blocking(move || {
                 let send = |b: Batch| tx.blocking_send(b).is_ok();
                 let (path, stats) = (&path, &stats);
                 if ready {
-                    let mut pages =
-                        batch::Preparer::new(&plan, &key_attrs, segment, |p| send(Batch::Ready(p)));
+                    let mut pages = batch::Preparer::new(&plan, &key_attrs, segment, |mut p| {
+                        p.reserved = Some(budget.reserve_blocking(p.approx_bytes()));
+                        send(Batch::Ready(p))
+                    });
                     export::read_file(path, line, page_size, shutdown, stats, &mut pages)
                 } else {
-                    let mut pages = export::RawPages::new(|p| send(Batch::Raw(p)));
+                    let mut pages = export::RawPages::new(|mut p| {
+                        let lines: usize = p.lines.iter().map(String::len).sum();
+                        let bytes = budget::scan_page_bytes(&p.items) + lines as u64;
+                        p.reserved = Some(budget.reserve_blocking(bytes));
+                        send(Batch::Raw(p))
+                    });
                     export::read_file(path, line, page_size, shutdown, stats, &mut pages)
                 }
             })

@@ -14,6 +14,8 @@ mod faults;
 mod files;
 #[path = "suite/mapping.rs"]
 mod mapping;
+#[path = "suite/memory.rs"]
+mod memory;
 #[path = "suite/messages.rs"]
 mod messages;
 #[path = "suite/names.rs"]

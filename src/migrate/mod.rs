@@ -283,6 +283,7 @@ fn load_job(
         total_segments: run.segments,
         concurrency: args.scan.concurrency_for(origin.export.is_some()),
         page_size: args.scan.batch_size,
+        max_memory: args.max_memory,
         store: run.store.clone(),
         rejects: shared.rejects.clone(),
         stats: shared.stats.clone(),

@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::Client;
 use tokio::sync::{mpsc, watch};
 
 use super::fast_scan::FastScan;
+use crate::budget::{self, Budget, Reserved};
 use crate::error::{Error, Result};
 use crate::progress::Stats;
 use crate::value::Item;
@@ -28,6 +29,8 @@ pub struct Page {
     pub next: Option<serde_json::Value>,
     /// Exports: each item's line, parallel to `items` (see `batch`).
     pub lines: Vec<String>,
+    /// The page's share of `--max-memory`, given back when the page is dropped.
+    pub reserved: Option<Reserved>,
 }
 
 impl Page {
@@ -102,6 +105,19 @@ impl SegmentScan {
         self,
         start: Option<serde_json::Value>,
         tx: mpsc::Sender<T>,
+        shutdown: watch::Receiver<bool>,
+        stats: Arc<Stats>,
+    ) -> Result<()> {
+        self.run_within(None, start, tx, shutdown, stats).await
+    }
+
+    /// `run`, each page reserving its estimated size in `budget` before it is queued (and
+    /// holding it until the page is dropped, after it is written).
+    pub async fn run_within<T: From<Page>>(
+        self,
+        budget: Option<Arc<Budget>>,
+        start: Option<serde_json::Value>,
+        tx: mpsc::Sender<T>,
         mut shutdown: watch::Receiver<bool>,
         stats: Arc<Stats>,
     ) -> Result<()> {
@@ -163,9 +179,20 @@ impl SegmentScan {
                 .fetch_add(items.len() as u64, Ordering::Relaxed);
             let next = out.last_evaluated_key.filter(|k| !k.is_empty());
             let last = next.is_none();
+            let reserved = match &budget {
+                Some(b) => {
+                    let bytes = budget::scan_page_bytes(&items);
+                    tokio::select! {
+                        r = b.reserve(bytes) => Some(r),
+                        _ = shutdown.changed() => return Ok(()),
+                    }
+                }
+                None => None,
+            };
             let page = Page {
                 items,
                 next: next.as_ref().map(crate::value::item_to_ddb_json),
+                reserved,
                 ..Page::default()
             };
             cursor = next;

@@ -315,6 +315,40 @@ pub fn write_value_json(
     })
 }
 
+/// Estimated heap bytes an item holds (its maps, strings and vectors; not the allocator's
+/// rounding), for `--max-memory`.
+pub fn approx_bytes(item: &Item) -> usize {
+    map_bytes(item)
+}
+
+fn map_bytes(m: &HashMap<String, AttributeValue>) -> usize {
+    // A hashbrown slot: the entry and one control byte.
+    const SLOT: usize = std::mem::size_of::<(String, AttributeValue)>() + 1;
+    m.capacity() * SLOT
+        + m.iter()
+            .map(|(k, v)| k.len() + value_bytes(v))
+            .sum::<usize>()
+}
+
+fn value_bytes(v: &AttributeValue) -> usize {
+    use std::mem::size_of;
+    match v {
+        AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::Ss(xs) | AttributeValue::Ns(xs) => {
+            xs.len() * size_of::<String>() + xs.iter().map(String::len).sum::<usize>()
+        }
+        AttributeValue::Bs(xs) => {
+            xs.len() * size_of::<Blob>() + xs.iter().map(|b| b.as_ref().len()).sum::<usize>()
+        }
+        AttributeValue::M(m) => map_bytes(m),
+        AttributeValue::L(l) => {
+            l.len() * size_of::<AttributeValue>() + l.iter().map(value_bytes).sum::<usize>()
+        }
+        _ => 0,
+    }
+}
+
 #[cfg(test)]
 mod export_line_tests;
 #[cfg(test)]
