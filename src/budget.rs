@@ -26,6 +26,9 @@ pub struct Budget {
     /// Bytes reserved now, and the most ever reserved at once (for the report).
     reserved: AtomicU64,
     peak: AtomicU64,
+    /// Bytes and items of the scan pages seen so far: the first guess of a segment's page.
+    seen_bytes: AtomicU64,
+    seen_items: AtomicU64,
 }
 
 /// A page's reservation; dropping it gives the bytes back.
@@ -34,6 +37,41 @@ pub struct Reserved {
     _permit: Option<OwnedSemaphorePermit>,
     bytes: u64,
     budget: Arc<Budget>,
+}
+
+impl Reserved {
+    /// Make the reservation `bytes` (a Scan page reserves a guess before its request, then
+    /// its actual size): waits for room when it grows.
+    pub async fn resize(&mut self, bytes: u64) {
+        let b = self.budget.clone();
+        let want = b.units_for(bytes) as usize;
+        let have = self._permit.as_ref().map_or(0, |p| p.num_permits());
+        // The count of reserved bytes never runs behind the permits: it rises after permits
+        // are taken and falls before they are given back.
+        if want > have {
+            match b.sem.clone().try_acquire_many_owned((want - have) as u32) {
+                Ok(more) => match &mut self._permit {
+                    Some(p) => p.merge(more),
+                    None => self._permit = Some(more),
+                },
+                // No holding while waiting (readers holding guesses, each waiting for more,
+                // could take the whole budget): give the guess back, wait for the whole size.
+                Err(_) => {
+                    b.adjust(self.bytes, 0);
+                    self.bytes = 0;
+                    drop(self._permit.take());
+                    self._permit = b.sem.clone().acquire_many_owned(want as u32).await.ok();
+                }
+            }
+            b.adjust(self.bytes, bytes);
+        } else {
+            b.adjust(self.bytes, bytes);
+            if let Some(p) = &mut self._permit {
+                drop(p.split(have - want));
+            }
+        }
+        self.bytes = bytes;
+    }
 }
 
 impl Drop for Reserved {
@@ -55,6 +93,8 @@ impl Budget {
             units,
             reserved: AtomicU64::new(0),
             peak: AtomicU64::new(0),
+            seen_bytes: AtomicU64::new(0),
+            seen_items: AtomicU64::new(0),
         })
     }
 
@@ -91,6 +131,34 @@ impl Budget {
             Err(_) => None,
         };
         self.account(permit, bytes)
+    }
+
+    /// A reservation of `from` bytes becomes `to` bytes.
+    fn adjust(&self, from: u64, to: u64) {
+        if to >= from {
+            let now = self.reserved.fetch_add(to - from, Ordering::Relaxed) + (to - from);
+            self.peak.fetch_max(now, Ordering::Relaxed);
+        } else {
+            self.reserved.fetch_sub(from - to, Ordering::Relaxed);
+        }
+    }
+
+    /// A guess of the size of a page of up to `limit` items, from the pages seen so far (1 MiB
+    /// before any: DynamoDB ends a page at 1 MB of item data).
+    pub fn page_guess(&self, limit: u32) -> u64 {
+        let (bytes, items) = (
+            self.seen_bytes.load(Ordering::Relaxed),
+            self.seen_items.load(Ordering::Relaxed),
+        );
+        bytes
+            .checked_div(items)
+            .map_or(1 << 20, |per_item| per_item * u64::from(limit))
+    }
+
+    /// Record a scan page's actual size (for `page_guess`).
+    pub fn observe(&self, bytes: u64, items: usize) {
+        self.seen_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.seen_items.fetch_add(items as u64, Ordering::Relaxed);
     }
 
     /// The most bytes reserved at once so far.
@@ -195,5 +263,21 @@ mod tests {
         drop(big);
         assert_eq!(b.sem.available_permits(), 4 << 10);
         assert_eq!(b.peak(), 10 << 20);
+        // A guess grows to the page's size (waiting for room), or shrinks and gives back.
+        let mut r = b.reserve(1 << 20).await;
+        let other = b.reserve(3 << 20).await;
+        let grow = tokio::spawn(async move {
+            r.resize(2 << 20).await;
+            r
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!grow.is_finished());
+        drop(other);
+        let mut r = grow.await.unwrap();
+        assert_eq!(b.sem.available_permits(), 2 << 10);
+        r.resize(512 << 10).await;
+        assert_eq!(b.sem.available_permits(), (4 << 10) - 512);
+        drop(r);
+        assert_eq!(b.sem.available_permits(), 4 << 10);
     }
 }

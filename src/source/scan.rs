@@ -130,10 +130,19 @@ impl SegmentScan {
             })?),
             None => None,
         };
+        // The next page's guessed size, reserved before its request (see `budget`).
+        let mut guess = budget.as_ref().map(|b| b.page_guess(self.page_size));
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
+            let mut reserved = match (&budget, guess) {
+                (Some(b), Some(g)) => tokio::select! {
+                    r = b.reserve(g) => Some(r),
+                    _ = shutdown.changed() => return Ok(()),
+                },
+                _ => None,
+            };
             let request = self
                 .client
                 .scan()
@@ -179,16 +188,15 @@ impl SegmentScan {
                 .fetch_add(items.len() as u64, Ordering::Relaxed);
             let next = out.last_evaluated_key.filter(|k| !k.is_empty());
             let last = next.is_none();
-            let reserved = match &budget {
-                Some(b) => {
-                    let bytes = budget::scan_page_bytes(&items);
-                    tokio::select! {
-                        r = b.reserve(bytes) => Some(r),
-                        _ = shutdown.changed() => return Ok(()),
-                    }
+            if let (Some(b), Some(r)) = (&budget, &mut reserved) {
+                let bytes = budget::scan_page_bytes(&items);
+                b.observe(bytes, items.len());
+                guess = Some(bytes);
+                tokio::select! {
+                    _ = r.resize(bytes) => {}
+                    _ = shutdown.changed() => return Ok(()),
                 }
-                None => None,
-            };
+            }
             let page = Page {
                 items,
                 next: next.as_ref().map(crate::value::item_to_ddb_json),
