@@ -161,32 +161,74 @@ async fn worker(
         Some(shutdown.clone()),
     )
     .await?;
+    let start_next = || loop {
+        let next = queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()?;
+        if let Some(s) = start_segment(&job, next, shutdown.clone(), &budget) {
+            return Some(s);
+        }
+    };
+    // The segment whose scan already runs while the previous one's last page is written.
+    let mut next_up: Option<Started> = None;
     loop {
         if *shutdown.borrow() {
+            if let Some(s) = next_up {
+                s.abort();
+            }
             return Ok(());
         }
-        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
-        let Some(segment) = next else {
+        let Some(current) = next_up.take().or_else(start_next) else {
             return Ok(());
         };
-        run_segment(&job, &mut sink, segment, shutdown.clone(), &budget).await?;
+        let written = write_segment(
+            &job,
+            &mut sink,
+            current,
+            &shutdown,
+            &mut next_up,
+            &start_next,
+        )
+        .await;
+        if let Err(e) = written {
+            if let Some(s) = next_up {
+                s.abort();
+            }
+            return Err(e);
+        }
     }
 }
 
-async fn run_segment(
+/// A segment whose reader runs: its pages arrive on `rx`.
+struct Started {
+    segment: u32,
+    rx: mpsc::Receiver<Batch>,
+    scanner: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Started {
+    /// Stop the reader (its queued pages are dropped, their budget given back).
+    fn abort(self) {
+        drop(self.rx);
+        self.scanner.abort();
+    }
+}
+
+/// Start reading `segment` (None: it is already done).
+fn start_segment(
     job: &Job,
-    sink: &mut Writer,
     segment: u32,
     shutdown: watch::Receiver<bool>,
     budget: &Arc<Budget>,
-) -> Result<()> {
+) -> Option<Started> {
     let state = job.store.segment(segment);
     if state.done {
-        return Ok(());
+        return None;
     }
     let start = state.cursor.clone();
     job.store.begin_segment(segment);
-    let (tx, mut rx) = mpsc::channel::<Batch>(PAGES_IN_FLIGHT);
+    let (tx, rx) = mpsc::channel::<Batch>(PAGES_IN_FLIGHT);
     let scanner = match &job.segments {
         Segments::Scan(template) => {
             let scan = SegmentScan {
@@ -194,12 +236,12 @@ async fn run_segment(
                 ..template.clone()
             };
             let budget = Some(budget.clone());
-            tokio::spawn(scan.run_within(budget, start, tx, shutdown.clone(), job.stats.clone()))
+            tokio::spawn(scan.run_within(budget, start, tx, shutdown, job.stats.clone()))
         }
         Segments::Export(files) => {
             let path = files[segment as usize].clone();
             let line = start.as_ref().and_then(|v| v["line"].as_u64()).unwrap_or(0);
-            let (page_size, shutdown) = (job.page_size as usize, shutdown.clone());
+            let page_size = job.page_size as usize;
             let (stats, plan, key_attrs) =
                 (job.stats.clone(), job.plan.clone(), job.key_attrs.clone());
             // Under --limit the writer cuts pages short, so it prepares them itself.
@@ -226,7 +268,29 @@ async fn run_segment(
             })
         }
     };
+    Some(Started {
+        segment,
+        rx,
+        scanner,
+    })
+}
 
+/// Write a started segment's pages, each in its own transaction, until it ends (or the run
+/// stops). Its last page is read before it is written: the next segment's scan is started
+/// then (into `next_up`, by `start_next`), so that reading it overlaps that write.
+async fn write_segment(
+    job: &Job,
+    sink: &mut Writer,
+    current: Started,
+    shutdown: &watch::Receiver<bool>,
+    next_up: &mut Option<Started>,
+    start_next: &impl Fn() -> Option<Started>,
+) -> Result<()> {
+    let Started {
+        segment,
+        mut rx,
+        scanner,
+    } = current;
     let written = async {
         while let Some(batch) = rx.recv().await {
             let mut limited = false;
@@ -244,6 +308,15 @@ async fn run_segment(
                     batch::prepare(&job.plan, &job.key_attrs, segment, page)
                 }
             };
+            if prepared.next.is_none() && next_up.is_none() && !limited && !*shutdown.borrow() {
+                *next_up = start_next();
+                if let Some(n) = next_up {
+                    tracing::debug!(
+                        "segment {}: scan started while segment {segment}'s last page is written",
+                        n.segment
+                    );
+                }
+            }
             write_page(job, sink, segment, prepared).await?;
             if *shutdown.borrow() || limited {
                 break;

@@ -20,6 +20,8 @@ mod memory;
 mod messages;
 #[path = "suite/names.rs"]
 mod names;
+#[path = "suite/overlap.rs"]
+mod overlap;
 #[path = "suite/scan_parser.rs"]
 mod scan_parser;
 #[path = "suite/sink.rs"]
