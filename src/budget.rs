@@ -12,12 +12,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::{Error, Result};
 use crate::value::Item;
 
-/// Reservations are counted in KiB (a semaphore holds at most u32::MAX / 8 permits' worth
-/// of pages in flight, far more than any budget in bytes would allow).
+/// Reservations are counted in KiB: a semaphore hands out at most u32::MAX permits at once,
+/// so budgets up to 4 TiB.
 const UNIT: u64 = 1024;
-
-/// Default `--max-memory`.
-pub const DEFAULT_MAX_MEMORY: u64 = 256 << 20;
 
 #[derive(Debug)]
 pub struct Budget {
@@ -84,10 +81,7 @@ impl Drop for Reserved {
 
 impl Budget {
     pub fn new(max_bytes: u64) -> Arc<Budget> {
-        let units = (max_bytes / UNIT).clamp(
-            1,
-            u64::from(Semaphore::MAX_PERMITS.min(u32::MAX as usize) as u32),
-        ) as u32;
+        let units = (max_bytes / UNIT).clamp(1, u64::from(u32::MAX)) as u32;
         Arc::new(Budget {
             sem: Arc::new(Semaphore::new(units as usize)),
             units,
