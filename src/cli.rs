@@ -82,6 +82,10 @@ Examples:
   ddb2pg migrate --table app --mapping m.toml --follow
   ddb2pg migrate --table app --mapping m.toml --follow --until-caught-up
 
+  # Past one machine: 4 processes (or an Indexed Job with --shards 4), checkpoints in S3:
+  ddb2pg migrate --table app --shard 0/4 --segments 64 --checkpoint-dir s3://b/ddb2pg/app
+  ddb2pg status --checkpoint-dir s3://b/ddb2pg/app
+
 Exit codes: 0 done, 1 failed (checkpoint saved; re-run to resume), 2 usage or
 configuration error, 4 done but some items were rejected (see the rejects file),
 130 interrupted (checkpoint saved; re-run to resume).";
@@ -91,9 +95,16 @@ Examples:
   ddb2pg verify --table app --target postgres://me@127.0.0.1:5432/db \\
       --endpoint-url http://127.0.0.1:8000 --mapping mapping.toml --report verify.json
 
+  # An export migration: the full export, then the incremental exports applied on top:
+  ddb2pg verify --export s3://bucket/exports/app --export s3://bucket/exports/app-incr-1 \\
+      --key PK,SK --target postgres://me@127.0.0.1:5432/db
+
 Exit codes: 0 identical, 3 differences found, 2 usage or configuration error, 1 failure.
-Values compare as PostgreSQL compares them (numeric 1.50 = 1.5; jsonb key order does not
-matter). Items the mapping rejects or skips are counted apart, not as differences.";
+Values compare as PostgreSQL compares them (numeric 1.50 = 1.5; json and jsonb as jsonb: key
+order and spacing do not matter). Differences: missing_in_target, extra_in_target,
+mismatched, refused_by_target (values the target's column types refuse: migrate put those
+items in its rejects file), collisions (keys several source items map to). Items the mapping
+rejects or skips are counted apart, not as differences.";
 
 const SCHEMA_EXAMPLES: &str = "\
 Examples:
@@ -102,7 +113,8 @@ Examples:
 const STATUS_EXAMPLES: &str = "\
 Examples:
   ddb2pg status                         # every checkpoint in ./checkpoints
-  ddb2pg status --checkpoint-dir /var/lib/ddb2pg --json | jq .segments_done";
+  ddb2pg status --checkpoint-dir /var/lib/ddb2pg --json | jq .segments_done
+  ddb2pg status --checkpoint-dir s3://my-bucket/ddb2pg/app   # every shard: done, running, ...";
 
 const SAMPLE_EXAMPLES: &str = "\
 Examples:
@@ -173,8 +185,9 @@ pub struct MigrateArgs {
     pub table: Option<String>,
 
     /// Source DynamoDB export instead of a table: a local folder as AWS writes it
-    /// (manifest-files.json, data/*.json.gz), a folder of .json/.json.gz files, or
-    /// s3://bucket/prefix of an export; each data file is a segment
+    /// (manifest-files.json, data/*.json.gz) or its manifest-summary.json, a folder of
+    /// .json/.json.gz files, or s3://bucket/prefix of an export (or the s3:// key of its
+    /// manifest-summary.json); each data file is a segment
     #[arg(long, value_name = "PATH", conflicts_with = "table")]
     pub export: Option<PathBuf>,
 
@@ -187,6 +200,13 @@ pub struct MigrateArgs {
     /// PK[:S|N|B][,SK[:S|N|B]], type S by default
     #[arg(long, value_name = "PK[,SK]")]
     pub key: Option<String>,
+
+    /// Target table of the default mapping, NAME or SCHEMA.NAME, taken as written (quoted:
+    /// case kept). Default: the source table's name (an export's, or its folder's), lower-cased,
+    /// [a-z0-9_]. E.g. an incremental export in a bare folder applied to the table its full
+    /// export loaded
+    #[arg(long, value_name = "[SCHEMA.]NAME", conflicts_with = "mapping")]
+    pub target_table: Option<String>,
 
     /// Target PostgreSQL URL, e.g. postgres://user@host:5432/db
     #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
@@ -210,9 +230,26 @@ pub struct MigrateArgs {
     #[command(flatten)]
     pub scan: ScanArgs,
 
-    /// Directory holding the checkpoint, lock and rejects files
-    #[arg(long, value_name = "DIR", default_value = "checkpoints")]
+    /// Directory holding the checkpoint, lock and rejects files, or s3://bucket/prefix (the
+    /// same AWS settings and --s3-endpoint-url as an s3:// export; conditional writes, a
+    /// leased lock): where shards on several machines keep theirs
+    #[arg(long, value_name = "DIR|S3URL", default_value = "checkpoints")]
     pub checkpoint_dir: PathBuf,
+
+    #[command(flatten)]
+    pub shard: ShardArgs,
+
+    /// With an s3:// --checkpoint-dir: how long the run's lock lasts without renewal (it is
+    /// renewed every third of it); a killed run's lock is taken over once it has expired
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(3..=3600))]
+    pub lock_lease: u64,
+
+    /// When another run holds this run's lock, wait up to SECS for it to end (or, on S3, for
+    /// its lease to expire) instead of exiting 2: for a replaced pod or a retried array child
+    /// whose killed predecessor's lease has not expired yet
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub lock_wait: u64,
 
     /// Discard the existing checkpoint and start over
     #[arg(long)]
@@ -244,7 +281,10 @@ pub struct MigrateArgs {
 
     /// Run everything against the real target (types, NOT NULL, foreign keys, CHECKs are
     /// exercised) inside transactions that are rolled back: nothing persists, the checkpoint
-    /// is not touched; reports what would be inserted, updated, unchanged and rejected
+    /// is not touched; reports what would be inserted, updated, unchanged and rejected. What
+    /// the real run creates (the default mapping's table, --create-tables, --migrations) is
+    /// created inside the rolled-back transaction, so it works on an empty database (then
+    /// through one connection: PostgreSQL shows uncommitted DDL to its own connection only)
     #[arg(long)]
     pub dry_run: bool,
 
@@ -260,8 +300,10 @@ pub struct MigrateArgs {
     /// Live cutover: note the table's DynamoDB Stream before the scan, load, then apply every
     /// change since the scan began (INSERT/MODIFY replace the item's rows, REMOVE deletes
     /// them) until stopped (Ctrl-C: exit 130; run the same command to resume). Needs a
-    /// NEW_AND_OLD_IMAGES stream (NEW_IMAGE only with a mapping keyed by the item's keys)
-    #[arg(long, requires = "table", conflicts_with_all = ["dry_run", "scan_only"])]
+    /// NEW_AND_OLD_IMAGES stream (NEW_IMAGE only with a mapping keyed by the item's keys).
+    /// Not with --shard/--shards: run one `migrate --follow` after every shard is done (it
+    /// takes the shards' load as its own and follows from when the first shard began)
+    #[arg(long, requires = "table", conflicts_with_all = ["dry_run", "scan_only", "shard", "shards"])]
     pub follow: bool,
 
     /// With --follow: turn the table's stream on (NEW_AND_OLD_IMAGES) if it is off
@@ -279,6 +321,31 @@ pub struct MigrateArgs {
     pub keep_downloads: bool,
 }
 
+/// Splitting one migration over several processes (machines, pods, array jobs).
+#[derive(Debug, Clone, Args)]
+pub struct ShardArgs {
+    /// Be shard I of N: take the scan segments (or export files) s with s % N == I. Every
+    /// shard needs the same --segments (recorded in its checkpoint; a mismatch is refused)
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+
+    /// Be one of N shards, I read from JOB_COMPLETION_INDEX (Kubernetes Indexed Job) or
+    /// AWS_BATCH_JOB_ARRAY_INDEX (AWS Batch array job); without N, N is
+    /// AWS_BATCH_JOB_ARRAY_SIZE
+    #[arg(long, value_name = "N", conflicts_with = "shard", num_args = 0..=1,
+          default_missing_value = "0")]
+    pub shards: Option<u32>,
+}
+
+impl ShardArgs {
+    /// This process's shard, or None when the run is not split.
+    pub fn resolve(&self) -> crate::Result<Option<crate::shard::Shard>> {
+        crate::shard::resolve(self.shard.as_deref(), self.shards, &|k| {
+            std::env::var(k).ok()
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProgressMode {
     /// Bars when stderr is a terminal, log lines otherwise
@@ -292,10 +359,27 @@ pub enum ProgressMode {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["table", "export"])))]
 pub struct VerifyArgs {
     /// Source DynamoDB table name
     #[arg(long, value_name = "NAME")]
-    pub table: String,
+    pub table: Option<String>,
+
+    /// Source DynamoDB export instead of a table, as given to migrate (a local folder or
+    /// s3://bucket/prefix). Repeat it for incremental exports, in the order they were migrated:
+    /// the full export first, then each incremental export applied on top
+    #[arg(long, value_name = "PATH", conflicts_with = "table", action = clap::ArgAction::Append)]
+    pub export: Vec<PathBuf>,
+
+    /// S3 endpoint for an s3:// export (an S3-compatible server)
+    /// [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint_url: Option<String>,
+
+    /// Key attributes for the default mapping of an export, as given to migrate:
+    /// PK[:S|N|B][,SK[:S|N|B]]
+    #[arg(long, value_name = "PK[,SK]")]
+    pub key: Option<String>,
 
     /// Target PostgreSQL URL
     #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
@@ -308,8 +392,34 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE")]
     pub mapping: Option<PathBuf>,
 
+    /// Scan segments of a table (DynamoDB TotalSegments); default: from the table size, and
+    /// never fewer than 4 x --concurrency. An export's segments are its data files
+    #[arg(long, value_name = "N", conflicts_with = "export",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub segments: Option<u32>,
+
+    /// Segments (or export files) read at once, each with one PostgreSQL connection.
+    /// Default: 8 from a table; from an export, the CPU cores up to 8
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: Option<u32>,
+
+    /// Items per page: the Scan page's Limit, or lines of an export file
+    #[arg(long, value_name = "N", default_value_t = 4000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+
+    /// Where migrate keeps its checkpoint and rejects files (verify names the rejects file of
+    /// this source and target); an s3:// export is downloaded into a folder of its own here
+    /// and removed at the end
+    #[arg(long, value_name = "DIR", default_value = "checkpoints")]
+    pub checkpoint_dir: PathBuf,
+
+    /// Progress display: bars on a terminal, a log line every few seconds otherwise
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+
     #[command(flatten)]
-    pub scan: ScanArgs,
+    pub shard: ShardArgs,
 
     /// Keys shown per kind of difference and table
     #[arg(long, value_name = "N", default_value_t = 5)]
@@ -320,11 +430,40 @@ pub struct VerifyArgs {
     pub report: Option<PathBuf>,
 }
 
+impl VerifyArgs {
+    /// Whether `--shards` was given.
+    pub fn shards_given(&self) -> bool {
+        self.shard.shards.is_some()
+    }
+
+    /// The read settings in migrate's shape (its defaults apply alike).
+    pub fn scan(&self) -> ScanArgs {
+        ScanArgs {
+            segments: self.segments,
+            concurrency: self.concurrency,
+            batch_size: self.batch_size,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
-    /// Directory holding checkpoints (or a checkpoint file)
-    #[arg(long, value_name = "DIR", default_value = "checkpoints")]
+    /// Directory holding checkpoints (or a checkpoint file), or s3://bucket/prefix
+    #[arg(long, value_name = "DIR|S3URL", default_value = "checkpoints")]
     pub checkpoint_dir: PathBuf,
+
+    /// S3 endpoint for an s3:// --checkpoint-dir (an S3-compatible server)
+    /// [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint_url: Option<String>,
+
+    /// AWS region of an s3:// --checkpoint-dir (default: from the profile or AWS_REGION)
+    #[arg(long)]
+    pub region: Option<String>,
+
+    /// Named AWS profile for an s3:// --checkpoint-dir
+    #[arg(long)]
+    pub profile: Option<String>,
 
     /// Print JSON, for scripts
     #[arg(long)]

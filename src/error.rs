@@ -27,7 +27,8 @@ pub enum Error {
     #[error("interrupted: {0}")]
     Interrupted(String),
 
-    /// The checkpoint, lock or rejects file could not be read or written.
+    /// A file could not be read or written: the checkpoint, lock or rejects file, or a file
+    /// of an export (named, with what the OS said).
     #[error("{}: {message}", path.display())]
     File { path: PathBuf, message: String },
 }

@@ -151,7 +151,7 @@ pub async fn run(job: FollowJob) -> Result<FollowEnd> {
         job.plan.clone(),
         None,
         job.retry,
-        false,
+        None,
         stop,
     )
     .await?;

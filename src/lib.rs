@@ -24,6 +24,7 @@ pub mod progress;
 pub mod rejects;
 pub mod report;
 pub mod sample;
+pub mod shard;
 pub mod sink;
 pub mod source;
 pub mod status;
@@ -51,7 +52,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Status(args) => status::run(&args.checkpoint_dir, args.json),
+        Command::Status(args) => status::run(&args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "ddb2pg", &mut std::io::stdout());

@@ -50,8 +50,8 @@ pub struct Job {
     /// With a mapping file: the run's first transaction id, to count collisions across batches.
     pub run_xid: Option<u32>,
     pub retry: RetryPolicy,
-    /// Roll every batch back (`--dry-run`).
-    pub dry_run: bool,
+    /// `--dry-run`: the setup each connection runs first; every batch is rolled back.
+    pub dry_run: Option<crate::sink::DryRun>,
     /// `--limit`: items still to take; the run stops when it reaches 0.
     pub limit: Option<AtomicU64>,
     /// Stops every stage (set by signals, the first failing worker, or the limit).
@@ -157,7 +157,7 @@ async fn worker(
         job.plan.clone(),
         job.run_xid,
         job.retry,
-        job.dry_run,
+        job.dry_run.clone(),
         Some(shutdown.clone()),
     )
     .await?;

@@ -34,7 +34,11 @@ pub struct Report {
     pub skipped: u64,
     /// Per target table: rows inserted, updated, unchanged, collisions.
     pub tables: BTreeMap<String, crate::progress::TableTotals>,
+    /// Segments of this run: all, or (with --shard) its shard's.
     pub segments_total: u64,
+    /// `--shard I/N`: which part of the segments this run took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
     /// Segments finished, over all runs.
     pub segments_done: u64,
     /// Segments this run continued from a saved cursor.
@@ -87,9 +91,13 @@ impl Report {
             self.rows_unchanged
         );
         eprintln!(
-            "  segments {}/{} done ({} resumed, {} already done)   {:.1} s, {:.0} items/s",
+            "  segments {}/{} done{} ({} resumed, {} already done)   {:.1} s, {:.0} items/s",
             self.segments_done,
             self.segments_total,
+            self.shard
+                .as_ref()
+                .map(|s| format!(" of shard {s}"))
+                .unwrap_or_default(),
             self.segments_resumed,
             self.segments_skipped,
             self.duration_s,

@@ -9,85 +9,31 @@ macro_rules! out {
     }};
 }
 
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, LocalDir, Names, Storage};
+use crate::cli::{AwsArgs, StatusArgs};
 use crate::error::{Error, Result};
-
-/// Whether a live process holds the lock next to a checkpoint, and who. Read without taking
-/// the lock (a `status` beside a starting `migrate` must not make it exit 2): a run writes
-/// "pid N on HOST" into the file, keeps it open while it runs and empties it when it ends; a
-/// pid on this host is live if it still has the file open (/proc/N/fd), one on another host
-/// is taken as live.
-fn lock_state(lock: &Path) -> (bool, Option<String>) {
-    let holder = std::fs::read_to_string(lock)
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty());
-    let live = holder.as_deref().is_some_and(|h| holder_alive(h, lock));
-    (live, holder)
-}
-
-/// Whether the holder "pid N on HOST" of `lock` is a live process holding it.
-fn holder_alive(holder: &str, lock: &Path) -> bool {
-    let mut words = holder.split_whitespace();
-    let (Some("pid"), Some(pid), Some("on"), Some(host)) =
-        (words.next(), words.next(), words.next(), words.next())
-    else {
-        return true;
-    };
-    let here = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
-    if host != here || pid.parse::<u32>().is_err() {
-        return true;
-    }
-    let Ok(lock) = std::fs::canonicalize(lock) else {
-        return false;
-    };
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    fds.flatten()
-        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == lock))
-}
-
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let stem = path
-        .file_name()
-        .map(|n| n.to_string_lossy().trim_end_matches(".json").to_string())
-        .unwrap_or_default();
-    path.with_file_name(format!("{stem}{suffix}"))
-}
-
-/// The checkpoint files of a directory (not tmp, lock or rejects files).
-pub fn checkpoints_in(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::config(format!("checkpoint directory {}: {e}", dir.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    v.sort();
-    Ok(v)
-}
+use crate::shard::Shard;
 
 /// One checkpoint as JSON (the `--json` form; the text form is printed from it).
-pub fn describe(path: &Path) -> Result<serde_json::Value> {
-    let cp = Checkpoint::load(path)?
-        .ok_or_else(|| Error::config(format!("no checkpoint at {}", path.display())))?;
-    let rejects_path = sibling(path, ".rejects.jsonl");
-    let rejects = std::fs::File::open(&rejects_path)
-        .map(|f| std::io::BufReader::new(f).lines().count())
-        .unwrap_or(0);
-    let (locked, holder) = lock_state(&sibling(path, ".lock"));
-    let segments: Vec<serde_json::Value> = cp
-        .segments
+pub fn describe(storage: &dyn Storage, names: &Names) -> Result<serde_json::Value> {
+    let at = storage.show(&names.checkpoint);
+    let (cp, _) = Checkpoint::load_from(storage, &names.checkpoint)?
+        .ok_or_else(|| Error::config(format!("no checkpoint at {at}")))?;
+    let rejects_doc = storage.read(&names.rejects)?;
+    let rejects = rejects_doc.as_ref().map_or(0, |(b, _)| {
+        b.split(|&c| c == b'\n').filter(|l| !l.is_empty()).count()
+    });
+    let lock = storage.lock_state(&names.lock);
+    let owned = cp.owned();
+    let segments: Vec<serde_json::Value> = owned
         .iter()
-        .enumerate()
-        .map(|(i, s)| {
+        .map(|&i| {
+            let s = &cp.segments[i as usize];
             let state = if s.done {
                 "done"
             } else if s.cursor.is_some() || s.runs > 0 {
@@ -118,45 +64,144 @@ pub fn describe(path: &Path) -> Result<serde_json::Value> {
         })
     });
     Ok(json!({
-        "checkpoint": path.display().to_string(),
+        "checkpoint": at,
         "complete": cp.complete,
         "settings": cp.settings,
+        "shard": cp.settings.shard.map(|s| s.to_string()),
         "fingerprint": cp.fingerprint,
         "items": cp.segments.iter().map(|s| s.items).sum::<u64>(),
         "rows_written": cp.segments.iter().map(|s| s.rows_written).sum::<u64>(),
         "rejected": cp.segments.iter().map(|s| s.rejected).sum::<u64>(),
-        "rejects_file": rejects_path.exists().then(|| rejects_path.display().to_string()),
+        "rejects_file": rejects_doc.is_some().then(|| storage.show(&names.rejects)),
         "rejects_lines": rejects,
+        "segments_total": owned.len(),
         "segments_done": count("done"),
         "segments_in_progress": count("in_progress"),
         "segments_pending": count("pending"),
-        "running": locked,
-        "lock_holder": if locked { holder } else { None },
+        "running": lock.running,
+        "lock_holder": if lock.running { lock.holder } else { None },
+        "lease_left_s": lock.lease_left_s,
         "updated_at": cp.updated_at,
         "segments": segments,
         "stream": stream,
     }))
 }
 
-/// Print every checkpoint of `dir` (or the one file given); exit code 0.
-pub fn run(target: &Path, as_json: bool) -> Result<u8> {
-    let files = if target.is_dir() {
-        checkpoints_in(target)?
+/// The shards of one migration (checkpoints sharing a base name): every shard 0..N with its
+/// state (done; running: lock held, lease fresh; failed: stopped before done; not_started).
+fn shards_of(
+    storage: &dyn Storage,
+    base: &str,
+    described: &[(Names, serde_json::Value)],
+) -> Option<serde_json::Value> {
+    let mine: Vec<(Shard, &serde_json::Value)> = described
+        .iter()
+        .filter(|(n, _)| n.base == base)
+        .filter_map(|(n, d)| {
+            let stem = n.checkpoint.trim_end_matches(".json");
+            Shard::from_suffix(stem).map(|(_, s)| (s, d))
+        })
+        .collect();
+    let count = mine.iter().map(|(s, _)| s.count).max()?;
+    let total = mine
+        .first()
+        .and_then(|(_, d)| d["settings"]["segments"].as_u64());
+    let mut rows = Vec::new();
+    for index in 0..count {
+        let shard = Shard { index, count };
+        let d = mine.iter().find(|(s, _)| *s == shard).map(|(_, d)| *d);
+        let lock_name = format!("{base}{}.lock", shard.suffix());
+        let running = storage.lock_state(&lock_name);
+        let state = match d {
+            Some(d) if d["complete"] == true => "done",
+            _ if running.running => "running",
+            Some(_) => "failed",
+            None => "not_started",
+        };
+        rows.push(json!({
+            "shard": shard.to_string(),
+            "state": state,
+            "items": d.map_or(0, |d| d["items"].as_u64().unwrap_or(0)),
+            "segments_done": d.map_or(0, |d| d["segments_done"].as_u64().unwrap_or(0)),
+            "segments": shard.segments(total.unwrap_or(0) as u32).len(),
+            "lock_holder": if running.running { running.holder } else { None },
+        }));
+    }
+    let n = |st: &str| rows.iter().filter(|r| r["state"] == st).count();
+    Some(json!({
+        "migration": base,
+        "shards_total": count,
+        "segments_total": total,
+        "shards_done": n("done"),
+        "shards_running": n("running"),
+        "shards_failed": n("failed"),
+        "shards_not_started": n("not_started"),
+        "items": rows.iter().map(|r| r["items"].as_u64().unwrap_or(0)).sum::<u64>(),
+        "complete": n("done") == count as usize,
+        "shards": rows,
+    }))
+}
+
+/// The storage and the checkpoints `--checkpoint-dir` names: an s3:// prefix, a directory, or
+/// one checkpoint file.
+fn open(args: &StatusArgs) -> Result<(Arc<dyn Storage>, Vec<Names>)> {
+    let target = &args.checkpoint_dir;
+    let text = target.to_string_lossy();
+    let (storage, only): (Arc<dyn Storage>, Option<String>) = if text.starts_with("s3://") {
+        let aws = AwsArgs {
+            endpoint_url: None,
+            region: args.region.clone(),
+            profile: args.profile.clone(),
+        };
+        let dir = crate::checkpoint::S3Dir::open(&text, &aws, &args.s3_endpoint_url)?;
+        (Arc::new(dir), None)
+    } else if target.is_dir() {
+        (Arc::new(LocalDir::new(target)), None)
     } else {
-        vec![target.to_path_buf()]
+        let parent = target.parent().unwrap_or(Path::new("."));
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        (Arc::new(LocalDir::new(parent)), Some(name))
     };
-    if files.is_empty() {
+    let names: Vec<Names> = match only {
+        Some(n) => Names::of_checkpoint(&n).into_iter().collect(),
+        None => storage
+            .list()?
+            .iter()
+            .filter_map(|n| Names::of_checkpoint(n))
+            .collect(),
+    };
+    Ok((storage, names))
+}
+
+/// Print every checkpoint of `--checkpoint-dir` (or the one file given), and for a migration
+/// split in shards, every shard's state; exit code 0.
+pub fn run(args: &StatusArgs) -> Result<u8> {
+    let (storage, names) = open(args)?;
+    if names.is_empty() {
         return Err(Error::config(format!(
             "no checkpoint in {}: nothing has run with this --checkpoint-dir yet",
-            target.display()
+            args.checkpoint_dir.display()
         )));
     }
-    let all: Vec<serde_json::Value> = files.iter().map(|f| describe(f)).collect::<Result<_>>()?;
-    if as_json {
-        let out = if all.len() == 1 {
-            all[0].clone()
-        } else {
-            json!(all)
+    let described: Vec<(Names, serde_json::Value)> = names
+        .into_iter()
+        .map(|n| describe(storage.as_ref(), &n).map(|d| (n, d)))
+        .collect::<Result<_>>()?;
+    let mut bases: Vec<&str> = described.iter().map(|(n, _)| n.base.as_str()).collect();
+    bases.dedup();
+    let migrations: Vec<serde_json::Value> = bases
+        .iter()
+        .filter_map(|b| shards_of(storage.as_ref(), b, &described))
+        .collect();
+    let all: Vec<serde_json::Value> = described.into_iter().map(|(_, d)| d).collect();
+    if args.json {
+        let out = match (all.len(), migrations.is_empty()) {
+            (1, true) => all[0].clone(),
+            (_, true) => json!(all),
+            (_, false) => json!({"migrations": migrations, "checkpoints": all}),
         };
         out!(
             "{}",
@@ -164,98 +209,116 @@ pub fn run(target: &Path, as_json: bool) -> Result<u8> {
         );
         return Ok(0);
     }
+    for m in &migrations {
+        print_shards(m);
+    }
     for d in &all {
-        let s = &d["settings"];
-        out!("{}", d["checkpoint"].as_str().unwrap_or(""));
-        out!("  source   {}", s["source"].as_str().unwrap_or(""));
-        out!("  target   {}", s["target"].as_str().unwrap_or(""));
-        out!("  mapping  {}", s["mapping"].as_str().unwrap_or(""));
-        out!(
-            "  state    {}{}",
-            if d["complete"] == true {
-                "complete"
-            } else {
-                "incomplete"
-            },
-            match (d["running"] == true, d["lock_holder"].as_str()) {
-                (true, Some(h)) => format!(", running now ({h})"),
-                (true, None) => ", running now".to_string(),
-                _ => ", no run holds the lock".to_string(),
-            }
-        );
-        out!(
-            "  segments {} done, {} in progress, {} pending (of {})",
-            d["segments_done"],
-            d["segments_in_progress"],
-            d["segments_pending"],
-            s["segments"]
-        );
-        out!(
-            "  items    {} committed, {} rows written, {} rejected{}",
-            d["items"],
-            d["rows_written"],
-            d["rejected"],
-            d["rejects_file"]
-                .as_str()
-                .map(|f| format!(" (see {f})"))
-                .unwrap_or_default()
-        );
-        if let Some(st) = d["stream"].as_object() {
-            out!(
-                "  stream   {} inserted, {} modified, {} removed, {} rejected | shards {} open, {} closed | lag {}{}",
-                st["changes_inserted"],
-                st["changes_modified"],
-                st["changes_removed"],
-                st["rejected"],
-                st["shards_open"],
-                st["shards_closed"],
-                st["lag_s"]
-                    .as_f64()
-                    .map_or("-".to_string(), |l| format!("{l:.0} s")),
-                if st["caught_up_at"].is_u64() {
-                    " (was caught up)"
-                } else {
-                    ""
-                }
-            );
-        }
-        for seg in d["segments"].as_array().into_iter().flatten() {
-            if seg["state"] != "pending" {
-                out!(
-                    "    segment {:>4}  {:<11}  {:>9} items  {:>9} written  {:>6} rejected",
-                    seg["segment"],
-                    seg["state"].as_str().unwrap_or(""),
-                    seg["items"],
-                    seg["rows_written"],
-                    seg["rejected"]
-                );
-            }
-        }
+        print_checkpoint(d);
     }
     Ok(0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+fn print_shards(m: &serde_json::Value) {
+    out!(
+        "migration {}: {} shards, {} done, {} running, {} failed, {} not started; {} items{}",
+        m["migration"].as_str().unwrap_or(""),
+        m["shards_total"],
+        m["shards_done"],
+        m["shards_running"],
+        m["shards_failed"],
+        m["shards_not_started"],
+        m["items"],
+        if m["complete"] == true {
+            " (complete)"
+        } else {
+            ""
+        }
+    );
+    for r in m["shards"].as_array().into_iter().flatten() {
+        out!(
+            "  shard {:<7}  {:<11}  {:>9} items  {:>4}/{:<4} segments{}",
+            r["shard"].as_str().unwrap_or(""),
+            r["state"].as_str().unwrap_or(""),
+            r["items"],
+            r["segments_done"],
+            r["segments"],
+            r["lock_holder"]
+                .as_str()
+                .map(|h| format!("  ({h})"))
+                .unwrap_or_default()
+        );
+    }
+}
 
-    #[test]
-    fn the_lock_is_read_not_taken() {
-        let dir = std::env::temp_dir().join(format!("ddb2pg-status-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("x.lock");
-        let lock = crate::checkpoint::Lock::acquire(&path).expect("lock");
-        // This process holds it: alive.
-        let (live, holder) = lock_state(&path);
-        assert!(live, "{holder:?}");
-        // Reading it did not take it: the holder still has it, and a second run is refused.
-        assert!(crate::checkpoint::Lock::acquire(&path).is_err());
-        drop(lock);
-        assert_eq!(lock_state(&path), (false, None));
-        std::fs::write(&path, "pid 4194999 on nowhere-else").expect("write");
-        assert!(lock_state(&path).0, "another host: taken as live");
-        let here = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        std::fs::write(&path, format!("pid 4194999 on {}", here.trim())).expect("write");
-        assert!(!lock_state(&path).0, "a dead pid on this host");
+fn print_checkpoint(d: &serde_json::Value) {
+    let s = &d["settings"];
+    out!("{}", d["checkpoint"].as_str().unwrap_or(""));
+    out!("  source   {}", s["source"].as_str().unwrap_or(""));
+    out!("  target   {}", s["target"].as_str().unwrap_or(""));
+    out!("  mapping  {}", s["mapping"].as_str().unwrap_or(""));
+    out!(
+        "  state    {}{}",
+        if d["complete"] == true {
+            "complete"
+        } else {
+            "incomplete"
+        },
+        match (d["running"] == true, d["lock_holder"].as_str()) {
+            (true, Some(h)) => format!(", running now ({h})"),
+            (true, None) => ", running now".to_string(),
+            _ => ", no run holds the lock".to_string(),
+        }
+    );
+    out!(
+        "  segments {} done, {} in progress, {} pending (of {}{})",
+        d["segments_done"],
+        d["segments_in_progress"],
+        d["segments_pending"],
+        d["segments_total"],
+        d["shard"]
+            .as_str()
+            .map(|sh| format!(", shard {sh} of {} in all", s["segments"]))
+            .unwrap_or_default()
+    );
+    out!(
+        "  items    {} committed, {} rows written, {} rejected{}",
+        d["items"],
+        d["rows_written"],
+        d["rejected"],
+        d["rejects_file"]
+            .as_str()
+            .map(|f| format!(" (see {f})"))
+            .unwrap_or_default()
+    );
+    if let Some(st) = d["stream"].as_object() {
+        out!(
+            "  stream   {} inserted, {} modified, {} removed, {} rejected | shards {} open, {} closed | lag {}{}",
+            st["changes_inserted"],
+            st["changes_modified"],
+            st["changes_removed"],
+            st["rejected"],
+            st["shards_open"],
+            st["shards_closed"],
+            st["lag_s"]
+                .as_f64()
+                .map_or("-".to_string(), |l| format!("{l:.0} s")),
+            if st["caught_up_at"].is_u64() {
+                " (was caught up)"
+            } else {
+                ""
+            }
+        );
+    }
+    for seg in d["segments"].as_array().into_iter().flatten() {
+        if seg["state"] != "pending" {
+            out!(
+                "    segment {:>4}  {:<11}  {:>9} items  {:>9} written  {:>6} rejected",
+                seg["segment"],
+                seg["state"].as_str().unwrap_or(""),
+                seg["items"],
+                seg["rows_written"],
+                seg["rejected"]
+            );
+        }
     }
 }

@@ -13,6 +13,7 @@
 //!
 //! `--scan-only` ([`scan_only`]) is its own short path: read and map, write nothing.
 
+mod after_shards;
 mod open;
 mod origin;
 mod outcome;
@@ -36,6 +37,8 @@ use crate::source::scan::SegmentScan;
 use crate::source::stream::Stream;
 
 use open::{follows_already, open_run, Run};
+/// `--key PK[:S|N|B][,SK[:S|N|B]]`, read alike by verify.
+pub(crate) use origin::parse_key;
 use origin::{load_plan, read_limiter, resolve_origin, Origin};
 use outcome::{Ended, Facts};
 
@@ -58,10 +61,18 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     }
     let started = Instant::now();
     let mut src = resolve(&args).await?;
-    let run_xid = prepare_target(&args, &src).await?;
+    // The first line, before anything is written (step 2 may create tables): what goes where.
+    eprintln!(
+        "ddb2pg: {}{} -> {} table {}",
+        if args.dry_run { "dry run: " } else { "" },
+        src.origin.describe(),
+        src.target_id,
+        outcome::table_names(&src.plan)
+    );
+    let prepared = prepare_target(&args, &src).await?;
     let stream = src.stream.take();
     let run = open_run(&args, &src, stream.as_ref()).await?;
-    let ended = execute(&args, &src, &run, run_xid, stream).await;
+    let ended = execute(&args, &src, &run, &prepared, stream).await;
     finish(&args, &mut src, &run, ended, started)
 }
 
@@ -76,17 +87,24 @@ struct Resolved {
     key_attrs: Vec<String>,
     /// `--follow`: the table's stream, checked before the scan begins.
     stream: Option<Stream>,
+    /// `--checkpoint-dir`: a local directory or an S3 prefix.
+    storage: Arc<dyn crate::checkpoint::Storage>,
+    /// `--shard` / `--shards`: this process's part of the segments.
+    shard: Option<crate::shard::Shard>,
 }
 
 async fn resolve(args: &MigrateArgs) -> Result<Resolved> {
     let target = crate::pgconn::resolve(args.target.as_deref())?;
     let target_id = target.identity();
-    let origin = resolve_origin(args).await?;
+    let shard = args.shard.resolve()?;
+    let storage = crate::checkpoint::open(&args.checkpoint_dir, &args.aws, &args.s3_endpoint_url)?;
+    let origin = resolve_origin(args, &storage.local_dir()?).await?;
     let plan = Arc::new(load_plan(args, &origin.info)?);
     let key_attrs: Vec<String> = origin.info.key.iter().map(|k| k.name.clone()).collect();
     let stream = match (args.follow, &origin.source) {
         (true, Some(source)) => {
-            let resuming = !args.restart && follows_already(args, &origin.info, &target_id);
+            let resuming =
+                !args.restart && follows_already(storage.as_ref(), &origin.info, &target_id);
             let table = &origin.info.name;
             let enable = args.enable_stream;
             let s = crate::follow::open(source, table, enable, resuming, &plan, &key_attrs);
@@ -102,53 +120,129 @@ async fn resolve(args: &MigrateArgs) -> Result<Resolved> {
         plan,
         key_attrs,
         stream,
+        storage,
+        shard,
     })
 }
 
-/// Step 2: migrations, the plan's tables, and (with a mapping file) the transaction id where
-/// this run starts, so each batch can count keys written earlier in the run (collisions).
-async fn prepare_target(args: &MigrateArgs, src: &Resolved) -> Result<Option<u32>> {
-    let mut client = src
+/// The advisory lock key under which processes prepare a target ("ddb2pg" + 1).
+const PREPARE_LOCK: i64 = 0x6464_6232_7067_0001;
+
+/// What step 2 leaves for the writers.
+struct Prepared {
+    /// With a mapping file: the transaction id where this run starts, so each batch can count
+    /// keys written earlier in the run (collisions).
+    run_xid: Option<u32>,
+    /// `--dry-run`: the setup every writer's connection runs in its rolled-back transaction.
+    dry: Option<sink::DryRun>,
+    /// One writer only: a dry run whose setup changes the schema (see `sink::dry_run`).
+    one_writer: bool,
+}
+
+/// Step 2: migrations, the plan's tables, the transaction id for collisions. A dry run does
+/// the same inside a transaction that it rolls back (see `sink::dry_run`).
+async fn prepare_target(args: &MigrateArgs, src: &Resolved) -> Result<Prepared> {
+    let client = src
         .target
         .connect()
         .await
         .map_err(|e| Error::config(format!("cannot connect to the target: {e}")))?;
-    let dry = args.dry_run;
-    if dry {
-        eprintln!(
-            "ddb2pg: dry run: every batch is rolled back; the checkpoint is not touched{}",
-            if args.migrations.is_some() || args.create_tables {
-                "; --migrations and --create-tables are not applied (the target must have the tables)"
-            } else {
-                ""
-            }
-        );
-    }
-    if let (Some(dir), false) = (&args.migrations, dry) {
-        let applied = crate::migrations::apply(&mut client, dir).await?;
-        eprintln!(
-            "ddb2pg: migrations in {}: {} applied{}",
-            dir.display(),
-            applied.len(),
-            if applied.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", applied.join(", "))
-            }
-        );
-    }
     // The default mapping always creates its table; a mapping file's tables only on request.
-    let create = !dry && (args.create_tables || !src.plan.from_file);
-    sink::prepare_target_with(&client, &src.plan, create).await?;
-    if !src.plan.from_file {
-        return Ok(None);
+    let create = args.create_tables || !src.plan.from_file;
+    let mut prepared = Prepared {
+        run_xid: None,
+        dry: None,
+        one_writer: false,
+    };
+    if args.dry_run {
+        let dry = sink::DryRun {
+            migrations: args.migrations.clone(),
+            create,
+        };
+        client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(|e| Error::from_pg("begin the dry run", e))?;
+        let changed = sink::dry_run::setup(&client, &src.plan, &dry).await?;
+        prepared.one_writer = changed.any();
+        print_dry_run_banner(args, &changed);
+        prepared.dry = Some(dry);
+    } else {
+        // Shards start at once against one target: migrations and CREATE TABLE IF NOT
+        // EXISTS are not safe to run concurrently (two creators collide on pg_type), so they
+        // are serialized by a session advisory lock, released below or when this connection
+        // closes.
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&PREPARE_LOCK])
+            .await
+            .map_err(|e| Error::from_pg("lock the target for its preparation", e))?;
+        if let Some(dir) = &args.migrations {
+            let applied =
+                crate::migrations::apply(&client, dir, crate::migrations::Scope::Own).await?;
+            eprintln!(
+                "ddb2pg: migrations in {}: {} applied{}",
+                dir.display(),
+                applied.len(),
+                listed(&applied)
+            );
+        }
+        sink::prepare_target_with(&client, &src.plan, create).await?;
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&PREPARE_LOCK])
+            .await
+            .map_err(|e| Error::from_pg("unlock the target after its preparation", e))?;
     }
-    let xid: i64 = client
-        .query_one("SELECT txid_current()", &[])
-        .await
-        .map_err(|e| Error::from_pg("read the transaction id", e))?
-        .get(0);
-    Ok(Some((xid & 0xffff_ffff) as u32))
+    if src.plan.from_file {
+        let xid: i64 = client
+            .query_one("SELECT txid_current()", &[])
+            .await
+            .map_err(|e| Error::from_pg("read the transaction id", e))?
+            .get(0);
+        prepared.run_xid = Some((xid & 0xffff_ffff) as u32);
+    }
+    if args.dry_run {
+        // Before the writers' connections repeat the setup: what this one created would make
+        // them wait until its end.
+        client
+            .batch_execute("ROLLBACK")
+            .await
+            .map_err(|e| Error::from_pg("roll back the dry run's setup", e))?;
+    }
+    Ok(prepared)
+}
+
+/// ` (a, b)`, or nothing for an empty list.
+fn listed(names: &[String]) -> String {
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", names.join(", "))
+    }
+}
+
+fn print_dry_run_banner(args: &MigrateArgs, changed: &sink::dry_run::Changed) {
+    eprintln!("ddb2pg: dry run: every batch is rolled back; the checkpoint is not touched");
+    if let Some(dir) = &args.migrations {
+        eprintln!(
+            "ddb2pg: dry run: migrations in {}: {} would be applied{}",
+            dir.display(),
+            changed.applied.len(),
+            listed(&changed.applied)
+        );
+    }
+    if !changed.tables.is_empty() {
+        eprintln!(
+            "ddb2pg: dry run: would create table {}",
+            changed.tables.join(", ")
+        );
+    }
+    if changed.any() {
+        eprintln!(
+            "ddb2pg: dry run: these changes are made inside the dry run's transaction and rolled \
+             back; PostgreSQL shows uncommitted changes of the schema to one connection only, so \
+             this dry run writes through one connection"
+        );
+    }
 }
 
 /// What the load and the follower share: counters, rejects, the stop signal.
@@ -164,7 +258,7 @@ async fn execute(
     args: &MigrateArgs,
     src: &Resolved,
     run: &Run,
-    run_xid: Option<u32>,
+    prepared: &Prepared,
     stream: Option<Stream>,
 ) -> (Ended, Arc<Stats>) {
     let (shutdown, _keep_open) = watch::channel(false);
@@ -177,7 +271,7 @@ async fn execute(
     stop_on_signals(shared.shutdown.clone(), shared.interrupted.clone());
     let mut result = Ok(());
     if !run.already_complete {
-        result = run_load(args, src, run, run_xid, &shared).await;
+        result = run_load(args, src, run, prepared, &shared).await;
     }
     let stream_arn = stream.as_ref().map(|s| s.arn.clone());
     let mut follow_end = None;
@@ -229,7 +323,7 @@ async fn run_load(
     args: &MigrateArgs,
     src: &Resolved,
     run: &Run,
-    run_xid: Option<u32>,
+    prepared: &Prepared,
     shared: &Shared,
 ) -> Result<()> {
     run.store.flush()?;
@@ -246,7 +340,7 @@ async fn run_load(
         shared.stats.clone(),
         progress_rx,
     ));
-    let result = match load_job(args, src, run, run_xid, shared) {
+    let result = match load_job(args, src, run, prepared, shared) {
         Ok(job) => pipeline::run(job, run.pending.clone(), shared.shutdown.clone()).await,
         Err(e) => Err(e),
     };
@@ -259,7 +353,7 @@ fn load_job(
     args: &MigrateArgs,
     src: &Resolved,
     run: &Run,
-    run_xid: Option<u32>,
+    prepared: &Prepared,
     shared: &Shared,
 ) -> Result<Arc<Job>> {
     let origin = &src.origin;
@@ -281,15 +375,18 @@ fn load_job(
         plan: src.plan.clone(),
         target_url: src.target_url.clone(),
         total_segments: run.segments,
-        concurrency: args.scan.concurrency_for(origin.export.is_some()),
+        concurrency: match prepared.one_writer {
+            true => 1,
+            false => args.scan.concurrency_for(origin.export.is_some()),
+        },
         page_size: args.scan.batch_size,
         max_memory: args.max_memory,
         store: run.store.clone(),
         rejects: shared.rejects.clone(),
         stats: shared.stats.clone(),
-        run_xid,
+        run_xid: prepared.run_xid,
         retry: retry_policy(args),
-        dry_run: args.dry_run,
+        dry_run: prepared.dry.clone(),
         limit: args.limit.map(std::sync::atomic::AtomicU64::new),
         stop: shared.shutdown.clone(),
     }))
@@ -336,12 +433,14 @@ fn finish(
         args,
         target_id: &src.target_id,
         plan: &src.plan,
-        segments: run.segments,
+        segments: run.owned,
+        shard: src.shard,
         segments_skipped: run.segments_skipped,
         segments_resumed: run.segments_resumed,
         already_complete: run.already_complete,
-        checkpoint: run.files.checkpoint.clone(),
+        checkpoint: run.store.path().to_path_buf(),
         rejects: run.rejects_path.clone(),
+        rejects_shown: run.rejects_shown.clone(),
         duration_s: started.elapsed().as_secs_f64(),
     };
     let status = outcome::status_of(&ended, &facts, &cp);

@@ -6,8 +6,9 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::checkpoint::{Checkpoint, Lock, RunFiles, Settings, Store};
+use crate::checkpoint::{self, Checkpoint, Held, Names, Settings, Storage, Store, Tag};
 use crate::cli::MigrateArgs;
 use crate::error::{Error, Result};
 use crate::rejects::Rejects;
@@ -18,18 +19,24 @@ use super::{default_segments, Resolved};
 
 /// Step 3's result: the run's files, held lock and checkpoint store, and what is left to do.
 pub(super) struct Run {
-    pub(super) files: RunFiles,
-    /// Held to the end of the run (none for a dry run of a local source).
-    pub(super) _lock: Option<Lock>,
+    /// Held to the end of the run (none for a dry run of a local source). First field: dropped
+    /// (released) before the storage it lives in.
+    pub(super) _lock: Option<Box<dyn Held>>,
     pub(super) store: Arc<Store>,
+    /// The total of segments (of all shards).
     pub(super) segments: u32,
+    /// The segments of this run (its shard's, or all).
+    pub(super) owned: u32,
     pub(super) pending: Vec<u32>,
     pub(super) segments_skipped: u64,
     pub(super) segments_resumed: u64,
     pub(super) items_before: u64,
     pub(super) already_complete: bool,
-    /// This run's rejects file (a dry run's own, emptied each time).
+    /// This run's rejects file, local (a dry run's own, emptied each time); with an s3://
+    /// checkpoint dir, the local copy of the stored one.
     pub(super) rejects_path: PathBuf,
+    /// Where the rejects are kept, as shown (a path or an s3:// URL).
+    pub(super) rejects_shown: String,
 }
 
 pub(super) async fn open_run(
@@ -38,48 +45,51 @@ pub(super) async fn open_run(
     stream: Option<&Stream>,
 ) -> Result<Run> {
     let info = &src.origin.info;
-    let dir = &args.checkpoint_dir;
-    crate::private::dir(dir)?;
-    let files = RunFiles::new(dir, &info.name, &info.arn, &src.target_id);
-    files.secure()?;
-    let lock = lock_and_download(args, src, &files).await?;
-    let cp = checkpoint_for(args, src, &files, stream)?;
+    let storage = src.storage.clone();
+    let names = Names::new(&info.name, &info.arn, &src.target_id, src.shard);
+    storage.secure(&names)?;
+    let lock = lock_and_download(args, src, &names).await?;
+    let local_rejects = storage.local_dir()?.join(&names.rejects);
+    let (cp, tag) = checkpoint_for(args, src, &names, stream, &local_rejects)?;
     let segments = cp.settings.segments;
+    let owned = cp.owned();
     let segments_skipped = cp.segments_done() as u64;
-    let segments_resumed = cp
-        .segments
+    let segments_resumed = owned
         .iter()
-        .filter(|s| !s.done && s.cursor.is_some())
+        .filter(|&&i| !cp.segments[i as usize].done && cp.segments[i as usize].cursor.is_some())
         .count() as u64;
     let items_before: u64 = cp.segments.iter().map(|s| s.items).sum();
-    let pending: Vec<u32> = (0..segments)
+    let pending: Vec<u32> = owned
+        .iter()
+        .copied()
         .filter(|&i| !cp.segments[i as usize].done)
         .collect();
     let already_complete = cp.complete;
     let dry = args.dry_run;
-    let store = Arc::new(if dry {
-        Store::in_memory(files.checkpoint.clone(), cp)
-    } else {
-        Store::new(files.checkpoint.clone(), cp)
-    });
-    let rejects_path = if dry {
-        let p = files.rejects.with_extension("dry-run.jsonl");
+    let (rejects_path, rejects_shown) = if dry {
+        let p = local_rejects.with_extension("dry-run.jsonl");
         let _ = std::fs::remove_file(&p);
-        p
+        (p.clone(), p.display().to_string())
     } else {
-        files.rejects.clone()
+        (local_rejects.clone(), storage.show(&names.rejects))
     };
+    let store = Arc::new(if dry {
+        Store::in_memory(storage, names.clone(), local_rejects, cp)
+    } else {
+        Store::new(storage, names.clone(), local_rejects, tag, cp)
+    });
     Ok(Run {
-        files,
         _lock: lock,
         store,
         segments,
+        owned: owned.len() as u32,
         pending,
         segments_skipped,
         segments_resumed,
         items_before,
         already_complete,
         rejects_path,
+        rejects_shown,
     })
 }
 
@@ -88,12 +98,13 @@ pub(super) async fn open_run(
 async fn lock_and_download(
     args: &MigrateArgs,
     src: &Resolved,
-    files: &RunFiles,
-) -> Result<Option<Lock>> {
+    names: &Names,
+) -> Result<Option<Box<dyn Held>>> {
     let dry = args.dry_run;
+    let lease = Duration::from_secs(args.lock_lease);
     let lock = match (dry, &src.origin.download) {
         (true, None) => None,
-        _ => Some(Lock::acquire(&files.lock)?),
+        _ => Some(take_lock(src.storage.as_ref(), &names.lock, lease, args.lock_wait).await?),
     };
     if let Some(download) = &src.origin.download {
         download.run().await?;
@@ -101,106 +112,177 @@ async fn lock_and_download(
     if dry {
         return Ok(None);
     }
-    Checkpoint::remove_leftover_tmp(&files.checkpoint);
     Ok(lock)
 }
 
-/// The checkpoint this run continues (or a new one), checked against this run's settings, with
-/// the stream attached and the reject lines of batches the last run did not commit cut.
+/// The lock, waiting up to `wait_s` while a live run holds it (`--lock-wait`).
+async fn take_lock(
+    storage: &dyn Storage,
+    name: &str,
+    lease: Duration,
+    wait_s: u64,
+) -> Result<Box<dyn Held>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(wait_s);
+    let mut said = false;
+    loop {
+        let err = match storage.lock(name, lease) {
+            Ok(l) => return Ok(l),
+            Err(e) => e,
+        };
+        let held = storage.lock_state(name);
+        if !held.running || std::time::Instant::now() >= deadline {
+            return Err(err);
+        }
+        if !said {
+            eprintln!(
+                "ddb2pg: {} is held by {}; waiting up to {wait_s} s (--lock-wait)",
+                storage.show(name),
+                held.holder.as_deref().unwrap_or("another run")
+            );
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// The checkpoint this run continues (or a new one) and the version read, checked against
+/// this run's settings (and, for a shard, its siblings'), with the stream attached and the
+/// reject lines of batches the last run did not commit cut.
 fn checkpoint_for(
     args: &MigrateArgs,
     src: &Resolved,
-    files: &RunFiles,
+    names: &Names,
     stream: Option<&Stream>,
-) -> Result<Checkpoint> {
+    local_rejects: &std::path::Path,
+) -> Result<(Checkpoint, Tag)> {
+    let storage = src.storage.as_ref();
     let dry = args.dry_run;
     let existing = if dry {
         None
     } else if args.restart {
-        discard_checkpoint(files)?;
+        discard_checkpoint(storage, names)?;
         None
     } else {
-        Checkpoint::load(&files.checkpoint)?
+        Checkpoint::load_from(storage, &names.checkpoint)?
     };
-    let info = &src.origin.info;
-    let segments = match &src.origin.export {
-        // An export's segments are its files.
-        Some(e) => e.files.len() as u32,
-        None => args
-            .scan
-            .segments
-            .or(existing.as_ref().map(|c| c.settings.segments))
-            .unwrap_or_else(|| default_segments(args.scan.concurrency_for(false), info.size_bytes)),
-    };
-    let settings = Settings {
-        source: info.arn.clone(),
-        target: src.target_id.clone(),
-        mapping: src.plan.fingerprint_label(),
-        segments,
-    };
-    let mut cp = match existing {
-        Some(cp) => {
+    let settings = settings_for(args, src, names, existing.as_ref().map(|(c, _)| c))?;
+    let (mut cp, tag) = match existing {
+        Some((cp, tag)) => {
             let diffs = cp.settings.differences(&settings);
             if !diffs.is_empty() {
                 return Err(Error::config(format!(
                     "checkpoint {} was written under different settings:\n  - {}\n\
                      resume with the original settings, or add --restart to discard the \
                      checkpoint and start over (rows already written are upserted again, not duplicated)",
-                    files.checkpoint.display(),
+                    storage.show(&names.checkpoint),
                     diffs.join("\n  - ")
                 )));
             }
-            cp
+            (cp, tag)
         }
-        None => Checkpoint::new(settings),
+        None => match stream.filter(|_| src.shard.is_none()) {
+            // --follow after a sharded load: the shards' segments, followed from their start.
+            Some(s) => match super::after_shards::adopt(storage, names, &settings, s)? {
+                Some(cp) => (cp, Tag::Absent),
+                None => (Checkpoint::new(settings), Tag::Absent),
+            },
+            None => (Checkpoint::new(settings), Tag::Absent),
+        },
     };
     if let Some(s) = stream {
         crate::follow::attach(&mut cp, s)?;
     }
+    if dry {
+        return Ok((cp, tag));
+    }
+    // A run on another machine: the stored rejects become the local file appended to.
+    storage.fetch(&names.rejects, local_rejects)?;
     // Reject lines a killed run wrote for pages it did not commit: those pages are read again.
-    if let (Some(n), false) = (cp.rejects_bytes, dry) {
-        let cut = Rejects::trim_to(&files.rejects, n)?;
+    if let Some(n) = cp.rejects_bytes {
+        let cut = Rejects::trim_to(local_rejects, n)?;
         if cut > 0 {
             eprintln!(
                 "ddb2pg: removed {cut} bytes of reject lines from {} that belong to batches the \
                  last run did not commit (they are processed again)",
-                files.rejects.display()
+                storage.show(&names.rejects)
             );
+            storage.publish(&names.rejects, local_rejects)?;
         }
     }
-    Ok(cp)
+    Ok((cp, tag))
 }
 
-/// `--restart`: the checkpoint removed, the earlier rejects set aside.
-fn discard_checkpoint(files: &RunFiles) -> Result<()> {
-    match std::fs::remove_file(&files.checkpoint) {
-        Ok(()) => eprintln!(
+/// The settings this run's checkpoint must have. The segment total: an export's files; else
+/// `--segments`, the checkpoint's, a sibling shard's, or (unsharded) the default from the
+/// table's size. Shards must agree on it (see `checkpoint::siblings_agree`).
+fn settings_for(
+    args: &MigrateArgs,
+    src: &Resolved,
+    names: &Names,
+    existing: Option<&Checkpoint>,
+) -> Result<Settings> {
+    let info = &src.origin.info;
+    let given = match &src.origin.export {
+        // An export's segments are its files.
+        Some(e) => Some(e.files.len() as u32),
+        None => args.scan.segments.or(existing.map(|c| c.settings.segments)),
+    };
+    let siblings = match src.shard {
+        Some(shard) => checkpoint::siblings_agree(src.storage.as_ref(), &names.base, shard, given)?,
+        None => None,
+    };
+    let fallback = default_segments(args.scan.concurrency_for(false), info.size_bytes);
+    let segments = match (given.or(siblings), src.shard) {
+        (Some(n), _) => n,
+        (None, None) => fallback,
+        (None, Some(shard)) => {
+            return Err(Error::config(format!(
+                "shard {shard}: give --segments (the same number to every shard, e.g. \
+                 --segments {}): derived from the table's size, shards started at different \
+                 times could disagree",
+                fallback.max(shard.count).next_multiple_of(shard.count)
+            )))
+        }
+    };
+    if let Some(shard) = src.shard.filter(|s| s.count > segments) {
+        return Err(Error::config(format!(
+            "shard {shard}: {segments} segments for {} shards leaves some shards nothing to do; \
+             give --segments of at least {} (a multiple of the shard count)",
+            shard.count, shard.count
+        )));
+    }
+    Ok(Settings {
+        source: info.arn.clone(),
+        target: src.target_id.clone(),
+        mapping: src.plan.fingerprint_label(),
+        segments,
+        shard: src.shard,
+    })
+}
+
+/// `--restart`: the checkpoint removed, the earlier rejects set aside (kept, with the time in
+/// their name) rather than appended to twice.
+fn discard_checkpoint(storage: &dyn Storage, names: &Names) -> Result<()> {
+    if storage.read(&names.checkpoint)?.is_some() {
+        storage.remove(&names.checkpoint)?;
+        eprintln!(
             "ddb2pg: --restart: discarded {}",
-            files.checkpoint.display()
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::file(&files.checkpoint, e)),
+            storage.show(&names.checkpoint)
+        );
     }
-    set_rejects_aside(&files.rejects)
-}
-
-/// `--restart`: the run rejects its items again, so the old rejects file is renamed (kept,
-/// with the time in its name) rather than appended to twice.
-fn set_rejects_aside(path: &std::path::Path) -> Result<()> {
-    if !path.exists() {
-        return Ok(());
+    let stem = names.rejects.trim_end_matches(".jsonl");
+    let old = format!("{stem}.{}.jsonl", checkpoint::now_secs());
+    if storage.rename(&names.rejects, &old)? {
+        eprintln!(
+            "ddb2pg: --restart: the earlier rejects are kept in {}",
+            storage.show(&old)
+        );
     }
-    let old = path.with_extension(format!("{}.jsonl", crate::checkpoint::now_secs()));
-    std::fs::rename(path, &old).map_err(|e| Error::file(path, e))?;
-    eprintln!(
-        "ddb2pg: --restart: the earlier rejects are kept in {}",
-        old.display()
-    );
     Ok(())
 }
 
 /// Whether this run's checkpoint (read-only peek) already follows a stream.
-pub(super) fn follows_already(args: &MigrateArgs, info: &TableInfo, target_id: &str) -> bool {
-    let files = RunFiles::new(&args.checkpoint_dir, &info.name, &info.arn, target_id);
-    matches!(Checkpoint::load(&files.checkpoint), Ok(Some(cp)) if cp.stream.is_some())
+pub(super) fn follows_already(storage: &dyn Storage, info: &TableInfo, target_id: &str) -> bool {
+    let names = Names::new(&info.name, &info.arn, target_id, None);
+    matches!(Checkpoint::load_from(storage, &names.checkpoint), Ok(Some((cp, _))) if cp.stream.is_some())
 }

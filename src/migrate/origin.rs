@@ -30,7 +30,7 @@ impl Origin {
 }
 
 /// `--key PK[:S|N|B][,SK[:S|N|B]]` (type S by default).
-pub(super) fn parse_key(spec: &str) -> Result<Vec<KeyAttr>> {
+pub(crate) fn parse_key(spec: &str) -> Result<Vec<KeyAttr>> {
     spec.split(',')
         .map(|part| {
             let (name, ty) = part.trim().split_once(':').unwrap_or((part.trim(), "S"));
@@ -57,7 +57,12 @@ pub(super) fn parse_key(spec: &str) -> Result<Vec<KeyAttr>> {
         .collect()
 }
 
-pub(super) async fn resolve_origin(args: &MigrateArgs) -> Result<Origin> {
+/// `work_dir`: where an s3:// export is downloaded (the checkpoint directory, or a local
+/// folder of an s3:// one).
+pub(super) async fn resolve_origin(
+    args: &MigrateArgs,
+    work_dir: &std::path::Path,
+) -> Result<Origin> {
     match (&args.table, &args.export) {
         (Some(table), None) => {
             let source = Source::connect(&args.aws).await?;
@@ -74,16 +79,18 @@ pub(super) async fn resolve_origin(args: &MigrateArgs) -> Result<Origin> {
             })
         }
         (None, Some(path)) => {
+            // The folder, also when given its manifest-summary.json (what AWS's console shows).
+            let path = &crate::source::export::folder_of(path);
             let text = path.to_string_lossy().to_string();
             let (export, download, downloads) = if let Some(rest) = text.strip_prefix("s3://") {
                 // Downloaded next to the checkpoint (files already there intact are not
                 // fetched again), once the run holds its lock: here only listed.
-                let dest = crate::downloads::Downloads::dir_for(&args.checkpoint_dir, rest);
+                let dest = crate::downloads::Downloads::dir_for(work_dir, rest);
                 let download =
                     crate::source::s3::prepare(&args.aws, &args.s3_endpoint_url, &text, &dest)
                         .await?;
                 // Only now, the key list checked, is anything created.
-                let d = crate::downloads::Downloads::open(&args.checkpoint_dir, rest)?;
+                let d = crate::downloads::Downloads::open(work_dir, rest)?;
                 (download.export.clone(), Some(download), Some(d))
             } else {
                 (crate::source::export::open(path)?, None, None)
@@ -116,12 +123,35 @@ pub(super) async fn resolve_origin(args: &MigrateArgs) -> Result<Origin> {
     }
 }
 
-/// The mapping file's plan, or the default mapping.
+/// The mapping file's plan, or the default mapping (into `--target-table` when given).
 pub(super) fn load_plan(args: &MigrateArgs, info: &TableInfo) -> Result<Plan> {
     match &args.mapping {
         Some(path) => crate::mapping::load(path),
-        None => Plan::default_checked(info),
+        None => {
+            let mut plan = Plan::default_checked(info)?;
+            if let (Some(spec), Some(t)) = (&args.target_table, plan.tables.first_mut()) {
+                (t.schema, t.name) = parse_target_table(spec)?;
+            }
+            Ok(plan)
+        }
     }
+}
+
+/// `--target-table NAME` or `SCHEMA.NAME`: names as written, each a name PostgreSQL keeps whole.
+pub(super) fn parse_target_table(spec: &str) -> Result<(Option<String>, String)> {
+    let (schema, name) = match spec.split_once('.') {
+        Some((s, n)) => (Some(s), n),
+        None => (None, spec),
+    };
+    for part in schema.iter().chain([&name]) {
+        if part.is_empty() || part.len() > crate::plan::MAX_IDENT_BYTES {
+            return Err(Error::config(format!(
+                "--target-table {spec:?}: expected NAME or SCHEMA.NAME, each 1 to {} bytes",
+                crate::plan::MAX_IDENT_BYTES
+            )));
+        }
+    }
+    Ok((schema.map(str::to_string), name.to_string()))
 }
 
 pub(super) fn read_limiter(
@@ -135,5 +165,27 @@ pub(super) fn read_limiter(
         Some(n) => Err(Error::config(format!(
             "--max-read-units {n}: expected a positive number of read capacity units per second"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_target_table;
+
+    #[test]
+    fn target_table_is_a_name_or_schema_dot_name_taken_as_written() {
+        let ok = |s: &str| parse_target_table(s).ok();
+        assert_eq!(ok("full"), Some((None, "full".to_string())));
+        assert_eq!(
+            ok("app.Users 2"),
+            Some((Some("app".to_string()), "Users 2".to_string()))
+        );
+        for bad in ["", ".t", "s.", &"x".repeat(64)] {
+            let e = parse_target_table(bad).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains("SCHEMA.NAME")),
+                "{bad:?}: {e:?}"
+            );
+        }
     }
 }

@@ -27,12 +27,16 @@ pub(super) struct Facts<'a> {
     pub(super) args: &'a MigrateArgs,
     pub(super) target_id: &'a str,
     pub(super) plan: &'a Plan,
-    pub(super) segments: u32,
     pub(super) segments_skipped: u64,
     pub(super) segments_resumed: u64,
     pub(super) already_complete: bool,
+    /// This run's segments: its shard's, or all.
+    pub(super) segments: u32,
+    pub(super) shard: Option<crate::shard::Shard>,
     pub(super) checkpoint: PathBuf,
+    /// The local rejects file, and where it is kept (a path or an s3:// URL).
     pub(super) rejects: PathBuf,
+    pub(super) rejects_shown: String,
     pub(super) duration_s: f64,
 }
 
@@ -118,7 +122,8 @@ pub(super) fn report(
         },
         checkpoint: facts.checkpoint.display().to_string(),
         rejects_file: (rejected_total > 0 || facts.rejects.exists())
-            .then(|| facts.rejects.display().to_string()),
+            .then(|| facts.rejects_shown.clone()),
+        shard: facts.shard.map(|s| s.to_string()),
         error: ended.result.as_ref().err().map(|e| e.to_string()),
         changes_unsure: Stats::get(&stats.changes_unsure),
         unsure_reason: stats

@@ -17,7 +17,7 @@ use crate::source::scan::SegmentScan;
 /// `--scan-only`: read, decode and map every item; write nothing.
 pub(super) async fn scan_only(args: MigrateArgs) -> Result<u8> {
     let started = Instant::now();
-    let origin = resolve_origin(&args).await?;
+    let origin = resolve_origin(&args, &args.checkpoint_dir).await?;
     let (Some(source), info) = (origin.source, origin.info) else {
         return Err(Error::config(
             "--scan-only reads a live table: give --table",

@@ -20,8 +20,18 @@
 //! SELECT (SELECT count(*) FROM src), count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
 //! ```
 //!
+//! The staging tables have the target columns' own types (not the mapping's): the rows' text
+//! is read by the same input function either way, so both ways write the same value. A
+//! mapping type that differs from the column's (`numeric` into `integer`, `timestamptz` into
+//! `timestamp`) is converted by the column type's input, never by a cast: `1.5` is refused
+//! by an `integer` column (the item goes to the rejects file) instead of being rounded, and
+//! `2024-05-01T10:00:00+00:00` lands in a `timestamp` column as `2024-05-01 10:00:00`, its
+//! UTC time, whatever the session's time zone.
+//!
 //! `DISTINCT ON` keeps the last of repeated keys in a batch (no SQLSTATE 21000), and the
-//! `WHERE ... IS DISTINCT FROM` makes a re-run rewrite nothing. A batch whose keys are all
+//! `WHERE ... IS DISTINCT FROM` makes a re-run rewrite nothing. A column whose type has no
+//! `=` operator (json above all) is compared by its text there: json keeps its text as
+//! written, so a row is rewritten when its text changes, and ends as a fresh load writes it. A batch whose keys are all
 //! different (checked here, by their text) uses the same statement without `DISTINCT ON`, which
 //! saves PostgreSQL a sort; should two keys still be equal to PostgreSQL (say `1.0` and `1` in
 //! a numeric key), it refuses with 21000 and the batch is written again with `DISTINCT ON`.
@@ -31,18 +41,24 @@
 //! 1, 2, 4 ... 64 upserts in a row that found no existing key. A re-run over a loaded table
 //! thus pays one failed COPY per connection; a resumed run, one per segment it resumes.
 
+pub mod dry_run;
 pub mod resilient;
+mod statements;
 mod target;
 
-pub use target::{prepare_target, prepare_target_with};
+pub use dry_run::DryRun;
+pub use target::{prepare_target, prepare_target_created, prepare_target_with};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
 
+use dry_run::Scope;
+use statements::upsert_sql;
+
 use crate::error::{Error, Result};
-use crate::plan::{ident, Plan, TablePlan};
+use crate::plan::{ident, Plan};
 use crate::transform::{Cell, Row};
 
 /// What one batch did, per table.
@@ -137,8 +153,8 @@ pub enum Path {
 pub struct Sink {
     client: Client,
     tables: Vec<TableSink>,
-    /// Roll every batch back instead of committing it (`--dry-run`).
-    pub dry_run: bool,
+    /// Roll every batch back to the dry run's savepoint instead of committing it.
+    dry_run: bool,
     /// Whether to try the direct way next.
     mode: Mode,
     /// The way the last batch was written.
@@ -155,14 +171,40 @@ impl Sink {
     /// With `run_xid` (the 32-bit transaction id at the start of the run), each batch also
     /// counts the keys that earlier transactions of this run wrote: collisions across batches.
     pub async fn open_with(url: &str, plan: &Plan, run_xid: Option<u32>) -> Result<Sink> {
+        Self::open_inner(url, plan, run_xid, None).await
+    }
+
+    /// A dry run's sink: its connection stays in one transaction, where `dry`'s setup runs
+    /// first, and every batch is rolled back (see `dry_run`).
+    pub async fn open_dry(
+        url: &str,
+        plan: &Plan,
+        run_xid: Option<u32>,
+        dry: &DryRun,
+    ) -> Result<Sink> {
+        Self::open_inner(url, plan, run_xid, Some(dry)).await
+    }
+
+    async fn open_inner(
+        url: &str,
+        plan: &Plan,
+        run_xid: Option<u32>,
+        dry: Option<&DryRun>,
+    ) -> Result<Sink> {
         let client = connect(url).await?;
+        if let Some(dry) = dry {
+            dry_run::begin(&client, plan, dry).await?;
+        }
         let mut tables = Vec::with_capacity(plan.tables.len());
         for (i, t) in plan.tables.iter().enumerate() {
             let stage = format!("ddb2pg_stage_{i}");
+            // The target's own types: see the module's documentation.
+            let types = target::column_types(&client, t).await?;
             let cols: Vec<String> = t
                 .columns
                 .iter()
-                .map(|c| format!("{} {}", ident(&c.name), c.ty.sql()))
+                .zip(&types)
+                .map(|(c, ty)| format!("{} {}", ident(&c.name), ty.sql_type))
                 .collect();
             let seq = ident(&t.seq_column());
             client
@@ -178,8 +220,9 @@ impl Sink {
                 names.join(", ")
             );
             let direct_copy = format!("COPY {} ({}) FROM STDIN", t.sql_name(), names.join(", "));
+            let by_text: Vec<bool> = types.iter().map(|c| c.by_text).collect();
             let prepare = |distinct: bool| {
-                let sql = upsert_sql(t, &stage, run_xid, distinct);
+                let sql = upsert_sql(t, &by_text, &stage, run_xid, distinct);
                 let client = &client;
                 async move {
                     client.prepare(&sql).await.map_err(|e| {
@@ -212,10 +255,13 @@ impl Sink {
                 buf: BytesMut::with_capacity(1 << 20),
             });
         }
+        if dry.is_some() {
+            dry_run::savepoint(&client).await?;
+        }
         Ok(Sink {
             client,
             tables,
-            dry_run: false,
+            dry_run: dry.is_some(),
             mode: Mode::direct(),
             last_path: None,
             // For measuring what the direct way buys (scripts/bench.sh); not a user setting.
@@ -239,6 +285,28 @@ impl Sink {
             .collect()
     }
 
+    /// As `encode`, with only the key cells: a deletion needs nothing else, and a value the
+    /// target's type refuses (the refused write whose old rows are deleted) must not stop it.
+    fn encode_keys(&mut self, rows: &[Row]) -> Vec<(Bytes, u64)> {
+        let keys_only: Vec<Row> = rows
+            .iter()
+            .map(|row| {
+                let key = &self.tables[row.table].key;
+                let cells = (0..row.cells.len())
+                    .map(|i| match (key.contains(&i), row.cells.get(i)) {
+                        (true, Some(c)) => c.clone(),
+                        _ => Cell::Null,
+                    })
+                    .collect();
+                Row {
+                    table: row.table,
+                    cells,
+                }
+            })
+            .collect();
+        self.encode(&keys_only, true)
+    }
+
     /// Whether two rows of a table have the same key (by text: PostgreSQL may still find
     /// keys equal that differ in text, see the module's documentation).
     fn has_repeated_keys(&self, rows: &[Row]) -> bool {
@@ -259,17 +327,6 @@ impl Sink {
             }
         }
         false
-    }
-
-    /// Commit, or roll back in a dry run.
-    async fn finish(tx: tokio_postgres::Transaction<'_>, dry_run: bool) -> Result<()> {
-        if dry_run {
-            tx.rollback()
-                .await
-                .map_err(|e| Error::from_pg("rollback", e))
-        } else {
-            tx.commit().await.map_err(|e| Error::from_pg("commit", e))
-        }
     }
 
     /// Write `rows` in one transaction; returns per-table counts once committed.
@@ -311,14 +368,14 @@ impl Sink {
         &mut self,
         data: &[(Bytes, u64)],
     ) -> Result<Vec<TableCounts>, tokio_postgres::Error> {
-        let tx = self.client.transaction().await?;
+        let tx = Scope::begin(&mut self.client, self.dry_run).await?;
         let mut counts = vec![TableCounts::default(); self.tables.len()];
         for (i, t) in self.tables.iter().enumerate() {
             let (bytes, n) = &data[i];
             if *n == 0 {
                 continue;
             }
-            copy_raw(&tx, &t.direct_copy, bytes.clone()).await?;
+            copy_raw(tx.client(), &t.direct_copy, bytes.clone()).await?;
             counts[i] = TableCounts {
                 staged: *n,
                 distinct: *n,
@@ -327,11 +384,7 @@ impl Sink {
                 earlier: 0,
             };
         }
-        if self.dry_run {
-            tx.rollback().await?;
-        } else {
-            tx.commit().await?;
-        }
+        tx.end().await?;
         Ok(counts)
     }
 
@@ -348,9 +401,7 @@ impl Sink {
             Path::Upsert
         });
         let mut counts = vec![TableCounts::default(); self.tables.len()];
-        let tx = self
-            .client
-            .transaction()
+        let tx = Scope::begin(&mut self.client, self.dry_run)
             .await
             .map_err(|e| Error::from_pg("begin", e))?;
         for (i, t) in self.tables.iter().enumerate() {
@@ -358,13 +409,13 @@ impl Sink {
             if *n == 0 {
                 continue;
             }
-            copy_to(&tx, &t.stage_copy, bytes.clone()).await?;
+            copy_to(tx.client(), &t.stage_copy, bytes.clone()).await?;
             let statement = if distinct {
                 &t.upsert_distinct
             } else {
                 &t.upsert
             };
-            let r = match tx.query_one(statement, &[]).await {
+            let r = match tx.client().query_one(statement, &[]).await {
                 Ok(r) => r,
                 Err(e) if !distinct && e.code() == Some(&SqlState::CARDINALITY_VIOLATION) => {
                     return Err(PgOr::Pg(e))
@@ -379,17 +430,15 @@ impl Sink {
                 earlier: r.get::<_, i64>(3) as u64,
             };
         }
-        Self::finish(tx, self.dry_run).await?;
+        tx.end().await.map_err(|e| Error::from_pg("commit", e))?;
         Ok(counts)
     }
 
     /// Delete the rows with the keys of `rows` (only their key cells matter), in one
     /// transaction; returns how many rows were deleted.
     pub async fn delete(&mut self, rows: &[Row]) -> Result<u64> {
-        let data = self.encode(rows, true);
-        let tx = self
-            .client
-            .transaction()
+        let data = self.encode_keys(rows);
+        let tx = Scope::begin(&mut self.client, self.dry_run)
             .await
             .map_err(|e| Error::from_pg("begin", e))?;
         let mut deleted = 0;
@@ -399,13 +448,14 @@ impl Sink {
             if *n == 0 {
                 continue;
             }
-            copy_to(&tx, &t.stage_copy, bytes.clone()).await?;
+            copy_to(tx.client(), &t.stage_copy, bytes.clone()).await?;
             deleted += tx
+                .client()
                 .execute(&t.delete, &[])
                 .await
                 .map_err(|e| Error::from_pg("delete", e))?;
         }
-        Self::finish(tx, self.dry_run).await?;
+        tx.end().await.map_err(|e| Error::from_pg("commit", e))?;
         Ok(deleted)
     }
 }
@@ -439,70 +489,21 @@ impl PgOr {
 }
 
 /// COPY an encoded buffer with `sql` (a `COPY ... FROM STDIN`).
-async fn copy_to(tx: &tokio_postgres::Transaction<'_>, sql: &str, data: Bytes) -> Result<()> {
+async fn copy_to(tx: &Client, sql: &str, data: Bytes) -> Result<()> {
     copy_raw(tx, sql, data)
         .await
-        .map_err(|e| Error::from_pg("copy into staging table", e))
+        // Typed as the target, the staging table refuses what the target refuses, with the
+        // same words as the direct COPY: a reject's reason does not depend on the way taken.
+        .map_err(|e| Error::from_pg("copy into the target", e))
 }
 
 /// As `copy_to`, with PostgreSQL's error as it is.
-async fn copy_raw(
-    tx: &tokio_postgres::Transaction<'_>,
-    sql: &str,
-    data: Bytes,
-) -> Result<(), tokio_postgres::Error> {
+async fn copy_raw(tx: &Client, sql: &str, data: Bytes) -> Result<(), tokio_postgres::Error> {
     let sink = tx.copy_in::<_, Bytes>(sql).await?;
     futures_util::pin_mut!(sink);
     sink.send(data).await?;
     sink.finish().await?;
     Ok(())
-}
-
-fn upsert_sql(t: &TablePlan, stage: &str, run_xid: Option<u32>, distinct: bool) -> String {
-    let (all, key, rest) = t.quoted_columns();
-    let on_conflict = if rest.is_empty() {
-        "DO NOTHING".to_string()
-    } else {
-        let set: Vec<String> = rest.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
-        let old: Vec<String> = rest.iter().map(|c| format!("t.{c}")).collect();
-        let new: Vec<String> = rest.iter().map(|c| format!("EXCLUDED.{c}")).collect();
-        format!(
-            "DO UPDATE SET {} WHERE ROW({}) IS DISTINCT FROM ROW({})",
-            set.join(", "),
-            old.join(", "),
-            new.join(", ")
-        )
-    };
-    // Rows already in the target that a transaction of this run wrote (xmin newer than the
-    // run's start; wraparound-safe through age()). The CTE sees the table before this INSERT.
-    let earlier = match run_xid {
-        Some(xid) => format!(
-            ", old AS (SELECT 1 FROM {target} t JOIN src USING ({key}) WHERE age(t.xmin) <= age('{xid}'::xid))",
-            target = t.sql_name(),
-            key = key.join(", "),
-        ),
-        None => ", old AS (SELECT 1 WHERE false)".to_string(),
-    };
-    let src = if distinct {
-        format!(
-            "SELECT DISTINCT ON ({key}) {all} FROM pg_temp.{stage} ORDER BY {key}, {seq} DESC",
-            key = key.join(", "),
-            all = all.join(", "),
-            seq = ident(&t.seq_column()),
-        )
-    } else {
-        format!("SELECT {} FROM pg_temp.{stage}", all.join(", "))
-    };
-    format!(
-        "WITH src AS ({src}){earlier}, \
-         up AS (INSERT INTO {target} AS t ({all}) SELECT {all} FROM src ON CONFLICT ({key}) {on_conflict} \
-         RETURNING (xmax = 0) AS inserted) \
-         SELECT (SELECT count(*) FROM src), count(*) FILTER (WHERE inserted), \
-         count(*) FILTER (WHERE NOT inserted), (SELECT count(*) FROM old) FROM up",
-        key = key.join(", "),
-        all = all.join(", "),
-        target = t.sql_name(),
-    )
 }
 
 /// Send one buffer of COPY text rows and finish the COPY.

@@ -87,8 +87,8 @@ pub struct RefusedItem {
 
 pub struct Writer {
     sink: Option<Sink>,
-    /// Roll every batch back (`--dry-run`).
-    pub dry_run: bool,
+    /// `--dry-run`: every connection runs this setup, and every batch is rolled back.
+    dry: Option<super::DryRun>,
     url: String,
     plan: Arc<Plan>,
     run_xid: Option<u32>,
@@ -104,12 +104,12 @@ impl Writer {
         plan: Arc<Plan>,
         run_xid: Option<u32>,
         policy: RetryPolicy,
-        dry_run: bool,
+        dry: Option<super::DryRun>,
         stop: Option<tokio::sync::watch::Receiver<bool>>,
     ) -> Result<Writer> {
         let mut w = Writer {
             sink: None,
-            dry_run,
+            dry,
             url: url.to_string(),
             plan,
             run_xid,
@@ -134,11 +134,9 @@ impl Writer {
         loop {
             let attempt = match self.sink.as_mut() {
                 Some(sink) => op.run(sink).await,
-                None => match Sink::open_with(&self.url, &self.plan, self.run_xid).await {
-                    Ok(mut sink) => {
-                        sink.dry_run = self.dry_run;
-                        op.run(self.sink.insert(sink)).await
-                    }
+                // A new dry-run connection runs the setup again, in its own transaction.
+                None => match self.open_sink().await {
+                    Ok(sink) => op.run(self.sink.insert(sink)).await,
                     Err(e) => Err(e),
                 },
             };
@@ -162,6 +160,13 @@ impl Writer {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    async fn open_sink(&self) -> Result<Sink> {
+        match &self.dry {
+            Some(dry) => Sink::open_dry(&self.url, &self.plan, self.run_xid, dry).await,
+            None => Sink::open_with(&self.url, &self.plan, self.run_xid).await,
         }
     }
 

@@ -3,7 +3,7 @@
 use tokio_postgres::Client;
 
 use crate::error::{pg_message, Error, Result};
-use crate::plan::{ident, Plan};
+use crate::plan::{ident, Plan, TablePlan};
 
 /// Create missing tables and check existing ones (see `prepare_target_with`).
 pub async fn prepare_target(client: &Client, plan: &Plan) -> Result<()> {
@@ -14,7 +14,17 @@ pub async fn prepare_target(client: &Client, plan: &Plan) -> Result<()> {
 /// column exists, each declared type is assignable to its column, and the key has a unique
 /// index. Missing tables are created when `create` is set. Reports every problem at once.
 pub async fn prepare_target_with(client: &Client, plan: &Plan, create: bool) -> Result<()> {
+    prepare_target_created(client, plan, create).await.map(drop)
+}
+
+/// As `prepare_target_with`; returns the tables it created (as displayed).
+pub async fn prepare_target_created(
+    client: &Client,
+    plan: &Plan,
+    create: bool,
+) -> Result<Vec<String>> {
     let mut problems = Vec::new();
+    let mut created = Vec::new();
     for t in &plan.tables {
         let sql_name = t.sql_name();
         let exists: bool = client
@@ -39,6 +49,7 @@ pub async fn prepare_target_with(client: &Client, plan: &Plan, create: bool) -> 
                 ))
             })?;
             tracing::info!("created table {}", t.display_name());
+            created.push(t.display_name());
             continue;
         }
         let cols: Vec<String> = client
@@ -102,11 +113,60 @@ pub async fn prepare_target_with(client: &Client, plan: &Plan, create: bool) -> 
         }
     }
     if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::config(format!(
-            "the target does not match the mapping:\n  - {}\nfix the target schema (or drop the table to let ddb2pg create it)",
-            problems.join("\n  - ")
-        )))
+        return Ok(created);
     }
+    // Only where this run creates missing tables does dropping one let it be created.
+    let advice = if create {
+        "fix the target schema (or drop the table to let ddb2pg create it)"
+    } else {
+        "fix the target schema"
+    };
+    Err(Error::config(format!(
+        "the target does not match the mapping:\n  - {}\n{advice}",
+        problems.join("\n  - ")
+    )))
+}
+
+/// A target column as the sink writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct TargetColumn {
+    /// Its type as PostgreSQL spells it (`format_type`: `numeric(13,2)`, `character varying(8)`).
+    pub sql_type: String,
+    /// The type has no `=` operator of its own (json, xml, domains, enums, arrays,
+    /// `varchar`): the upsert's change detection compares its text.
+    pub by_text: bool,
+}
+
+/// The target's type of each of `t`'s columns, in the plan's order.
+pub(super) async fn column_types(client: &Client, t: &TablePlan) -> Result<Vec<TargetColumn>> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), NOT EXISTS (\
+             SELECT 1 FROM pg_operator o WHERE o.oprname = '=' AND o.oprleft = a.atttypid \
+             AND o.oprright = a.atttypid) FROM pg_attribute a WHERE a.attrelid = to_regclass($1) \
+             AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&t.sql_name()],
+        )
+        .await
+        .map_err(|e| Error::from_pg("read the target's column types", e))?;
+    t.columns
+        .iter()
+        .map(|c| {
+            let r = rows
+                .iter()
+                .find(|r| r.get::<_, String>(0) == c.name)
+                .ok_or_else(|| {
+                    Error::config(format!(
+                        "table {} has no column {:?} (expected {}): fix the target schema",
+                        t.display_name(),
+                        c.name,
+                        c.ty.sql()
+                    ))
+                })?;
+            Ok(TargetColumn {
+                sql_type: r.get(1),
+                by_text: r.get(2),
+            })
+        })
+        .collect()
 }

@@ -123,11 +123,42 @@ fn find_manifest_dir(tree: &impl Tree, root: &Path) -> Option<PathBuf> {
     (dirs.len() == 1).then(|| dirs.remove(0))
 }
 
-/// Find the data files of the export at `root`.
+/// The manifests AWS writes in an export's folder: the console shows `manifest-summary.json`.
+const MANIFESTS: [&str; 2] = ["manifest-summary.json", "manifest-files.json"];
+
+/// The export folder that `--export` names: the folder itself, or the folder of the
+/// `manifest-summary.json` (or `manifest-files.json`) given instead, local or `s3://`. Either
+/// spelling is the same export (same checkpoint).
+pub fn folder_of(given: &Path) -> PathBuf {
+    let text = given.to_string_lossy();
+    if let Some(rest) = text.strip_prefix("s3://") {
+        for m in MANIFESTS {
+            if let Some(prefix) = rest.strip_suffix(m).and_then(|p| p.strip_suffix('/')) {
+                if !prefix.is_empty() {
+                    return PathBuf::from(format!("s3://{prefix}"));
+                }
+            }
+        }
+        return given.to_path_buf();
+    }
+    let named = given
+        .file_name()
+        .is_some_and(|n| MANIFESTS.iter().any(|m| n == *m));
+    if named && given.is_file() {
+        return match given.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+    }
+    given.to_path_buf()
+}
+
+/// Find the data files of the export at `root` (or of the manifest given: see `folder_of`).
 pub fn open(root: &Path) -> Result<Export> {
+    let root = &folder_of(root);
     if !root.is_dir() {
         return Err(Error::config(format!(
-            "--export {}: not a directory (expected an export's folder with manifest-files.json and data/, or a folder of .json/.json.gz files)",
+            "--export {}: not a directory (expected an export's folder with manifest-files.json and data/, its manifest-summary.json, or a folder of .json/.json.gz files)",
             root.display()
         )));
     }
@@ -372,10 +403,8 @@ pub fn read_file(
     stats: &Stats,
     pages: &mut impl Pages,
 ) -> Result<()> {
-    let f = File::open(path).map_err(|e| Error::Source {
-        message: format!("cannot open {}: {e}", path.display()),
-        retryable: false,
-    })?;
+    // An export's file is a file, not DynamoDB: the error names it and what the OS said.
+    let f = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
     let reader: Box<dyn Read> = if path.to_string_lossy().ends_with(".gz") {
         Box::new(MultiGzDecoder::new(f))
     } else {
@@ -386,15 +415,15 @@ pub fn read_file(
     let mut buf = Vec::new();
     let mut page_bytes = 0;
     loop {
-        let (kind, n) =
-            next_line(&mut lines, &mut buf, MAX_LINE_BYTES).map_err(|e| Error::Source {
-                message: format!(
-                    "{}: cannot be read after line {line_no} ({e}); the file is corrupt or \
-                     truncated: replace it and run the same command again to resume",
-                    path.display()
+        let (kind, n) = next_line(&mut lines, &mut buf, MAX_LINE_BYTES).map_err(|e| {
+            Error::file(
+                path,
+                format!(
+                    "cannot be read after line {line_no}: {e}; if the file is corrupt or \
+                         truncated, replace it and run the same command again to resume"
                 ),
-                retryable: false,
-            })?;
+            )
+        })?;
         if kind == Line::End {
             break;
         }
@@ -478,142 +507,5 @@ fn parse_line(text: &str, line: u64, path: &Path, pages: &mut impl Pages) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Pages sent by `read_file` for `lines` (one DynamoDB-JSON item per line).
-    fn pages(lines: &[String], page_size: usize) -> Vec<Page> {
-        let dir = std::env::temp_dir().join(format!("ddb2pg-pages-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join(format!("{}-{page_size}.json", lines.len()));
-        std::fs::write(&path, lines.join("\n")).expect("write");
-        let (_stop, shutdown) = watch::channel(false);
-        let mut out = Vec::new();
-        let mut pages = RawPages::new(|p| {
-            out.push(p);
-            true
-        });
-        read_file(&path, 0, page_size, shutdown, &Stats::default(), &mut pages).expect("read");
-        let _ = std::fs::remove_file(&path);
-        out
-    }
-
-    fn line(i: usize, filler: usize) -> String {
-        format!(
-            r#"{{"Item":{{"PK":{{"S":"k{i}"}},"blob":{{"S":"{}"}}}}}}"#,
-            "x".repeat(filler)
-        )
-    }
-
-    fn lines_of(input: &[u8], cap: usize) -> Vec<(Line, u64, Vec<u8>)> {
-        let mut r = BufReader::with_capacity(4, input);
-        let mut buf = Vec::new();
-        let mut out = Vec::new();
-        loop {
-            let (kind, n) = next_line(&mut r, &mut buf, cap).expect("read");
-            if kind == Line::End {
-                return out;
-            }
-            out.push((kind, n, buf.clone()));
-        }
-    }
-
-    #[test]
-    fn a_line_is_read_up_to_the_cap_and_past_the_rest() {
-        let got = lines_of(b"abcd\nabcde\nabcdefghij\nxy\nabcdefg", 5);
-        let w = |n: u64, b: &[u8]| (Line::Whole, n, b.to_vec());
-        assert_eq!(
-            got,
-            [
-                w(5, b"abcd\n"),
-                w(6, b"abcde\n"),
-                // Ten bytes: the start is kept (the cap and one), the rest read past.
-                (Line::TooLong { len: 10 }, 11, b"abcdef".to_vec()),
-                w(3, b"xy\n"),
-                // The last line, too long and without a newline.
-                (Line::TooLong { len: 7 }, 7, b"abcdef".to_vec()),
-            ]
-        );
-        assert_eq!(lines_of(b"", 5), []);
-        assert_eq!(lines_of(b"abcde", 5), [w(5, b"abcde")]);
-        assert_eq!(lines_of(b"\n\n", 5), [w(1, b"\n"), w(1, b"\n")]);
-    }
-
-    /// Pages sent by `read_file` for the raw bytes of a file.
-    fn pages_of_bytes(name: &str, bytes: &[u8]) -> Vec<Page> {
-        let dir = std::env::temp_dir().join(format!("ddb2pg-bytes-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join(name);
-        std::fs::write(&path, bytes).expect("write");
-        let (_stop, shutdown) = watch::channel(false);
-        let mut out = Vec::new();
-        let mut pages = RawPages::new(|p| {
-            out.push(p);
-            true
-        });
-        read_file(&path, 0, 100, shutdown, &Stats::default(), &mut pages).expect("read");
-        let _ = std::fs::remove_file(&path);
-        out
-    }
-
-    #[test]
-    fn lines_not_utf8_or_too_long_are_bad_lines_and_the_rest_is_read() {
-        let mut bytes = line(0, 3).into_bytes();
-        bytes.extend(b"\n{\"Item\":{\"PK\":{\"S\":\"caf\xe9\"}}}\n");
-        bytes.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES + 10));
-        bytes.push(b'\n');
-        bytes.extend(line(3, 3).into_bytes());
-        let got = pages_of_bytes("bad-lines.json", &bytes);
-        let items: usize = got.iter().map(|p| p.items.len()).sum();
-        assert_eq!(items, 2, "lines 1 and 4");
-        let bad: Vec<&BadLine> = got.iter().flat_map(|p| &p.bad).collect();
-        assert_eq!(bad.len(), 2, "{bad:?}");
-        assert_eq!(bad[0].line, 2);
-        assert!(bad[0].reason.starts_with("not UTF-8"), "{}", bad[0].reason);
-        assert!(bad[0].text.contains("caf\u{fffd}"), "{}", bad[0].text);
-        assert_eq!(bad[1].line, 3);
-        assert!(
-            bad[1]
-                .reason
-                .contains(&format!("{} bytes", MAX_LINE_BYTES + 10)),
-            "{}",
-            bad[1].reason
-        );
-        assert_eq!(bad[1].text.len(), EXCERPT_CHARS);
-    }
-
-    #[test]
-    fn keys_that_stay_inside_a_folder() {
-        for ok in ["a.json", "AWSDynamoDB/1/data/x.json.gz", "..a/b..", "a b/c"] {
-            assert!(stays_inside(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "/etc/passwd",
-            "../x",
-            "a/../../x",
-            "a/..",
-            "a//b",
-            "./a",
-            "a/",
-            "a/\0",
-        ] {
-            assert!(!stays_inside(bad), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn pages_are_cut_by_lines_and_by_bytes() {
-        // Small items: cut by count.
-        let small: Vec<String> = (0..25).map(|i| line(i, 10)).collect();
-        let sizes: Vec<usize> = pages(&small, 10).iter().map(|p| p.items.len()).collect();
-        assert_eq!(sizes, [10, 10, 5]);
-        // 300 KB items: a page holds the line that crosses 1 MiB, and no more.
-        let big: Vec<String> = (0..9).map(|i| line(i, 300_000)).collect();
-        let got = pages(&big, 1000);
-        let sizes: Vec<usize> = got.iter().map(|p| p.items.len()).collect();
-        assert_eq!(sizes, [4, 4, 1]);
-        assert_eq!(got[0].next, Some(serde_json::json!({ "line": 4 })));
-        assert_eq!(got[2].next, None);
-    }
-}
+#[path = "export_tests.rs"]
+mod tests;

@@ -47,6 +47,19 @@ fn s3_err(what: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// An S3 client from the AWS settings (profile, region, credential chain) and the endpoint
+/// (`--s3-endpoint-url`, else AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL): the one exports and
+/// an s3:// `--checkpoint-dir` use.
+pub async fn client(args: &AwsArgs, s3_endpoint: &Option<String>) -> Result<Client> {
+    let ep = endpoint(s3_endpoint);
+    let shared = super::aws_config(args, ep.as_deref()).await?;
+    let conf = aws_sdk_s3::config::Builder::from(&shared)
+        // S3-compatible servers (moto, MinIO) want bucket names in the path.
+        .force_path_style(ep.is_some())
+        .build();
+    Ok(Client::from_conf(conf))
+}
+
 /// One object of the export and the file it becomes.
 #[derive(Debug, Clone)]
 struct Object {
@@ -76,13 +89,7 @@ pub async fn prepare(
 ) -> Result<Download> {
     let (bucket, prefix) =
         parse(url).ok_or_else(|| Error::config(format!("{url}: expected s3://bucket/prefix")))?;
-    let ep = endpoint(s3_endpoint);
-    let shared = super::aws_config(args, ep.as_deref()).await?;
-    let conf = aws_sdk_s3::config::Builder::from(&shared)
-        // S3-compatible servers (moto, MinIO) want bucket names in the path.
-        .force_path_style(ep.is_some())
-        .build();
-    let client = Client::from_conf(conf);
+    let client = client(args, s3_endpoint).await?;
     let objects = list(&client, url, &bucket, &prefix, dest).await?;
     let mut manifests = HashMap::new();
     for o in &objects {

@@ -1,8 +1,6 @@
 //! The command-line interface changes only on purpose: `--help` of every subcommand is compared
 //! with tests/snapshots/. After an intended change: `UPDATE_SNAPSHOTS=1 cargo test --test main help`.
 
-use std::process::Command;
-
 const PAGES: &[(&str, &[&str])] = &[
     ("help", &["--help"]),
     ("migrate-help", &["migrate", "--help"]),
@@ -19,10 +17,8 @@ fn help_pages_match_their_snapshots() {
     let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some();
     let mut stale = Vec::new();
     for (name, args) in PAGES {
-        let out = Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
+        let out = crate::support::ddb2pg_command()
             .args(*args)
-            .env_remove("DATABASE_URL")
-            .env("NO_COLOR", "1")
             .output()
             .expect("run ddb2pg");
         assert!(out.status.success(), "{args:?} exited {:?}", out.status);
@@ -49,13 +45,13 @@ fn help_pages_match_their_snapshots() {
 
 #[test]
 fn bad_flags_exit_2_with_a_message() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
+    let out = crate::support::ddb2pg_command()
         .args(["migrate", "--table", "t", "--segments", "0"])
         .output()
         .expect("run ddb2pg");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--segments"));
-    let out = Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
+    let out = crate::support::ddb2pg_command()
         .args(["schema", "--mapping", "/nonexistent/mapping.toml"])
         .output()
         .expect("run ddb2pg");
@@ -66,7 +62,7 @@ fn bad_flags_exit_2_with_a_message() {
 #[test]
 fn schema_prints_the_example_ddl_and_completions_work() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let out = Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
+    let out = crate::support::ddb2pg_command()
         .args([
             "schema",
             "--mapping",
@@ -86,7 +82,7 @@ fn schema_prints_the_example_ddl_and_completions_work() {
     );
     assert!(ddl.contains("\"email\" text NOT NULL"), "{ddl}");
     for shell in ["bash", "zsh", "fish"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
+        let out = crate::support::ddb2pg_command()
             .args(["completions", shell])
             .output()
             .expect("run ddb2pg");

@@ -24,7 +24,7 @@ pub(crate) fn write_export(dir: &Path, range: std::ops::Range<u64>, per_file: u6
         for i in start..end {
             let item = ddb2pg::sample::item(1, i);
             text.push_str(
-                &serde_json::json!({ "Item": ddb2pg::value::item_to_ddb_json(&item) }).to_string(),
+                &serde_json::json!({ "Item": crate::support::json::ddb_json(&item) }).to_string(),
             );
             text.push('\n');
         }
@@ -57,7 +57,7 @@ pub(crate) fn write_export(dir: &Path, range: std::ops::Range<u64>, per_file: u6
 }
 
 /// An export of the given lines in one plain data file, with manifests naming table `exp`.
-fn write_export_lines(dir: &Path, lines: &[serde_json::Value], kind: &str) {
+pub(crate) fn write_export_lines(dir: &Path, lines: &[serde_json::Value], kind: &str) {
     let id = "01700000000001-incr";
     let base = dir.join("AWSDynamoDB").join(id);
     std::fs::create_dir_all(base.join("data")).expect("dirs");
@@ -78,7 +78,7 @@ fn write_export_lines(dir: &Path, lines: &[serde_json::Value], kind: &str) {
     .expect("summary");
 }
 
-fn export_args(export: &Path, db: &str, cp: &Path) -> Vec<String> {
+pub(crate) fn export_args(export: &Path, db: &str, cp: &Path) -> Vec<String> {
     [
         "migrate",
         "--export",
@@ -151,11 +151,24 @@ async fn kill_9_mid_export_and_resume_is_exact() {
     let mut args = export_args(&dir, &db, &cp);
     args.extend(["--batch-size", "20", "--concurrency", "1"].map(String::from));
     let mut child = spawn(&args);
-    wait_for_items(&mut child, &cp, 3000);
+    let seen = wait_until_committed(&mut child, &cp, 3000);
     child.kill().expect("kill -9");
-    let _ = child.wait();
+    // The kill is what ended it: the run had not exited on its own.
+    assert_killed_by_9(child.wait().expect("wait"));
     let before = committed_items(&cp);
-    assert!(before > 0 && before < n, "killed mid-run: {before}");
+    assert!(
+        before >= seen && before < n,
+        "killed mid-run: {before} of {n}"
+    );
+    let cursor = read_checkpoint(&cp);
+    assert!(
+        cursor
+            .segments
+            .iter()
+            .any(|s| !s.done && s.cursor.is_some()),
+        "a file was killed mid-way, its line cursor held: {:?}",
+        cursor.segments
+    );
     let r = run(&args);
     assert_eq!(r.code, 0, "{}", r.stderr);
     // The resume read on from the line cursor, not from the start of the file: exactly
@@ -176,7 +189,7 @@ async fn malformed_lines_are_rejected_and_a_corrupt_file_stops_resumably() {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).expect("dir");
     let good = |i: u64| {
-        serde_json::json!({ "Item": ddb2pg::value::item_to_ddb_json(&ddb2pg::sample::item(1, i)) })
+        serde_json::json!({ "Item": crate::support::json::ddb_json(&ddb2pg::sample::item(1, i)) })
             .to_string()
     };
     std::fs::write(
@@ -200,11 +213,17 @@ async fn malformed_lines_are_rejected_and_a_corrupt_file_stops_resumably() {
     let cp = tempdir("exp-bad-cp");
     let r = run(&export_args(&dir, &db, &cp));
     assert_eq!(r.code, 1, "{}", r.stderr);
+    // The file and what reading it said, not "DynamoDB: ...": an export's file is a file.
+    let b = data.join("b.json.gz");
     assert!(
-        r.stderr.contains("b.json.gz") && r.stderr.contains("corrupt or truncated"),
+        r.stderr.contains(&format!(
+            "error: {}: cannot be read after line ",
+            b.display()
+        )) && r.stderr.contains("corrupt or truncated"),
         "{}",
         r.stderr
     );
+    assert!(!r.stderr.contains("DynamoDB"), "{}", r.stderr);
     assert!(
         r.stderr.contains("run the same command again"),
         "{}",
@@ -241,7 +260,7 @@ async fn an_incremental_export_applies_updates_inserts_and_deletes() {
     let r = run(&export_args(&dir, &db, &cp));
     assert_eq!(r.code, 0, "{}", r.stderr);
     // Incremental: item 0 updated, item n new, item 1 deleted (OldImage) and item 2 deleted (Keys only).
-    let img = |i: u64| ddb2pg::value::item_to_ddb_json(&ddb2pg::sample::item(1, i));
+    let img = |i: u64| crate::support::json::ddb_json(&ddb2pg::sample::item(1, i));
     let mut updated = ddb2pg::sample::item(1, 0);
     updated.insert(
         "email".into(),
@@ -249,11 +268,11 @@ async fn an_incremental_export_applies_updates_inserts_and_deletes() {
     );
     let keys = |i: u64| {
         let it = ddb2pg::sample::item(1, i);
-        serde_json::json!({ "PK": ddb2pg::value::value_to_ddb_json(&it["PK"]), "SK": ddb2pg::value::value_to_ddb_json(&it["SK"]) })
+        serde_json::json!({ "PK": crate::support::json::ddb_value(&it["PK"]), "SK": crate::support::json::ddb_value(&it["SK"]) })
     };
     let inc = tempdir("export-inc");
     let lines = [
-        serde_json::json!({ "Keys": keys(0), "NewImage": ddb2pg::value::item_to_ddb_json(&updated), "OldImage": img(0) }),
+        serde_json::json!({ "Keys": keys(0), "NewImage": crate::support::json::ddb_json(&updated), "OldImage": img(0) }),
         serde_json::json!({ "Keys": keys(n), "NewImage": img(n) }),
         serde_json::json!({ "Keys": keys(1), "OldImage": img(1) }),
         serde_json::json!({ "Keys": keys(2) }),
@@ -386,13 +405,13 @@ async fn rows_postgresql_refuses_from_an_export_are_rejected_with_their_whole_it
                 .is_some_and(|s| s.contains("not_these")),
             "{r}"
         );
-        let want = ddb2pg::value::item_to_ddb_json(&ddb2pg::sample::item(1, i));
+        let want = crate::support::json::ddb_json(&ddb2pg::sample::item(1, i));
         assert_eq!(r["item"], want, "the whole item, as read");
     }
 }
 
 /// A client of moto's S3 server and a new bucket on it.
-async fn new_bucket() -> (aws_sdk_s3::Client, String) {
+pub(crate) async fn new_bucket() -> (aws_sdk_s3::Client, String) {
     let shared = ddb2pg::source::aws_config(
         &ddb2pg::cli::AwsArgs {
             endpoint_url: None,
@@ -428,7 +447,7 @@ async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>) {
 }
 
 /// Every file below `dir` as an object below `prefix/`.
-async fn upload(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, dir: &Path) {
+pub(crate) async fn upload(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, dir: &Path) {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).expect("dir").flatten() {
@@ -587,8 +606,8 @@ async fn an_s3_prefix_is_a_folder_not_the_start_of_other_exports_names() {
     upload(&s3, &bucket, "exports/app", &full).await;
     upload(&s3, &bucket, "exports/app-incr-1", &incr).await;
     // A folder of data files, and a file whose name starts with the folder's.
-    put(&s3, &bucket, "bare/app/a.json", format!("{}\n", serde_json::json!({ "Item": ddb2pg::value::item_to_ddb_json(&ddb2pg::sample::item(1, 0)) })).into_bytes()).await;
-    put(&s3, &bucket, "bare/app-2.json", format!("{}\n", serde_json::json!({ "Item": ddb2pg::value::item_to_ddb_json(&ddb2pg::sample::item(1, 1)) })).into_bytes()).await;
+    put(&s3, &bucket, "bare/app/a.json", format!("{}\n", serde_json::json!({ "Item": crate::support::json::ddb_json(&ddb2pg::sample::item(1, 0)) })).into_bytes()).await;
+    put(&s3, &bucket, "bare/app-2.json", format!("{}\n", serde_json::json!({ "Item": crate::support::json::ddb_json(&ddb2pg::sample::item(1, 1)) })).into_bytes()).await;
     let db = new_database().await;
     let cp = tempdir("exp-s3-prefix-cp");
     let r = run(&s3_args(&bucket, "exports/app", &db, &cp));
@@ -758,7 +777,7 @@ async fn a_line_that_is_not_utf8_is_rejected_not_fatal() {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).expect("dir");
     let good = |i: u64| {
-        serde_json::json!({ "Item": ddb2pg::value::item_to_ddb_json(&ddb2pg::sample::item(1, i)) })
+        serde_json::json!({ "Item": crate::support::json::ddb_json(&ddb2pg::sample::item(1, i)) })
             .to_string()
     };
     let mut bytes = format!("{}\n", good(0)).into_bytes();
@@ -829,7 +848,7 @@ async fn a_line_without_a_newline_for_hundreds_of_mib_is_rejected_in_flat_memory
     let data = dir.join("data");
     std::fs::create_dir_all(&data).expect("dir");
     let good = |i: u64| {
-        serde_json::json!({ "Item": ddb2pg::value::item_to_ddb_json(&ddb2pg::sample::item(1, i)) })
+        serde_json::json!({ "Item": crate::support::json::ddb_json(&ddb2pg::sample::item(1, i)) })
             .to_string()
     };
     let mut e = flate2::write::GzEncoder::new(

@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::support::count_rows;
 use crate::support::fault_proxy::{self, Faults};
 use crate::support::harness::*;
 use crate::support::private_pg::PrivatePg;
@@ -80,11 +81,13 @@ async fn terminated_connections_are_reconnected_and_retried() {
     let mut killed = 0u64;
     // Once the workers write (the setup phase before them is not retried), terminate every
     // backend of the target database every 50 ms while the run lasts.
-    wait_for_items(&mut child, &cp, 1);
+    wait_until_committed(&mut child, &cp, 1);
     for _ in 0..20 {
         if child.try_wait().expect("poll").is_some() {
             break;
         }
+        // Only terminations while work is left count: the run is alive and not complete.
+        let before = committed_items(&cp);
         let rows = admin
             .query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
@@ -92,7 +95,9 @@ async fn terminated_connections_are_reconnected_and_retried() {
             )
             .await
             .expect("terminate");
-        killed += rows.len() as u64;
+        if before < n {
+            killed += rows.len() as u64;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let out = child.wait_with_output().expect("wait");
@@ -111,6 +116,9 @@ async fn terminated_connections_are_reconnected_and_retried() {
     assert_eq!(default_mapping_differences(&db, &table, n).await, (0, 0));
 }
 
+/// The server restarts while the run is working (alive, checkpoint strictly between 0 and n);
+/// rows written after the restart prove the run (or its resume) carried on; the outcome is
+/// exact and nothing was read twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restart_mid_run_ends_exact() {
     let n = 6000;
@@ -119,6 +127,7 @@ async fn a_server_restart_mid_run_ends_exact() {
     let db = new_database_on(&server.url).await;
     let cp = tempdir("faults-restart");
     let mut args = migrate_args(&table, &db, &cp);
+    // ~1500 items/s after the first second's budget: seconds of work left at the restart.
     args.extend(
         [
             "--segments",
@@ -127,30 +136,78 @@ async fn a_server_restart_mid_run_ends_exact() {
             "2",
             "--batch-size",
             "25",
+            "--max-read-units",
+            "30",
         ]
         .map(String::from),
     );
-    let mut child = spawn(&args);
-    wait_for_items(&mut child, &cp, n / 4);
+    let files = tempdir("faults-restart-run");
+    let mut running = crate::support::spawn_in(&files, &args);
+    let at_restart = wait_until_committed(&mut running.child, &cp, n / 4);
+    assert!(
+        at_restart < n,
+        "restarted at {at_restart} of {n}: not mid-run"
+    );
+    let started = |url: String| async move {
+        pg(&url)
+            .await
+            .query_one("SELECT pg_postmaster_start_time()::text", &[])
+            .await
+            .expect("start time")
+            .get::<_, String>(0)
+    };
+    let first_start = started(db.clone()).await;
+    assert!(!running.exited(), "the run ended before the restart");
     server.restart();
-    let out = child.wait_with_output().expect("wait");
-    // Either it rode out the restart, or it stopped resumably: then the same command finishes.
-    if out.status.code() != Some(0) {
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let r = run(&args);
-        assert_eq!(r.code, 0, "{}", r.stderr);
+    // Transactions from here on are after the restart.
+    let after = pg(&db).await;
+    let (second_start, xid): (String, i64) = {
+        let r = after
+            .query_one(
+                "SELECT pg_postmaster_start_time()::text, pg_current_xact_id()::text::bigint",
+                &[],
+            )
+            .await
+            .expect("after the restart");
+        (r.get(0), r.get(1))
+    };
+    assert_ne!(first_start, second_start, "the server restarted");
+    let out = running.wait().await;
+    // Either it rode out the restart, or it stopped resumably: then the same command finishes,
+    // reading exactly what the checkpoint lacks.
+    match out.code {
+        Some(0) => assert_eq!(out.num("items_read"), n, "read once: {}", out.stderr),
+        Some(1) => {
+            let left = n - committed_items(&cp);
+            assert!(left > 0, "exit 1 with everything committed: {}", out.stderr);
+            let r = crate::support::run_in(&files, &args);
+            r.expect_code(0);
+            assert_eq!(r.num("items_read"), left, "{}", r.stderr);
+        }
+        other => panic!("exit {other:?}: {}", out.stderr),
     }
+    let t = ddb2pg::plan::default_table_name(&table);
+    let written_after: i64 = after
+        .query_one(
+            &format!("SELECT count(*) FROM \"{t}\" WHERE xmin::text::bigint > $1"),
+            &[&xid],
+        )
+        .await
+        .expect("rows of later transactions")
+        .get(0);
+    assert!(
+        written_after > 0,
+        "no row was written after the restart: it did not land mid-run"
+    );
     assert_eq!(default_mapping_differences(&db, &table, n).await, (0, 0));
 }
 
+/// Twelve kills of -9, each after the run committed work of its own (so none lands in setup),
+/// each leaving a valid checkpoint strictly between 0 and n and ahead of the one before; the
+/// final run reads exactly what the last checkpoint lacks, and the table is exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_loop_of_kill_9_ends_exact() {
-    let n = 20000;
+    let n = 10000;
     let table = sample_table(n).await;
     let db = new_database().await;
     let cp = tempdir("faults-crash");
@@ -166,27 +223,52 @@ async fn a_crash_loop_of_kill_9_ends_exact() {
         ]
         .map(String::from),
     );
-    let mut kills = 0;
+    // The killed runs are slowed (a few hundred items each) so that twelve of them leave work
+    // for the last; the final run goes at full speed (the cap is no part of the checkpoint).
+    let mut slow = args.clone();
+    slow.extend(["--max-read-units", "10"].map(String::from));
+    let rows = pg(&db).await;
+    let t = format!("\"{}\"", ddb2pg::plan::default_table_name(&table));
+    let mut at_kills: Vec<u64> = Vec::new();
     let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
-    for _ in 0..40 {
-        if kills >= 12 {
-            break;
-        }
-        let mut child = spawn(&args);
-        // A random moment: 50..350 ms after start.
+    while at_kills.len() < 12 {
+        let before = at_kills.last().copied().unwrap_or(0);
+        let mut child = spawn(&slow);
+        // Working: this run committed a batch of its own.
+        wait_until_committed(&mut child, &cp, before + 1);
+        // Then a random moment: 0..150 ms later.
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(50 + seed % 300));
-        if child.try_wait().expect("poll").is_none() {
-            child.kill().expect("kill -9");
-            kills += 1;
-        }
-        let _ = child.wait();
+        std::thread::sleep(Duration::from_millis(seed % 150));
+        assert!(
+            child.try_wait().expect("poll").is_none(),
+            "the run finished before kill {}: give it more items",
+            at_kills.len() + 1
+        );
+        child.kill().expect("kill -9");
+        assert_killed_by_9(child.wait().expect("wait"));
+        let at = committed_items(&cp);
+        assert!(
+            at > before && at < n,
+            "kill {}: committed {at}, before it {before}, of {n}",
+            at_kills.len() + 1
+        );
+        // Rows may be ahead of the checkpoint (committed, not yet recorded), never behind.
+        let in_pg = count_rows(&rows, &t).await;
+        assert!(in_pg as u64 >= at, "{in_pg} rows for {at} committed items");
+        at_kills.push(at);
     }
-    assert!(kills >= 10, "only {kills} kills landed mid-run");
+    eprintln!("committed at the kills: {at_kills:?}");
+    let last = *at_kills.last().expect("kills");
     let r = run(&args);
     assert!(r.code == 0, "{}", r.stderr);
+    assert_eq!(
+        r.report["items_read"].as_u64(),
+        Some(n - last),
+        "the final run reads what the checkpoint lacks: {}",
+        r.report
+    );
     assert_eq!(default_mapping_differences(&db, &table, n).await, (0, 0));
 }
 
@@ -263,7 +345,8 @@ async fn sigterm_during_a_postgresql_outage_exits_130_at_once() {
         .map(String::from),
     );
     let mut child = spawn(&args);
-    wait_for_items(&mut child, &cp, n / 4);
+    let at_stop = wait_until_committed(&mut child, &cp, n / 4);
+    assert!(at_stop < n, "stopped at {at_stop} of {n}: not mid-run");
     server.stop();
     // Let the writers meet the outage and start retrying.
     std::thread::sleep(std::time::Duration::from_secs(2));

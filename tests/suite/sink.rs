@@ -111,8 +111,9 @@ async fn new_keys_go_direct_and_existing_keys_fall_back_to_the_upsert() {
     );
 
     // A dry run's direct batch is rolled back.
-    let mut dry = Sink::open(&target, &plan).await.expect("open sink");
-    dry.dry_run = true;
+    let mut dry = Sink::open_dry(&target, &plan, None, &Default::default())
+        .await
+        .expect("open sink");
     dry.write(&[row("z", "26")]).await.expect("dry run");
     assert_eq!(dry.last_path, Some(Path::Direct));
     assert_eq!(contents(&admin).await, before, "a dry run leaves no row");

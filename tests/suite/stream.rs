@@ -1436,7 +1436,7 @@ fn write_full_export(dir: &Path, items: &[Item]) {
         "01700000000000-full",
         &items
             .iter()
-            .map(|it| json!({ "Item": ddb2pg::value::item_to_ddb_json(it) }))
+            .map(|it| json!({ "Item": crate::support::json::ddb_json(it) }))
             .collect::<Vec<_>>(),
         "FULL_EXPORT",
     );
@@ -1492,8 +1492,8 @@ fn export_migrate(export: &Path, db: &str, cp: &Path) -> Vec<String> {
 
 fn keys_json(it: &Item) -> Value {
     json!({
-        "PK": ddb2pg::value::value_to_ddb_json(&it["PK"]),
-        "SK": ddb2pg::value::value_to_ddb_json(&it["SK"]),
+        "PK": crate::support::json::ddb_value(&it["PK"]),
+        "SK": crate::support::json::ddb_value(&it["SK"]),
     })
 }
 
@@ -1503,10 +1503,10 @@ fn change(ts: u64, keys: &Item, new: Option<&Item>, old: Option<&Item>) -> Value
         "Keys": keys_json(keys),
     });
     if let Some(new) = new {
-        v["NewImage"] = ddb2pg::value::item_to_ddb_json(new);
+        v["NewImage"] = crate::support::json::ddb_json(new);
     }
     if let Some(old) = old {
-        v["OldImage"] = ddb2pg::value::item_to_ddb_json(old);
+        v["OldImage"] = crate::support::json::ddb_json(old);
     }
     v
 }

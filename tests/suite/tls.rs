@@ -25,7 +25,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A CA, a server certificate for "localhost" signed by it, and an unrelated CA.
-fn make_certs(dir: &Path) {
+pub(crate) fn make_certs(dir: &Path) {
     std::fs::write(
         dir.join("ext.cnf"),
         "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
@@ -155,12 +155,12 @@ fn make_client_cert(dir: &Path) {
     chmod(&dir.join("client.key"), 0o600);
 }
 
-fn chmod(path: &Path, mode: u32) {
+pub(crate) fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
 /// An empty directory to serve as HOME (no ~/.postgresql, no ~/.pgpass).
-fn fake_home(pg: &PrivatePg, name: &str) -> PathBuf {
+pub(crate) fn fake_home(pg: &PrivatePg, name: &str) -> PathBuf {
     let home = pg.dir.join(name);
     std::fs::create_dir_all(home.join(".postgresql")).expect("home");
     home
@@ -173,7 +173,7 @@ fn env_with_home(home: &Path, more: &[(&str, String)]) -> Env {
 }
 
 /// Replace the server's pg_hba.conf with `lines` and reload it.
-async fn set_hba(pg: &PrivatePg, lines: &str) {
+pub(crate) async fn set_hba(pg: &PrivatePg, lines: &str) {
     let (client, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
         .await
         .expect("connect to the private server");

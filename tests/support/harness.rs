@@ -54,28 +54,22 @@ pub fn migrate_args(table: &str, target: &str, checkpoints: &Path) -> Vec<String
     .collect()
 }
 
+/// The binary with `args`, in the suite's clean environment (`super::ddb2pg_command`).
 pub fn command(args: &[String]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ddb2pg"));
-    c.args(args)
-        .env_remove("DATABASE_URL")
-        .env_remove("RUST_LOG");
+    let mut c = super::ddb2pg_command();
+    c.args(args);
     c
 }
 
 /// Run to the end; the report is read from a fresh --report file.
 pub fn run(args: &[String]) -> Run {
-    let report = std::env::temp_dir().join(format!("{}.json", unique("report")));
-    let mut all = args.to_vec();
-    all.extend(["--report".to_string(), report.to_string_lossy().to_string()]);
-    let out = command(&all).output().expect("run ddb2pg");
-    let report = std::fs::read_to_string(&report)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(serde_json::Value::Null);
+    static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| tempdir("runs"));
+    let out = super::run_in(dir, args);
     Run {
-        code: out.status.code().unwrap_or(-1),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-        report,
+        code: out.code.unwrap_or(-1),
+        stderr: out.stderr,
+        report: out.report.unwrap_or(serde_json::Value::Null),
     }
 }
 
@@ -104,6 +98,17 @@ pub fn committed_items(dir: &Path) -> u64 {
     0
 }
 
+/// The checkpoint in `dir` (must be there and valid).
+pub fn read_checkpoint(dir: &Path) -> ddb2pg::checkpoint::Checkpoint {
+    std::fs::read_dir(dir)
+        .expect("checkpoint dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .find_map(|p| ddb2pg::checkpoint::Checkpoint::load(&p).ok().flatten())
+        .unwrap_or_else(|| panic!("no valid checkpoint in {}", dir.display()))
+}
+
 /// Wait until the checkpoint in `dir` claims at least `n` items (or the child exits).
 pub fn wait_for_items(child: &mut Child, dir: &Path, n: u64) {
     let t0 = Instant::now();
@@ -115,9 +120,6 @@ pub fn wait_for_items(child: &mut Child, dir: &Path, n: u64) {
     }
 }
 
-/// How many of items 0..n of the sample (seed 1) are NOT in `table` of `db` exactly as the
-/// default mapping writes them (jsonb equality, so PostgreSQL compares), plus the rows the
-/// table has beyond them.
 /// Every line of every rejects file (`*.rejects.jsonl`) in checkpoint directory `dir`.
 pub fn rejects_in(dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_dir(dir)
@@ -135,22 +137,57 @@ pub fn rejects_in(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Wait until the checkpoint in `dir` claims at least `n` items, with the child still running,
+/// and return that count: the proof that what the test does next lands mid-work. Panics when the
+/// child exits first (with its stderr, if piped) or after 120 s.
+pub fn wait_until_committed(child: &mut Child, dir: &Path, n: u64) -> u64 {
+    let t0 = Instant::now();
+    loop {
+        let c = committed_items(dir);
+        if c >= n {
+            return c;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("the run ended ({st:?}) at {c} committed items, before {n}:\n{err}");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the checkpoint never reached {n} items (at {c})"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Assert that `status` is that of a process ended by SIGKILL, not one that exited.
+pub fn assert_killed_by_9(status: std::process::ExitStatus) {
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        (status.code(), status.signal()),
+        (None, Some(9)),
+        "the run was to be ended by kill -9, it ended with {status:?}"
+    );
+}
+
+/// How many of items 0..n of the sample (seed 1) are NOT in `table` of `db` exactly as the
+/// default mapping writes them (jsonb equality, so PostgreSQL compares), plus the rows the
+/// table has beyond them.
 pub async fn default_mapping_differences(db: &str, table: &str, n: u64) -> (i64, i64) {
     let mut pks = Vec::new();
     let mut sks = Vec::new();
     let mut docs = Vec::new();
     for i in 0..n {
         let item = ddb2pg::sample::item(1, i);
-        let mut s = String::new();
-        ddb2pg::value::write_item_json(&item, ddb2pg::value::NulPolicy::Reject, &mut s)
-            .expect("json");
         let key = |k: &str| match item.get(k) {
             Some(aws_sdk_dynamodb::types::AttributeValue::S(v)) => v.clone(),
             other => panic!("{k}: {other:?}"),
         };
         pks.push(key("PK"));
         sks.push(key("SK"));
-        docs.push(s);
+        docs.push(super::json::doc(&item));
     }
     let c = pg(db).await;
     let t = ddb2pg::plan::default_table_name(table);

@@ -1,24 +1,27 @@
 //! Helpers of the integration tests: the real services (DynamoDB Local and PostgreSQL, started
 //! with `scripts/services.sh` when the environment does not name them), unique names, a fresh
-//! database per test, the DynamoDB client, running the binary, reading checkpoints, and
-//! comparing the target with the source through PostgreSQL's own jsonb equality.
+//! database per test (dropped at its end), the DynamoDB client, running the binary (binary.rs),
+//! reading checkpoints, and comparing the target with the source through PostgreSQL's own
+//! jsonb equality.
 
 #![allow(dead_code)]
 
+mod binary;
 pub mod fault_proxy;
 pub mod harness;
+pub mod json;
 pub mod private_pg;
 
+pub use binary::*;
+
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use ddb2pg::checkpoint::Checkpoint;
-use ddb2pg::value::{Item, NulPolicy};
-use serde_json::Value;
+use ddb2pg::value::Item;
 use tokio_postgres::{Client, NoTls};
 
 /// Where the shared services listen.
@@ -147,7 +150,8 @@ pub fn with_database(url: &str, db: &str) -> String {
     }
 }
 
-/// Create a fresh PostgreSQL database; returns its URL.
+/// Create a fresh PostgreSQL database on the shared server; returns its URL. The database is
+/// dropped when the test ends, passing or failing (see [`DropDatabases`]).
 pub async fn new_database() -> String {
     let name = unique_name("db");
     let admin = pg(&services().admin_url).await;
@@ -155,10 +159,60 @@ pub async fn new_database() -> String {
         .batch_execute(&format!("CREATE DATABASE \"{name}\""))
         .await
         .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+    DROP_AT_EXIT.with(|d| d.0.borrow_mut().push(name.clone()));
     with_database(&services().admin_url, &name)
 }
 
-/// Drop a database made by `new_database` (best effort: end of a passing test).
+/// The databases `new_database` made on this thread, dropped when the thread ends: libtest runs
+/// each test on a thread of its own, and a thread's locals are dropped after its test returned or
+/// panicked (the unwinding is done), so a failing test leaves no database behind either.
+/// (Tokio's `block_on` runs the test's body on that thread.)
+pub struct DropDatabases(RefCell<Vec<String>>);
+
+thread_local! {
+    static DROP_AT_EXIT: DropDatabases = const { DropDatabases(RefCell::new(Vec::new())) };
+}
+
+impl Drop for DropDatabases {
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut *self.0.borrow_mut());
+        if names.is_empty() {
+            return;
+        }
+        let admin = services().admin_url.clone();
+        // Our own runtime on a thread of its own: the test's runtime is gone by now, and a panic
+        // in a thread-local destructor would abort the process.
+        let dropper = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok((client, conn)) = tokio_postgres::connect(&admin, NoTls).await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                for name in names {
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .await;
+                }
+            });
+        });
+        let _ = dropper.join();
+    }
+}
+
+/// The names of the databases this thread's test made and has not dropped yet.
+pub fn databases_to_drop() -> Vec<String> {
+    DROP_AT_EXIT.with(|d| d.0.borrow().clone())
+}
+
+/// Drop a database made by `new_database` now (it would be dropped at the test's end anyway).
 pub async fn drop_database(url: &str) {
     let Some(name) = url
         .split('?')
@@ -172,6 +226,7 @@ pub async fn drop_database(url: &str) {
     let _ = admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
         .await;
+    let _ = DROP_AT_EXIT.try_with(|d| d.0.borrow_mut().retain(|n| *n != name));
 }
 
 /// A DynamoDB client for DynamoDB Local (dummy credentials on loopback).
@@ -240,299 +295,10 @@ pub fn item(pk: &str, sk: &str, attrs: Vec<(&str, AttributeValue)>) -> Item {
     it
 }
 
-/// What one run of the binary did.
-#[derive(Debug)]
-pub struct Outcome {
-    /// None when killed by a signal.
-    pub code: Option<i32>,
-    pub stderr: String,
-    /// The `--report` JSON, when the run wrote one.
-    pub report: Option<Value>,
-}
-
-impl Outcome {
-    /// The report, or a panic that shows stderr.
-    pub fn report(&self) -> &Value {
-        self.report
-            .as_ref()
-            .unwrap_or_else(|| panic!("no report written; stderr:\n{}", self.stderr))
-    }
-
-    /// A numeric field of the report.
-    pub fn num(&self, field: &str) -> u64 {
-        self.report()[field]
-            .as_u64()
-            .unwrap_or_else(|| panic!("report field {field}: {}", self.report()))
-    }
-
-    pub fn status(&self) -> &str {
-        self.report()["status"]
-            .as_str()
-            .unwrap_or_else(|| panic!("report status: {}", self.report()))
-    }
-
-    /// Assert the exit code, showing stderr when it differs.
-    pub fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "exit code; stderr:\n{}\nreport: {:?}",
-            self.stderr,
-            self.report
-        );
-        self
-    }
-}
-
-/// A `ddb2pg migrate` invocation of one test: source table, target, checkpoint directory.
-#[derive(Debug, Clone)]
-pub struct Migration {
-    pub table: String,
-    pub target: String,
-    /// The test's own directory (reports, the working directory of the binary).
-    pub dir: PathBuf,
-    pub checkpoint_dir: PathBuf,
-}
-
-static REPORTS: AtomicU64 = AtomicU64::new(0);
-
-/// A child run in progress, with the report file it will write.
-pub struct Running {
-    pub child: Child,
-    pub report_path: PathBuf,
-    pub stderr_path: PathBuf,
-}
-
-impl Running {
-    /// Wait for the exit and collect the outcome.
-    pub async fn wait(self) -> Outcome {
-        let Running {
-            mut child,
-            report_path,
-            stderr_path,
-        } = self;
-        let status = tokio::task::spawn_blocking(move || child.wait())
-            .await
-            .expect("join the waiting thread")
-            .expect("wait for ddb2pg");
-        collect(status.code(), &stderr_path, &report_path)
-    }
-
-    /// SIGKILL (what `Child::kill` sends), then wait.
-    pub async fn kill9(mut self) -> Outcome {
-        self.child.kill().expect("kill -9 the run");
-        self.wait().await
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Exited already?
-    pub fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-}
-
-fn collect(code: Option<i32>, stderr_path: &Path, report_path: &Path) -> Outcome {
-    let stderr = std::fs::read(stderr_path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    let report = std::fs::read(report_path).ok().map(|b| {
-        serde_json::from_slice(&b).unwrap_or_else(|e| {
-            panic!(
-                "report {} is not JSON ({e}): {}",
-                report_path.display(),
-                String::from_utf8_lossy(&b)
-            )
-        })
-    });
-    Outcome {
-        code,
-        stderr,
-        report,
-    }
-}
-
-impl Migration {
-    /// A migration of `table` into `target`, files in a fresh temp dir.
-    pub fn new(table: &str, target: &str) -> Migration {
-        let dir = temp_dir(table);
-        let checkpoint_dir = dir.join("checkpoints");
-        Migration {
-            table: table.to_string(),
-            target: target.to_string(),
-            dir,
-            checkpoint_dir,
-        }
-    }
-
-    /// The binary with a clean environment (no DATABASE_URL, RUST_LOG, config file).
-    pub fn bare_command() -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_ddb2pg"));
-        c.env_remove("DATABASE_URL")
-            .env_remove("RUST_LOG")
-            .env_remove("PGHOST")
-            .env_remove("PGDATABASE")
-            .env_remove("PGUSER")
-            .env_remove("AWS_ENDPOINT_URL")
-            .env_remove("AWS_ENDPOINT_URL_DYNAMODB")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
-        c
-    }
-
-    /// `ddb2pg migrate --table T --target URL --endpoint-url E --checkpoint-dir D
-    /// --progress none --report R <extra>`.
-    pub fn command(&self, extra: &[&str], report: &Path) -> Command {
-        let mut c = Self::bare_command();
-        c.current_dir(&self.dir)
-            .arg("migrate")
-            .args(["--table", &self.table])
-            .args(["--target", &self.target])
-            .args(["--endpoint-url", &services().endpoint])
-            .arg("--checkpoint-dir")
-            .arg(&self.checkpoint_dir)
-            .args(["--progress", "none"])
-            .arg("--report")
-            .arg(report)
-            .args(extra);
-        c
-    }
-
-    fn next_files(&self) -> (PathBuf, PathBuf) {
-        let k = REPORTS.fetch_add(1, Ordering::Relaxed);
-        let report = self.dir.join(format!("report-{k}.json"));
-        let stderr = self.dir.join(format!("stderr-{k}.txt"));
-        let _ = std::fs::remove_file(&report);
-        (report, stderr)
-    }
-
-    /// Start the binary; stderr goes to a file in the test dir.
-    pub fn spawn(&self, extra: &[&str]) -> Running {
-        let (report_path, stderr_path) = self.next_files();
-        let err = std::fs::File::create(&stderr_path).expect("create stderr file");
-        let child = self
-            .command(extra, &report_path)
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("spawn ddb2pg");
-        Running {
-            child,
-            report_path,
-            stderr_path,
-        }
-    }
-
-    /// Run the binary to its end.
-    pub async fn run(&self, extra: &[&str]) -> Outcome {
-        self.spawn(extra).wait().await
-    }
-
-    /// The checkpoint file: the single `*.json` in the checkpoint dir.
-    pub fn checkpoint_path(&self) -> Option<PathBuf> {
-        let entries = std::fs::read_dir(&self.checkpoint_dir).ok()?;
-        let mut found: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        assert!(
-            found.len() <= 1,
-            "more than one checkpoint in {}: {found:?}",
-            self.checkpoint_dir.display()
-        );
-        found.pop()
-    }
-
-    /// The file next to the checkpoint with another suffix (`.lock`, `.rejects.jsonl`).
-    pub fn sibling(&self, suffix: &str) -> PathBuf {
-        let cp = self.checkpoint_path().expect("a checkpoint file");
-        let stem = cp
-            .file_name()
-            .map(|n| n.to_string_lossy().trim_end_matches(".json").to_string())
-            .expect("checkpoint file name");
-        cp.with_file_name(format!("{stem}{suffix}"))
-    }
-
-    /// Load the checkpoint (must exist and be valid, checksum included).
-    pub fn checkpoint(&self) -> Checkpoint {
-        let p = self.checkpoint_path().expect("a checkpoint file");
-        Checkpoint::load(&p)
-            .unwrap_or_else(|e| panic!("load {}: {e}", p.display()))
-            .unwrap_or_else(|| panic!("{} vanished", p.display()))
-    }
-
-    /// The checkpoint as a reader beside a live run sees it: absent, or whole and valid (the
-    /// run replaces it atomically), never damaged.
-    pub fn live_checkpoint(&self) -> Option<Checkpoint> {
-        let p = self.checkpoint_path()?;
-        Checkpoint::load(&p)
-            .unwrap_or_else(|e| panic!("reading {} beside a live run: {e}", p.display()))
-    }
-
-    /// Committed items over all segments, if the checkpoint exists.
-    pub fn committed(&self) -> Option<u64> {
-        self.live_checkpoint().map(|cp| committed(&cp))
-    }
-
-    /// The target table's SQL name (default mapping: named after the source).
-    pub fn pg_table(&self) -> String {
-        format!(
-            "\"{}\"",
-            ddb2pg::plan::default_table_name(&self.table).replace('"', "\"\"")
-        )
-    }
-
-    /// Start the binary and wait until its checkpoint records at least `threshold` committed
-    /// items, with that count. If the run ends first, its outcome is the `Err`.
-    pub async fn spawn_until(
-        &self,
-        extra: &[&str],
-        threshold: u64,
-    ) -> Result<(Running, u64), Outcome> {
-        let mut running = self.spawn(extra);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Some(c) = self.committed() {
-                if c >= threshold {
-                    return Ok((running, c));
-                }
-            }
-            if running.exited() {
-                return Err(running.wait().await);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the checkpoint never reached {threshold} items"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-/// Sum of the committed items of every segment.
-pub fn committed(cp: &Checkpoint) -> u64 {
-    cp.segments.iter().map(|s| s.items).sum()
-}
-
-/// Send a signal with kill(1) (no libc in the tests).
-pub fn signal(pid: u32, sig: &str) {
-    let st = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill");
-    assert!(st.success(), "kill -{sig} {pid}: {st:?}");
-}
-
-/// The JSON text of an item, as ddb2pg's encoder writes it.
+/// The `item` document the default mapping stores for `item`, as JSON text, built by the
+/// suite's own encoder (`json::doc`), not by ddb2pg's.
 pub fn expected_json(item: &Item) -> String {
-    let mut s = String::new();
-    ddb2pg::value::write_item_json(item, NulPolicy::Reject, &mut s)
-        .unwrap_or_else(|e| panic!("encode expected item: {e}"));
-    s
+    json::doc(item)
 }
 
 fn key_of(it: &Item) -> (String, String) {
@@ -604,4 +370,36 @@ pub async fn count_rows(pg: &Client, table: &str) -> i64 {
         .await
         .expect("count")
         .get(0)
+}
+
+/// The guard drops the database of a test that panics: a thread plays the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_of_a_failed_test_is_dropped() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let test = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let url = new_database().await;
+            let name = databases_to_drop().pop().expect("registered");
+            tx.send(name).expect("send");
+            // The test holds a connection open when it fails.
+            let _c = pg(&url).await;
+            panic!("a failing test");
+        })
+    });
+    assert!(test.join().is_err(), "the thread panicked");
+    let name = rx.recv().expect("the database's name");
+    let left: i64 = pg(&services().admin_url)
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
+        .await
+        .expect("pg_database")
+        .get(0);
+    assert_eq!(left, 0, "database {name} outlived its failed test");
 }

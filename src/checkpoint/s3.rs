@@ -1,0 +1,564 @@
+//! `--checkpoint-dir s3://bucket/prefix`: the checkpoint, lock and rejects of a run are objects
+//! under `prefix/`, so a shard started again on another machine (a replaced pod, a retried
+//! array child) resumes where it stopped.
+//!
+//! Every write is a whole-object PUT, atomic on S3: a new object with `If-None-Match: *`, a
+//! replacement with `If-Match: <ETag>` of the version this process read or wrote last. A
+//! refused write (412) means another process changed it: the run stops (exit 1) rather than
+//! overwrite it. The lock is a lease ([`super::lock`]) renewed in the background.
+//!
+//! The rejects file is appended to locally (in a private folder under the temp directory) and
+//! the whole file is PUT before each checkpoint write that follows new reject lines; a run
+//! that starts on another machine fetches it first. Rejects are meant to be few: a run
+//! rejecting many items re-uploads a growing file a few times a second (fix the mapping).
+//!
+//! The S3 calls run on a runtime of their own (one thread), so they can be made from
+//! synchronous code (the checkpoint flush) and from async code alike.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+
+use super::lock::{Found, Lease};
+use super::now_secs;
+use super::storage::{Held, LockState, Names, Storage, Tag};
+use crate::cli::AwsArgs;
+use crate::error::{Error, Result};
+
+pub struct S3Dir {
+    rt: Option<tokio::runtime::Runtime>,
+    client: Client,
+    bucket: String,
+    prefix: String,
+    url: String,
+    /// Whether this process may still write (see [`Fence`]).
+    fence: Arc<Fence>,
+}
+
+/// What keeps a process that lost its lock from writing: set by the lock's renewals. A write
+/// is refused once the lease this process last renewed has (nearly) run out, or once a renewal
+/// found the lock taken by another process. (A process paused between this check and its PUT
+/// could still write once; the checkpoint's `If-Match` then stops the other holder, whose
+/// retry resumes from that checkpoint, still never ahead of what is committed.)
+#[derive(Debug, Default)]
+struct Fence {
+    lost: AtomicBool,
+    /// Epoch seconds the held lease runs to; 0: no lock held (nothing to check).
+    held_until: AtomicU64,
+}
+
+impl Fence {
+    fn check(&self, what: &str) -> Result<()> {
+        let until = self.held_until.load(Ordering::Acquire);
+        let expired = until != 0 && now_secs() + 1 >= until;
+        if self.lost.load(Ordering::Acquire) || expired {
+            return Err(Error::file(
+                what,
+                format!(
+                    "not written: this run's lock lease {}; another run may hold the shard now. \
+                 This one stops (the stored checkpoint stays valid); run it again to resume",
+                    if expired {
+                        "ran out before it could be renewed (the process was paused, or S3 \
+                     unreachable)"
+                    } else {
+                        "was taken over by another process"
+                    }
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn s3_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Source {
+        message: format!("S3: {what}: {e}"),
+        retryable: false,
+    }
+}
+
+/// The HTTP status of a failed call, when the server answered.
+fn status<E>(e: &SdkError<E, HttpResponse>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
+}
+
+/// The error of a call, with the server's code and message (the SDK's Display says only
+/// "service error").
+fn detail<E: std::error::Error + 'static>(e: &SdkError<E, HttpResponse>) -> String {
+    match e {
+        SdkError::ServiceError(s) => {
+            let err = s.err();
+            let mut text = err.to_string();
+            if let Some(src) = std::error::Error::source(err) {
+                text.push_str(&format!(": {src}"));
+            }
+            text
+        }
+        other => format!(
+            "{other}: {}",
+            std::error::Error::source(other).map_or(String::new(), |s| s.to_string())
+        ),
+    }
+}
+
+impl S3Dir {
+    pub fn open(url: &str, aws: &AwsArgs, s3_endpoint: &Option<String>) -> Result<S3Dir> {
+        let (bucket, prefix) = crate::source::s3::parse(url).ok_or_else(|| {
+            Error::config(format!(
+                "--checkpoint-dir {url}: expected s3://bucket/prefix"
+            ))
+        })?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("ddb2pg-s3-checkpoint")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::config(format!("cannot start the S3 checkpoint runtime: {e}")))?;
+        let (aws, ep) = (aws.clone(), s3_endpoint.clone());
+        let client = on(
+            &rt,
+            async move { crate::source::s3::client(&aws, &ep).await },
+        )?;
+        let dir = S3Dir {
+            rt: Some(rt),
+            client,
+            bucket,
+            prefix,
+            url: url.trim_end_matches('/').to_string(),
+            fence: Arc::new(Fence::default()),
+        };
+        Ok(dir)
+    }
+
+    fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", self.prefix)
+        }
+    }
+
+    fn block<F>(&self, f: F) -> Result<F::Output>
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        match &self.rt {
+            Some(rt) => Ok(on(rt, f)),
+            None => Err(Error::config("internal error: the S3 runtime is gone")),
+        }
+    }
+
+    /// GET: the bytes and ETag, or None (404).
+    fn get(&self, name: &str) -> Result<Option<(Vec<u8>, String)>> {
+        let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key(name));
+        let shown = self.show(name);
+        self.block(async move {
+            let out = match client.get_object().bucket(&bucket).key(&key).send().await {
+                Ok(o) => o,
+                Err(e) if status(&e) == Some(404) => return Ok(None),
+                Err(e) => return Err(s3_err(&format!("read {shown}"), detail(&e))),
+            };
+            let etag = out.e_tag().unwrap_or_default().to_string();
+            let bytes = out
+                .body
+                .collect()
+                .await
+                .map_err(|e| s3_err(&format!("read {shown}"), e))?
+                .into_bytes()
+                .to_vec();
+            Ok(Some((bytes, etag)))
+        })?
+    }
+
+    /// Conditional PUT; `Ok(Err(412))`-like: `Ok(None)` when the condition failed.
+    fn put(&self, name: &str, bytes: &[u8], expect: &Tag) -> Result<Option<String>> {
+        let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key(name));
+        let shown = self.show(name);
+        let body = bytes.to_vec();
+        let expect = expect.clone();
+        self.block(async move {
+            let mut req = client
+                .put_object()
+                .bucket(&bucket)
+                .key(&key)
+                .body(ByteStream::from(body));
+            req = match &expect {
+                Tag::Absent => req.if_none_match("*"),
+                Tag::ETag(e) => req.if_match(e),
+                Tag::Local => req,
+            };
+            match req.send().await {
+                Ok(o) => Ok(Some(o.e_tag().unwrap_or_default().to_string())),
+                // 412: the condition failed; 409: a concurrent conditional write won.
+                Err(e) if matches!(status(&e), Some(412 | 409)) => Ok(None),
+                Err(e) => Err(s3_err(&format!("write {shown}"), detail(&e))),
+            }
+        })?
+    }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key(name));
+        let shown = self.show(name);
+        self.block(async move {
+            match client
+                .delete_object()
+                .bucket(&bucket)
+                .key(&key)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if status(&e) == Some(404) => Ok(()),
+                Err(e) => Err(s3_err(&format!("remove {shown}"), detail(&e))),
+            }
+        })?
+    }
+
+    fn read_lease(&self, name: &str) -> Result<Option<(Lease, String)>> {
+        let Some((bytes, etag)) = self.get(name)? else {
+            return Ok(None);
+        };
+        let lease: Lease = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::config(format!(
+                "lock {} is not a ddb2pg lock ({e}); remove it if no run is active",
+                self.show(name)
+            ))
+        })?;
+        Ok(Some((lease, etag)))
+    }
+}
+
+/// Run `f` to completion on `rt` from any thread, async or not: on a thread of its own, so
+/// that no runtime is blocked from inside.
+fn on<F>(rt: &tokio::runtime::Runtime, f: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    let handle = rt.handle();
+    std::thread::scope(|s| {
+        let t = s.spawn(|| handle.block_on(f));
+        match t.join() {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    })
+}
+
+impl Drop for S3Dir {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another one's async context would panic.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Storage for S3Dir {
+    fn show(&self, name: &str) -> String {
+        format!("{}/{name}", self.url)
+    }
+
+    fn read(&self, name: &str) -> Result<Option<(Vec<u8>, Tag)>> {
+        Ok(self.get(name)?.map(|(b, e)| (b, Tag::ETag(e))))
+    }
+
+    fn write(&self, name: &str, bytes: &[u8], expect: &Tag) -> Result<Tag> {
+        self.fence.check(&self.show(name))?;
+        match self.put(name, bytes, expect)? {
+            Some(etag) => Ok(Tag::ETag(etag)),
+            None => Err(Error::file(
+                self.show(name),
+                "changed by another process since this run wrote it (conditional write refused): \
+                 two runs on one shard? This one stops; the stored checkpoint stays valid",
+            )),
+        }
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        self.delete(name)
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<bool> {
+        let Some((bytes, _)) = self.get(from)? else {
+            return Ok(false);
+        };
+        if self.put(to, &bytes, &Tag::Absent)?.is_none() {
+            return Err(Error::config(format!("{} exists already", self.show(to))));
+        }
+        self.delete(from)?;
+        Ok(true)
+    }
+
+    fn list(&self) -> Result<Vec<String>> {
+        let (client, bucket) = (self.client.clone(), self.bucket.clone());
+        let folder = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let url = self.url.clone();
+        self.block(async move {
+            let mut names = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let out = client
+                    .list_objects_v2()
+                    .bucket(&bucket)
+                    .prefix(&folder)
+                    .delimiter("/")
+                    .set_continuation_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| s3_err(&format!("list {url}"), detail(&e)))?;
+                for o in out.contents() {
+                    if let Some(k) = o.key().and_then(|k| k.strip_prefix(&folder)) {
+                        names.push(k.to_string());
+                    }
+                }
+                match out.next_continuation_token() {
+                    Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_string()),
+                    _ => break,
+                }
+            }
+            names.sort();
+            Ok(names)
+        })?
+    }
+
+    fn lock(&self, name: &str, lease: Duration) -> Result<Box<dyn Held>> {
+        let lease_s = lease.as_secs().max(2);
+        let existing = self.read_lease(name)?;
+        let now = now_secs();
+        let found = Lease::found(existing.as_ref().map(|(l, _)| l), now);
+        if let Found::Held { holder, left_s } = &found {
+            return Err(Error::config(format!(
+                "another ddb2pg run ({holder}) holds {} (its lease ends in {left_s} s unless \
+                 renewed); wait for it to finish or stop it first",
+                self.show(name)
+            )));
+        }
+        let mine = Lease::new(super::local::holder_id(), lease_s, now);
+        let bytes = serde_json::to_vec(&mine).map_err(|e| s3_err("encode the lock", e))?;
+        let expect = existing
+            .as_ref()
+            .map_or(Tag::Absent, |(_, e)| Tag::ETag(e.clone()));
+        let Some(etag) = self.put(name, &bytes, &expect)? else {
+            // Another process took it between our read and our write.
+            let holder = self
+                .read_lease(name)
+                .ok()
+                .flatten()
+                .map_or("unknown".to_string(), |(l, _)| l.holder);
+            return Err(Error::config(format!(
+                "another ddb2pg run ({holder}) took {} at the same moment; wait for it to \
+                 finish or stop it first",
+                self.show(name)
+            )));
+        };
+        if let Found::Expired { holder, ago_s } = &found {
+            eprintln!(
+                "ddb2pg: taking over the lock {} of {holder}, whose lease ended {ago_s} s ago \
+                 (the process died or hung)",
+                self.show(name)
+            );
+        }
+        self.hold(name, mine, etag)
+    }
+
+    fn lock_state(&self, name: &str) -> LockState {
+        match self.read_lease(name) {
+            Ok(Some((l, _))) => match Lease::found(Some(&l), now_secs()) {
+                Found::Held { holder, left_s } => LockState {
+                    running: true,
+                    holder: Some(holder),
+                    lease_left_s: Some(left_s),
+                },
+                _ => LockState {
+                    running: false,
+                    holder: Some(l.holder),
+                    lease_left_s: None,
+                },
+            },
+            _ => LockState::default(),
+        }
+    }
+
+    fn local_dir(&self) -> Result<PathBuf> {
+        use sha2::{Digest, Sha256};
+        let h = super::hex(&Sha256::digest(self.url.as_bytes()));
+        let dir = std::env::temp_dir().join(format!("ddb2pg-s3-{}", &h[..12]));
+        crate::private::dir(&dir)?;
+        Ok(dir)
+    }
+
+    fn publish(&self, name: &str, local: &Path) -> Result<()> {
+        self.fence.check(&self.show(name))?;
+        let bytes = match std::fs::read(local) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::file(local, e)),
+        };
+        // The lock keeps other writers out: replace whatever version is there.
+        let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key(name));
+        let shown = self.show(name);
+        self.block(async move {
+            client
+                .put_object()
+                .bucket(&bucket)
+                .key(&key)
+                .body(ByteStream::from(bytes))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| s3_err(&format!("write {shown}"), detail(&e)))
+        })?
+    }
+
+    fn fetch(&self, name: &str, local: &Path) -> Result<()> {
+        let _ = std::fs::remove_file(local);
+        let Some((bytes, _)) = self.get(name)? else {
+            return Ok(());
+        };
+        let mut f = crate::private::open(
+            local,
+            std::fs::OpenOptions::new().write(true).create_new(true),
+        )?;
+        use std::io::Write as _;
+        f.write_all(&bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| Error::file(local, e))
+    }
+
+    fn secure(&self, _names: &Names) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A held S3 lock: renewed in the background every third of the lease; released (a record
+/// with `released: true`) when dropped.
+struct S3Lock {
+    renew: Option<tokio::task::JoinHandle<()>>,
+    /// The lease and its ETag as last written by this process.
+    current: Arc<Mutex<(Lease, String)>>,
+    rt: tokio::runtime::Handle,
+    client: Client,
+    bucket: String,
+    key: String,
+}
+
+impl std::fmt::Debug for S3Lock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "S3Lock({})", self.key)
+    }
+}
+
+impl Held for S3Lock {}
+
+impl S3Dir {
+    fn hold(&self, name: &str, lease: Lease, etag: String) -> Result<Box<dyn Held>> {
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or_else(|| Error::config("internal error: the S3 runtime is gone"))?
+            .handle()
+            .clone();
+        let every = Duration::from_secs((lease.lease_s / 3).max(1));
+        self.fence
+            .held_until
+            .store(lease.expires_at, Ordering::Release);
+        let current = Arc::new(Mutex::new((lease, etag)));
+        let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key(name));
+        let (shown, fence) = (self.show(name), self.fence.clone());
+        let task = {
+            let (current, client, bucket, key) =
+                (current.clone(), client.clone(), bucket.clone(), key.clone());
+            rt.spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let (lease, etag) = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let next = lease.renewed(now_secs());
+                    let Ok(bytes) = serde_json::to_vec(&next) else {
+                        continue;
+                    };
+                    let sent = client
+                        .put_object()
+                        .bucket(&bucket)
+                        .key(&key)
+                        .if_match(&etag)
+                        .body(ByteStream::from(bytes))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(o) => {
+                            let e = o.e_tag().unwrap_or_default().to_string();
+                            fence.held_until.store(next.expires_at, Ordering::Release);
+                            *current.lock().unwrap_or_else(|p| p.into_inner()) = (next, e);
+                        }
+                        Err(e) if matches!(status(&e), Some(412 | 409)) => {
+                            eprintln!(
+                                "ddb2pg: error: the lock {shown} was taken by another process \
+                                 (this run's lease had expired); no more checkpoint writes"
+                            );
+                            fence.lost.store(true, Ordering::Release);
+                            return;
+                        }
+                        // A network failure: try again at the next tick (the lease is 3
+                        // ticks long).
+                        Err(e) => tracing::warn!("renewing the lock {shown}: {}", detail(&e)),
+                    }
+                }
+            })
+        };
+        Ok(Box::new(S3Lock {
+            renew: Some(task),
+            current,
+            rt,
+            client,
+            bucket,
+            key,
+        }))
+    }
+}
+
+impl Drop for S3Lock {
+    fn drop(&mut self) {
+        if let Some(t) = self.renew.take() {
+            t.abort();
+        }
+        let (lease, etag) = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Ok(bytes) = serde_json::to_vec(&lease.released(now_secs())) else {
+            return;
+        };
+        let req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .if_match(etag)
+            .body(ByteStream::from(bytes));
+        let handle = &self.rt;
+        // Best effort: if it fails, the lease simply expires.
+        std::thread::scope(|s| {
+            let _ = s
+                .spawn(|| {
+                    handle.block_on(async {
+                        tokio::time::timeout(Duration::from_secs(10), req.send()).await
+                    })
+                })
+                .join();
+        });
+    }
+}

@@ -1,0 +1,154 @@
+//! The seam between a run and where its checkpoint, lock and rejects are kept: a local
+//! directory or an S3 prefix. A run names its documents ([`Names`]); the storage reads and
+//! writes them whole, replaces one only in the version it was read in (on S3: `If-Match`), and
+//! holds the run's lock.
+//!
+//! The rejects file is appended to locally (fsynced line by line, see `crate::rejects`); a
+//! storage that is not the local disk keeps a copy, refreshed by `publish` before every
+//! checkpoint write and fetched back by `fetch` when a run starts on another machine.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::cli::AwsArgs;
+use crate::error::Result;
+use crate::shard::Shard;
+
+/// The stored version a document was read (or written) in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tag {
+    /// Not there: a write creates it, and fails if another process created it meanwhile.
+    Absent,
+    /// A local file (the run's `flock` keeps other writers out).
+    Local,
+    /// An S3 object's ETag: a write replaces this version only.
+    ETag(String),
+}
+
+/// Whether a lock is held by a live run, and by whom.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LockState {
+    pub running: bool,
+    /// "pid N on HOST" of the last holder, when known.
+    pub holder: Option<String>,
+    /// Seconds until the holder's lease ends (S3 locks).
+    pub lease_left_s: Option<u64>,
+}
+
+/// A held lock: released when dropped (a dead process's lock is released by the OS, or on S3
+/// taken over once its lease has expired).
+pub trait Held: Send + Sync + std::fmt::Debug {}
+
+/// Where a run keeps its checkpoint, lock and rejects.
+pub trait Storage: Send + Sync {
+    /// `name`'s location as shown to the user (a path or an s3:// URL).
+    fn show(&self, name: &str) -> String;
+    /// The whole document, and its version; `None` when absent.
+    fn read(&self, name: &str) -> Result<Option<(Vec<u8>, Tag)>>;
+    /// Replace `name` atomically, only if it is still in version `expect` (`Tag::Absent`:
+    /// only if absent). Returns the new version.
+    fn write(&self, name: &str, bytes: &[u8], expect: &Tag) -> Result<Tag>;
+    /// Remove `name` (absent is fine).
+    fn remove(&self, name: &str) -> Result<()>;
+    /// Move `from` to `to` (absent `from`: nothing to do; returns whether it moved).
+    fn rename(&self, from: &str, to: &str) -> Result<bool>;
+    /// The names of the documents in this storage.
+    fn list(&self) -> Result<Vec<String>>;
+    /// Take the lock `name` for this process, or fail (exit 2) naming the live holder. `lease`:
+    /// how long an S3 lock stays valid without renewal (it is renewed every third of it).
+    fn lock(&self, name: &str, lease: Duration) -> Result<Box<dyn Held>>;
+    /// The lock's state, read without taking it.
+    fn lock_state(&self, name: &str) -> LockState;
+    /// A local directory for this storage's working files (the rejects being appended, s3://
+    /// export downloads): the directory itself, or a private folder under the temp directory.
+    fn local_dir(&self) -> Result<PathBuf>;
+    /// Copy the local file `local` to `name` (S3), or nothing when `local` is `name` itself.
+    fn publish(&self, name: &str, local: &Path) -> Result<()>;
+    /// Replace `local` with the stored `name` (S3), or nothing when `local` is `name` itself.
+    fn fetch(&self, name: &str, local: &Path) -> Result<()>;
+    /// Before a run writes: create a local directory (owner-only), refuse to start when a
+    /// document of the run is unsafe to write (a symbolic link), tighten permissions.
+    fn secure(&self, names: &Names) -> Result<()>;
+}
+
+/// The documents of one run (source + target, and shard) inside the storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    /// `<table>-<hash>`: the same for every shard of a run.
+    pub base: String,
+    pub checkpoint: String,
+    pub lock: String,
+    pub rejects: String,
+}
+
+impl Names {
+    /// `<table>-<hash of source and target>[.shard-I-of-N].{json,lock,rejects.jsonl}`.
+    pub fn new(table: &str, source_id: &str, target_id: &str, shard: Option<Shard>) -> Names {
+        let h = super::hex(&Sha256::digest(
+            format!("{source_id}\n{target_id}").as_bytes(),
+        ));
+        let safe: String = table
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let base = format!("{safe}-{}", &h[..12]);
+        let stem = format!("{base}{}", shard.map(|s| s.suffix()).unwrap_or_default());
+        Names {
+            checkpoint: format!("{stem}.json"),
+            lock: format!("{stem}.lock"),
+            rejects: format!("{stem}.rejects.jsonl"),
+            base,
+        }
+    }
+
+    /// The names of the checkpoint `name` (`<stem>.json`) of a listing.
+    pub fn of_checkpoint(name: &str) -> Option<Names> {
+        let stem = name.strip_suffix(".json")?;
+        if stem.ends_with(".tmp") || stem.contains(".rejects") {
+            return None;
+        }
+        let base = Shard::from_suffix(stem).map_or(stem.to_string(), |(b, _)| b);
+        Some(Names {
+            base,
+            checkpoint: name.to_string(),
+            lock: format!("{stem}.lock"),
+            rejects: format!("{stem}.rejects.jsonl"),
+        })
+    }
+}
+
+/// `--checkpoint-dir`: a local directory, or `s3://bucket/prefix` (with the AWS settings and
+/// `--s3-endpoint-url` an s3:// export uses).
+pub fn open(dir: &Path, aws: &AwsArgs, s3_endpoint: &Option<String>) -> Result<Arc<dyn Storage>> {
+    let text = dir.to_string_lossy();
+    if text.starts_with("s3://") {
+        Ok(Arc::new(super::s3::S3Dir::open(&text, aws, s3_endpoint)?))
+    } else {
+        Ok(Arc::new(super::local::LocalDir::new(dir)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_names_share_the_base() {
+        let a = Names::new("app", "arn", "pg", None);
+        let b = Names::new("app", "arn", "pg", Some(Shard { index: 1, count: 4 }));
+        assert_eq!(a.base, b.base);
+        assert_eq!(b.checkpoint, format!("{}.shard-1-of-4.json", a.base));
+        assert_eq!(Names::of_checkpoint(&b.checkpoint), Some(b.clone()));
+        assert_eq!(Names::of_checkpoint(&a.checkpoint), Some(a));
+        assert_eq!(Names::of_checkpoint("x.json.tmp"), None);
+    }
+}

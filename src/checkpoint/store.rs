@@ -1,0 +1,158 @@
+//! The checkpoint shared by a run's workers: changed in memory after each commit, written to
+//! its storage by `flush` (with the rejects first, when the storage keeps its own copy).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::storage::{Names, Storage, Tag};
+use super::{Checkpoint, SegmentState, StreamState};
+use crate::error::Result;
+
+/// The checkpoint shared by the segment workers: updated in memory after each commit, written
+/// to its storage by `flush` (the pipeline flushes a few times a second and at the end).
+pub struct Store {
+    /// False for `--dry-run`: the checkpoint is kept in memory only.
+    persist: bool,
+    storage: Arc<dyn Storage>,
+    names: Names,
+    /// The checkpoint's location, for messages.
+    shown: PathBuf,
+    /// The stored version this process wrote last (a conditional write replaces only it).
+    tag: Mutex<Tag>,
+    state: Mutex<Checkpoint>,
+    dirty: AtomicBool,
+    /// Reject lines appended since the rejects were last published to the storage.
+    rejects_dirty: AtomicBool,
+    /// The local rejects file (the storage's copy is refreshed from it before a flush).
+    rejects_local: PathBuf,
+}
+
+/// What a committed page adds to its segment.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Delta {
+    pub items: u64,
+    pub rows_written: u64,
+    pub rows_unchanged: u64,
+    pub rejected: u64,
+    pub skipped: u64,
+}
+
+impl Store {
+    /// `tag`: the version of the checkpoint as read (`Tag::Absent` for a new one).
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        names: Names,
+        rejects_local: PathBuf,
+        tag: Tag,
+        cp: Checkpoint,
+    ) -> Store {
+        Store {
+            persist: true,
+            shown: PathBuf::from(storage.show(&names.checkpoint)),
+            storage,
+            names,
+            tag: Mutex::new(tag),
+            state: Mutex::new(cp),
+            dirty: AtomicBool::new(true),
+            rejects_dirty: AtomicBool::new(false),
+            rejects_local,
+        }
+    }
+
+    /// A store that never writes (dry runs).
+    pub fn in_memory(
+        storage: Arc<dyn Storage>,
+        names: Names,
+        rejects_local: PathBuf,
+        cp: Checkpoint,
+    ) -> Store {
+        Store {
+            persist: false,
+            ..Store::new(storage, names, rejects_local, Tag::Absent, cp)
+        }
+    }
+
+    /// Where the checkpoint is (a path, or an s3:// URL), for messages.
+    pub fn path(&self) -> &Path {
+        &self.shown
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Checkpoint> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn snapshot(&self) -> Checkpoint {
+        self.lock().clone()
+    }
+
+    pub fn segment(&self, i: u32) -> SegmentState {
+        self.lock().segments[i as usize].clone()
+    }
+
+    pub fn begin_segment(&self, i: u32) {
+        let mut cp = self.lock();
+        cp.segments[i as usize].runs += 1;
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Record a committed page (call only after the transaction holding its rows committed) as
+    /// one step: append its reject lines to `rejects` and change
+    /// the checkpoint with `f`, under the checkpoint's lock, so that no saved checkpoint holds
+    /// the one without the other (`rejects_bytes` marks where committed lines end).
+    pub fn commit_page(
+        &self,
+        rejects: &crate::rejects::Rejects,
+        lines: &[String],
+        f: impl FnOnce(&mut Checkpoint),
+    ) -> Result<()> {
+        let mut cp = self.lock();
+        if !lines.is_empty() {
+            cp.rejects_bytes = Some(rejects.append(lines)?);
+            self.rejects_dirty.store(true, Ordering::Release);
+        }
+        f(&mut cp);
+        self.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Read or change the stream state (marks the checkpoint for the next flush).
+    pub fn with_stream<R>(&self, f: impl FnOnce(&mut StreamState) -> R) -> Option<R> {
+        let mut cp = self.lock();
+        let r = cp.stream.as_mut().map(f);
+        self.dirty.store(true, Ordering::Release);
+        r
+    }
+
+    /// Write the checkpoint if it changed since the last flush: first the rejects (when the
+    /// storage keeps its own copy), so that no stored checkpoint counts reject lines the
+    /// storage does not hold, then the checkpoint, replacing only the version this process
+    /// wrote last.
+    pub fn flush(&self) -> Result<()> {
+        if !self.persist || !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let r = self.write();
+        if r.is_err() {
+            self.dirty.store(true, Ordering::Release);
+        }
+        r
+    }
+
+    fn write(&self) -> Result<()> {
+        let mut cp = self.snapshot();
+        if self.rejects_dirty.swap(false, Ordering::AcqRel) {
+            let published = self
+                .storage
+                .publish(&self.names.rejects, &self.rejects_local);
+            if let Err(e) = published {
+                self.rejects_dirty.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
+        let bytes = cp.encode()?;
+        let mut tag = self.tag.lock().unwrap_or_else(|p| p.into_inner());
+        *tag = self.storage.write(&self.names.checkpoint, &bytes, &tag)?;
+        Ok(())
+    }
+}

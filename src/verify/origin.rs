@@ -1,0 +1,202 @@
+//! Verify, step 1: resolve the source (a live table, or exports in the order they were
+//! migrated), the plan, and the rejects files migrate writes for this source and target.
+//!
+//! Exports are opened by the very code `migrate --export` uses (`source::export::open`, and
+//! for `s3://` `source::s3::prepare` then `Download::run`), so verify reads the same files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::checkpoint::Names;
+use crate::cli::VerifyArgs;
+use crate::downloads::Downloads;
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::source::export::Export;
+use crate::source::scan::SegmentScan;
+use crate::source::{Source, TableInfo};
+
+/// What verify reads and how it maps it.
+pub struct Origin {
+    pub plan: Arc<Plan>,
+    /// The item's key attributes (named in the reject lines the reader builds).
+    pub key_attrs: Vec<String>,
+    pub sources: Sources,
+    /// DescribeTable's ItemCount (0 for exports): the progress display's estimate.
+    pub approx_items: u64,
+    /// What was read, for the report.
+    pub label: String,
+    /// The rejects files migrate writes for this source and target (one per export).
+    pub rejects_files: Vec<PathBuf>,
+    /// The folder of this run's copies of s3:// exports, removed when verify ends.
+    pub _downloads: Option<DownloadDir>,
+    /// `--shard I/N` (a table only): the segments `s % N == I` are read, and rows of the target
+    /// that other shards' segments hold are not extra.
+    pub shard: Option<crate::shard::Shard>,
+}
+
+/// Where the items come from.
+pub enum Sources {
+    /// A table's parallel Scan; the template's `segment` is replaced per segment.
+    Table(SegmentScan),
+    /// Exports in the order they were migrated: the full export, then incremental ones.
+    Exports(Vec<Export>),
+}
+
+impl Sources {
+    /// Segments over all sources (an export's are its data files).
+    pub fn segments(&self) -> u64 {
+        match self {
+            Sources::Table(t) => t.total_segments as u64,
+            Sources::Exports(e) => e.iter().map(|e| e.files.len() as u64).sum(),
+        }
+    }
+}
+
+/// A folder removed (with what is in it) when dropped.
+pub struct DownloadDir(PathBuf);
+
+impl Drop for DownloadDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub async fn resolve(args: &VerifyArgs, target_id: &str) -> Result<Origin> {
+    match (&args.table, args.export.as_slice()) {
+        (Some(table), []) => resolve_table(args, table, target_id).await,
+        (None, exports) if !exports.is_empty() => resolve_exports(args, exports, target_id).await,
+        _ => Err(Error::config("give either --table NAME or --export PATH")),
+    }
+}
+
+fn load_plan(args: &VerifyArgs, info: &TableInfo) -> Result<Plan> {
+    match &args.mapping {
+        Some(p) => crate::mapping::load(p),
+        None => Plan::default_checked(info),
+    }
+}
+
+async fn resolve_table(args: &VerifyArgs, table: &str, target_id: &str) -> Result<Origin> {
+    let source = Source::connect(&args.aws).await?;
+    let mut info = source.describe(table).await?;
+    if let Some(k) = &args.key {
+        info.key = crate::migrate::parse_key(k)?;
+    }
+    let plan = Arc::new(load_plan(args, &info)?);
+    let scan = args.scan();
+    let shard = args.shard.resolve()?;
+    let segments = match (scan.segments, shard) {
+        (Some(n), _) => n,
+        (None, None) => {
+            crate::migrate::default_segments(scan.concurrency_for(false), info.size_bytes)
+        }
+        (None, Some(s)) => {
+            return Err(Error::config(format!(
+                "verify --shard {s}: give --segments, the same number to every shard"
+            )))
+        }
+    };
+    let names = Names::new(&info.name, &info.arn, target_id, shard);
+    let rejects = args.checkpoint_dir.join(names.rejects);
+    Ok(Origin {
+        plan,
+        key_attrs: info.key.iter().map(|k| k.name.clone()).collect(),
+        sources: Sources::Table(SegmentScan {
+            client: source.client.clone(),
+            table: info.name.clone(),
+            segment: 0,
+            total_segments: segments,
+            page_size: args.batch_size,
+            limiter: None,
+        }),
+        approx_items: info.item_count,
+        label: format!("{} ({})", info.name, source.describe_location()),
+        rejects_files: vec![rejects],
+        _downloads: None,
+        shard,
+    })
+}
+
+async fn resolve_exports(args: &VerifyArgs, paths: &[PathBuf], target_id: &str) -> Result<Origin> {
+    if args.shard.shard.is_some() || args.shards_given() {
+        // A key's lines in the full export and in an incremental one are in files of unrelated
+        // numbers: split by file, a shard could see a delete without the put it undoes.
+        return Err(Error::config(
+            "verify --shard reads a table; verify an export as one process",
+        ));
+    }
+    let mut downloads = None;
+    let mut exports = Vec::new();
+    for path in paths {
+        let text = path.to_string_lossy().to_string();
+        let export = match text.strip_prefix("s3://") {
+            Some(rest) => {
+                if downloads.is_none() {
+                    downloads = Some(download_dir(&args.checkpoint_dir)?);
+                }
+                let dir = downloads
+                    .as_ref()
+                    .map_or(args.checkpoint_dir.as_path(), |d| &d.0);
+                let dest = Downloads::dir_for(dir, rest);
+                let download =
+                    crate::source::s3::prepare(&args.aws, &args.s3_endpoint_url, &text, &dest)
+                        .await?;
+                download.run().await?;
+                download.export
+            }
+            None => crate::source::export::open(path)?,
+        };
+        exports.push(export);
+    }
+    let key = match &args.key {
+        Some(k) => crate::migrate::parse_key(k)?,
+        None if args.mapping.is_some() => Vec::new(),
+        None => {
+            return Err(Error::config(
+                "an export carries no key schema: pass --key PK[,SK] as given to migrate (with \
+                 :N or :B for number or binary keys) for the default mapping, or the --mapping file",
+            ))
+        }
+    };
+    // The default mapping's table is named after the first (full) export, as migrate names it.
+    let info = TableInfo {
+        name: exports[0].table_name.clone(),
+        arn: exports[0].identity.clone(),
+        key,
+        item_count: 0,
+        size_bytes: 0,
+    };
+    let plan = Arc::new(load_plan(args, &info)?);
+    let rejects_files = exports
+        .iter()
+        .map(|e| {
+            let names = Names::new(&e.table_name, &e.identity, target_id, None);
+            args.checkpoint_dir.join(names.rejects)
+        })
+        .collect();
+    let label = exports
+        .iter()
+        .map(|e| format!("{} ({} files)", e.identity, e.files.len()))
+        .collect::<Vec<_>>()
+        .join(", then ");
+    Ok(Origin {
+        plan,
+        key_attrs: info.key.iter().map(|k| k.name.clone()).collect(),
+        sources: Sources::Exports(exports),
+        approx_items: 0,
+        label,
+        rejects_files,
+        _downloads: downloads,
+        shard: None,
+    })
+}
+
+/// This run's own folder for s3:// copies (owner-only, like migrate's), so that a migrate of
+/// the same export, or another verify, never meets a half-written file of ours.
+fn download_dir(checkpoint_dir: &Path) -> Result<DownloadDir> {
+    crate::private::dir(checkpoint_dir)?;
+    let dir = checkpoint_dir.join(format!("verify-{}", std::process::id()));
+    crate::private::dir(&dir)?;
+    Ok(DownloadDir(dir))
+}
