@@ -26,12 +26,12 @@ mod messages;
 mod names;
 #[path = "suite/overlap.rs"]
 mod overlap;
-#[path = "suite/scan_parser.rs"]
-mod scan_parser;
 #[path = "suite/paths.rs"]
 mod paths;
 #[path = "suite/resume.rs"]
 mod resume;
+#[path = "suite/scan_parser.rs"]
+mod scan_parser;
 #[path = "suite/shards.rs"]
 mod shards;
 #[path = "suite/sink.rs"]
