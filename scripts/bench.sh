@@ -7,6 +7,10 @@
 # Every measurement is repeated BENCH_REPEAT times, interleaved (round 1 of everything, then
 # round 2, ...), so that a ratio compares runs made under the same load; rows show the median.
 # A measurement, not a test: run it on a quiet machine and compare ratios from one run.
+#   BENCH_BEFORE=/path/to/old/ddb2pg  also runs every ddb2pg row with that binary, in the same
+#                                      rounds (rows "  before: ..."), for before/after figures
+#   BENCH_ROWS='scan|table|tmap'       only the rows whose id matches (scan table copy export
+#                                      upsert again tmap emap)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -16,8 +20,11 @@ REPEAT=${BENCH_REPEAT:-3}
 env_file=$(scripts/services.sh start)
 # shellcheck disable=SC1090
 . "$env_file"
-cargo build --release --quiet --bin ddb2pg
-bin=target/release/ddb2pg
+#   BENCH_BIN=/path/to/ddb2pg           measure that binary instead of building target/release
+if [ -z "${BENCH_BIN:-}" ]; then cargo build --release --quiet --bin ddb2pg; fi
+bin=${BENCH_BIN:-target/release/ddb2pg}
+before=${BENCH_BEFORE:-}
+rows_re=${BENCH_ROWS:-.}
 E=$DDB2PG_TEST_DYNAMODB_ENDPOINT
 base=${DDB2PG_TEST_DATABASE_URL%/*}
 work=$(mktemp -d)
@@ -29,6 +36,8 @@ trap 'rm -rf "$work"' EXIT
 # (A variable assignment before `measure` reaches CMD: bash exports it for the call.)
 measure() {
   local id=$1 items=$2 prep=$3; shift 3
+  local kind=${id#before_}
+  [[ ${kind%_*} =~ ^($rows_re)$ ]] || return 0
   eval "$prep"
   /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$@" >"$work/out" 2>&1 || {
     code=$?; [ $code -eq 4 ] || { cat "$work/out" >&2; echo "bench: $id failed ($code)" >&2; exit 1; }; }
@@ -37,7 +46,17 @@ measure() {
 
 declare -A label
 order=()
-add() { label[$1]=$2; order+=("$1"); }
+add() {
+  [[ ${1%_*} =~ ^($rows_re)$ ]] || return 0
+  label[$1]=$2; order+=("$1")
+  if [ -n "$before" ] && [ "${1%_*}" != copy ]; then label[before_$1]="  before: ${2# }"; order+=("before_$1"); fi
+}
+# ddb ID ITEMS PREP ARGS... : measure `ddb2pg ARGS`, and the same with the BENCH_BEFORE binary.
+ddb() {
+  local id=$1 items=$2 prep=$3; shift 3
+  measure "$id" "$items" "$prep" "$bin" "$@"
+  if [ -n "$before" ]; then measure "before_$id" "$items" "$prep" "$before" "$@"; fi
+}
 
 for n in "$N" $((N / 4)); do
   table="bench_$n"
@@ -75,17 +94,17 @@ for n in "$N" $((N / 4)); do
 
   for round in $(seq "$REPEAT"); do
     echo "bench: $n items, round $round of $REPEAT ..." >&2
-    measure "scan_$n" "$n" : "$bin" migrate --scan-only "${from_table[@]}" --concurrency "$SEG"
-    measure "table_$n" "$n" empty_target "$bin" migrate "${from_table[@]}" "${to_pg[@]}"
+    ddb "scan_$n" "$n" : migrate --scan-only "${from_table[@]}" --concurrency "$SEG"
+    ddb "table_$n" "$n" empty_target migrate "${from_table[@]}" "${to_pg[@]}"
     measure "copy_$n" "$n" empty_target psql -q "$T" -c "\\copy $table FROM '$work/rows_$n.copy'"
-    measure "export_$n" "$n" empty_target "$bin" migrate "${from_export[@]}" --key PK,SK "${to_pg[@]}"
+    ddb "export_$n" "$n" empty_target migrate "${from_export[@]}" --key PK,SK "${to_pg[@]}"
     if [ "$n" = "$N" ]; then
-      DDB2PG_NO_DIRECT_COPY=1 measure "upsert_$n" "$n" empty_target \
-        "$bin" migrate "${from_export[@]}" --key PK,SK "${to_pg[@]}"
-      measure "again_$n" "$n" : "$bin" migrate "${from_export[@]}" --key PK,SK "${to_pg[@]}"
+      DDB2PG_NO_DIRECT_COPY=1 ddb "upsert_$n" "$n" empty_target \
+        migrate "${from_export[@]}" --key PK,SK "${to_pg[@]}"
+      ddb "again_$n" "$n" : migrate "${from_export[@]}" --key PK,SK "${to_pg[@]}"
     fi
-    measure "tmap_$n" "$n" drop_example "$bin" migrate "${from_table[@]}" "${to_pg[@]}" "${mapping[@]}"
-    measure "emap_$n" "$n" drop_example "$bin" migrate "${from_export[@]}" "${to_pg[@]}" "${mapping[@]}"
+    ddb "tmap_$n" "$n" drop_example migrate "${from_table[@]}" "${to_pg[@]}" "${mapping[@]}"
+    ddb "emap_$n" "$n" drop_example migrate "${from_export[@]}" "${to_pg[@]}" "${mapping[@]}"
   done
   # DynamoDB Local keeps its tables in memory: free the heap for the next size.
   aws_del=$(printf '{"TableName":"%s"}' "$table")
@@ -117,7 +136,23 @@ for id in "${order[@]}"; do
 done
 echo
 for n in "$N" $((N / 4)); do
-  printf 'N=%-8s table end-to-end / scan-only = %.2f   export / COPY-only = %.2f   (medians of per-round ratios)\n' \
-    "$n" "$(median_ratio "table_$n" "scan_$n")" "$(median_ratio "export_$n" "copy_$n")"
+  if [[ scan =~ ^($rows_re)$ && table =~ ^($rows_re)$ ]]; then
+    printf 'N=%-8s table end-to-end / scan-only = %.2f' "$n" "$(median_ratio "table_$n" "scan_$n")"
+    [ -z "$before" ] || printf '   before: %.2f' "$(median_ratio "before_table_$n" "before_scan_$n")"
+    echo "   (medians of per-round ratios)"
+  fi
+  if [[ copy =~ ^($rows_re)$ && export =~ ^($rows_re)$ ]]; then
+    printf 'N=%-8s export / COPY-only = %.2f' "$n" "$(median_ratio "export_$n" "copy_$n")"
+    [ -z "$before" ] || printf '   before: %.2f' "$(median_ratio "before_export_$n" "copy_$n")"
+    echo
+  fi
+  if [ -n "$before" ]; then
+    for id in "${order[@]}"; do
+      case $id in before_*) continue ;; esac
+      [ "${id%_*}" != copy ] || continue
+      [[ $id == *_$n ]] || continue
+      printf 'N=%-8s %-34s after / before: items/s x %.2f\n' "$n" "${label[$id]}" "$(median_ratio "$id" "before_$id")"
+    done
+  fi
 done
 echo "(cpu and peak MB of the COPY row are psql's, not the server's)"

@@ -58,6 +58,8 @@ pub struct Prepared {
     pub unsure_reason: Option<String>,
     /// Where the segment continues after this page (None: it ended).
     pub next: Option<serde_json::Value>,
+    /// The page's share of `--max-memory`, given back when the page is dropped (written).
+    pub reserved: Option<crate::budget::Reserved>,
     originals: Originals,
 }
 
@@ -69,6 +71,26 @@ enum Originals {
 }
 
 impl Prepared {
+    /// Estimated heap bytes the page holds (for `--max-memory`).
+    pub fn approx_bytes(&self) -> u64 {
+        use std::mem::size_of;
+        let rows = |rows: &[Row]| -> usize {
+            rows.iter()
+                .map(|r| size_of::<Row>() + r.cells.iter().map(cell_bytes).sum::<usize>())
+                .sum()
+        };
+        let originals: usize = match &self.originals {
+            Originals::Items(items) => items.iter().map(value::approx_bytes).sum(),
+            Originals::Lines(lines) => lines.iter().map(|l| l.len() + size_of::<String>()).sum(),
+        };
+        let rejects: usize = self.rejects.iter().map(|(a, b)| a.len() + b.len()).sum();
+        (rows(&self.rows)
+            + rows(&self.deletes)
+            + 4 * (self.item_of.len() + self.delete_item_of.len())
+            + originals
+            + rejects) as u64
+    }
+
     /// The item at page index `i`.
     pub fn item(&self, i: usize) -> Option<Cow<'_, Item>> {
         match &self.originals {
@@ -82,6 +104,16 @@ impl Prepared {
     }
 }
 
+fn cell_bytes(c: &crate::convert::Cell) -> usize {
+    use crate::convert::Cell;
+    std::mem::size_of::<Cell>()
+        + match c {
+            Cell::Null => 0,
+            Cell::Text(s) => s.len(),
+            Cell::Bytes(b) => b.len(),
+        }
+}
+
 /// Transform every item of a page handed over as read: a scan's (its items are kept, to
 /// report refused rows), or an export's under `--limit` (its items are dropped as they go,
 /// their lines kept); and map its deletions to the rows they remove.
@@ -92,6 +124,7 @@ pub fn prepare(plan: &Plan, key_attrs: &[String], segment: u32, page: Page) -> P
         bad,
         next,
         lines,
+        reserved,
     } = page;
     let mut p = Preparer::new(plan, key_attrs, segment, |_| true);
     if lines.len() == items.len() && !lines.is_empty() {
@@ -110,7 +143,9 @@ pub fn prepare(plan: &Plan, key_attrs: &[String], segment: u32, page: Page) -> P
     for (change, text) in changes {
         p.change(change, &text);
     }
-    p.take(next)
+    let mut prepared = p.take(next);
+    prepared.reserved = reserved;
+    prepared
 }
 
 /// A page of stream records' changes, in sequence order: rows to delete and rows to write,
@@ -273,6 +308,7 @@ fn empty() -> Prepared {
         unsure: 0,
         unsure_reason: None,
         next: None,
+        reserved: None,
         originals: Originals::Lines(Vec::new()),
     }
 }

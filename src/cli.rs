@@ -268,6 +268,12 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "N")]
     pub max_read_units: Option<f64>,
 
+    /// Bytes that pages read and not yet written may hold, over all segments (e.g. 256MiB,
+    /// 1GiB): readers wait while the target falls behind. Sizes are estimated from the items
+    #[arg(long, value_name = "BYTES", default_value = "256MiB",
+          value_parser = |s: &str| crate::budget::parse_bytes(s).map_err(|e| e.to_string()))]
+    pub max_memory: u64,
+
     /// Keep retrying PostgreSQL through lost connections, restarts and failovers for this long
     /// (seconds) before giving up on a batch
     #[arg(long, value_name = "SECS", default_value_t = 300)]

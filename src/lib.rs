@@ -4,6 +4,7 @@
 //! upserts), wired by `pipeline`, with `checkpoint` recording what is committed.
 
 pub mod batch;
+pub mod budget;
 pub mod changes;
 pub mod checkpoint;
 pub mod cli;

@@ -1,7 +1,9 @@
 //! Wiring: segment workers, each with its own PostgreSQL connection, pulling segments from a
 //! shared queue. Per segment, a scanner task feeds pages through a bounded channel into the
 //! worker, which transforms them, writes each page in one transaction and only then moves the
-//! segment's cursor in the checkpoint. Memory is bounded by concurrency x (channel + 1) pages.
+//! segment's cursor in the checkpoint. Memory is bounded by concurrency x (channel + 1) pages,
+//! and by `--max-memory` (`budget`): every page reserves its estimated size in one byte budget
+//! shared by all segments before it is queued, and gives it back once written.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -12,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::batch::{self, Batch, Prepared};
+use crate::budget::{self, Budget};
 use crate::checkpoint::{commit_segment, Checkpoint, Delta, Store};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
@@ -39,6 +42,8 @@ pub struct Job {
     pub total_segments: u32,
     pub concurrency: u32,
     pub page_size: u32,
+    /// `--max-memory`: bytes all segments' queued pages may hold at once.
+    pub max_memory: u64,
     pub store: Arc<Store>,
     pub rejects: Arc<Rejects>,
     pub stats: Arc<Stats>,
@@ -100,12 +105,14 @@ pub async fn run(job: Arc<Job>, pending: Vec<u32>, shutdown: watch::Sender<bool>
         }
     });
 
+    let budget = Budget::new(job.max_memory);
     let mut set = JoinSet::new();
     for _ in 0..workers {
         let job = job.clone();
         let queue = queue.clone();
         let rx = shutdown.subscribe();
-        set.spawn(async move { worker(job, queue, rx).await });
+        let budget = budget.clone();
+        set.spawn(async move { worker(job, queue, rx, budget).await });
     }
     let mut first_err: Option<Error> = None;
     while let Some(res) = set.join_next().await {
@@ -120,6 +127,11 @@ pub async fn run(job: Arc<Job>, pending: Vec<u32>, shutdown: watch::Sender<bool>
             first_err = Some(err);
         }
     }
+    tracing::info!(
+        "pages read and not yet written held at most {} bytes of the {}-byte --max-memory",
+        budget.peak(),
+        job.max_memory
+    );
     let _ = flush_stop.send(true);
     let flushed = flusher.await;
     // The last flush happens here, whatever stopped the run.
@@ -138,6 +150,7 @@ async fn worker(
     job: Arc<Job>,
     queue: Arc<Mutex<VecDeque<u32>>>,
     shutdown: watch::Receiver<bool>,
+    budget: Arc<Budget>,
 ) -> Result<()> {
     let mut sink = Writer::open(
         &job.target_url,
@@ -148,62 +161,136 @@ async fn worker(
         Some(shutdown.clone()),
     )
     .await?;
+    let start_next = || loop {
+        let next = queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()?;
+        if let Some(s) = start_segment(&job, next, shutdown.clone(), &budget) {
+            return Some(s);
+        }
+    };
+    // The segment whose scan already runs while the previous one's last page is written.
+    let mut next_up: Option<Started> = None;
     loop {
         if *shutdown.borrow() {
+            if let Some(s) = next_up {
+                s.abort();
+            }
             return Ok(());
         }
-        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
-        let Some(segment) = next else {
+        let Some(current) = next_up.take().or_else(start_next) else {
             return Ok(());
         };
-        run_segment(&job, &mut sink, segment, shutdown.clone()).await?;
+        let written = write_segment(
+            &job,
+            &mut sink,
+            current,
+            &shutdown,
+            &mut next_up,
+            &start_next,
+        )
+        .await;
+        if let Err(e) = written {
+            if let Some(s) = next_up {
+                s.abort();
+            }
+            return Err(e);
+        }
     }
 }
 
-async fn run_segment(
+/// A segment whose reader runs: its pages arrive on `rx`.
+struct Started {
+    segment: u32,
+    rx: mpsc::Receiver<Batch>,
+    scanner: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Started {
+    /// Stop the reader (its queued pages are dropped, their budget given back).
+    fn abort(self) {
+        drop(self.rx);
+        self.scanner.abort();
+    }
+}
+
+/// Start reading `segment` (None: it is already done).
+fn start_segment(
     job: &Job,
-    sink: &mut Writer,
     segment: u32,
     shutdown: watch::Receiver<bool>,
-) -> Result<()> {
+    budget: &Arc<Budget>,
+) -> Option<Started> {
     let state = job.store.segment(segment);
     if state.done {
-        return Ok(());
+        return None;
     }
     let start = state.cursor.clone();
     job.store.begin_segment(segment);
-    let (tx, mut rx) = mpsc::channel::<Batch>(PAGES_IN_FLIGHT);
+    let (tx, rx) = mpsc::channel::<Batch>(PAGES_IN_FLIGHT);
     let scanner = match &job.segments {
         Segments::Scan(template) => {
             let scan = SegmentScan {
                 segment,
                 ..template.clone()
             };
-            tokio::spawn(scan.run(start, tx, shutdown.clone(), job.stats.clone()))
+            let budget = Some(budget.clone());
+            tokio::spawn(scan.run_within(budget, start, tx, shutdown, job.stats.clone()))
         }
         Segments::Export(files) => {
             let path = files[segment as usize].clone();
             let line = start.as_ref().and_then(|v| v["line"].as_u64()).unwrap_or(0);
-            let (page_size, shutdown) = (job.page_size as usize, shutdown.clone());
+            let page_size = job.page_size as usize;
             let (stats, plan, key_attrs) =
                 (job.stats.clone(), job.plan.clone(), job.key_attrs.clone());
             // Under --limit the writer cuts pages short, so it prepares them itself.
             let ready = job.limit.is_none();
+            let budget = budget.clone();
             tokio::task::spawn_blocking(move || {
                 let send = |b: Batch| tx.blocking_send(b).is_ok();
                 let (path, stats) = (&path, &stats);
                 if ready {
-                    let mut pages =
-                        batch::Preparer::new(&plan, &key_attrs, segment, |p| send(Batch::Ready(p)));
+                    let mut pages = batch::Preparer::new(&plan, &key_attrs, segment, |mut p| {
+                        p.reserved = Some(budget.reserve_blocking(p.approx_bytes()));
+                        send(Batch::Ready(p))
+                    });
                     export::read_file(path, line, page_size, shutdown, stats, &mut pages)
                 } else {
-                    let mut pages = export::RawPages::new(|p| send(Batch::Raw(p)));
+                    let mut pages = export::RawPages::new(|mut p| {
+                        let lines: usize = p.lines.iter().map(String::len).sum();
+                        let bytes = budget::scan_page_bytes(&p.items) + lines as u64;
+                        p.reserved = Some(budget.reserve_blocking(bytes));
+                        send(Batch::Raw(p))
+                    });
                     export::read_file(path, line, page_size, shutdown, stats, &mut pages)
                 }
             })
         }
     };
+    Some(Started {
+        segment,
+        rx,
+        scanner,
+    })
+}
 
+/// Write a started segment's pages, each in its own transaction, until it ends (or the run
+/// stops). Its last page is read before it is written: the next segment's scan is started
+/// then (into `next_up`, by `start_next`), so that reading it overlaps that write.
+async fn write_segment(
+    job: &Job,
+    sink: &mut Writer,
+    current: Started,
+    shutdown: &watch::Receiver<bool>,
+    next_up: &mut Option<Started>,
+    start_next: &impl Fn() -> Option<Started>,
+) -> Result<()> {
+    let Started {
+        segment,
+        mut rx,
+        scanner,
+    } = current;
     let written = async {
         while let Some(batch) = rx.recv().await {
             let mut limited = false;
@@ -221,6 +308,15 @@ async fn run_segment(
                     batch::prepare(&job.plan, &job.key_attrs, segment, page)
                 }
             };
+            if prepared.next.is_none() && next_up.is_none() && !limited && !*shutdown.borrow() {
+                *next_up = start_next();
+                if let Some(n) = next_up {
+                    tracing::debug!(
+                        "segment {}: scan started while segment {segment}'s last page is written",
+                        n.segment
+                    );
+                }
+            }
             write_page(job, sink, segment, prepared).await?;
             if *shutdown.borrow() || limited {
                 break;

@@ -18,16 +18,22 @@ mod faults;
 mod files;
 #[path = "suite/mapping.rs"]
 mod mapping;
+#[path = "suite/memory.rs"]
+mod memory;
 #[path = "suite/messages.rs"]
 mod messages;
 #[path = "suite/names.rs"]
 mod names;
+#[path = "suite/overlap.rs"]
+mod overlap;
 #[path = "suite/paths.rs"]
 mod paths;
 #[path = "suite/resume.rs"]
 mod resume;
 #[path = "suite/review16.rs"]
 mod review16;
+#[path = "suite/scan_parser.rs"]
+mod scan_parser;
 #[path = "suite/shards.rs"]
 mod shards;
 #[path = "suite/sink.rs"]

@@ -380,6 +380,7 @@ fn load_job(
             false => args.scan.concurrency_for(origin.export.is_some()),
         },
         page_size: args.scan.batch_size,
+        max_memory: args.max_memory,
         store: run.store.clone(),
         rejects: shared.rejects.clone(),
         stats: shared.stats.clone(),

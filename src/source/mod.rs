@@ -1,6 +1,7 @@
 //! Sources of items: the DynamoDB client and the segmented parallel scan.
 
 pub mod export;
+pub mod fast_scan;
 pub mod s3;
 pub mod scan;
 pub mod stream;

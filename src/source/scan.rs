@@ -10,6 +10,8 @@ use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
 use aws_sdk_dynamodb::Client;
 use tokio::sync::{mpsc, watch};
 
+use super::fast_scan::FastScan;
+use crate::budget::{self, Budget, Reserved};
 use crate::error::{Error, Result};
 use crate::progress::Stats;
 use crate::value::Item;
@@ -27,6 +29,8 @@ pub struct Page {
     pub next: Option<serde_json::Value>,
     /// Exports: each item's line, parallel to `items` (see `batch`).
     pub lines: Vec<String>,
+    /// The page's share of `--max-memory`, given back when the page is dropped.
+    pub reserved: Option<Reserved>,
 }
 
 impl Page {
@@ -101,6 +105,19 @@ impl SegmentScan {
         self,
         start: Option<serde_json::Value>,
         tx: mpsc::Sender<T>,
+        shutdown: watch::Receiver<bool>,
+        stats: Arc<Stats>,
+    ) -> Result<()> {
+        self.run_within(None, start, tx, shutdown, stats).await
+    }
+
+    /// `run`, each page reserving its estimated size in `budget` before it is queued (and
+    /// holding it until the page is dropped, after it is written).
+    pub async fn run_within<T: From<Page>>(
+        self,
+        budget: Option<Arc<Budget>>,
+        start: Option<serde_json::Value>,
+        tx: mpsc::Sender<T>,
         mut shutdown: watch::Receiver<bool>,
         stats: Arc<Stats>,
     ) -> Result<()> {
@@ -113,10 +130,19 @@ impl SegmentScan {
             })?),
             None => None,
         };
+        // The next page's guessed size, reserved before its request (see `budget`).
+        let mut guess = budget.as_ref().map(|b| b.page_guess(self.page_size));
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
+            let mut reserved = match (&budget, guess) {
+                (Some(b), Some(g)) => tokio::select! {
+                    r = b.reserve(g) => Some(r),
+                    _ = shutdown.changed() => return Ok(()),
+                },
+                _ => None,
+            };
             let request = self
                 .client
                 .scan()
@@ -128,7 +154,13 @@ impl SegmentScan {
                 .set_return_consumed_capacity(
                     self.limiter.as_ref().map(|_| ReturnConsumedCapacity::Total),
                 )
-                .send();
+                .customize();
+            // The page's body is parsed by ddb2pg's parser (see `fast_scan`).
+            let request = match FastScan::shared() {
+                Some(fast) => request.interceptor(fast.clone()),
+                None => request,
+            }
+            .send();
             let out = tokio::select! {
                 out = request => out,
                 _ = shutdown.changed() => return Ok(()),
@@ -156,9 +188,19 @@ impl SegmentScan {
                 .fetch_add(items.len() as u64, Ordering::Relaxed);
             let next = out.last_evaluated_key.filter(|k| !k.is_empty());
             let last = next.is_none();
+            if let (Some(b), Some(r)) = (&budget, &mut reserved) {
+                let bytes = budget::scan_page_bytes(&items);
+                b.observe(bytes, items.len());
+                guess = Some(bytes);
+                tokio::select! {
+                    _ = r.resize(bytes) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
             let page = Page {
                 items,
                 next: next.as_ref().map(crate::value::item_to_ddb_json),
+                reserved,
                 ..Page::default()
             };
             cursor = next;

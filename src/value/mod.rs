@@ -18,13 +18,16 @@ use base64::Engine as _;
 pub type Item = HashMap<String, AttributeValue>;
 
 mod ddb_json;
+mod ddb_seed;
 mod export_line;
 mod number;
+mod scan_response;
 
 pub use ddb_json::{item_from_ddb_json, item_to_ddb_json, value_from_ddb_json, value_to_ddb_json};
 pub use export_line::{parse_export_line, ExportChange, ExportLineError};
 use number::Dec;
 pub use number::Number;
+pub use scan_response::{parse_scan_response, Declined};
 
 /// What to do with U+0000 inside strings (and map keys) — PostgreSQL text and jsonb cannot store it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -310,6 +313,40 @@ pub fn write_value_json(
             other => other,
         }
     })
+}
+
+/// Estimated heap bytes an item holds (its maps, strings and vectors; not the allocator's
+/// rounding), for `--max-memory`.
+pub fn approx_bytes(item: &Item) -> usize {
+    map_bytes(item)
+}
+
+fn map_bytes(m: &HashMap<String, AttributeValue>) -> usize {
+    // A hashbrown slot: the entry and one control byte.
+    const SLOT: usize = std::mem::size_of::<(String, AttributeValue)>() + 1;
+    m.capacity() * SLOT
+        + m.iter()
+            .map(|(k, v)| k.len() + value_bytes(v))
+            .sum::<usize>()
+}
+
+fn value_bytes(v: &AttributeValue) -> usize {
+    use std::mem::size_of;
+    match v {
+        AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::Ss(xs) | AttributeValue::Ns(xs) => {
+            xs.len() * size_of::<String>() + xs.iter().map(String::len).sum::<usize>()
+        }
+        AttributeValue::Bs(xs) => {
+            xs.len() * size_of::<Blob>() + xs.iter().map(|b| b.as_ref().len()).sum::<usize>()
+        }
+        AttributeValue::M(m) => map_bytes(m),
+        AttributeValue::L(l) => {
+            l.len() * size_of::<AttributeValue>() + l.iter().map(value_bytes).sum::<usize>()
+        }
+        _ => 0,
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,121 @@
+//! Scan responses parsed by ddb2pg's own DynamoDB-JSON parser (`value::parse_scan_response`,
+//! the seeds exports use) instead of the SDK's deserializer, which took about half of
+//! ddb2pg's CPU on the table path. Everything else stays the SDK's: signing, credentials,
+//! endpoint, retries and the adaptive rate limiter, timeouts, error classification.
+//!
+//! How: an interceptor, added to each Scan call, puts a response deserializer into the call's
+//! config bag (`interceptor_state`, read by the orchestrator after the body is loaded). For a
+//! 2xx response it parses the loaded body; for an error response, or a body the fast parser
+//! declines (see `value::scan_response`), it hands the response to the SDK's own Scan
+//! deserializer, taken from the SDK's `Scan` runtime plugin, so the outcome is the SDK's.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimePlugin};
+use aws_sdk_dynamodb::operation::scan::Scan;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::{Error as OpError, Output};
+use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, OrchestratorError};
+use aws_smithy_runtime_api::client::ser_de::{DeserializeResponse, SharedResponseDeserializer};
+use aws_smithy_types::config_bag::FrozenLayer;
+
+use crate::value::parse_scan_response;
+
+/// How many Scan responses each parser read.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Parsed by ddb2pg's parser.
+    pub fast: AtomicU64,
+    /// 2xx responses the fast parser declined, parsed by the SDK.
+    pub declined: AtomicU64,
+}
+
+/// The interceptor to add to a Scan call (`.customize().interceptor(..)`).
+#[derive(Debug, Clone)]
+pub struct FastScan(ScanDeserializer);
+
+#[derive(Debug, Clone)]
+struct ScanDeserializer(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    /// The SDK's Scan layer, holding its response deserializer (the fallback).
+    sdk: FrozenLayer,
+    counts: Counts,
+}
+
+impl FastScan {
+    /// None when the SDK's Scan plugin holds no deserializer (a future SDK): then Scan calls
+    /// keep the SDK's parser.
+    pub fn new() -> Option<FastScan> {
+        let sdk = Scan::new().config()?;
+        sdk.load::<SharedResponseDeserializer>()?;
+        Some(FastScan(ScanDeserializer(Arc::new(Inner {
+            sdk,
+            counts: Counts::default(),
+        }))))
+    }
+
+    /// The one the table path shares (its counts are the run's).
+    pub fn shared() -> Option<&'static FastScan> {
+        static SHARED: OnceLock<Option<FastScan>> = OnceLock::new();
+        SHARED.get_or_init(FastScan::new).as_ref()
+    }
+
+    pub fn counts(&self) -> &Counts {
+        &self.0 .0.counts
+    }
+}
+
+impl Intercept for FastScan {
+    fn name(&self) -> &'static str {
+        "ddb2pg::FastScan"
+    }
+
+    /// Once per call (not per attempt): the deserializer stays for every retry.
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        cfg.interceptor_state()
+            .store_put(SharedResponseDeserializer::new(self.0.clone()));
+        Ok(())
+    }
+}
+
+impl DeserializeResponse for ScanDeserializer {
+    fn deserialize_nonstreaming_with_config(
+        &self,
+        response: &HttpResponse,
+        cfg: &ConfigBag,
+    ) -> Result<Output, OrchestratorError<OpError>> {
+        let inner = &self.0;
+        if response.status().is_success() {
+            if let Some(body) = response.body().bytes() {
+                match parse_scan_response(body) {
+                    Ok(out) => {
+                        inner.counts.fast.fetch_add(1, Ordering::Relaxed);
+                        return Ok(Output::erase(out));
+                    }
+                    Err(why) => {
+                        inner.counts.declined.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!("Scan response left to the SDK's parser: {why}");
+                    }
+                }
+            }
+        }
+        match inner.sdk.load::<SharedResponseDeserializer>() {
+            Some(sdk) => sdk.deserialize_nonstreaming_with_config(response, cfg),
+            // `new` checked it is there.
+            None => Err(OrchestratorError::other(
+                "internal error: the SDK's Scan deserializer is gone",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
