@@ -26,6 +26,8 @@ mod names;
 mod paths;
 #[path = "suite/resume.rs"]
 mod resume;
+#[path = "suite/s3_lease.rs"]
+mod s3_lease;
 #[path = "suite/shards.rs"]
 mod shards;
 #[path = "suite/sink.rs"]

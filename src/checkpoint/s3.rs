@@ -8,8 +8,9 @@
 //! overwrite it. The lock is a lease ([`super::lock`]) renewed in the background.
 //!
 //! The rejects file is appended to locally (in a private folder under the temp directory) and
-//! the whole file is PUT before each checkpoint write that follows new reject lines; a run
-//! that starts on another machine fetches it first. Rejects are meant to be few: a run
+//! the whole file is PUT before each checkpoint write that follows new reject lines, with
+//! `If-Match` on the version this process fetched or put last; a run that starts on another
+//! machine fetches it first. Rejects are meant to be few: a run
 //! rejecting many items re-uploads a growing file a few times a second (fix the mapping).
 //!
 //! The S3 calls run on a runtime of their own (one thread), so they can be made from
@@ -40,6 +41,10 @@ pub struct S3Dir {
     url: String,
     /// Whether this process may still write (see [`Fence`]).
     fence: Arc<Fence>,
+    /// The version of each copied file (the rejects) this process fetched or published last:
+    /// a publish replaces only it, so a process that lost the shard cannot replace the
+    /// rejects of the process that took it over.
+    copies: Mutex<std::collections::HashMap<String, Tag>>,
 }
 
 /// What keeps a process that lost its lock from writing: set by the lock's renewals. A write
@@ -133,6 +138,7 @@ impl S3Dir {
             prefix,
             url: url.trim_end_matches('/').to_string(),
             fence: Arc::new(Fence::default()),
+            copies: Mutex::new(std::collections::HashMap::new()),
         };
         Ok(dir)
     }
@@ -220,6 +226,22 @@ impl S3Dir {
                 Err(e) => Err(s3_err(&format!("remove {shown}"), detail(&e))),
             }
         })?
+    }
+
+    /// The version of the copy `name` this process fetched or published last.
+    fn copy_version(&self, name: &str) -> Result<Tag> {
+        let copies = self.copies.lock().unwrap_or_else(|p| p.into_inner());
+        copies.get(name).cloned().ok_or_else(|| {
+            Error::config(format!(
+                "internal error: {} published before it was fetched",
+                self.show(name)
+            ))
+        })
+    }
+
+    fn set_copy_version(&self, name: &str, tag: Tag) {
+        let mut copies = self.copies.lock().unwrap_or_else(|p| p.into_inner());
+        copies.insert(name.to_string(), tag);
     }
 
     fn read_lease(&self, name: &str) -> Result<Option<(Lease, String)>> {
@@ -407,27 +429,30 @@ impl Storage for S3Dir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::file(local, e)),
         };
-        // The lock keeps other writers out: replace whatever version is there.
-        let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key(name));
-        let shown = self.show(name);
-        self.block(async move {
-            client
-                .put_object()
-                .bucket(&bucket)
-                .key(&key)
-                .body(ByteStream::from(bytes))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| s3_err(&format!("write {shown}"), detail(&e)))
-        })?
+        // Replace only the version this process fetched or published last: another process
+        // that took the shard over has changed it.
+        let expect = self.copy_version(name)?;
+        match self.put(name, &bytes, &expect)? {
+            Some(etag) => {
+                self.set_copy_version(name, Tag::ETag(etag));
+                Ok(())
+            }
+            None => Err(Error::file(
+                self.show(name),
+                "changed by another process since this run fetched or wrote it (conditional \
+                 write refused): two runs on one shard? This one stops; the stored checkpoint \
+                 stays valid",
+            )),
+        }
     }
 
     fn fetch(&self, name: &str, local: &Path) -> Result<()> {
         let _ = std::fs::remove_file(local);
-        let Some((bytes, _)) = self.get(name)? else {
+        let Some((bytes, etag)) = self.get(name)? else {
+            self.set_copy_version(name, Tag::Absent);
             return Ok(());
         };
+        self.set_copy_version(name, Tag::ETag(etag));
         let mut f = crate::private::open(
             local,
             std::fs::OpenOptions::new().write(true).create_new(true),

@@ -66,6 +66,8 @@ pub trait Storage: Send + Sync {
     /// export downloads): the directory itself, or a private folder under the temp directory.
     fn local_dir(&self) -> Result<PathBuf>;
     /// Copy the local file `local` to `name` (S3), or nothing when `local` is `name` itself.
+    /// Replaces only the version this process fetched or published last (refused, exit 1,
+    /// when another process changed it); call `fetch` first.
     fn publish(&self, name: &str, local: &Path) -> Result<()>;
     /// Replace `local` with the stored `name` (S3), or nothing when `local` is `name` itself.
     fn fetch(&self, name: &str, local: &Path) -> Result<()>;

@@ -14,7 +14,7 @@ use crate::support::harness::{
     tempdir, unique,
 };
 
-fn no_aws() -> AwsArgs {
+pub(crate) fn no_aws() -> AwsArgs {
     AwsArgs {
         endpoint_url: None,
         region: None,
@@ -23,7 +23,7 @@ fn no_aws() -> AwsArgs {
 }
 
 /// A new bucket on moto; returns `s3://bucket/ddb2pg`.
-async fn s3_checkpoint_dir() -> String {
+pub(crate) async fn s3_checkpoint_dir() -> String {
     let s3 = ddb2pg::source::s3::client(&no_aws(), &Some(moto_s3().to_string()))
         .await
         .expect("s3 client");
