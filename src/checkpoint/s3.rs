@@ -48,8 +48,9 @@ pub struct S3Dir {
 }
 
 /// What keeps a process that lost its lock from writing: set by the lock's renewals. A write
-/// is refused once the lease this process last renewed has (nearly) run out, or once a renewal
-/// found the lock taken by another process. (A process paused between this check and its PUT
+/// (of the checkpoint, the rejects, or a page to the target: `still_held`) is refused once the
+/// lease this process last renewed has (nearly) run out, or once a renewal found the lock
+/// taken by another process. (A process paused between this check and its PUT
 /// could still write once; the checkpoint's `If-Match` then stops the other holder, whose
 /// retry resumes from that checkpoint, still never ahead of what is committed.)
 #[derive(Debug, Default)]
@@ -67,8 +68,9 @@ impl Fence {
             return Err(Error::file(
                 what,
                 format!(
-                    "not written: this run's lock lease {}; another run may hold the shard now. \
-                 This one stops (the stored checkpoint stays valid); run it again to resume",
+                    "not written (neither rows, rejects nor checkpoint): this run's lock lease {}; \
+                 another run may hold the shard now. This one stops (the stored checkpoint \
+                 stays valid); run it again to resume",
                     if expired {
                         "ran out before it could be renewed (the process was paused, or S3 \
                      unreachable)"
@@ -394,6 +396,10 @@ impl Storage for S3Dir {
             );
         }
         self.hold(name, mine, etag)
+    }
+
+    fn still_held(&self, name: &str) -> Result<()> {
+        self.fence.check(&self.show(name))
     }
 
     fn lock_state(&self, name: &str) -> LockState {

@@ -60,6 +60,13 @@ pub trait Storage: Send + Sync {
     /// Take the lock `name` for this process, or fail (exit 2) naming the live holder. `lease`:
     /// how long an S3 lock stays valid without renewal (it is renewed every third of it).
     fn lock(&self, name: &str, lease: Duration) -> Result<Box<dyn Held>>;
+    /// Whether this process still holds the lock `name` it took, checked before each page is
+    /// written to the target: an error once an S3 lease has run out or was taken over (a
+    /// local `flock` is held until the process dies).
+    fn still_held(&self, name: &str) -> Result<()> {
+        let _ = name;
+        Ok(())
+    }
     /// The lock's state, read without taking it.
     fn lock_state(&self, name: &str) -> LockState;
     /// A local directory for this storage's working files (the rejects being appended, s3://

@@ -4,12 +4,13 @@
 //! paused between its lease check and its PUT), the second having taken the lock over.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ddb2pg::checkpoint::{S3Dir, Storage};
+use ddb2pg::checkpoint::{Names, S3Dir, Storage};
 
-use crate::shards::{no_aws, s3_checkpoint_dir};
-use crate::support::harness::{moto_s3, tempdir};
+use crate::shards::{committed_in_s3, no_aws, s3_checkpoint_dir, shard_args, spawn_in, stderr_of};
+use crate::support::harness::{moto_s3, new_database, sample_table, tempdir};
+use crate::support::{pg, signal};
 
 const LOCK: &str = "t.shard-0-of-2.lock";
 const REJECTS: &str = "t.shard-0-of-2.rejects.jsonl";
@@ -52,17 +53,22 @@ async fn stored(dir: &str, name: &str) -> Vec<u8> {
 /// The lock `LOCK` replaced by a lease that ended long ago, as the second machine's clock
 /// sees the first's lease (clocks apart by more than the lease).
 async fn expire_lock(dir: &str) {
+    put_lease(dir, LOCK, 2).await
+}
+
+/// The lock `name` replaced by a lease of another holder that expires at `expires_at`.
+async fn put_lease(dir: &str, name: &str, expires_at: u64) {
     let (bucket, prefix) = ddb2pg::source::s3::parse(dir).expect("s3 url");
     let s3 = ddb2pg::source::s3::client(&no_aws(), &Some(moto_s3().to_string()))
         .await
         .expect("s3 client");
     let lease = serde_json::json!({
         "holder": "pid 1 on machine-a", "token": "a", "acquired_at": 1, "renewed_at": 1,
-        "expires_at": 2, "lease_s": 60, "released": false
+        "expires_at": expires_at, "lease_s": 60, "released": false
     });
     s3.put_object()
         .bucket(bucket)
-        .key(format!("{prefix}/{LOCK}"))
+        .key(format!("{prefix}/{name}"))
         .body(serde_json::to_vec(&lease).expect("json").into())
         .send()
         .await
@@ -95,4 +101,97 @@ async fn a_stale_holder_cannot_replace_the_new_holders_rejects() {
         .expect_err("a stale holder's rejects must not replace the new holder's");
     assert!(err.to_string().contains("another process"), "{err}");
     assert_eq!(stored(&dir, REJECTS).await, b"a1\nb1\n");
+}
+
+/// Rows of the default mapping's table.
+async fn rows(db: &str, table: &str) -> i64 {
+    let t = ddb2pg::plan::default_table_name(table);
+    pg(db)
+        .await
+        .query_one(&format!("SELECT count(*) FROM \"{t}\""), &[])
+        .await
+        .expect("count")
+        .get(0)
+}
+
+/// Backends of `db` (other than the asking one) inside a statement or a transaction.
+async fn busy_backends(db: &str) -> i64 {
+    pg(db)
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND state <> 'idle'",
+            &[],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_whose_lease_ran_out_writes_no_more_rows() {
+    let n = 2000;
+    let table = sample_table(n).await;
+    let db = new_database().await;
+    let dir = s3_checkpoint_dir().await;
+    let s3 = open(&dir);
+    let target_id = ddb2pg::pgconn::resolve(Some(&db))
+        .expect("target")
+        .identity();
+    let names = Names::new(
+        &table,
+        &format!("arn:aws:dynamodb:ddblocal:000000000000:table/{table}"),
+        &target_id,
+        Some(ddb2pg::shard::Shard::parse("0/2").expect("shard")),
+    );
+    let slow = [
+        "--batch-size",
+        "10",
+        "--concurrency",
+        "1",
+        "--max-read-units",
+        "2",
+        "--lock-lease",
+        "3",
+    ];
+    let holder = spawn_in(
+        &shard_args(&table, &db, &dir, "0/2", &slow),
+        &tempdir("lost-lease"),
+    );
+    let t0 = Instant::now();
+    while committed_in_s3(&s3, &names.checkpoint) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "never committed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Stopped between two pages (none of its transactions open), so that every row it writes
+    // from here on is written after it wakes.
+    loop {
+        signal(holder.id(), "STOP");
+        if busy_backends(&db).await == 0 {
+            break;
+        }
+        signal(holder.id(), "CONT");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "never between pages"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let before = rows(&db, &table).await;
+    // Its 3 s lease runs out while it is stopped, and another process takes the shard.
+    std::thread::sleep(Duration::from_secs(4));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    put_lease(&dir, &names.lock, now + 3600).await;
+    signal(holder.id(), "CONT");
+    let (code, err) = stderr_of(holder);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not written"), "{err}");
+    assert_eq!(
+        rows(&db, &table).await,
+        before,
+        "a holder whose lease ran out kept writing rows to the target"
+    );
 }

@@ -37,7 +37,13 @@ pub(crate) async fn s3_checkpoint_dir() -> String {
 }
 
 /// `migrate` arguments for shard `i` of `n` over `segments`, checkpoints at `dir`.
-fn shard_args(table: &str, db: &str, dir: &str, shard: &str, extra: &[&str]) -> Vec<String> {
+pub(crate) fn shard_args(
+    table: &str,
+    db: &str,
+    dir: &str,
+    shard: &str,
+    extra: &[&str],
+) -> Vec<String> {
     let mut a = migrate_args(table, db, Path::new(dir));
     a.extend(
         [
@@ -55,7 +61,7 @@ fn shard_args(table: &str, db: &str, dir: &str, shard: &str, extra: &[&str]) -> 
     a
 }
 
-fn spawn_in(args: &[String], cwd: &Path) -> Child {
+pub(crate) fn spawn_in(args: &[String], cwd: &Path) -> Child {
     command(args)
         .current_dir(cwd)
         .stdout(Stdio::null())
@@ -64,7 +70,7 @@ fn spawn_in(args: &[String], cwd: &Path) -> Child {
         .expect("spawn ddb2pg")
 }
 
-fn stderr_of(child: Child) -> (i32, String) {
+pub(crate) fn stderr_of(child: Child) -> (i32, String) {
     let out = child.wait_with_output().expect("wait");
     (
         out.status.code().unwrap_or(-1),
@@ -73,7 +79,7 @@ fn stderr_of(child: Child) -> (i32, String) {
 }
 
 /// The committed items of shard `name`'s checkpoint in S3 (0 while there is none).
-fn committed_in_s3(dir: &S3Dir, name: &str) -> u64 {
+pub(crate) fn committed_in_s3(dir: &S3Dir, name: &str) -> u64 {
     match Checkpoint::load_from(dir, name) {
         Ok(Some((cp, _))) => cp.segments.iter().map(|s| s.items).sum(),
         _ => 0,
