@@ -58,12 +58,27 @@ struct Fence {
     lost: AtomicBool,
     /// Epoch seconds the held lease runs to; 0: no lock held (nothing to check).
     held_until: AtomicU64,
+    /// How long before `held_until` writes stop: a sixth of the lease (10 s of 60), so that a
+    /// taker whose clock is ahead of this machine's by less than that finds this process
+    /// stopped (at least 1 s).
+    margin_s: AtomicU64,
 }
 
 impl Fence {
+    /// A lease of `lease_s` seconds held until `until`.
+    fn hold(&self, until: u64, lease_s: u64) {
+        self.margin_s.store((lease_s / 6).max(1), Ordering::Release);
+        self.held_until.store(until, Ordering::Release);
+    }
+
     fn check(&self, what: &str) -> Result<()> {
+        self.check_at(what, now_secs())
+    }
+
+    fn check_at(&self, what: &str, now: u64) -> Result<()> {
         let until = self.held_until.load(Ordering::Acquire);
-        let expired = until != 0 && now_secs() + 1 >= until;
+        let margin = self.margin_s.load(Ordering::Acquire).max(1);
+        let expired = until != 0 && now + margin >= until;
         if self.lost.load(Ordering::Acquire) || expired {
             return Err(Error::file(
                 what,
@@ -503,9 +518,7 @@ impl S3Dir {
             .handle()
             .clone();
         let every = Duration::from_secs((lease.lease_s / 3).max(1));
-        self.fence
-            .held_until
-            .store(lease.expires_at, Ordering::Release);
+        self.fence.hold(lease.expires_at, lease.lease_s);
         let current = Arc::new(Mutex::new((lease, etag)));
         let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key(name));
         let (shown, fence) = (self.show(name), self.fence.clone());
@@ -531,7 +544,7 @@ impl S3Dir {
                     match sent {
                         Ok(o) => {
                             let e = o.e_tag().unwrap_or_default().to_string();
-                            fence.held_until.store(next.expires_at, Ordering::Release);
+                            fence.hold(next.expires_at, next.lease_s);
                             *current.lock().unwrap_or_else(|p| p.into_inner()) = (next, e);
                         }
                         Err(e) if matches!(status(&e), Some(412 | 409)) => {
@@ -591,5 +604,34 @@ impl Drop for S3Lock {
                 })
                 .join();
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_stop_a_sixth_of_the_lease_before_it_ends() {
+        let fence = Fence::default();
+        assert!(fence.check_at("x", 1000).is_ok(), "no lock held");
+        // A 60 s lease held until 1060: a taker whose clock is up to 10 s ahead takes it at
+        // (our) 1050 at the earliest; by then this process writes nothing.
+        fence.hold(1060, 60);
+        assert!(fence.check_at("x", 1040).is_ok());
+        assert!(fence.check_at("x", 1049).is_ok());
+        let err = fence
+            .check_at("x", 1050)
+            .expect_err("10 s left")
+            .to_string();
+        assert!(err.contains("ran out"), "{err}");
+        // The shortest lease keeps a margin of 1 s.
+        fence.hold(1003, 3);
+        assert!(fence.check_at("x", 1001).is_ok());
+        assert!(fence.check_at("x", 1002).is_err());
+        fence.hold(2000, 60);
+        fence.lost.store(true, Ordering::Release);
+        let err = fence.check_at("x", 1000).expect_err("taken").to_string();
+        assert!(err.contains("taken over"), "{err}");
     }
 }
