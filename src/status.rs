@@ -24,10 +24,8 @@ pub fn describe(storage: &dyn Storage, names: &Names) -> Result<serde_json::Valu
     let at = storage.show(&names.checkpoint);
     let (cp, _) = Checkpoint::load_from(storage, &names.checkpoint)?
         .ok_or_else(|| Error::config(format!("no checkpoint at {at}")))?;
-    let rejects_doc = storage.read(&names.rejects)?;
-    let rejects = rejects_doc.as_ref().map_or(0, |(b, _)| {
-        b.split(|&c| c == b'\n').filter(|l| !l.is_empty()).count()
-    });
+    let rejects_lines = storage.lines(&names.rejects)?;
+    let rejects = rejects_lines.unwrap_or(0);
     let lock = storage.lock_state(&names.lock);
     let owned = cp.owned();
     let segments: Vec<serde_json::Value> = owned
@@ -72,7 +70,7 @@ pub fn describe(storage: &dyn Storage, names: &Names) -> Result<serde_json::Valu
         "items": cp.segments.iter().map(|s| s.items).sum::<u64>(),
         "rows_written": cp.segments.iter().map(|s| s.rows_written).sum::<u64>(),
         "rejected": cp.segments.iter().map(|s| s.rejected).sum::<u64>(),
-        "rejects_file": rejects_doc.is_some().then(|| storage.show(&names.rejects)),
+        "rejects_file": rejects_lines.is_some().then(|| storage.show(&names.rejects)),
         "rejects_lines": rejects,
         "segments_total": owned.len(),
         "segments_done": count("done"),

@@ -10,8 +10,8 @@
 //! The rejects file is appended to locally (in a private folder under the temp directory) and
 //! the whole file is PUT before each checkpoint write that follows new reject lines, with
 //! `If-Match` on the version this process fetched or put last; a run that starts on another
-//! machine fetches it first. Rejects are meant to be few: a run
-//! rejecting many items re-uploads a growing file a few times a second (fix the mapping).
+//! machine fetches it first, both in pieces (bounded memory). Rejects are meant to be few: a
+//! run rejecting many items re-uploads a growing file a few times a second (fix the mapping).
 //!
 //! The S3 calls run on a runtime of their own (one thread), so they can be made from
 //! synchronous code (the checkpoint flush) and from async code alike.
@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 
@@ -32,6 +33,17 @@ use super::now_secs;
 use super::storage::{Held, LockState, Names, Storage, Tag};
 use crate::cli::AwsArgs;
 use crate::error::{Error, Result};
+
+/// What a PUT sends.
+enum Body {
+    Bytes(Vec<u8>),
+    File(PathBuf),
+}
+
+/// The largest checkpoint read (a million segments with long cursors stay below it).
+const CHECKPOINT_LIMIT: u64 = 1 << 30;
+/// The largest lock read (a lease is a few hundred bytes).
+const LOCK_LIMIT: u64 = 64 << 10;
 
 pub struct S3Dir {
     rt: Option<tokio::runtime::Runtime>,
@@ -179,40 +191,71 @@ impl S3Dir {
         }
     }
 
-    /// GET: the bytes and ETag, or None (404).
-    fn get(&self, name: &str) -> Result<Option<(Vec<u8>, String)>> {
-        let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key(name));
+    /// GET: the bytes and ETag, or None (404). An object past `limit` bytes is refused
+    /// (a damaged or foreign object must not take the memory a run needs).
+    fn get(&self, name: &str, limit: u64) -> Result<Option<(Vec<u8>, String)>> {
         let shown = self.show(name);
+        let object = self.object(name);
         self.block(async move {
-            let out = match client.get_object().bucket(&bucket).key(&key).send().await {
-                Ok(o) => o,
-                Err(e) if status(&e) == Some(404) => return Ok(None),
-                Err(e) => return Err(s3_err(&format!("read {shown}"), detail(&e))),
+            let Some(mut out) = object.await? else {
+                return Ok(None);
             };
             let etag = out.e_tag().unwrap_or_default().to_string();
-            let bytes = out
-                .body
-                .collect()
-                .await
-                .map_err(|e| s3_err(&format!("read {shown}"), e))?
-                .into_bytes()
-                .to_vec();
+            let too_big = || {
+                Error::config(format!(
+                    "{shown} is larger than {limit} bytes: not a document ddb2pg wrote; remove \
+                     it (or use --restart) if no run is active"
+                ))
+            };
+            if out.content_length().is_some_and(|n| n as u64 > limit) {
+                return Err(too_big());
+            }
+            let mut bytes = Vec::new();
+            while let Some(chunk) = out.body.next().await {
+                let chunk = chunk.map_err(|e| s3_err(&format!("read {shown}"), e))?;
+                if (bytes.len() + chunk.len()) as u64 > limit {
+                    return Err(too_big());
+                }
+                bytes.extend_from_slice(&chunk);
+            }
             Ok(Some((bytes, etag)))
         })?
     }
 
-    /// Conditional PUT; `Ok(Err(412))`-like: `Ok(None)` when the condition failed.
-    fn put(&self, name: &str, bytes: &[u8], expect: &Tag) -> Result<Option<String>> {
+    /// The GetObject of `name` (None: 404), its body not read yet.
+    fn object(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<GetObjectOutput>>> + Send + 'static {
         let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key(name));
         let shown = self.show(name);
-        let body = bytes.to_vec();
+        async move {
+            match client.get_object().bucket(&bucket).key(&key).send().await {
+                Ok(o) => Ok(Some(o)),
+                Err(e) if status(&e) == Some(404) => Ok(None),
+                Err(e) => Err(s3_err(&format!("read {shown}"), detail(&e))),
+            }
+        }
+    }
+
+    /// Conditional PUT; `Ok(Err(412))`-like: `Ok(None)` when the condition failed.
+    fn put(&self, name: &str, bytes: &[u8], expect: &Tag) -> Result<Option<String>> {
+        self.put_from(name, Body::Bytes(bytes.to_vec()), expect)
+    }
+
+    /// Conditional PUT of `body` (a file is read in pieces, never whole).
+    fn put_from(&self, name: &str, body: Body, expect: &Tag) -> Result<Option<String>> {
+        let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key(name));
+        let shown = self.show(name);
         let expect = expect.clone();
         self.block(async move {
-            let mut req = client
-                .put_object()
-                .bucket(&bucket)
-                .key(&key)
-                .body(ByteStream::from(body));
+            let body = match body {
+                Body::Bytes(b) => ByteStream::from(b),
+                Body::File(p) => ByteStream::from_path(&p)
+                    .await
+                    .map_err(|e| Error::file(&p, e))?,
+            };
+            let mut req = client.put_object().bucket(&bucket).key(&key).body(body);
             req = match &expect {
                 Tag::Absent => req.if_none_match("*"),
                 Tag::ETag(e) => req.if_match(e),
@@ -245,6 +288,36 @@ impl S3Dir {
         })?
     }
 
+    /// Copy the object `name` into the new file `local` in pieces; false when absent.
+    fn download(&self, name: &str, local: &Path) -> Result<bool> {
+        Ok(self.download_tagged(name, local)?.is_some())
+    }
+
+    /// [`Self::download`], returning the object's ETag (None when absent).
+    fn download_tagged(&self, name: &str, local: &Path) -> Result<Option<String>> {
+        let shown = self.show(name);
+        let object = self.object(name);
+        let local = local.to_path_buf();
+        self.block(async move {
+            let Some(mut out) = object.await? else {
+                return Ok(None);
+            };
+            let etag = out.e_tag().unwrap_or_default().to_string();
+            let _ = std::fs::remove_file(&local);
+            let mut f = crate::private::open(
+                &local,
+                std::fs::OpenOptions::new().write(true).create_new(true),
+            )?;
+            use std::io::Write as _;
+            while let Some(chunk) = out.body.next().await {
+                let chunk = chunk.map_err(|e| s3_err(&format!("read {shown}"), e))?;
+                f.write_all(&chunk).map_err(|e| Error::file(&local, e))?;
+            }
+            f.sync_all().map_err(|e| Error::file(&local, e))?;
+            Ok(Some(etag))
+        })?
+    }
+
     /// The version of the copy `name` this process fetched or published last.
     fn copy_version(&self, name: &str) -> Result<Tag> {
         let copies = self.copies.lock().unwrap_or_else(|p| p.into_inner());
@@ -262,7 +335,7 @@ impl S3Dir {
     }
 
     fn read_lease(&self, name: &str) -> Result<Option<(Lease, String)>> {
-        let Some((bytes, etag)) = self.get(name)? else {
+        let Some((bytes, etag)) = self.get(name, LOCK_LIMIT)? else {
             return Ok(None);
         };
         let lease: Lease = serde_json::from_slice(&bytes).map_err(|e| {
@@ -307,7 +380,9 @@ impl Storage for S3Dir {
     }
 
     fn read(&self, name: &str) -> Result<Option<(Vec<u8>, Tag)>> {
-        Ok(self.get(name)?.map(|(b, e)| (b, Tag::ETag(e))))
+        Ok(self
+            .get(name, CHECKPOINT_LIMIT)?
+            .map(|(b, e)| (b, Tag::ETag(e))))
     }
 
     fn write(&self, name: &str, bytes: &[u8], expect: &Tag) -> Result<Tag> {
@@ -327,10 +402,14 @@ impl Storage for S3Dir {
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<bool> {
-        let Some((bytes, _)) = self.get(from)? else {
+        // Through a local file: the object (the rejects) may be large.
+        let part = self.local_dir()?.join(format!("{to}.part"));
+        if !self.download(from, &part)? {
             return Ok(false);
-        };
-        if self.put(to, &bytes, &Tag::Absent)?.is_none() {
+        }
+        let put = self.put_from(to, Body::File(part.clone()), &Tag::Absent);
+        let _ = std::fs::remove_file(&part);
+        if put?.is_none() {
             return Err(Error::config(format!("{} exists already", self.show(to))));
         }
         self.delete(from)?;
@@ -445,15 +524,13 @@ impl Storage for S3Dir {
 
     fn publish(&self, name: &str, local: &Path) -> Result<()> {
         self.fence.check(&self.show(name))?;
-        let bytes = match std::fs::read(local) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::file(local, e)),
-        };
+        if !local.exists() {
+            return Ok(());
+        }
         // Replace only the version this process fetched or published last: another process
         // that took the shard over has changed it.
         let expect = self.copy_version(name)?;
-        match self.put(name, &bytes, &expect)? {
+        match self.put_from(name, Body::File(local.to_path_buf()), &expect)? {
             Some(etag) => {
                 self.set_copy_version(name, Tag::ETag(etag));
                 Ok(())
@@ -469,19 +546,26 @@ impl Storage for S3Dir {
 
     fn fetch(&self, name: &str, local: &Path) -> Result<()> {
         let _ = std::fs::remove_file(local);
-        let Some((bytes, etag)) = self.get(name)? else {
-            self.set_copy_version(name, Tag::Absent);
-            return Ok(());
-        };
-        self.set_copy_version(name, Tag::ETag(etag));
-        let mut f = crate::private::open(
-            local,
-            std::fs::OpenOptions::new().write(true).create_new(true),
-        )?;
-        use std::io::Write as _;
-        f.write_all(&bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| Error::file(local, e))
+        match self.download_tagged(name, local)? {
+            Some(etag) => self.set_copy_version(name, Tag::ETag(etag)),
+            None => self.set_copy_version(name, Tag::Absent),
+        }
+        Ok(())
+    }
+
+    fn lines(&self, name: &str) -> Result<Option<u64>> {
+        let shown = self.show(name);
+        let object = self.object(name);
+        self.block(async move {
+            let Some(mut out) = object.await? else {
+                return Ok(None);
+            };
+            let mut count = super::storage::LineCount::default();
+            while let Some(chunk) = out.body.next().await {
+                count.feed(&chunk.map_err(|e| s3_err(&format!("read {shown}"), e))?);
+            }
+            Ok(Some(count.lines()))
+        })?
     }
 
     fn secure(&self, _names: &Names) -> Result<()> {

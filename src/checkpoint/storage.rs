@@ -51,6 +51,9 @@ pub trait Storage: Send + Sync {
     /// Replace `name` atomically, only if it is still in version `expect` (`Tag::Absent`:
     /// only if absent). Returns the new version.
     fn write(&self, name: &str, bytes: &[u8], expect: &Tag) -> Result<Tag>;
+    /// The number of non-empty lines of `name`, read in pieces (a large rejects file is never
+    /// held in memory); `None` when absent.
+    fn lines(&self, name: &str) -> Result<Option<u64>>;
     /// Remove `name` (absent is fine).
     fn remove(&self, name: &str) -> Result<()>;
     /// Move `from` to `to` (absent `from`: nothing to do; returns whether it moved).
@@ -81,6 +84,31 @@ pub trait Storage: Send + Sync {
     /// Before a run writes: create a local directory (owner-only), refuse to start when a
     /// document of the run is unsafe to write (a symbolic link), tighten permissions.
     fn secure(&self, names: &Names) -> Result<()>;
+}
+
+/// Counts the non-empty lines of a document fed in pieces.
+#[derive(Debug, Default)]
+pub(super) struct LineCount {
+    lines: u64,
+    /// The last byte fed was inside a line (not a newline).
+    open: bool,
+}
+
+impl LineCount {
+    pub(super) fn feed(&mut self, chunk: &[u8]) {
+        for &b in chunk {
+            if b == b'\n' {
+                self.open = false;
+            } else if !self.open {
+                self.open = true;
+                self.lines += 1;
+            }
+        }
+    }
+
+    pub(super) fn lines(&self) -> u64 {
+        self.lines
+    }
 }
 
 /// The documents of one run (source + target, and shard) inside the storage.
@@ -159,5 +187,15 @@ mod tests {
         assert_eq!(Names::of_checkpoint(&b.checkpoint), Some(b.clone()));
         assert_eq!(Names::of_checkpoint(&a.checkpoint), Some(a));
         assert_eq!(Names::of_checkpoint("x.json.tmp"), None);
+    }
+
+    #[test]
+    fn lines_are_counted_across_pieces() {
+        let mut c = LineCount::default();
+        for piece in [&b"ab"[..], b"c\n\nd", b"", b"\ne", b"f"] {
+            c.feed(piece);
+        }
+        // "abc", "d", "ef" (the last without its newline); the empty line is not one.
+        assert_eq!(c.lines(), 3);
     }
 }

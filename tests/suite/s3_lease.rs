@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ddb2pg::checkpoint::{Names, S3Dir, Storage};
 
 use crate::shards::{committed_in_s3, no_aws, s3_checkpoint_dir, shard_args, spawn_in, stderr_of};
-use crate::support::harness::{moto_s3, new_database, sample_table, tempdir};
+use crate::support::harness::{command, moto_s3, new_database, run, sample_table, tempdir};
 use crate::support::{pg, signal};
 
 const LOCK: &str = "t.shard-0-of-2.lock";
@@ -193,5 +193,128 @@ async fn a_holder_whose_lease_ran_out_writes_no_more_rows() {
         rows(&db, &table).await,
         before,
         "a holder whose lease ran out kept writing rows to the target"
+    );
+}
+
+/// `ddb2pg status --json ...`: its exit code and its JSON (or its stderr as a string).
+fn status_of(args: &[String]) -> (i32, serde_json::Value) {
+    let out = command(args).output().expect("status");
+    let json = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&out.stderr).into());
+    (out.status.code().unwrap_or(-1), json)
+}
+
+/// The largest resident size (bytes) of the children this test waited for so far.
+fn children_max_rss() -> u64 {
+    // SAFETY: getrusage fills the struct it is given; a zeroed rusage is a valid value.
+    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut r) };
+    assert_eq!(rc, 0, "getrusage");
+    r.ru_maxrss as u64 * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_stored_rejects_file_is_fetched_and_counted_in_bounded_memory() {
+    let table = sample_table(100).await;
+    let db = new_database().await;
+    let dir = s3_checkpoint_dir().await;
+    let target_id = ddb2pg::pgconn::resolve(Some(&db))
+        .expect("target")
+        .identity();
+    let names = Names::new(
+        &table,
+        &format!("arn:aws:dynamodb:ddblocal:000000000000:table/{table}"),
+        &target_id,
+        Some(ddb2pg::shard::Shard::parse("0/2").expect("shard")),
+    );
+    let args = shard_args(&table, &db, &dir, "0/2", &[]);
+    let status = [
+        "status",
+        "--json",
+        "--checkpoint-dir",
+        &dir,
+        "--s3-endpoint-url",
+        moto_s3(),
+    ]
+    .map(String::from);
+    let first = run(&args);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(status_of(&status).0, 0);
+    let baseline = children_max_rss();
+
+    // 96 MiB of reject lines in S3 (a run that rejected many items).
+    let lines: u64 = 96 * 1024;
+    let line = format!("{{\"reason\":\"{}\"}}\n", "x".repeat(1024 - 14));
+    assert_eq!(line.len(), 1024);
+    // Written to a file and sent from it, so that this test process stays small: a child's
+    // peak resident size counts its parent's at the fork.
+    let file = tempdir("large-rejects").join("rejects.jsonl");
+    {
+        use std::io::Write as _;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).expect("create"));
+        for _ in 0..lines {
+            f.write_all(line.as_bytes()).expect("write");
+        }
+        f.flush().expect("flush");
+    }
+    let (bucket, prefix) = ddb2pg::source::s3::parse(&dir).expect("s3 url");
+    ddb2pg::source::s3::client(&no_aws(), &Some(moto_s3().to_string()))
+        .await
+        .expect("s3 client")
+        .put_object()
+        .bucket(bucket)
+        .key(format!("{prefix}/{}", names.rejects))
+        .body(
+            aws_sdk_s3::primitives::ByteStream::from_path(&file)
+                .await
+                .expect("body"),
+        )
+        .send()
+        .await
+        .expect("put rejects");
+
+    // A run of the shard on this machine fetches it; status counts its lines.
+    let again = run(&args);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let local = open(&dir)
+        .local_dir()
+        .expect("local dir")
+        .join(&names.rejects);
+    assert_eq!(
+        std::fs::metadata(&local).expect("fetched").len(),
+        lines * 1024
+    );
+    let (code, json) = status_of(&status);
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["checkpoints"][0]["rejects_lines"], lines, "{json}");
+    let grown = children_max_rss().saturating_sub(baseline);
+    assert!(
+        grown < 32 << 20,
+        "a 96 MiB rejects object grew ddb2pg's resident size by {} MiB",
+        grown >> 20
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_lock_object_is_refused_unread() {
+    let dir = s3_checkpoint_dir().await;
+    let (bucket, prefix) = ddb2pg::source::s3::parse(&dir).expect("s3 url");
+    ddb2pg::source::s3::client(&no_aws(), &Some(moto_s3().to_string()))
+        .await
+        .expect("s3 client")
+        .put_object()
+        .bucket(bucket)
+        .key(format!("{prefix}/{LOCK}"))
+        .body(vec![b'{'; 1 << 20].into())
+        .send()
+        .await
+        .expect("put");
+    let err = open(&dir)
+        .lock(LOCK, Duration::from_secs(60))
+        .expect_err("not a lock")
+        .to_string();
+    assert!(
+        err.contains("larger than 65536 bytes") && err.contains(LOCK),
+        "{err}"
     );
 }
