@@ -107,10 +107,17 @@ impl S3Dir {
             .build()
             .map_err(|e| Error::config(format!("cannot start the S3 checkpoint runtime: {e}")))?;
         let (aws, ep) = (aws.clone(), s3_endpoint.clone());
-        let client = on(
+        let client = match on(
             &rt,
             async move { crate::source::s3::client(&aws, &ep).await },
-        )?;
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                // Dropped here, inside the caller's async context, the runtime would panic.
+                rt.shutdown_background();
+                return Err(e);
+            }
+        };
         let dir = S3Dir {
             rt: Some(rt),
             client,

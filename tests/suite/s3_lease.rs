@@ -318,3 +318,27 @@ async fn an_oversized_lock_object_is_refused_unread() {
         "{err}"
     );
 }
+
+#[test]
+fn an_s3_checkpoint_dir_without_a_region_is_an_error_not_a_panic() {
+    // No region anywhere (and no local endpoint, which implies one): the S3 client cannot be made. The runtime built for it used to be
+    // dropped inside the async caller: a panic (exit 101) instead of the message.
+    let out = command(&[
+        "status".into(),
+        "--checkpoint-dir".into(),
+        "s3://bucket/prefix".into(),
+    ])
+    .env_remove("AWS_REGION")
+    .env_remove("AWS_DEFAULT_REGION")
+    .env_remove("AWS_PROFILE")
+    .env("AWS_CONFIG_FILE", "/dev/null")
+    .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    .output()
+    .expect("status");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("ddb2pg: error: no AWS region") && !err.contains("panicked"),
+        "{err}"
+    );
+}
