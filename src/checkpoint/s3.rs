@@ -62,11 +62,9 @@ pub struct S3Dir {
     copies: Mutex<std::collections::HashMap<String, Tag>>,
 }
 
+/// A failed S3 call (exit 1), named as such (an `Error::Source` would say "DynamoDB").
 fn s3_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Source {
-        message: format!("S3: {what}: {e}"),
-        retryable: false,
-    }
+    Error::file(format!("S3: {what}"), e)
 }
 
 /// The HTTP status of a failed call, when the server answered.

@@ -342,3 +342,23 @@ fn an_s3_checkpoint_dir_without_a_region_is_an_error_not_a_panic() {
         "{err}"
     );
 }
+
+#[test]
+fn an_s3_checkpoint_dir_error_names_s3_not_dynamodb() {
+    let out = command(&[
+        "status".into(),
+        "--checkpoint-dir".into(),
+        "s3://ddb2pg-no-such-bucket/prefix".into(),
+        "--s3-endpoint-url".into(),
+        moto_s3().into(),
+    ])
+    .output()
+    .expect("status");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ddb2pg: error: S3: list s3://ddb2pg-no-such-bucket/prefix: NoSuchBucket")
+            && !err.contains("DynamoDB"),
+        "{err}"
+    );
+}
