@@ -6,6 +6,8 @@ mod support;
 
 #[path = "suite/cli.rs"]
 mod cli;
+#[path = "suite/deploy.rs"]
+mod deploy;
 #[path = "suite/destinations.rs"]
 mod destinations;
 #[path = "suite/export.rs"]

@@ -1,15 +1,20 @@
 //! An s3:// checkpoint directory's lease and conditional writes, driven through the storage
 //! itself against moto's S3: two `S3Dir`s on one prefix stand for two machines running one
 //! shard, the first still believing it holds the lease (its clock behind the second's, or
-//! paused between its lease check and its PUT), the second having taken the lock over.
+//! paused between its lease check and its PUT), the second having taken the lock over; a
+//! holder stopped past its lease; S3 objects too large to read whole; S3 errors as shown.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ddb2pg::checkpoint::{Names, S3Dir, Storage};
+use ddb2pg::checkpoint::{Checkpoint, Names, S3Dir, Storage};
 
-use crate::shards::{committed_in_s3, no_aws, s3_checkpoint_dir, shard_args, spawn_in, stderr_of};
-use crate::support::harness::{command, moto_s3, new_database, run, sample_table, tempdir};
+use crate::shards::{
+    committed_in_s3, no_aws, s3_checkpoint_dir, shard_args, spawn_in, status_json, stderr_of,
+};
+use crate::support::harness::{
+    command, default_mapping_differences, moto_s3, new_database, run, sample_table, tempdir,
+};
 use crate::support::{pg, signal};
 
 const LOCK: &str = "t.shard-0-of-2.lock";
@@ -361,4 +366,80 @@ fn an_s3_checkpoint_dir_error_names_s3_not_dynamodb() {
             && !err.contains("DynamoDB"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_paused_past_its_lease_is_taken_over_and_then_writes_nothing() {
+    let n = 2000;
+    let table = sample_table(n).await;
+    let db = new_database().await;
+    let dir = s3_checkpoint_dir().await;
+    let s3 = S3Dir::open(&dir, &no_aws(), &Some(moto_s3().to_string())).expect("s3 dir");
+    let target_id = ddb2pg::pgconn::resolve(Some(&db))
+        .expect("target")
+        .identity();
+    let names = Names::new(
+        &table,
+        &format!("arn:aws:dynamodb:ddblocal:000000000000:table/{table}"),
+        &target_id,
+        Some(ddb2pg::shard::Shard::parse("0/2").expect("shard")),
+    );
+    let slow = [
+        "--batch-size",
+        "10",
+        "--concurrency",
+        "1",
+        "--max-read-units",
+        "2",
+        "--lock-lease",
+        "3",
+    ];
+    let paused = spawn_in(
+        &shard_args(&table, &db, &dir, "0/2", &slow),
+        &tempdir("paused"),
+    );
+    let t0 = Instant::now();
+    while committed_in_s3(&s3, &names.checkpoint) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "never committed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(paused.id(), "STOP");
+    std::thread::sleep(Duration::from_secs(4));
+    // Its lease ran out while it was stopped: another process takes the shard and finishes it.
+    let other = run(&shard_args(
+        &table,
+        &db,
+        &dir,
+        "0/2",
+        &["--lock-lease", "3"],
+    ));
+    assert_eq!(other.code, 0, "{}", other.stderr);
+    assert!(
+        other.stderr.contains("taking over the lock"),
+        "{}",
+        other.stderr
+    );
+    let (done, _) = Checkpoint::load_from(&s3, &names.checkpoint)
+        .expect("load")
+        .expect("present");
+    assert!(done.complete);
+    // Woken, the old holder writes nothing more: it stops with exit 1 and says why.
+    signal(paused.id(), "CONT");
+    let (code, err) = stderr_of(paused);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("not written") || err.contains("changed by another process"),
+        "{err}"
+    );
+    let (after, _) = Checkpoint::load_from(&s3, &names.checkpoint)
+        .expect("load")
+        .expect("present");
+    assert_eq!(
+        after, done,
+        "the stale holder overwrote the new holder's checkpoint"
+    );
+    let r = run(&shard_args(&table, &db, &dir, "1/2", &[]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(default_mapping_differences(&db, &table, n).await, (0, 0));
+    assert_eq!(status_json(&dir)["migrations"][0]["items"], n);
 }
