@@ -443,3 +443,50 @@ async fn a_holder_paused_past_its_lease_is_taken_over_and_then_writes_nothing() 
     assert_eq!(default_mapping_differences(&db, &table, n).await, (0, 0));
     assert_eq!(status_json(&dir)["migrations"][0]["items"], n);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_does_not_call_shards_complete_that_disagree_on_the_segment_total() {
+    let table = sample_table(50).await;
+    let db = new_database().await;
+    let dir = s3_checkpoint_dir().await;
+    let r = run(&shard_args(&table, &db, &dir, "0/2", &[]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // Shard 1/2 done over 16 segments (started at the same moment as shard 0 with another
+    // --segments, before either had a checkpoint to compare with): segments 9, 11, 13, 15 of
+    // 16 cover keys that 8 segments split otherwise, and keys of 0..8's odd half are unread.
+    let s3 = open(&dir);
+    let first = s3
+        .list()
+        .expect("list")
+        .into_iter()
+        .find(|n| n.ends_with(".shard-0-of-2.json"))
+        .expect("shard 0's checkpoint");
+    let (cp0, _) = Checkpoint::load_from(&s3, &first)
+        .expect("load")
+        .expect("present");
+    let mut settings = cp0.settings.clone();
+    settings.segments = 16;
+    settings.shard = Some(ddb2pg::shard::Shard::parse("1/2").expect("shard"));
+    let mut cp1 = Checkpoint::new(settings);
+    for i in cp1.owned() {
+        cp1.segments[i as usize].done = true;
+    }
+    cp1.complete = true;
+    let name = first.replace(".shard-0-of-2.json", ".shard-1-of-2.json");
+    s3.write(
+        &name,
+        &cp1.encode().expect("encode"),
+        &ddb2pg::checkpoint::Tag::Absent,
+    )
+    .expect("write shard 1");
+    let st = status_json(&dir);
+    let m = &st["migrations"][0];
+    assert_eq!(m["shards_done"], 2, "{m}");
+    assert_eq!(m["complete"], false, "{m}");
+    assert!(
+        m["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("segment total") && p.contains("8") && p.contains("16")),
+        "{m}"
+    );
+}
