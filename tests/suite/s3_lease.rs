@@ -277,14 +277,19 @@ async fn a_large_stored_rejects_file_is_fetched_and_counted_in_bounded_memory() 
         .send()
         .await
         .expect("put rejects");
+    // Counted by the checkpoint as committed (else the resume cuts them).
+    let s3 = open(&dir);
+    let (mut cp, tag) = Checkpoint::load_from(&s3, &names.checkpoint)
+        .expect("load")
+        .expect("present");
+    cp.rejects_bytes = Some(lines * 1024);
+    s3.write(&names.checkpoint, &cp.encode().expect("encode"), &tag)
+        .expect("checkpoint");
 
     // A run of the shard on this machine fetches it; status counts its lines.
     let again = run(&args);
     assert_eq!(again.code, 0, "{}", again.stderr);
-    let local = open(&dir)
-        .local_dir()
-        .expect("local dir")
-        .join(&names.rejects);
+    let local = s3.local_dir().expect("local dir").join(&names.rejects);
     assert_eq!(
         std::fs::metadata(&local).expect("fetched").len(),
         lines * 1024
@@ -489,4 +494,62 @@ async fn status_does_not_call_shards_complete_that_disagree_on_the_segment_total
             .is_some_and(|p| p.contains("segment total") && p.contains("8") && p.contains("16")),
         "{m}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_lines_uploaded_before_a_first_checkpoint_are_not_kept_twice() {
+    use ddb2pg::checkpoint::Tag;
+    let client = crate::support::ddb().await;
+    let table = crate::support::harness::unique("rejfirst");
+    crate::support::load_sample(&client, &table, 5, 40).await;
+    let db = new_database().await;
+    let dir = s3_checkpoint_dir().await;
+    let work = tempdir("rejfirst");
+    let mapping = work.join("m.toml");
+    std::fs::write(
+        &mapping,
+        "[[table]]\nname = \"rejfirst\"\nkey = [\"pk\", \"sk\"]\n[table.columns]\n\
+         pk = { from = \"PK\", type = \"text\" }\nsk = { from = \"SK\", type = \"text\" }\n\
+         x = { from = \"nope\", type = \"text\", required = true }\n",
+    )
+    .expect("mapping");
+    let map = mapping.to_string_lossy().to_string();
+    let args = shard_args(
+        &table,
+        &db,
+        &dir,
+        "0/2",
+        &["--mapping", &map, "--create-tables"],
+    );
+    let first = run(&args);
+    assert_eq!(first.code, 4, "{}", first.stderr);
+    let s3 = open(&dir);
+    let names = s3.list().expect("list");
+    let rejects = names
+        .iter()
+        .find(|n| n.ends_with(".shard-0-of-2.rejects.jsonl"))
+        .expect("rejects")
+        .clone();
+    let checkpoint = rejects.replace(".rejects.jsonl", ".json");
+    let (all, _) = s3.read(&rejects).expect("read").expect("present");
+    let count = |b: &[u8]| b.iter().filter(|&&c| c == b'\n').count();
+    let committed = count(&all);
+    assert!(committed > 1, "{committed}");
+    // What a kill -9 leaves between uploading the first rejecting page's lines and writing
+    // the checkpoint that counts them: the run's first checkpoint, and those lines in S3.
+    let (done, tag) = Checkpoint::load_from(&s3, &checkpoint)
+        .expect("load")
+        .expect("present");
+    let mut fresh = Checkpoint::new(done.settings.clone());
+    s3.write(&checkpoint, &fresh.encode().expect("encode"), &tag)
+        .expect("checkpoint");
+    let (_, rtag) = s3.read(&rejects).expect("read").expect("present");
+    let first_line = all.split_inclusive(|&c| c == b'\n').next().expect("a line");
+    s3.write(&rejects, first_line, &rtag).expect("rejects");
+    assert!(matches!(rtag, Tag::ETag(_)));
+    // The resume reads every item again and rejects each once more: each line once in all.
+    let again = run(&args);
+    assert_eq!(again.code, 4, "{}", again.stderr);
+    let (after, _) = s3.read(&rejects).expect("read").expect("present");
+    assert_eq!(count(&after), committed, "{}", again.stderr);
 }
