@@ -384,6 +384,7 @@ impl PageSink<'_> {
         store: &Arc<Store>,
         commit: impl FnOnce(&mut Checkpoint, &Delta) + Send + 'static,
     ) -> Result<Delta> {
+        store.still_held()?;
         let mut delta = Delta {
             items: p.count,
             skipped: p.skipped,

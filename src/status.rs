@@ -24,10 +24,8 @@ pub fn describe(storage: &dyn Storage, names: &Names) -> Result<serde_json::Valu
     let at = storage.show(&names.checkpoint);
     let (cp, _) = Checkpoint::load_from(storage, &names.checkpoint)?
         .ok_or_else(|| Error::config(format!("no checkpoint at {at}")))?;
-    let rejects_doc = storage.read(&names.rejects)?;
-    let rejects = rejects_doc.as_ref().map_or(0, |(b, _)| {
-        b.split(|&c| c == b'\n').filter(|l| !l.is_empty()).count()
-    });
+    let rejects_lines = storage.lines(&names.rejects)?;
+    let rejects = rejects_lines.unwrap_or(0);
     let lock = storage.lock_state(&names.lock);
     let owned = cp.owned();
     let segments: Vec<serde_json::Value> = owned
@@ -72,7 +70,7 @@ pub fn describe(storage: &dyn Storage, names: &Names) -> Result<serde_json::Valu
         "items": cp.segments.iter().map(|s| s.items).sum::<u64>(),
         "rows_written": cp.segments.iter().map(|s| s.rows_written).sum::<u64>(),
         "rejected": cp.segments.iter().map(|s| s.rejected).sum::<u64>(),
-        "rejects_file": rejects_doc.is_some().then(|| storage.show(&names.rejects)),
+        "rejects_file": rejects_lines.is_some().then(|| storage.show(&names.rejects)),
         "rejects_lines": rejects,
         "segments_total": owned.len(),
         "segments_done": count("done"),
@@ -106,6 +104,7 @@ fn shards_of(
     let total = mine
         .first()
         .and_then(|(_, d)| d["settings"]["segments"].as_u64());
+    let problem = disagreement(&mine);
     let mut rows = Vec::new();
     for index in 0..count {
         let shard = Shard { index, count };
@@ -137,9 +136,35 @@ fn shards_of(
         "shards_failed": n("failed"),
         "shards_not_started": n("not_started"),
         "items": rows.iter().map(|r| r["items"].as_u64().unwrap_or(0)).sum::<u64>(),
-        "complete": n("done") == count as usize,
+        "complete": problem.is_none() && n("done") == count as usize,
+        "problem": problem,
         "shards": rows,
     }))
+}
+
+/// Why the shards of one migration cannot add up to the whole table, if they cannot: shard
+/// checkpoints of different shard counts, or different segment totals (shards started at the
+/// same moment with different `--segments`, before either could see the other's checkpoint),
+/// so that some key ranges are read twice and others never.
+fn disagreement(mine: &[(Shard, &serde_json::Value)]) -> Option<String> {
+    let counts: std::collections::BTreeSet<u32> = mine.iter().map(|(s, _)| s.count).collect();
+    if counts.len() > 1 {
+        return Some(format!(
+            "checkpoints of runs of {counts:?} shards in one folder: every shard of a migration \
+             must be given the same N; remove the old run's shard documents"
+        ));
+    }
+    let totals: std::collections::BTreeSet<u64> = mine
+        .iter()
+        .filter_map(|(_, d)| d["settings"]["segments"].as_u64())
+        .collect();
+    (totals.len() > 1).then(|| {
+        format!(
+            "shards disagree on the segment total ({totals:?}): some keys are read twice and \
+             others never; start the migration over (--restart on every shard) with one \
+             --segments for all"
+        )
+    })
 }
 
 /// The storage and the checkpoints `--checkpoint-dir` names: an s3:// prefix, a directory, or
@@ -234,6 +259,9 @@ fn print_shards(m: &serde_json::Value) {
             ""
         }
     );
+    if let Some(p) = m["problem"].as_str() {
+        out!("  problem: {p}");
+    }
     for r in m["shards"].as_array().into_iter().flatten() {
         out!(
             "  shard {:<7}  {:<11}  {:>9} items  {:>4}/{:<4} segments{}",

@@ -6,6 +6,8 @@ mod support;
 
 #[path = "suite/cli.rs"]
 mod cli;
+#[path = "suite/deploy.rs"]
+mod deploy;
 #[path = "suite/destinations.rs"]
 mod destinations;
 #[path = "suite/export.rs"]
@@ -32,6 +34,8 @@ mod paths;
 mod resume;
 #[path = "suite/review16.rs"]
 mod review16;
+#[path = "suite/s3_lease.rs"]
+mod s3_lease;
 #[path = "suite/scan_parser.rs"]
 mod scan_parser;
 #[path = "suite/shards.rs"]

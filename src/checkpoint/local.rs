@@ -43,6 +43,27 @@ impl Storage for LocalDir {
         Ok(Tag::Local)
     }
 
+    fn lines(&self, name: &str) -> Result<Option<u64>> {
+        use std::io::BufRead as _;
+        let p = self.path(name);
+        let f = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::file(&p, e)),
+        };
+        let mut r = std::io::BufReader::with_capacity(1 << 16, f);
+        let mut count = super::storage::LineCount::default();
+        loop {
+            let piece = r.fill_buf().map_err(|e| Error::file(&p, e))?;
+            if piece.is_empty() {
+                return Ok(Some(count.lines()));
+            }
+            count.feed(piece);
+            let n = piece.len();
+            r.consume(n);
+        }
+    }
+
     fn remove(&self, name: &str) -> Result<()> {
         let p = self.path(name);
         match fs::remove_file(&p) {

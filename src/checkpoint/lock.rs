@@ -2,8 +2,9 @@
 //! and until when. It is created with `If-None-Match: *` and replaced (renewed, taken over,
 //! released) with `If-Match: <the ETag read>`, so of two processes racing for it exactly one
 //! wins. The holder renews it every third of the lease; a holder that died stops renewing and
-//! its lock is taken over once `expires_at` has passed. Clocks of the machines are assumed to
-//! agree within a few seconds (NTP); the lease (60 s by default) is far longer.
+//! its lock is taken over once `expires_at` has passed. The holder stops writing a sixth of the
+//! lease (10 s of 60) before `expires_at`, so clocks of the machines must agree within that
+//! (NTP keeps them within milliseconds).
 //!
 //! The lock keeps a second process from starting; the checkpoint's own conditional writes
 //! (`If-Match` on the version this process wrote last) keep a process that lost its lock (paused

@@ -111,7 +111,10 @@ pub struct Checkpoint {
     pub updated_at: u64,
     pub segments: Vec<SegmentState>,
     /// The rejects file's length once the reject lines of every committed page are in it:
-    /// lines past it belong to pages a killed run did not commit (they are read again).
+    /// lines past it belong to pages a killed run did not commit (they are read again). Set
+    /// from a checkpoint's creation (to the length of a rejects file already there), so that
+    /// lines uploaded for the first rejecting page before a kill are cut too; None only in
+    /// checkpoints written before this count existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejects_bytes: Option<u64>,
     /// `--follow`: where the stream is applied up to (absent without --follow).
@@ -176,7 +179,9 @@ impl Checkpoint {
             created_at: now_secs(),
             updated_at: now_secs(),
             segments: vec![SegmentState::default(); n],
-            rejects_bytes: None,
+            // Counted from the start (None: a checkpoint older than the count, whose rejects
+            // file is kept as it is).
+            rejects_bytes: Some(0),
             stream: None,
         }
     }

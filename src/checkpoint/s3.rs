@@ -8,29 +8,45 @@
 //! overwrite it. The lock is a lease ([`super::lock`]) renewed in the background.
 //!
 //! The rejects file is appended to locally (in a private folder under the temp directory) and
-//! the whole file is PUT before each checkpoint write that follows new reject lines; a run
-//! that starts on another machine fetches it first. Rejects are meant to be few: a run
-//! rejecting many items re-uploads a growing file a few times a second (fix the mapping).
+//! the whole file is PUT before each checkpoint write that follows new reject lines, with
+//! `If-Match` on the version this process fetched or put last; a run that starts on another
+//! machine fetches it first, both in pieces (bounded memory). Rejects are meant to be few: a
+//! run rejecting many items re-uploads a growing file a few times a second (fix the mapping).
 //!
 //! The S3 calls run on a runtime of their own (one thread), so they can be made from
 //! synchronous code (the checkpoint flush) and from async code alike.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
+
+use lease::Fence;
 
 use super::lock::{Found, Lease};
 use super::now_secs;
 use super::storage::{Held, LockState, Names, Storage, Tag};
 use crate::cli::AwsArgs;
 use crate::error::{Error, Result};
+
+mod lease;
+
+/// What a PUT sends.
+enum Body {
+    Bytes(Vec<u8>),
+    File(PathBuf),
+}
+
+/// The largest checkpoint read (a million segments with long cursors stay below it).
+const CHECKPOINT_LIMIT: u64 = 1 << 30;
+/// The largest lock read (a lease is a few hundred bytes).
+const LOCK_LIMIT: u64 = 64 << 10;
 
 pub struct S3Dir {
     rt: Option<tokio::runtime::Runtime>,
@@ -40,48 +56,15 @@ pub struct S3Dir {
     url: String,
     /// Whether this process may still write (see [`Fence`]).
     fence: Arc<Fence>,
+    /// The version of each copied file (the rejects) this process fetched or published last:
+    /// a publish replaces only it, so a process that lost the shard cannot replace the
+    /// rejects of the process that took it over.
+    copies: Mutex<std::collections::HashMap<String, Tag>>,
 }
 
-/// What keeps a process that lost its lock from writing: set by the lock's renewals. A write
-/// is refused once the lease this process last renewed has (nearly) run out, or once a renewal
-/// found the lock taken by another process. (A process paused between this check and its PUT
-/// could still write once; the checkpoint's `If-Match` then stops the other holder, whose
-/// retry resumes from that checkpoint, still never ahead of what is committed.)
-#[derive(Debug, Default)]
-struct Fence {
-    lost: AtomicBool,
-    /// Epoch seconds the held lease runs to; 0: no lock held (nothing to check).
-    held_until: AtomicU64,
-}
-
-impl Fence {
-    fn check(&self, what: &str) -> Result<()> {
-        let until = self.held_until.load(Ordering::Acquire);
-        let expired = until != 0 && now_secs() + 1 >= until;
-        if self.lost.load(Ordering::Acquire) || expired {
-            return Err(Error::file(
-                what,
-                format!(
-                    "not written: this run's lock lease {}; another run may hold the shard now. \
-                 This one stops (the stored checkpoint stays valid); run it again to resume",
-                    if expired {
-                        "ran out before it could be renewed (the process was paused, or S3 \
-                     unreachable)"
-                    } else {
-                        "was taken over by another process"
-                    }
-                ),
-            ));
-        }
-        Ok(())
-    }
-}
-
+/// A failed S3 call (exit 1), named as such (an `Error::Source` would say "DynamoDB").
 fn s3_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Source {
-        message: format!("S3: {what}: {e}"),
-        retryable: false,
-    }
+    Error::file(format!("S3: {what}"), e)
 }
 
 /// The HTTP status of a failed call, when the server answered.
@@ -122,10 +105,17 @@ impl S3Dir {
             .build()
             .map_err(|e| Error::config(format!("cannot start the S3 checkpoint runtime: {e}")))?;
         let (aws, ep) = (aws.clone(), s3_endpoint.clone());
-        let client = on(
+        let client = match on(
             &rt,
             async move { crate::source::s3::client(&aws, &ep).await },
-        )?;
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                // Dropped here, inside the caller's async context, the runtime would panic.
+                rt.shutdown_background();
+                return Err(e);
+            }
+        };
         let dir = S3Dir {
             rt: Some(rt),
             client,
@@ -133,6 +123,7 @@ impl S3Dir {
             prefix,
             url: url.trim_end_matches('/').to_string(),
             fence: Arc::new(Fence::default()),
+            copies: Mutex::new(std::collections::HashMap::new()),
         };
         Ok(dir)
     }
@@ -156,40 +147,71 @@ impl S3Dir {
         }
     }
 
-    /// GET: the bytes and ETag, or None (404).
-    fn get(&self, name: &str) -> Result<Option<(Vec<u8>, String)>> {
-        let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key(name));
+    /// GET: the bytes and ETag, or None (404). An object past `limit` bytes is refused
+    /// (a damaged or foreign object must not take the memory a run needs).
+    fn get(&self, name: &str, limit: u64) -> Result<Option<(Vec<u8>, String)>> {
         let shown = self.show(name);
+        let object = self.object(name);
         self.block(async move {
-            let out = match client.get_object().bucket(&bucket).key(&key).send().await {
-                Ok(o) => o,
-                Err(e) if status(&e) == Some(404) => return Ok(None),
-                Err(e) => return Err(s3_err(&format!("read {shown}"), detail(&e))),
+            let Some(mut out) = object.await? else {
+                return Ok(None);
             };
             let etag = out.e_tag().unwrap_or_default().to_string();
-            let bytes = out
-                .body
-                .collect()
-                .await
-                .map_err(|e| s3_err(&format!("read {shown}"), e))?
-                .into_bytes()
-                .to_vec();
+            let too_big = || {
+                Error::config(format!(
+                    "{shown} is larger than {limit} bytes: not a document ddb2pg wrote; remove \
+                     it (or use --restart) if no run is active"
+                ))
+            };
+            if out.content_length().is_some_and(|n| n as u64 > limit) {
+                return Err(too_big());
+            }
+            let mut bytes = Vec::new();
+            while let Some(chunk) = out.body.next().await {
+                let chunk = chunk.map_err(|e| s3_err(&format!("read {shown}"), e))?;
+                if (bytes.len() + chunk.len()) as u64 > limit {
+                    return Err(too_big());
+                }
+                bytes.extend_from_slice(&chunk);
+            }
             Ok(Some((bytes, etag)))
         })?
     }
 
-    /// Conditional PUT; `Ok(Err(412))`-like: `Ok(None)` when the condition failed.
-    fn put(&self, name: &str, bytes: &[u8], expect: &Tag) -> Result<Option<String>> {
+    /// The GetObject of `name` (None: 404), its body not read yet.
+    fn object(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<GetObjectOutput>>> + Send + 'static {
         let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key(name));
         let shown = self.show(name);
-        let body = bytes.to_vec();
+        async move {
+            match client.get_object().bucket(&bucket).key(&key).send().await {
+                Ok(o) => Ok(Some(o)),
+                Err(e) if status(&e) == Some(404) => Ok(None),
+                Err(e) => Err(s3_err(&format!("read {shown}"), detail(&e))),
+            }
+        }
+    }
+
+    /// Conditional PUT; `Ok(Err(412))`-like: `Ok(None)` when the condition failed.
+    fn put(&self, name: &str, bytes: &[u8], expect: &Tag) -> Result<Option<String>> {
+        self.put_from(name, Body::Bytes(bytes.to_vec()), expect)
+    }
+
+    /// Conditional PUT of `body` (a file is read in pieces, never whole).
+    fn put_from(&self, name: &str, body: Body, expect: &Tag) -> Result<Option<String>> {
+        let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key(name));
+        let shown = self.show(name);
         let expect = expect.clone();
         self.block(async move {
-            let mut req = client
-                .put_object()
-                .bucket(&bucket)
-                .key(&key)
-                .body(ByteStream::from(body));
+            let body = match body {
+                Body::Bytes(b) => ByteStream::from(b),
+                Body::File(p) => ByteStream::from_path(&p)
+                    .await
+                    .map_err(|e| Error::file(&p, e))?,
+            };
+            let mut req = client.put_object().bucket(&bucket).key(&key).body(body);
             req = match &expect {
                 Tag::Absent => req.if_none_match("*"),
                 Tag::ETag(e) => req.if_match(e),
@@ -222,17 +244,50 @@ impl S3Dir {
         })?
     }
 
-    fn read_lease(&self, name: &str) -> Result<Option<(Lease, String)>> {
-        let Some((bytes, etag)) = self.get(name)? else {
-            return Ok(None);
-        };
-        let lease: Lease = serde_json::from_slice(&bytes).map_err(|e| {
+    /// Copy the object `name` into the new file `local` in pieces; false when absent.
+    fn download(&self, name: &str, local: &Path) -> Result<bool> {
+        Ok(self.download_tagged(name, local)?.is_some())
+    }
+
+    /// [`Self::download`], returning the object's ETag (None when absent).
+    fn download_tagged(&self, name: &str, local: &Path) -> Result<Option<String>> {
+        let shown = self.show(name);
+        let object = self.object(name);
+        let local = local.to_path_buf();
+        self.block(async move {
+            let Some(mut out) = object.await? else {
+                return Ok(None);
+            };
+            let etag = out.e_tag().unwrap_or_default().to_string();
+            let _ = std::fs::remove_file(&local);
+            let mut f = crate::private::open(
+                &local,
+                std::fs::OpenOptions::new().write(true).create_new(true),
+            )?;
+            use std::io::Write as _;
+            while let Some(chunk) = out.body.next().await {
+                let chunk = chunk.map_err(|e| s3_err(&format!("read {shown}"), e))?;
+                f.write_all(&chunk).map_err(|e| Error::file(&local, e))?;
+            }
+            f.sync_all().map_err(|e| Error::file(&local, e))?;
+            Ok(Some(etag))
+        })?
+    }
+
+    /// The version of the copy `name` this process fetched or published last.
+    fn copy_version(&self, name: &str) -> Result<Tag> {
+        let copies = self.copies.lock().unwrap_or_else(|p| p.into_inner());
+        copies.get(name).cloned().ok_or_else(|| {
             Error::config(format!(
-                "lock {} is not a ddb2pg lock ({e}); remove it if no run is active",
+                "internal error: {} published before it was fetched",
                 self.show(name)
             ))
-        })?;
-        Ok(Some((lease, etag)))
+        })
+    }
+
+    fn set_copy_version(&self, name: &str, tag: Tag) {
+        let mut copies = self.copies.lock().unwrap_or_else(|p| p.into_inner());
+        copies.insert(name.to_string(), tag);
     }
 }
 
@@ -268,7 +323,9 @@ impl Storage for S3Dir {
     }
 
     fn read(&self, name: &str) -> Result<Option<(Vec<u8>, Tag)>> {
-        Ok(self.get(name)?.map(|(b, e)| (b, Tag::ETag(e))))
+        Ok(self
+            .get(name, CHECKPOINT_LIMIT)?
+            .map(|(b, e)| (b, Tag::ETag(e))))
     }
 
     fn write(&self, name: &str, bytes: &[u8], expect: &Tag) -> Result<Tag> {
@@ -288,10 +345,14 @@ impl Storage for S3Dir {
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<bool> {
-        let Some((bytes, _)) = self.get(from)? else {
+        // Through a local file: the object (the rejects) may be large.
+        let part = self.local_dir()?.join(format!("{to}.part"));
+        if !self.download(from, &part)? {
             return Ok(false);
-        };
-        if self.put(to, &bytes, &Tag::Absent)?.is_none() {
+        }
+        let put = self.put_from(to, Body::File(part.clone()), &Tag::Absent);
+        let _ = std::fs::remove_file(&part);
+        if put?.is_none() {
             return Err(Error::config(format!("{} exists already", self.show(to))));
         }
         self.delete(from)?;
@@ -335,43 +396,11 @@ impl Storage for S3Dir {
     }
 
     fn lock(&self, name: &str, lease: Duration) -> Result<Box<dyn Held>> {
-        let lease_s = lease.as_secs().max(2);
-        let existing = self.read_lease(name)?;
-        let now = now_secs();
-        let found = Lease::found(existing.as_ref().map(|(l, _)| l), now);
-        if let Found::Held { holder, left_s } = &found {
-            return Err(Error::config(format!(
-                "another ddb2pg run ({holder}) holds {} (its lease ends in {left_s} s unless \
-                 renewed); wait for it to finish or stop it first",
-                self.show(name)
-            )));
-        }
-        let mine = Lease::new(super::local::holder_id(), lease_s, now);
-        let bytes = serde_json::to_vec(&mine).map_err(|e| s3_err("encode the lock", e))?;
-        let expect = existing
-            .as_ref()
-            .map_or(Tag::Absent, |(_, e)| Tag::ETag(e.clone()));
-        let Some(etag) = self.put(name, &bytes, &expect)? else {
-            // Another process took it between our read and our write.
-            let holder = self
-                .read_lease(name)
-                .ok()
-                .flatten()
-                .map_or("unknown".to_string(), |(l, _)| l.holder);
-            return Err(Error::config(format!(
-                "another ddb2pg run ({holder}) took {} at the same moment; wait for it to \
-                 finish or stop it first",
-                self.show(name)
-            )));
-        };
-        if let Found::Expired { holder, ago_s } = &found {
-            eprintln!(
-                "ddb2pg: taking over the lock {} of {holder}, whose lease ended {ago_s} s ago \
-                 (the process died or hung)",
-                self.show(name)
-            );
-        }
-        self.hold(name, mine, etag)
+        self.take(name, lease)
+    }
+
+    fn still_held(&self, name: &str) -> Result<()> {
+        self.fence.check(&self.show(name))
     }
 
     fn lock_state(&self, name: &str) -> LockState {
@@ -402,163 +431,51 @@ impl Storage for S3Dir {
 
     fn publish(&self, name: &str, local: &Path) -> Result<()> {
         self.fence.check(&self.show(name))?;
-        let bytes = match std::fs::read(local) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::file(local, e)),
-        };
-        // The lock keeps other writers out: replace whatever version is there.
-        let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key(name));
-        let shown = self.show(name);
-        self.block(async move {
-            client
-                .put_object()
-                .bucket(&bucket)
-                .key(&key)
-                .body(ByteStream::from(bytes))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| s3_err(&format!("write {shown}"), detail(&e)))
-        })?
+        if !local.exists() {
+            return Ok(());
+        }
+        // Replace only the version this process fetched or published last: another process
+        // that took the shard over has changed it.
+        let expect = self.copy_version(name)?;
+        match self.put_from(name, Body::File(local.to_path_buf()), &expect)? {
+            Some(etag) => {
+                self.set_copy_version(name, Tag::ETag(etag));
+                Ok(())
+            }
+            None => Err(Error::file(
+                self.show(name),
+                "changed by another process since this run fetched or wrote it (conditional \
+                 write refused): two runs on one shard? This one stops; the stored checkpoint \
+                 stays valid",
+            )),
+        }
     }
 
     fn fetch(&self, name: &str, local: &Path) -> Result<()> {
         let _ = std::fs::remove_file(local);
-        let Some((bytes, _)) = self.get(name)? else {
-            return Ok(());
-        };
-        let mut f = crate::private::open(
-            local,
-            std::fs::OpenOptions::new().write(true).create_new(true),
-        )?;
-        use std::io::Write as _;
-        f.write_all(&bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| Error::file(local, e))
+        match self.download_tagged(name, local)? {
+            Some(etag) => self.set_copy_version(name, Tag::ETag(etag)),
+            None => self.set_copy_version(name, Tag::Absent),
+        }
+        Ok(())
+    }
+
+    fn lines(&self, name: &str) -> Result<Option<u64>> {
+        let shown = self.show(name);
+        let object = self.object(name);
+        self.block(async move {
+            let Some(mut out) = object.await? else {
+                return Ok(None);
+            };
+            let mut count = super::storage::LineCount::default();
+            while let Some(chunk) = out.body.next().await {
+                count.feed(&chunk.map_err(|e| s3_err(&format!("read {shown}"), e))?);
+            }
+            Ok(Some(count.lines()))
+        })?
     }
 
     fn secure(&self, _names: &Names) -> Result<()> {
         Ok(())
-    }
-}
-
-/// A held S3 lock: renewed in the background every third of the lease; released (a record
-/// with `released: true`) when dropped.
-struct S3Lock {
-    renew: Option<tokio::task::JoinHandle<()>>,
-    /// The lease and its ETag as last written by this process.
-    current: Arc<Mutex<(Lease, String)>>,
-    rt: tokio::runtime::Handle,
-    client: Client,
-    bucket: String,
-    key: String,
-}
-
-impl std::fmt::Debug for S3Lock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "S3Lock({})", self.key)
-    }
-}
-
-impl Held for S3Lock {}
-
-impl S3Dir {
-    fn hold(&self, name: &str, lease: Lease, etag: String) -> Result<Box<dyn Held>> {
-        let rt = self
-            .rt
-            .as_ref()
-            .ok_or_else(|| Error::config("internal error: the S3 runtime is gone"))?
-            .handle()
-            .clone();
-        let every = Duration::from_secs((lease.lease_s / 3).max(1));
-        self.fence
-            .held_until
-            .store(lease.expires_at, Ordering::Release);
-        let current = Arc::new(Mutex::new((lease, etag)));
-        let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key(name));
-        let (shown, fence) = (self.show(name), self.fence.clone());
-        let task = {
-            let (current, client, bucket, key) =
-                (current.clone(), client.clone(), bucket.clone(), key.clone());
-            rt.spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    let (lease, etag) = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    let next = lease.renewed(now_secs());
-                    let Ok(bytes) = serde_json::to_vec(&next) else {
-                        continue;
-                    };
-                    let sent = client
-                        .put_object()
-                        .bucket(&bucket)
-                        .key(&key)
-                        .if_match(&etag)
-                        .body(ByteStream::from(bytes))
-                        .send()
-                        .await;
-                    match sent {
-                        Ok(o) => {
-                            let e = o.e_tag().unwrap_or_default().to_string();
-                            fence.held_until.store(next.expires_at, Ordering::Release);
-                            *current.lock().unwrap_or_else(|p| p.into_inner()) = (next, e);
-                        }
-                        Err(e) if matches!(status(&e), Some(412 | 409)) => {
-                            eprintln!(
-                                "ddb2pg: error: the lock {shown} was taken by another process \
-                                 (this run's lease had expired); no more checkpoint writes"
-                            );
-                            fence.lost.store(true, Ordering::Release);
-                            return;
-                        }
-                        // A network failure: try again at the next tick (the lease is 3
-                        // ticks long).
-                        Err(e) => tracing::warn!("renewing the lock {shown}: {}", detail(&e)),
-                    }
-                }
-            })
-        };
-        Ok(Box::new(S3Lock {
-            renew: Some(task),
-            current,
-            rt,
-            client,
-            bucket,
-            key,
-        }))
-    }
-}
-
-impl Drop for S3Lock {
-    fn drop(&mut self) {
-        if let Some(t) = self.renew.take() {
-            t.abort();
-        }
-        let (lease, etag) = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let Ok(bytes) = serde_json::to_vec(&lease.released(now_secs())) else {
-            return;
-        };
-        let req = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .if_match(etag)
-            .body(ByteStream::from(bytes));
-        let handle = &self.rt;
-        // Best effort: if it fails, the lease simply expires.
-        std::thread::scope(|s| {
-            let _ = s
-                .spawn(|| {
-                    handle.block_on(async {
-                        tokio::time::timeout(Duration::from_secs(10), req.send()).await
-                    })
-                })
-                .join();
-        });
     }
 }

@@ -51,6 +51,9 @@ pub trait Storage: Send + Sync {
     /// Replace `name` atomically, only if it is still in version `expect` (`Tag::Absent`:
     /// only if absent). Returns the new version.
     fn write(&self, name: &str, bytes: &[u8], expect: &Tag) -> Result<Tag>;
+    /// The number of non-empty lines of `name`, read in pieces (a large rejects file is never
+    /// held in memory); `None` when absent.
+    fn lines(&self, name: &str) -> Result<Option<u64>>;
     /// Remove `name` (absent is fine).
     fn remove(&self, name: &str) -> Result<()>;
     /// Move `from` to `to` (absent `from`: nothing to do; returns whether it moved).
@@ -60,18 +63,52 @@ pub trait Storage: Send + Sync {
     /// Take the lock `name` for this process, or fail (exit 2) naming the live holder. `lease`:
     /// how long an S3 lock stays valid without renewal (it is renewed every third of it).
     fn lock(&self, name: &str, lease: Duration) -> Result<Box<dyn Held>>;
+    /// Whether this process still holds the lock `name` it took, checked before each page is
+    /// written to the target: an error once an S3 lease has run out or was taken over (a
+    /// local `flock` is held until the process dies).
+    fn still_held(&self, name: &str) -> Result<()> {
+        let _ = name;
+        Ok(())
+    }
     /// The lock's state, read without taking it.
     fn lock_state(&self, name: &str) -> LockState;
     /// A local directory for this storage's working files (the rejects being appended, s3://
     /// export downloads): the directory itself, or a private folder under the temp directory.
     fn local_dir(&self) -> Result<PathBuf>;
     /// Copy the local file `local` to `name` (S3), or nothing when `local` is `name` itself.
+    /// Replaces only the version this process fetched or published last (refused, exit 1,
+    /// when another process changed it); call `fetch` first.
     fn publish(&self, name: &str, local: &Path) -> Result<()>;
     /// Replace `local` with the stored `name` (S3), or nothing when `local` is `name` itself.
     fn fetch(&self, name: &str, local: &Path) -> Result<()>;
     /// Before a run writes: create a local directory (owner-only), refuse to start when a
     /// document of the run is unsafe to write (a symbolic link), tighten permissions.
     fn secure(&self, names: &Names) -> Result<()>;
+}
+
+/// Counts the non-empty lines of a document fed in pieces.
+#[derive(Debug, Default)]
+pub(super) struct LineCount {
+    lines: u64,
+    /// The last byte fed was inside a line (not a newline).
+    open: bool,
+}
+
+impl LineCount {
+    pub(super) fn feed(&mut self, chunk: &[u8]) {
+        for &b in chunk {
+            if b == b'\n' {
+                self.open = false;
+            } else if !self.open {
+                self.open = true;
+                self.lines += 1;
+            }
+        }
+    }
+
+    pub(super) fn lines(&self) -> u64 {
+        self.lines
+    }
 }
 
 /// The documents of one run (source + target, and shard) inside the storage.
@@ -150,5 +187,15 @@ mod tests {
         assert_eq!(Names::of_checkpoint(&b.checkpoint), Some(b.clone()));
         assert_eq!(Names::of_checkpoint(&a.checkpoint), Some(a));
         assert_eq!(Names::of_checkpoint("x.json.tmp"), None);
+    }
+
+    #[test]
+    fn lines_are_counted_across_pieces() {
+        let mut c = LineCount::default();
+        for piece in [&b"ab"[..], b"c\n\nd", b"", b"\ne", b"f"] {
+            c.feed(piece);
+        }
+        // "abc", "d", "ef" (the last without its newline); the empty line is not one.
+        assert_eq!(c.lines(), 3);
     }
 }

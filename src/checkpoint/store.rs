@@ -96,6 +96,16 @@ impl Store {
         self.dirty.store(true, Ordering::Release);
     }
 
+    /// Before a page is written to the target: an error once this run no longer holds its
+    /// lock (an S3 lease that ran out, or was taken over), so that a process that lost its
+    /// shard writes no more rows beside the one that took it.
+    pub fn still_held(&self) -> Result<()> {
+        if !self.persist {
+            return Ok(());
+        }
+        self.storage.still_held(&self.names.lock)
+    }
+
     /// Record a committed page (call only after the transaction holding its rows committed) as
     /// one step: append its reject lines to `rejects` and change
     /// the checkpoint with `f`, under the checkpoint's lock, so that no saved checkpoint holds

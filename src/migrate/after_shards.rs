@@ -65,22 +65,7 @@ pub(super) fn adopt(
         .map(|(_, cp)| cp.created_at)
         .min()
         .unwrap_or(0);
-    let created = stream_created(&stream.arn);
-    if created.is_none() {
-        eprintln!(
-            "ddb2pg: warning: cannot tell from {} when the stream was created: it must have \
-             been on before the first shard began, or changes made in between are missed",
-            stream.arn
-        );
-    }
-    if let Some(created) = created.filter(|&c| c > began) {
-        return Err(Error::config(format!(
-            "--follow: the stream {} was created at {created} (epoch s), after the first shard \
-             began at {began}: changes made in between are in no stream. Load again with the \
-             stream on (--restart on every shard), then follow",
-            stream.arn
-        )));
-    }
+    stream_on_since(stream, began)?;
     let mut cp = Checkpoint::new(want);
     for (s, shard_cp) in &shards {
         for i in s.segments(total) {
@@ -99,6 +84,28 @@ pub(super) fn adopt(
          stream from when the first shard began ({began}, epoch s)"
     );
     Ok(Some(cp))
+}
+
+/// Refuse a stream created after `began` (its earlier changes are in no stream); warn when its
+/// ARN does not tell when it was created.
+fn stream_on_since(stream: &Stream, began: u64) -> Result<()> {
+    let created = stream_created(&stream.arn);
+    if created.is_none() {
+        eprintln!(
+            "ddb2pg: warning: cannot tell from {} when the stream was created: it must have \
+             been on before the first shard began, or changes made in between are missed",
+            stream.arn
+        );
+    }
+    if let Some(created) = created.filter(|&c| c > began) {
+        return Err(Error::config(format!(
+            "--follow: the stream {} was created at {created} (epoch s), after the first shard \
+             began at {began}: changes made in between are in no stream. Load again with the \
+             stream on (--restart on every shard), then follow",
+            stream.arn
+        )));
+    }
+    Ok(())
 }
 
 /// The shard checkpoints of `base`, by shard.

@@ -166,6 +166,7 @@ fn checkpoint_for(
         Checkpoint::load_from(storage, &names.checkpoint)?
     };
     let settings = settings_for(args, src, names, existing.as_ref().map(|(c, _)| c))?;
+    let fresh = existing.is_none();
     let (mut cp, tag) = match existing {
         Some((cp, tag)) => {
             let diffs = cp.settings.differences(&settings);
@@ -197,6 +198,11 @@ fn checkpoint_for(
     }
     // A run on another machine: the stored rejects become the local file appended to.
     storage.fetch(&names.rejects, local_rejects)?;
+    if fresh {
+        // Lines already there (a checkpoint removed by hand) stay; the count starts after them.
+        let there = std::fs::metadata(local_rejects).map_or(0, |m| m.len());
+        cp.rejects_bytes = Some(there);
+    }
     // Reject lines a killed run wrote for pages it did not commit: those pages are read again.
     if let Some(n) = cp.rejects_bytes {
         let cut = Rejects::trim_to(local_rejects, n)?;

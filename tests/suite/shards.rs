@@ -2,7 +2,7 @@
 //! checkpoints in moto's S3 (conditional writes, leased locks), `status` over every shard, and
 //! the deployment manifests.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use crate::support::harness::{
     tempdir, unique,
 };
 
-fn no_aws() -> AwsArgs {
+pub(crate) fn no_aws() -> AwsArgs {
     AwsArgs {
         endpoint_url: None,
         region: None,
@@ -23,7 +23,7 @@ fn no_aws() -> AwsArgs {
 }
 
 /// A new bucket on moto; returns `s3://bucket/ddb2pg`.
-async fn s3_checkpoint_dir() -> String {
+pub(crate) async fn s3_checkpoint_dir() -> String {
     let s3 = ddb2pg::source::s3::client(&no_aws(), &Some(moto_s3().to_string()))
         .await
         .expect("s3 client");
@@ -37,7 +37,13 @@ async fn s3_checkpoint_dir() -> String {
 }
 
 /// `migrate` arguments for shard `i` of `n` over `segments`, checkpoints at `dir`.
-fn shard_args(table: &str, db: &str, dir: &str, shard: &str, extra: &[&str]) -> Vec<String> {
+pub(crate) fn shard_args(
+    table: &str,
+    db: &str,
+    dir: &str,
+    shard: &str,
+    extra: &[&str],
+) -> Vec<String> {
     let mut a = migrate_args(table, db, Path::new(dir));
     a.extend(
         [
@@ -55,7 +61,7 @@ fn shard_args(table: &str, db: &str, dir: &str, shard: &str, extra: &[&str]) -> 
     a
 }
 
-fn spawn_in(args: &[String], cwd: &Path) -> Child {
+pub(crate) fn spawn_in(args: &[String], cwd: &Path) -> Child {
     command(args)
         .current_dir(cwd)
         .stdout(Stdio::null())
@@ -64,7 +70,7 @@ fn spawn_in(args: &[String], cwd: &Path) -> Child {
         .expect("spawn ddb2pg")
 }
 
-fn stderr_of(child: Child) -> (i32, String) {
+pub(crate) fn stderr_of(child: Child) -> (i32, String) {
     let out = child.wait_with_output().expect("wait");
     (
         out.status.code().unwrap_or(-1),
@@ -73,14 +79,14 @@ fn stderr_of(child: Child) -> (i32, String) {
 }
 
 /// The committed items of shard `name`'s checkpoint in S3 (0 while there is none).
-fn committed_in_s3(dir: &S3Dir, name: &str) -> u64 {
+pub(crate) fn committed_in_s3(dir: &S3Dir, name: &str) -> u64 {
     match Checkpoint::load_from(dir, name) {
         Ok(Some((cp, _))) => cp.segments.iter().map(|s| s.items).sum(),
         _ => 0,
     }
 }
 
-fn status_json(dir: &str) -> serde_json::Value {
+pub(crate) fn status_json(dir: &str) -> serde_json::Value {
     let out = command(&[
         "status".into(),
         "--json".into(),
@@ -378,88 +384,6 @@ async fn shards_take_their_index_from_job_completion_index_as_an_indexed_job_doe
     );
 }
 
-fn repo_file(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-fn json_file(rel: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(repo_file(rel)).expect(rel);
-    serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{rel} is not JSON(-compatible YAML): {e}"))
-}
-
-#[test]
-fn the_kubernetes_indexed_job_and_the_batch_job_definition_parse_and_run_shards() {
-    let job = json_file("deploy/kubernetes/job.yaml");
-    assert_eq!(job["kind"], "Job");
-    let spec = &job["spec"];
-    assert_eq!(spec["completionMode"], "Indexed");
-    assert!(spec["completions"].as_u64().is_some_and(|c| c > 1));
-    assert_eq!(spec["completions"], spec["parallelism"]);
-    assert!(spec["backoffLimitPerIndex"].as_u64().is_some());
-    let pod = &spec["template"]["spec"];
-    assert_eq!(pod["restartPolicy"], "Never");
-    let c = &pod["containers"][0];
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .filter_map(|a| a.as_str())
-        .collect();
-    let after = |flag: &str| {
-        args.iter()
-            .position(|a| *a == flag)
-            .and_then(|i| args.get(i + 1))
-            .copied()
-    };
-    assert_eq!(
-        after("--shards"),
-        spec["completions"]
-            .as_u64()
-            .map(|n| n.to_string())
-            .as_deref()
-    );
-    assert!(
-        after("--segments").is_some()
-            && after("--checkpoint-dir").is_some_and(|d| d.starts_with("s3://"))
-    );
-    // The target's URL (with its password) comes from a Secret, not the manifest.
-    let env = c["env"].as_array().expect("env");
-    assert!(
-        env.iter()
-            .any(|e| e["name"] == "DATABASE_URL"
-                && e["valueFrom"]["secretKeyRef"]["name"].is_string())
-    );
-    assert!(
-        pod["serviceAccountName"].is_string(),
-        "IRSA service account"
-    );
-    let sa = json_file("deploy/kubernetes/serviceaccount.yaml");
-    assert!(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].is_string());
-
-    let def = json_file("deploy/aws-batch/job-definition.json");
-    assert_eq!(def["type"], "container");
-    let cmd: Vec<&str> = def["containerProperties"]["command"]
-        .as_array()
-        .expect("command")
-        .iter()
-        .filter_map(|a| a.as_str())
-        .collect();
-    assert!(
-        cmd.contains(&"--shards") && cmd.contains(&"--segments"),
-        "{cmd:?}"
-    );
-    let secrets = def["containerProperties"]["secrets"]
-        .as_array()
-        .expect("secrets");
-    assert!(secrets.iter().any(|s| s["name"] == "DATABASE_URL"));
-    let submit = json_file("deploy/aws-batch/submit-job.json");
-    assert!(submit["arrayProperties"]["size"]
-        .as_u64()
-        .is_some_and(|n| n >= 2));
-    assert!(repo_file("Dockerfile").exists());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_follower_takes_over_a_load_done_in_shards() {
     use aws_sdk_dynamodb::types::{AttributeValue, StreamSpecification, StreamViewType};
@@ -675,80 +599,4 @@ async fn a_shards_rejects_live_in_s3_and_a_resume_elsewhere_cuts_uncommitted_lin
         .filter(|n| n.contains(".shard-0-of-2.rejects.") && !n.ends_with(".rejects.jsonl"))
         .count();
     assert_eq!(aside, 1, "{err}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_holder_paused_past_its_lease_is_taken_over_and_then_writes_nothing() {
-    let n = 2000;
-    let table = sample_table(n).await;
-    let db = new_database().await;
-    let dir = s3_checkpoint_dir().await;
-    let s3 = S3Dir::open(&dir, &no_aws(), &Some(moto_s3().to_string())).expect("s3 dir");
-    let target_id = ddb2pg::pgconn::resolve(Some(&db))
-        .expect("target")
-        .identity();
-    let names = Names::new(
-        &table,
-        &format!("arn:aws:dynamodb:ddblocal:000000000000:table/{table}"),
-        &target_id,
-        Some(ddb2pg::shard::Shard::parse("0/2").expect("shard")),
-    );
-    let slow = [
-        "--batch-size",
-        "10",
-        "--concurrency",
-        "1",
-        "--max-read-units",
-        "2",
-        "--lock-lease",
-        "3",
-    ];
-    let paused = spawn_in(
-        &shard_args(&table, &db, &dir, "0/2", &slow),
-        &tempdir("paused"),
-    );
-    let t0 = Instant::now();
-    while committed_in_s3(&s3, &names.checkpoint) == 0 {
-        assert!(t0.elapsed() < Duration::from_secs(60), "never committed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    crate::support::signal(paused.id(), "STOP");
-    std::thread::sleep(Duration::from_secs(4));
-    // Its lease ran out while it was stopped: another process takes the shard and finishes it.
-    let other = run(&shard_args(
-        &table,
-        &db,
-        &dir,
-        "0/2",
-        &["--lock-lease", "3"],
-    ));
-    assert_eq!(other.code, 0, "{}", other.stderr);
-    assert!(
-        other.stderr.contains("taking over the lock"),
-        "{}",
-        other.stderr
-    );
-    let (done, _) = Checkpoint::load_from(&s3, &names.checkpoint)
-        .expect("load")
-        .expect("present");
-    assert!(done.complete);
-    // Woken, the old holder writes nothing more: it stops with exit 1 and says why.
-    crate::support::signal(paused.id(), "CONT");
-    let (code, err) = stderr_of(paused);
-    assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains("not written") || err.contains("changed by another process"),
-        "{err}"
-    );
-    let (after, _) = Checkpoint::load_from(&s3, &names.checkpoint)
-        .expect("load")
-        .expect("present");
-    assert_eq!(
-        after, done,
-        "the stale holder overwrote the new holder's checkpoint"
-    );
-    let r = run(&shard_args(&table, &db, &dir, "1/2", &[]));
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(default_mapping_differences(&db, &table, n).await, (0, 0));
-    assert_eq!(status_json(&dir)["migrations"][0]["items"], n);
 }
