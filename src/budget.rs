@@ -26,6 +26,8 @@ pub struct Budget {
     /// Bytes and items of the scan pages seen so far: the first guess of a segment's page.
     seen_bytes: AtomicU64,
     seen_items: AtomicU64,
+    /// The largest scan page seen so far, in bytes.
+    largest_page: AtomicU64,
 }
 
 /// A page's reservation; dropping it gives the bytes back.
@@ -89,6 +91,7 @@ impl Budget {
             peak: AtomicU64::new(0),
             seen_bytes: AtomicU64::new(0),
             seen_items: AtomicU64::new(0),
+            largest_page: AtomicU64::new(0),
         })
     }
 
@@ -138,21 +141,26 @@ impl Budget {
     }
 
     /// A guess of the size of a page of up to `limit` items, from the pages seen so far (1 MiB
-    /// before any: DynamoDB ends a page at 1 MB of item data).
+    /// before any: DynamoDB ends a page at 1 MB of item data). No more than the largest page
+    /// seen: with large items DynamoDB's 1 MB ends pages long before `limit` items, and bytes
+    /// per item x `limit` would reserve many times a page (clamped to the whole budget, such a
+    /// guess waits until nothing else is reserved).
     pub fn page_guess(&self, limit: u32) -> u64 {
         let (bytes, items) = (
             self.seen_bytes.load(Ordering::Relaxed),
             self.seen_items.load(Ordering::Relaxed),
         );
-        bytes
-            .checked_div(items)
-            .map_or(1 << 20, |per_item| per_item * u64::from(limit))
+        let largest = self.largest_page.load(Ordering::Relaxed);
+        bytes.checked_div(items).map_or(1 << 20, |per_item| {
+            per_item.saturating_mul(u64::from(limit)).min(largest)
+        })
     }
 
     /// Record a scan page's actual size (for `page_guess`).
     pub fn observe(&self, bytes: u64, items: usize) {
         self.seen_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.seen_items.fetch_add(items as u64, Ordering::Relaxed);
+        self.largest_page.fetch_max(bytes, Ordering::Relaxed);
     }
 
     /// The most bytes reserved at once so far.
@@ -228,6 +236,21 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("below 1MiB"));
+    }
+
+    #[test]
+    fn a_page_guess_is_no_larger_than_the_largest_page_seen() {
+        let b = Budget::new(256 << 20);
+        assert_eq!(b.page_guess(4000), 1 << 20);
+        // Pages of 200 KB items, ended by DynamoDB's 1 MB at 5 items (~1.5 MB estimated).
+        b.observe(1_500_000, 5);
+        b.observe(1_200_000, 4);
+        assert_eq!(b.page_guess(4000), 1_500_000);
+        // Small items, pages ended by the Limit: bytes per item x Limit.
+        let b = Budget::new(256 << 20);
+        b.observe(600_000, 2000);
+        assert_eq!(b.page_guess(1000), 300_000);
+        assert_eq!(b.page_guess(2000), 600_000);
     }
 
     #[tokio::test]
