@@ -23,14 +23,14 @@ fn outcome(r: Result<Output, OrchestratorError<OpError>>) -> Result<ScanOutput, 
 }
 
 /// What the SDK alone makes of `body`.
-fn sdk(status: u16, body: &[u8]) -> Result<ScanOutput, String> {
+pub(super) fn sdk(status: u16, body: &[u8]) -> Result<ScanOutput, String> {
     let layer = Scan::new().config().unwrap();
     let d = layer.load::<SharedResponseDeserializer>().unwrap();
     outcome(d.deserialize_nonstreaming_with_config(&response(status, body), &ConfigBag::base()))
 }
 
 /// What the fast deserializer makes of `body`, and whether it parsed it itself.
-fn fast(status: u16, body: &[u8]) -> (Result<ScanOutput, String>, bool) {
+pub(super) fn fast(status: u16, body: &[u8]) -> (Result<ScanOutput, String>, bool) {
     let f = FastScan::new().unwrap();
     let r =
         f.0.deserialize_nonstreaming_with_config(&response(status, body), &ConfigBag::base());
