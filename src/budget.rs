@@ -169,19 +169,28 @@ impl Budget {
     }
 }
 
+/// The largest budget (u32::MAX permits of a KiB, one KiB short of it).
+const MAX_BYTES: u64 = 4 << 40;
+
 /// Parse a `--max-memory` value: bytes, with an optional unit (`KiB`, `MiB`, `GiB`, `TiB`,
-/// `KB`, `MB`, `GB` (powers of 1000), `K`, `M`, `G` (powers of 1024), `B`); at least 1 MiB.
+/// `KB`, `MB`, `GB`, `TB` (powers of 1000), `K`, `M`, `G`, `T` (powers of 1024), `B`), a
+/// fraction allowed before a unit (`1.5GiB`); at least 1 MiB, at most 4 TiB.
 pub fn parse_bytes(text: &str) -> Result<u64> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
     let bad = || {
         Error::config(format!(
             "--max-memory {text:?} is not a size: write bytes with an optional unit, e.g. \
-             268435456, 256MiB, 1GiB"
+             268435456, 256MiB, 1.5GiB"
         ))
     };
-    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || frac.contains('.') || (number.contains('.') && frac.is_empty()) {
+        return Err(bad());
+    }
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" => 1 << 10,
@@ -194,13 +203,33 @@ pub fn parse_bytes(text: &str) -> Result<u64> {
         "tb" => 1_000_000_000_000,
         _ => return Err(bad()),
     };
-    let bytes = n.checked_mul(mult).ok_or_else(bad)?;
+    let too_large = || {
+        Error::config(format!(
+            "--max-memory {text:?} is more than the largest budget, 4TiB"
+        ))
+    };
+    let bytes = scaled(whole, frac, mult).ok_or_else(too_large)?;
+    if bytes > MAX_BYTES {
+        return Err(too_large());
+    }
     if bytes < 1 << 20 {
         return Err(Error::config(format!(
             "--max-memory {text:?} is below 1MiB: pages of a few MB would go one at a time"
         )));
     }
     Ok(bytes)
+}
+
+/// `whole.frac` x `mult`, rounded down, in integers (None: past u64).
+fn scaled(whole: &str, frac: &str, mult: u64) -> Option<u64> {
+    let whole = whole.parse::<u64>().ok()?.checked_mul(mult)?;
+    // The fraction's first 20 digits: the rest add less than a byte, whatever the unit.
+    let digits = &frac[..frac.len().min(20)];
+    let part = match digits {
+        "" => 0,
+        d => u128::from(mult) * d.parse::<u128>().ok()? / 10u128.pow(d.len() as u32),
+    };
+    whole.checked_add(u64::try_from(part).ok()?)
 }
 
 /// Estimated heap bytes of a scan page's items, plus the rows its transform adds while the
@@ -221,16 +250,35 @@ mod tests {
         assert_eq!(parse_bytes("2g").unwrap(), 2 << 30);
         assert_eq!(parse_bytes("1GB").unwrap(), 1_000_000_000);
         assert_eq!(parse_bytes("1048576").unwrap(), 1 << 20);
+        // Fractions, by hand: 1.5 x 2^30, 0.25 x 2^20 x 4.
+        assert_eq!(parse_bytes("1.5GiB").unwrap(), 1_610_612_736);
+        assert_eq!(parse_bytes("2.25 MiB").unwrap(), 2_359_296);
+        assert_eq!(parse_bytes("1.0000001GB").unwrap(), 1_000_000_100);
+        assert_eq!(parse_bytes("4TiB").unwrap(), 4 << 40);
         for bad in [
             "",
             "MiB",
             "12 parsecs",
             "-5MiB",
-            "1.5GiB",
-            "99999999999999TiB",
+            ".5GiB",
+            "1.GiB",
+            "1.2.3MiB",
+            "1e9",
         ] {
             let e = parse_bytes(bad).unwrap_err().to_string();
             assert!(e.contains("is not a size"), "{bad}: {e}");
+        }
+        for huge in [
+            "99999999999999TiB",
+            "5TiB",
+            "18446744073709551616",
+            "4.5TiB",
+        ] {
+            let e = parse_bytes(huge).unwrap_err().to_string();
+            assert!(
+                e.contains("more than the largest budget, 4TiB"),
+                "{huge}: {e}"
+            );
         }
         assert!(parse_bytes("512KiB")
             .unwrap_err()
