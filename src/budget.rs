@@ -26,6 +26,8 @@ pub struct Budget {
     /// Bytes and items of the scan pages seen so far: the first guess of a segment's page.
     seen_bytes: AtomicU64,
     seen_items: AtomicU64,
+    /// The largest scan page seen so far, in bytes.
+    largest_page: AtomicU64,
 }
 
 /// A page's reservation; dropping it gives the bytes back.
@@ -89,6 +91,7 @@ impl Budget {
             peak: AtomicU64::new(0),
             seen_bytes: AtomicU64::new(0),
             seen_items: AtomicU64::new(0),
+            largest_page: AtomicU64::new(0),
         })
     }
 
@@ -138,21 +141,26 @@ impl Budget {
     }
 
     /// A guess of the size of a page of up to `limit` items, from the pages seen so far (1 MiB
-    /// before any: DynamoDB ends a page at 1 MB of item data).
+    /// before any: DynamoDB ends a page at 1 MB of item data). No more than the largest page
+    /// seen: with large items DynamoDB's 1 MB ends pages long before `limit` items, and bytes
+    /// per item x `limit` would reserve many times a page (clamped to the whole budget, such a
+    /// guess waits until nothing else is reserved).
     pub fn page_guess(&self, limit: u32) -> u64 {
         let (bytes, items) = (
             self.seen_bytes.load(Ordering::Relaxed),
             self.seen_items.load(Ordering::Relaxed),
         );
-        bytes
-            .checked_div(items)
-            .map_or(1 << 20, |per_item| per_item * u64::from(limit))
+        let largest = self.largest_page.load(Ordering::Relaxed);
+        bytes.checked_div(items).map_or(1 << 20, |per_item| {
+            per_item.saturating_mul(u64::from(limit)).min(largest)
+        })
     }
 
     /// Record a scan page's actual size (for `page_guess`).
     pub fn observe(&self, bytes: u64, items: usize) {
         self.seen_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.seen_items.fetch_add(items as u64, Ordering::Relaxed);
+        self.largest_page.fetch_max(bytes, Ordering::Relaxed);
     }
 
     /// The most bytes reserved at once so far.
@@ -161,19 +169,28 @@ impl Budget {
     }
 }
 
+/// The largest budget (u32::MAX permits of a KiB, one KiB short of it).
+const MAX_BYTES: u64 = 4 << 40;
+
 /// Parse a `--max-memory` value: bytes, with an optional unit (`KiB`, `MiB`, `GiB`, `TiB`,
-/// `KB`, `MB`, `GB` (powers of 1000), `K`, `M`, `G` (powers of 1024), `B`); at least 1 MiB.
+/// `KB`, `MB`, `GB`, `TB` (powers of 1000), `K`, `M`, `G`, `T` (powers of 1024), `B`), a
+/// fraction allowed before a unit (`1.5GiB`); at least 1 MiB, at most 4 TiB.
 pub fn parse_bytes(text: &str) -> Result<u64> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
     let bad = || {
         Error::config(format!(
             "--max-memory {text:?} is not a size: write bytes with an optional unit, e.g. \
-             268435456, 256MiB, 1GiB"
+             268435456, 256MiB, 1.5GiB"
         ))
     };
-    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || frac.contains('.') || (number.contains('.') && frac.is_empty()) {
+        return Err(bad());
+    }
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" => 1 << 10,
@@ -186,13 +203,33 @@ pub fn parse_bytes(text: &str) -> Result<u64> {
         "tb" => 1_000_000_000_000,
         _ => return Err(bad()),
     };
-    let bytes = n.checked_mul(mult).ok_or_else(bad)?;
+    let too_large = || {
+        Error::config(format!(
+            "--max-memory {text:?} is more than the largest budget, 4TiB"
+        ))
+    };
+    let bytes = scaled(whole, frac, mult).ok_or_else(too_large)?;
+    if bytes > MAX_BYTES {
+        return Err(too_large());
+    }
     if bytes < 1 << 20 {
         return Err(Error::config(format!(
             "--max-memory {text:?} is below 1MiB: pages of a few MB would go one at a time"
         )));
     }
     Ok(bytes)
+}
+
+/// `whole.frac` x `mult`, rounded down, in integers (None: past u64).
+fn scaled(whole: &str, frac: &str, mult: u64) -> Option<u64> {
+    let whole = whole.parse::<u64>().ok()?.checked_mul(mult)?;
+    // The fraction's first 20 digits: the rest add less than a byte, whatever the unit.
+    let digits = &frac[..frac.len().min(20)];
+    let part = match digits {
+        "" => 0,
+        d => u128::from(mult) * d.parse::<u128>().ok()? / 10u128.pow(d.len() as u32),
+    };
+    whole.checked_add(u64::try_from(part).ok()?)
 }
 
 /// Estimated heap bytes of a scan page's items, plus the rows its transform adds while the
@@ -213,21 +250,55 @@ mod tests {
         assert_eq!(parse_bytes("2g").unwrap(), 2 << 30);
         assert_eq!(parse_bytes("1GB").unwrap(), 1_000_000_000);
         assert_eq!(parse_bytes("1048576").unwrap(), 1 << 20);
+        // Fractions, by hand: 1.5 x 2^30, 0.25 x 2^20 x 4.
+        assert_eq!(parse_bytes("1.5GiB").unwrap(), 1_610_612_736);
+        assert_eq!(parse_bytes("2.25 MiB").unwrap(), 2_359_296);
+        assert_eq!(parse_bytes("1.0000001GB").unwrap(), 1_000_000_100);
+        assert_eq!(parse_bytes("4TiB").unwrap(), 4 << 40);
         for bad in [
             "",
             "MiB",
             "12 parsecs",
             "-5MiB",
-            "1.5GiB",
-            "99999999999999TiB",
+            ".5GiB",
+            "1.GiB",
+            "1.2.3MiB",
+            "1e9",
         ] {
             let e = parse_bytes(bad).unwrap_err().to_string();
             assert!(e.contains("is not a size"), "{bad}: {e}");
+        }
+        for huge in [
+            "99999999999999TiB",
+            "5TiB",
+            "18446744073709551616",
+            "4.5TiB",
+        ] {
+            let e = parse_bytes(huge).unwrap_err().to_string();
+            assert!(
+                e.contains("more than the largest budget, 4TiB"),
+                "{huge}: {e}"
+            );
         }
         assert!(parse_bytes("512KiB")
             .unwrap_err()
             .to_string()
             .contains("below 1MiB"));
+    }
+
+    #[test]
+    fn a_page_guess_is_no_larger_than_the_largest_page_seen() {
+        let b = Budget::new(256 << 20);
+        assert_eq!(b.page_guess(4000), 1 << 20);
+        // Pages of 200 KB items, ended by DynamoDB's 1 MB at 5 items (~1.5 MB estimated).
+        b.observe(1_500_000, 5);
+        b.observe(1_200_000, 4);
+        assert_eq!(b.page_guess(4000), 1_500_000);
+        // Small items, pages ended by the Limit: bytes per item x Limit.
+        let b = Budget::new(256 << 20);
+        b.observe(600_000, 2000);
+        assert_eq!(b.page_guess(1000), 300_000);
+        assert_eq!(b.page_guess(2000), 600_000);
     }
 
     #[tokio::test]

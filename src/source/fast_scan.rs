@@ -118,4 +118,6 @@ impl DeserializeResponse for ScanDeserializer {
 }
 
 #[cfg(test)]
+mod differential;
+#[cfg(test)]
 mod tests;

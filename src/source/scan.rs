@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use aws_sdk_dynamodb::operation::scan::ScanOutput;
 use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
 use aws_sdk_dynamodb::Client;
 use tokio::sync::{mpsc, watch};
@@ -143,45 +144,10 @@ impl SegmentScan {
                 },
                 _ => None,
             };
-            let request = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .segment(self.segment as i32)
-                .total_segments(self.total_segments as i32)
-                .limit(self.page_size as i32)
-                .set_exclusive_start_key(cursor.take())
-                .set_return_consumed_capacity(
-                    self.limiter.as_ref().map(|_| ReturnConsumedCapacity::Total),
-                )
-                .customize();
-            // The page's body is parsed by ddb2pg's parser (see `fast_scan`).
-            let request = match FastScan::shared() {
-                Some(fast) => request.interceptor(fast.clone()),
-                None => request,
-            }
-            .send();
             let out = tokio::select! {
-                out = request => out,
+                out = self.page(cursor.take()) => out?,
                 _ = shutdown.changed() => return Ok(()),
             };
-            let out = out.map_err(|e| Error::Source {
-                message: format!(
-                    "Scan of segment {} of {:?}: {}",
-                    self.segment,
-                    self.table,
-                    super::sdk_message(&e)
-                ),
-                retryable: super::sdk_retryable(&e),
-            })?;
-            if let Some(limiter) = &self.limiter {
-                let units = out
-                    .consumed_capacity
-                    .as_ref()
-                    .and_then(|c| c.capacity_units)
-                    .unwrap_or(0.0);
-                limiter.consume(units).await;
-            }
             let items = out.items.unwrap_or_default();
             stats
                 .items_read
@@ -211,5 +177,44 @@ impl SegmentScan {
                 return Ok(());
             }
         }
+    }
+
+    /// One Scan request from `cursor`, its body parsed by ddb2pg's parser (see `fast_scan`);
+    /// the read-capacity limiter is charged what it consumed.
+    async fn page(&self, cursor: Option<Item>) -> Result<ScanOutput> {
+        let request = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .segment(self.segment as i32)
+            .total_segments(self.total_segments as i32)
+            .limit(self.page_size as i32)
+            .set_exclusive_start_key(cursor)
+            .set_return_consumed_capacity(
+                self.limiter.as_ref().map(|_| ReturnConsumedCapacity::Total),
+            )
+            .customize();
+        let request = match FastScan::shared() {
+            Some(fast) => request.interceptor(fast.clone()),
+            None => request,
+        };
+        let out = request.send().await.map_err(|e| Error::Source {
+            message: format!(
+                "Scan of segment {} of {:?}: {}",
+                self.segment,
+                self.table,
+                super::sdk_message(&e)
+            ),
+            retryable: super::sdk_retryable(&e),
+        })?;
+        if let Some(limiter) = &self.limiter {
+            let units = out
+                .consumed_capacity
+                .as_ref()
+                .and_then(|c| c.capacity_units)
+                .unwrap_or(0.0);
+            limiter.consume(units).await;
+        }
+        Ok(out)
     }
 }

@@ -23,14 +23,14 @@ fn outcome(r: Result<Output, OrchestratorError<OpError>>) -> Result<ScanOutput, 
 }
 
 /// What the SDK alone makes of `body`.
-fn sdk(status: u16, body: &[u8]) -> Result<ScanOutput, String> {
+pub(super) fn sdk(status: u16, body: &[u8]) -> Result<ScanOutput, String> {
     let layer = Scan::new().config().unwrap();
     let d = layer.load::<SharedResponseDeserializer>().unwrap();
     outcome(d.deserialize_nonstreaming_with_config(&response(status, body), &ConfigBag::base()))
 }
 
 /// What the fast deserializer makes of `body`, and whether it parsed it itself.
-fn fast(status: u16, body: &[u8]) -> (Result<ScanOutput, String>, bool) {
+pub(super) fn fast(status: u16, body: &[u8]) -> (Result<ScanOutput, String>, bool) {
     let f = FastScan::new().unwrap();
     let r =
         f.0.deserialize_nonstreaming_with_config(&response(status, body), &ConfigBag::base());
@@ -191,5 +191,33 @@ fn nesting_limits_agree() {
             taken.push(same(&body));
         }
         assert!(taken[0] && !taken[19], "{open}: {taken:?}");
+    }
+}
+
+/// Capacity units are read to the same f64 as the SDK's (`f64::from_str`, correctly rounded):
+/// serde_json's default float parser is off by one unit in the last place on some inputs.
+#[test]
+fn capacity_units_are_the_sdks_to_the_last_bit() {
+    for units in [
+        "2.2250738585072011e-308",
+        "0.1",
+        "128.5",
+        "7.038531e-26",
+        "1.7976931348623157e308",
+        "9007199254740993",
+        "18446744073709551616",
+        "0.30000000000000004",
+        "4.9406564584124654e-324",
+    ] {
+        let body = format!(r#"{{"Count":0,"ConsumedCapacity":{{"CapacityUnits":{units}}}}}"#);
+        assert!(same(&body), "not taken: {body}");
+        let got = fast(200, body.as_bytes()).0.unwrap();
+        let want: f64 = units.parse().unwrap();
+        let cc = got.consumed_capacity.unwrap();
+        assert_eq!(
+            cc.capacity_units.map(f64::to_bits),
+            Some(want.to_bits()),
+            "{units}"
+        );
     }
 }
