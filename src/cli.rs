@@ -268,6 +268,13 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "N")]
     pub max_read_units: Option<f64>,
 
+    /// PostgreSQL connections the --concurrency segments in flight share (each segment stays
+    /// on one; pages queued for a connection are written in one transaction, up to
+    /// 4 pages). More than --concurrency is lowered to it.
+    /// Default: one per segment (--concurrency)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub connections: Option<u32>,
+
     /// Bytes that pages read and not yet written may hold, over all segments (e.g. 256MiB,
     /// 1GiB): readers wait while the target falls behind. Sizes are estimated from the items
     #[arg(long, value_name = "BYTES", default_value = "256MiB",
