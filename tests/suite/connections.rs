@@ -1,6 +1,7 @@
 //! `--connections`: the segments in flight share fewer PostgreSQL connections, their queued
 //! pages coalesced into one transaction, and the checkpoint still only claims committed items.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use ddb2pg::checkpoint::Checkpoint;
@@ -149,4 +150,89 @@ async fn more_connections_than_concurrency_is_lowered_with_a_note() {
     delete_table(&client, &table).await;
     drop(db);
     drop_database(&target).await;
+}
+
+/// The (key, segment) of every reject line of a run, and each segment's rejected count in its
+/// checkpoint.
+fn rejects_by_segment(m: &Migration) -> (BTreeSet<(String, u64)>, Vec<u64>) {
+    let lines = crate::support::harness::rejects_in(&m.checkpoint_dir);
+    let keyed = lines
+        .iter()
+        .map(|l| {
+            (
+                l["key"].to_string(),
+                l["segment"].as_u64().expect("a segment"),
+            )
+        })
+        .collect();
+    let counted = m.checkpoint().segments.iter().map(|s| s.rejected).collect();
+    (keyed, counted)
+}
+
+/// Rows PostgreSQL refuses inside coalesced transactions: each goes to the rejects file under
+/// the segment it was read from, and counts as that segment's reject, exactly as when every
+/// segment has its own connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_rows_in_coalesced_transactions_are_rejects_of_their_own_segment() {
+    const N: u64 = 3000;
+    let client = ddb().await;
+    let table = unique_name("connrej");
+    let items = load_sample(&client, &table, 34, N).await;
+    let logins = items
+        .iter()
+        .filter(|i| {
+            i.get("kind") == Some(&aws_sdk_dynamodb::types::AttributeValue::S("login".into()))
+        })
+        .count() as u64;
+    assert!(logins > 10, "the sample has logins to refuse");
+    let mut runs = Vec::new();
+    for shared in [true, false] {
+        let target = new_database().await;
+        let m = Migration::new(&table, &target);
+        let t = m.pg_table();
+        let db = pg(&target).await;
+        db.batch_execute(&format!(
+            "CREATE TABLE {t} (\"PK\" text NOT NULL, \"SK\" text NOT NULL, item jsonb NOT NULL, \
+             PRIMARY KEY (\"PK\", \"SK\"), \
+             CONSTRAINT no_logins CHECK (coalesce(item->>'kind', '') <> 'login'))"
+        ))
+        .await
+        .expect("schema");
+        let mut args = vec![
+            "--batch-size",
+            "50",
+            "--concurrency",
+            "8",
+            "--segments",
+            "16",
+        ];
+        if shared {
+            args.extend(["--connections", "1"]);
+        }
+        let out = m.run(&args).await;
+        out.expect_code(4);
+        assert_eq!(out.num("rejected"), logins);
+        assert_eq!(count_rows(&db, &t).await as u64, N - logins);
+        let cp = m.checkpoint();
+        assert!(cp.complete);
+        assert_eq!(committed(&cp), N);
+        let (keyed, counted) = rejects_by_segment(&m);
+        assert_eq!(keyed.len() as u64, logins, "one line per refused item");
+        let mut lines_per_segment = vec![0u64; counted.len()];
+        for (_, s) in &keyed {
+            lines_per_segment[*s as usize] += 1;
+        }
+        assert_eq!(
+            lines_per_segment, counted,
+            "each segment counts its own lines"
+        );
+        runs.push(keyed);
+        drop(db);
+        drop_database(&target).await;
+    }
+    assert_eq!(
+        runs[0], runs[1],
+        "every item under the segment it was read from"
+    );
+    delete_table(&client, &table).await;
 }
