@@ -115,9 +115,9 @@ pub async fn run(job: Arc<Job>, pending: Vec<u32>, shutdown: watch::Sender<bool>
     let mut set = JoinSet::new();
     let connections = job.connections as usize;
     if connections > 0 && connections < workers {
-        let slots = pool::slots(workers, connections);
         tracing::debug!("{workers} segments at once over {connections} connections");
-        for _ in 0..connections {
+        for i in 0..connections {
+            let slots = pool::slots(workers, connections, i);
             let (job, queue, budget) = (job.clone(), queue.clone(), budget.clone());
             let rx = shutdown.subscribe();
             set.spawn(async move { pool::connection(job, queue, rx, budget, slots).await });

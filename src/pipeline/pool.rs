@@ -49,9 +49,11 @@ pub fn connections(asked: Option<u32>, concurrency: u32) -> u32 {
     }
 }
 
-/// Segments per connection when `workers` segments are read at once over `connections`.
-pub fn slots(workers: usize, connections: usize) -> usize {
-    workers.div_ceil(connections.max(1)).max(1)
+/// Segments connection `i` reads at once when `workers` segments are read at once over
+/// `connections`: the first ones take one more when they do not divide evenly.
+pub fn slots(workers: usize, connections: usize, i: usize) -> usize {
+    let c = connections.max(1);
+    (workers / c + usize::from(i < workers % c)).max(1)
 }
 
 /// One connection's loop: keep up to `slots` of the queue's segments reading, and write what
@@ -376,9 +378,11 @@ mod tests {
 
     #[test]
     fn segments_spread_over_connections() {
-        assert_eq!(slots(8, 2), 4);
-        assert_eq!(slots(8, 3), 3);
-        assert_eq!(slots(1, 4), 1);
-        assert_eq!(slots(5, 0), 5);
+        assert_eq!((0..2).map(|i| slots(8, 2, i)).collect::<Vec<_>>(), [4, 4]);
+        assert_eq!(
+            (0..3).map(|i| slots(8, 3, i)).collect::<Vec<_>>(),
+            [3, 3, 2]
+        );
+        assert_eq!(slots(5, 0, 0), 5);
     }
 }
