@@ -144,7 +144,8 @@ pub struct ScanArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub segments: Option<u32>,
 
-    /// Segments read (and written) at once; each has one PostgreSQL connection.
+    /// Segments read (and written) at once; each has one PostgreSQL connection, unless
+    /// `migrate --connections` makes them share fewer.
     /// Default: 8 from a table; from an export, the CPU cores up to 8 (reading is CPU-bound)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: Option<u32>,
