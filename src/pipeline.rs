@@ -3,7 +3,8 @@
 //! worker, which transforms them, writes each page in one transaction and only then moves the
 //! segment's cursor in the checkpoint. Memory is bounded by concurrency x (channel + 1) pages,
 //! and by `--max-memory` (`budget`): every page reserves its estimated size in one byte budget
-//! shared by all segments before it is queued, and gives it back once written.
+//! shared by all segments before it is queued, and gives it back once written. With
+//! `--connections` below the concurrency, segments share connections instead (`pool`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -394,8 +395,8 @@ impl PageSink<'_> {
     /// Apply one prepared page: its deletions (children first), then its rows (parents
     /// first), each in one transaction, or, when PostgreSQL refuses some items' rows, in
     /// several that leave those items out; then, as one step (`Store::commit_page`), record
-    /// the rejects and `commit` the page's progress (given what it adds to its counts) to the
-    /// checkpoint. Returns that delta.
+    /// the rejects and `commit` the page's progress (given what it adds to its counts, and the
+    /// page indices of the items PostgreSQL refused) to the checkpoint. Returns that delta.
     pub async fn apply(
         &self,
         sink: &mut Writer,
