@@ -60,6 +60,9 @@ pub struct Prepared {
     pub next: Option<serde_json::Value>,
     /// The page's share of `--max-memory`, given back when the page is dropped (written).
     pub reserved: Option<crate::budget::Reserved>,
+    /// Pages coalesced into this one (see `absorb`): `(first page index, segment)` of each,
+    /// in order; empty for a single page.
+    pub parts: Vec<(u32, u32)>,
     originals: Originals,
 }
 
@@ -68,6 +71,15 @@ enum Originals {
     Items(Vec<Item>),
     /// Each item's export line, parsed again when needed.
     Lines(Vec<String>),
+}
+
+impl Originals {
+    fn is_empty(&self) -> bool {
+        match self {
+            Originals::Items(items) => items.is_empty(),
+            Originals::Lines(lines) => lines.is_empty(),
+        }
+    }
 }
 
 impl Prepared {
@@ -89,6 +101,68 @@ impl Prepared {
             + 4 * (self.item_of.len() + self.delete_item_of.len())
             + originals
             + rejects) as u64
+    }
+
+    /// Whether `other` can be written in the same transaction as this page (`absorb`): pages
+    /// of plain items only (changes delete before they write, which a merge would reorder),
+    /// whose items are kept the same way.
+    pub fn can_absorb(&self, other: &Prepared) -> bool {
+        let plain = |p: &Prepared| p.deletes.is_empty() && !p.replaces && p.unsure == 0;
+        let same = match (&self.originals, &other.originals) {
+            (Originals::Items(_), Originals::Items(_)) => true,
+            (Originals::Lines(_), Originals::Lines(_)) => true,
+            (Originals::Items(a), Originals::Lines(b)) => a.is_empty() || b.is_empty(),
+            (Originals::Lines(a), Originals::Items(b)) => a.is_empty() || b.is_empty(),
+        };
+        plain(self) && plain(other) && same
+    }
+
+    /// Append `other`, a page of `segment`, to this page of `first` (check `can_absorb`
+    /// first): one page whose items are both pages' items, numbered on. Its `parts` tell
+    /// which items came from which segment. The cursor (`next`) and the reservation stay the
+    /// caller's to keep per part: both are taken from `other` and returned.
+    pub fn absorb(
+        &mut self,
+        first: u32,
+        mut other: Prepared,
+        segment: u32,
+    ) -> (Option<serde_json::Value>, Option<crate::budget::Reserved>) {
+        if self.parts.is_empty() {
+            self.parts.push((0, first));
+        }
+        let offset = self.originals_len() as u32;
+        self.parts.push((offset, segment));
+        self.count += other.count;
+        self.skipped += other.skipped;
+        self.rows.append(&mut other.rows);
+        self.item_of
+            .extend(other.item_of.iter().map(|i| i + offset));
+        self.rejects.append(&mut other.rejects);
+        match (&mut self.originals, other.originals) {
+            (Originals::Items(a), Originals::Items(mut b)) => a.append(&mut b),
+            (Originals::Lines(a), Originals::Lines(mut b)) => a.append(&mut b),
+            (mine, theirs) => {
+                if mine.is_empty() {
+                    *mine = theirs;
+                }
+            }
+        }
+        (other.next.take(), other.reserved.take())
+    }
+
+    fn originals_len(&self) -> usize {
+        match &self.originals {
+            Originals::Items(items) => items.len(),
+            Originals::Lines(lines) => lines.len(),
+        }
+    }
+
+    /// Which part (index into `parts`) page index `i` belongs to (None: a single page).
+    pub fn part_of(&self, i: u32) -> Option<usize> {
+        if self.parts.is_empty() {
+            return None;
+        }
+        Some(self.parts.partition_point(|&(start, _)| start <= i).max(1) - 1)
     }
 
     /// The item at page index `i`.
@@ -309,6 +383,7 @@ fn empty() -> Prepared {
         unsure_reason: None,
         next: None,
         reserved: None,
+        parts: Vec::new(),
         originals: Originals::Lines(Vec::new()),
     }
 }

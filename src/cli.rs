@@ -144,7 +144,8 @@ pub struct ScanArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub segments: Option<u32>,
 
-    /// Segments read (and written) at once; each has one PostgreSQL connection.
+    /// Segments read (and written) at once; each has one PostgreSQL connection, unless
+    /// `migrate --connections` makes them share fewer.
     /// Default: 8 from a table; from an export, the CPU cores up to 8 (reading is CPU-bound)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: Option<u32>,
@@ -267,6 +268,13 @@ pub struct MigrateArgs {
     /// beside production traffic; all segments share the budget
     #[arg(long, value_name = "N")]
     pub max_read_units: Option<f64>,
+
+    /// PostgreSQL connections the --concurrency segments in flight share (each segment stays
+    /// on one; pages queued for a connection are written in one transaction, up to
+    /// 4 pages). More than --concurrency is lowered to it.
+    /// Default: one per segment (--concurrency)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub connections: Option<u32>,
 
     /// Bytes that pages read and not yet written may hold, over all segments (e.g. 256MiB,
     /// 1.5GiB; 1MiB to 4TiB): readers wait while the target falls behind. Sizes are estimated

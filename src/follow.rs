@@ -322,7 +322,7 @@ impl Follower {
         let job = &self.job;
         let (k, closed_now, shard) = (kinds, closed, shard.to_string());
         // The shard's position moves with the page's reject lines, in one step.
-        let record = move |cp: &mut Checkpoint, d: &crate::checkpoint::Delta| {
+        let record = move |cp: &mut Checkpoint, d: &crate::checkpoint::Delta, _: &[u32]| {
             let Some(s) = cp.stream.as_mut() else { return };
             let st = s.shards.entry(shard).or_default();
             if last_seq.is_some() {

@@ -3,7 +3,8 @@
 //! worker, which transforms them, writes each page in one transaction and only then moves the
 //! segment's cursor in the checkpoint. Memory is bounded by concurrency x (channel + 1) pages,
 //! and by `--max-memory` (`budget`): every page reserves its estimated size in one byte budget
-//! shared by all segments before it is queued, and gives it back once written.
+//! shared by all segments before it is queued, and gives it back once written. With
+//! `--connections` below the concurrency, segments share connections instead (`pool`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -25,6 +26,9 @@ use crate::source::export;
 use crate::source::scan::{Page, SegmentScan};
 use crate::transform::{transform, Reject, Row};
 
+mod pool;
+pub use pool::connections;
+
 /// Everything the workers share.
 /// Where a run's segments come from.
 pub enum Segments {
@@ -41,6 +45,9 @@ pub struct Job {
     pub target_url: String,
     pub total_segments: u32,
     pub concurrency: u32,
+    /// `--connections`: PostgreSQL connections the segments in flight share (see `pool`);
+    /// 0, or `concurrency` and more: one per segment.
+    pub connections: u32,
     pub page_size: u32,
     /// `--max-memory`: bytes all segments' queued pages may hold at once.
     pub max_memory: u64,
@@ -107,12 +114,23 @@ pub async fn run(job: Arc<Job>, pending: Vec<u32>, shutdown: watch::Sender<bool>
 
     let budget = Budget::new(job.max_memory);
     let mut set = JoinSet::new();
-    for _ in 0..workers {
-        let job = job.clone();
-        let queue = queue.clone();
-        let rx = shutdown.subscribe();
-        let budget = budget.clone();
-        set.spawn(async move { worker(job, queue, rx, budget).await });
+    let connections = job.connections as usize;
+    if connections > 0 && connections < workers {
+        tracing::debug!("{workers} segments at once over {connections} connections");
+        for i in 0..connections {
+            let slots = pool::slots(workers, connections, i);
+            let (job, queue, budget) = (job.clone(), queue.clone(), budget.clone());
+            let rx = shutdown.subscribe();
+            set.spawn(async move { pool::connection(job, queue, rx, budget, slots).await });
+        }
+    } else {
+        for _ in 0..workers {
+            let job = job.clone();
+            let queue = queue.clone();
+            let rx = shutdown.subscribe();
+            let budget = budget.clone();
+            set.spawn(async move { worker(job, queue, rx, budget).await });
+        }
     }
     let mut first_err: Option<Error> = None;
     while let Some(res) = set.join_next().await {
@@ -350,7 +368,9 @@ async fn write_page(job: &Job, sink: &mut Writer, segment: u32, p: Prepared) -> 
         stats: &job.stats,
         segment: Some(segment),
     };
-    let commit = move |cp: &mut Checkpoint, d: &Delta| commit_segment(cp, segment, next, done, *d);
+    let commit = move |cp: &mut Checkpoint, d: &Delta, _: &[u32]| {
+        commit_segment(cp, segment, next, done, *d)
+    };
     let delta = out.apply(sink, p, &job.store, commit).await?;
     Stats::add(&job.stats.items_committed, delta.items);
     Stats::add(&job.stats.skipped, delta.skipped);
@@ -375,14 +395,14 @@ impl PageSink<'_> {
     /// Apply one prepared page: its deletions (children first), then its rows (parents
     /// first), each in one transaction, or, when PostgreSQL refuses some items' rows, in
     /// several that leave those items out; then, as one step (`Store::commit_page`), record
-    /// the rejects and `commit` the page's progress (given what it adds to its counts) to the
-    /// checkpoint. Returns that delta.
+    /// the rejects and `commit` the page's progress (given what it adds to its counts, and the
+    /// page indices of the items PostgreSQL refused) to the checkpoint. Returns that delta.
     pub async fn apply(
         &self,
         sink: &mut Writer,
         mut p: Prepared,
         store: &Arc<Store>,
-        commit: impl FnOnce(&mut Checkpoint, &Delta) + Send + 'static,
+        commit: impl FnOnce(&mut Checkpoint, &Delta, &[u32]) + Send + 'static,
     ) -> Result<Delta> {
         store.still_held()?;
         let mut delta = Delta {
@@ -438,7 +458,11 @@ impl PageSink<'_> {
             }
             refused_all.extend(refused.into_iter().map(|r| (r, "refused by PostgreSQL")));
         }
+        let mut refused_items = Vec::with_capacity(refused_all.len());
         for (r, kind) in refused_all {
+            refused_items.push(r.item);
+            // A coalesced page names the segment each item came from.
+            let segment = p.part_of(r.item).map(|k| p.parts[k].1).or(self.segment);
             let reject = Reject {
                 table: None,
                 column: None,
@@ -448,13 +472,13 @@ impl PageSink<'_> {
             let item = p.item(r.item as usize).ok_or_else(|| {
                 Error::config(format!("internal error: item {} of a page is gone", r.item))
             })?;
-            reject_lines.push(Rejects::line(&reject, self.key_attrs, &item, self.segment));
+            reject_lines.push(Rejects::line(&reject, self.key_attrs, &item, segment));
             self.stats.count_reject(format!("-: {}", reject.kind));
         }
         delta.rejected = reject_lines.len() as u64;
         let (rejects, store, d) = (self.rejects.clone(), store.clone(), delta);
         tokio::task::spawn_blocking(move || {
-            store.commit_page(&rejects, &reject_lines, |cp| commit(cp, &d))
+            store.commit_page(&rejects, &reject_lines, |cp| commit(cp, &d, &refused_items))
         })
         .await
         .map_err(|e| Error::file(self.rejects.path(), e))??;

@@ -6,6 +6,8 @@ mod support;
 
 #[path = "suite/cli.rs"]
 mod cli;
+#[path = "suite/connections.rs"]
+mod connections;
 #[path = "suite/deploy.rs"]
 mod deploy;
 #[path = "suite/destinations.rs"]

@@ -369,16 +369,18 @@ fn load_job(
         }),
         (None, None) => return Err(Error::config("internal error: no source")),
     };
+    let concurrency = match prepared.one_writer {
+        true => 1,
+        false => args.scan.concurrency_for(origin.export.is_some()),
+    };
     Ok(Arc::new(Job {
         segments,
         key_attrs: src.key_attrs.clone(),
         plan: src.plan.clone(),
         target_url: src.target_url.clone(),
         total_segments: run.segments,
-        concurrency: match prepared.one_writer {
-            true => 1,
-            false => args.scan.concurrency_for(origin.export.is_some()),
-        },
+        concurrency,
+        connections: pipeline::connections(args.connections, concurrency),
         page_size: args.scan.batch_size,
         max_memory: args.max_memory,
         store: run.store.clone(),
