@@ -39,7 +39,7 @@ use crate::source::stream::Stream;
 use open::{follows_already, open_run, Run};
 use origin::{load_plan, read_limiter, resolve_origin, Origin};
 /// `--key PK[:S|N|B][,SK[:S|N|B]]`, read alike by verify.
-pub(crate) use origin::{parse_key, parse_target_table};
+pub(crate) use origin::{parse_key, plan_for};
 use outcome::{Ended, Facts};
 
 /// Exit code for a run that finished but rejected items.

@@ -125,11 +125,21 @@ pub(super) async fn resolve_origin(
 
 /// The mapping file's plan, or the default mapping (into `--target-table` when given).
 pub(super) fn load_plan(args: &MigrateArgs, info: &TableInfo) -> Result<Plan> {
-    match &args.mapping {
+    plan_for(args.mapping.as_deref(), args.target_table.as_deref(), info)
+}
+
+/// The mapping file's plan, or the default mapping (its table named by `--target-table`):
+/// what migrate and verify both map the items with.
+pub(crate) fn plan_for(
+    mapping: Option<&std::path::Path>,
+    target_table: Option<&str>,
+    info: &TableInfo,
+) -> Result<Plan> {
+    match mapping {
         Some(path) => crate::mapping::load(path),
         None => {
             let mut plan = Plan::default_checked(info)?;
-            if let (Some(spec), Some(t)) = (&args.target_table, plan.tables.first_mut()) {
+            if let (Some(spec), Some(t)) = (target_table, plan.tables.first_mut()) {
                 (t.schema, t.name) = parse_target_table(spec)?;
             }
             Ok(plan)

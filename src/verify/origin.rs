@@ -71,16 +71,7 @@ pub async fn resolve(args: &VerifyArgs, target_id: &str) -> Result<Origin> {
 }
 
 fn load_plan(args: &VerifyArgs, info: &TableInfo) -> Result<Plan> {
-    match &args.mapping {
-        Some(p) => crate::mapping::load(p),
-        None => {
-            let mut plan = Plan::default_checked(info)?;
-            if let (Some(spec), Some(t)) = (&args.target_table, plan.tables.first_mut()) {
-                (t.schema, t.name) = crate::migrate::parse_target_table(spec)?;
-            }
-            Ok(plan)
-        }
-    }
+    crate::migrate::plan_for(args.mapping.as_deref(), args.target_table.as_deref(), info)
 }
 
 async fn resolve_table(args: &VerifyArgs, table: &str, target_id: &str) -> Result<Origin> {
