@@ -15,7 +15,7 @@ use crate::changes::{Applier, Change, OldImages};
 use crate::plan::Plan;
 use crate::rejects::Rejects;
 use crate::source::export::Pages;
-use crate::source::scan::{BadLine, Page};
+use crate::source::scan::{BadLine, Page, ScanPages};
 use crate::transform::{transform, Reject, Routed, Row};
 use crate::value::{self, ExportChange, Item};
 
@@ -71,13 +71,48 @@ enum Originals {
     Items(Vec<Item>),
     /// Each item's export line, parsed again when needed.
     Lines(Vec<String>),
+    /// Scan response bodies (one per page coalesced here), parsed again when needed.
+    Bodies(Vec<ScanBody>),
+}
+
+/// A Scan response body whose items are the page's items `first..first + count`.
+struct ScanBody {
+    first: u32,
+    count: u32,
+    body: bytes::Bytes,
+    /// Its items, parsed the first time one is asked for (PostgreSQL refused a row).
+    items: std::sync::OnceLock<Vec<Item>>,
+}
+
+impl ScanBody {
+    fn item(&self, i: u32) -> Option<&Item> {
+        let items = self.items.get_or_init(|| {
+            // It parsed when the page was made; the same bytes parse the same way again.
+            value::parse_scan_response(&self.body)
+                .ok()
+                .and_then(|out| out.items)
+                .unwrap_or_default()
+        });
+        items.get(i.checked_sub(self.first)? as usize)
+    }
 }
 
 impl Originals {
-    fn is_empty(&self) -> bool {
+    fn len(&self) -> usize {
         match self {
-            Originals::Items(items) => items.is_empty(),
-            Originals::Lines(lines) => lines.is_empty(),
+            Originals::Items(items) => items.len(),
+            Originals::Lines(lines) => lines.len(),
+            Originals::Bodies(bodies) => bodies.iter().map(|b| b.count as usize).sum(),
+        }
+    }
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn kind(&self) -> u8 {
+        match self {
+            Originals::Items(_) => 0,
+            Originals::Lines(_) => 1,
+            Originals::Bodies(_) => 2,
         }
     }
 }
@@ -94,6 +129,7 @@ impl Prepared {
         let originals: usize = match &self.originals {
             Originals::Items(items) => items.iter().map(value::approx_bytes).sum(),
             Originals::Lines(lines) => lines.iter().map(|l| l.len() + size_of::<String>()).sum(),
+            Originals::Bodies(bodies) => bodies.iter().map(|b| b.body.len()).sum(),
         };
         let rejects: usize = self.rejects.iter().map(|(a, b)| a.len() + b.len()).sum();
         (rows(&self.rows)
@@ -108,12 +144,8 @@ impl Prepared {
     /// whose items are kept the same way.
     pub fn can_absorb(&self, other: &Prepared) -> bool {
         let plain = |p: &Prepared| p.deletes.is_empty() && !p.replaces && p.unsure == 0;
-        let same = match (&self.originals, &other.originals) {
-            (Originals::Items(_), Originals::Items(_)) => true,
-            (Originals::Lines(_), Originals::Lines(_)) => true,
-            (Originals::Items(a), Originals::Lines(b)) => a.is_empty() || b.is_empty(),
-            (Originals::Lines(a), Originals::Items(b)) => a.is_empty() || b.is_empty(),
-        };
+        let (a, b) = (&self.originals, &other.originals);
+        let same = a.kind() == b.kind() || a.is_empty() || b.is_empty();
         plain(self) && plain(other) && same
     }
 
@@ -141,6 +173,12 @@ impl Prepared {
         match (&mut self.originals, other.originals) {
             (Originals::Items(a), Originals::Items(mut b)) => a.append(&mut b),
             (Originals::Lines(a), Originals::Lines(mut b)) => a.append(&mut b),
+            (Originals::Bodies(a), Originals::Bodies(b)) => {
+                a.extend(b.into_iter().map(|body| ScanBody {
+                    first: body.first + offset,
+                    ..body
+                }))
+            }
             (mine, theirs) => {
                 if mine.is_empty() {
                     *mine = theirs;
@@ -151,10 +189,7 @@ impl Prepared {
     }
 
     fn originals_len(&self) -> usize {
-        match &self.originals {
-            Originals::Items(items) => items.len(),
-            Originals::Lines(lines) => lines.len(),
-        }
+        self.originals.len()
     }
 
     /// Which part (index into `parts`) page index `i` belongs to (None: a single page).
@@ -174,6 +209,11 @@ impl Prepared {
                 Ok(ExportChange::Change(c)) => c.item().cloned().map(Cow::Owned),
                 Err(_) => None,
             },
+            Originals::Bodies(bodies) => {
+                let i = u32::try_from(i).ok()?;
+                let at = bodies.partition_point(|b| b.first <= i).checked_sub(1)?;
+                bodies[at].item(i).map(Cow::Borrowed)
+            }
         }
     }
 }
@@ -220,6 +260,51 @@ pub fn prepare(plan: &Plan, key_attrs: &[String], segment: u32, page: Page) -> P
     let mut prepared = p.take(next);
     prepared.reserved = reserved;
     prepared
+}
+
+/// Scan pages made straight from the response bodies (see `source::scan::ScanPages`): each
+/// item is transformed as soon as it is parsed, then dropped; the page keeps the body, to
+/// report the items whose rows PostgreSQL refuses. Gives the rows `prepare` gives.
+pub struct ScanPrep {
+    pub plan: std::sync::Arc<Plan>,
+    pub key_attrs: Vec<String>,
+    /// The segment named in reject lines.
+    pub segment: u32,
+}
+
+impl ScanPages for ScanPrep {
+    type Sent = Batch;
+    type Made = Prepared;
+    fn parse(
+        &self,
+        body: &[u8],
+    ) -> Result<(Prepared, aws_sdk_dynamodb::operation::scan::ScanOutput), value::Declined> {
+        let mut p = Preparer::new(&self.plan, &self.key_attrs, self.segment, |_| true);
+        let out = value::parse_scan_items(body, &mut |item| p.transform(&item))?;
+        let mut page = p.take(None);
+        page.originals = Originals::Bodies(vec![ScanBody {
+            first: 0,
+            count: page.count as u32,
+            body: bytes::Bytes::copy_from_slice(body),
+            items: std::sync::OnceLock::new(),
+        }]);
+        Ok((page, out))
+    }
+    fn items(made: &Prepared) -> usize {
+        made.count as usize
+    }
+    fn bytes(made: &Prepared) -> u64 {
+        made.approx_bytes()
+    }
+    fn finish(
+        mut made: Prepared,
+        next: Option<serde_json::Value>,
+        reserved: Option<crate::budget::Reserved>,
+    ) -> Batch {
+        made.next = next;
+        made.reserved = reserved;
+        Batch::Ready(made)
+    }
 }
 
 /// A page of stream records' changes, in sequence order: rows to delete and rows to write,

@@ -23,8 +23,8 @@ use crate::progress::Stats;
 use crate::rejects::Rejects;
 use crate::sink::resilient::{RefusedItem, RetryPolicy, Writer};
 use crate::source::export;
-use crate::source::scan::{Page, SegmentScan};
-use crate::transform::{transform, Reject, Row};
+use crate::source::scan::{Items, SegmentScan};
+use crate::transform::{Reject, Row};
 
 mod pool;
 pub use pool::connections;
@@ -254,7 +254,19 @@ fn start_segment(
                 ..template.clone()
             };
             let budget = Some(budget.clone());
-            tokio::spawn(scan.run_within(budget, start, tx, shutdown, job.stats.clone()))
+            let stats = job.stats.clone();
+            if job.limit.is_none() {
+                let prep = Arc::new(batch::ScanPrep {
+                    plan: job.plan.clone(),
+                    key_attrs: job.key_attrs.clone(),
+                    segment,
+                });
+                tokio::spawn(scan.run_within(prep, budget, start, tx, shutdown, stats))
+            } else {
+                // Under --limit the writer cuts pages short, so it prepares them itself.
+                let items = Arc::new(Items::<Batch>::default());
+                tokio::spawn(scan.run_within(items, budget, start, tx, shutdown, stats))
+            }
         }
         Segments::Export(files) => {
             let path = files[segment as usize].clone();
@@ -518,26 +530,31 @@ pub async fn scan_only(
             shutdown.clone(),
         );
         set.spawn(async move {
-            let mut rows = Vec::new();
             loop {
                 let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
                 let Some(segment) = next else {
                     return Ok::<(), Error>(());
                 };
-                let (tx, mut rx) = mpsc::channel::<Page>(PAGES_IN_FLIGHT);
+                let (tx, mut rx) = mpsc::channel::<Batch>(PAGES_IN_FLIGHT);
                 let scan = SegmentScan {
                     segment,
                     ..template.clone()
                 };
-                let scanner = tokio::spawn(scan.run(None, tx, shutdown.clone(), stats.clone()));
-                while let Some(page) = rx.recv().await {
-                    rows.clear();
-                    for item in &page.items {
-                        if transform(&plan, item, &mut rows).is_err() {
-                            Stats::add(&stats.rejected, 1);
-                        }
-                    }
-                    Stats::add(&stats.items_committed, page.items.len() as u64);
+                // The pages migrate makes: every item transformed as it is parsed.
+                let prep = Arc::new(batch::ScanPrep {
+                    plan: plan.clone(),
+                    key_attrs: Vec::new(),
+                    segment,
+                });
+                let run = scan.run_within(prep, None, None, tx, shutdown.clone(), stats.clone());
+                let scanner = tokio::spawn(run);
+                while let Some(batch) = rx.recv().await {
+                    let page = match batch {
+                        Batch::Ready(p) => p,
+                        Batch::Raw(page) => batch::prepare(&plan, &[], segment, page),
+                    };
+                    Stats::add(&stats.rejected, page.rejects.len() as u64);
+                    Stats::add(&stats.items_committed, page.count);
                 }
                 scanner
                     .await

@@ -8,6 +8,10 @@
 //! 2xx response it parses the loaded body; for an error response, or a body the fast parser
 //! declines (see `value::scan_response`), it hands the response to the SDK's own Scan
 //! deserializer, taken from the SDK's `Scan` runtime plugin, so the outcome is the SDK's.
+//!
+//! By default the parsed items are returned in the `ScanOutput`, as the SDK would. A call can
+//! bring its own `ParseBody` (`FastScan::with`), which takes the items as they are parsed
+//! (migrate transforms each one then, see `scan::ScanPages`) and returns the rest.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -21,7 +25,16 @@ use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, OrchestratorErr
 use aws_smithy_runtime_api::client::ser_de::{DeserializeResponse, SharedResponseDeserializer};
 use aws_smithy_types::config_bag::FrozenLayer;
 
-use crate::value::parse_scan_response;
+use aws_sdk_dynamodb::operation::scan::ScanOutput;
+
+use crate::value::{parse_scan_response, Declined};
+
+/// What a Scan call makes of a 2xx body (see the module's documentation).
+pub trait ParseBody: Send + Sync + std::fmt::Debug {
+    /// Parse `body`; the output is what the SDK's call returns. `Err`: declined, the SDK's
+    /// deserializer parses the body instead (and its output holds the items).
+    fn parse(&self, body: &[u8]) -> Result<ScanOutput, Declined>;
+}
 
 /// How many Scan responses each parser read.
 #[derive(Debug, Default)]
@@ -37,7 +50,11 @@ pub struct Counts {
 pub struct FastScan(ScanDeserializer);
 
 #[derive(Debug, Clone)]
-struct ScanDeserializer(Arc<Inner>);
+struct ScanDeserializer {
+    shared: Arc<Inner>,
+    /// None: `parse_scan_response`, the items in the output.
+    parse: Option<Arc<dyn ParseBody>>,
+}
 
 #[derive(Debug)]
 struct Inner {
@@ -52,10 +69,21 @@ impl FastScan {
     pub fn new() -> Option<FastScan> {
         let sdk = Scan::new().config()?;
         sdk.load::<SharedResponseDeserializer>()?;
-        Some(FastScan(ScanDeserializer(Arc::new(Inner {
-            sdk,
-            counts: Counts::default(),
-        }))))
+        Some(FastScan(ScanDeserializer {
+            shared: Arc::new(Inner {
+                sdk,
+                counts: Counts::default(),
+            }),
+            parse: None,
+        }))
+    }
+
+    /// This interceptor, for one call whose 2xx bodies `parse` reads.
+    pub fn with(&self, parse: Arc<dyn ParseBody>) -> FastScan {
+        FastScan(ScanDeserializer {
+            shared: self.0.shared.clone(),
+            parse: Some(parse),
+        })
     }
 
     /// The one the table path shares (its counts are the run's).
@@ -65,7 +93,7 @@ impl FastScan {
     }
 
     pub fn counts(&self) -> &Counts {
-        &self.0 .0.counts
+        &self.0.shared.counts
     }
 }
 
@@ -92,10 +120,14 @@ impl DeserializeResponse for ScanDeserializer {
         response: &HttpResponse,
         cfg: &ConfigBag,
     ) -> Result<Output, OrchestratorError<OpError>> {
-        let inner = &self.0;
+        let inner = &self.shared;
         if response.status().is_success() {
             if let Some(body) = response.body().bytes() {
-                match parse_scan_response(body) {
+                let parsed = match &self.parse {
+                    Some(p) => p.parse(body),
+                    None => parse_scan_response(body),
+                };
+                match parsed {
                     Ok(out) => {
                         inner.counts.fast.fetch_add(1, Ordering::Relaxed);
                         return Ok(Output::erase(out));

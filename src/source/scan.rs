@@ -11,11 +11,11 @@ use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
 use aws_sdk_dynamodb::Client;
 use tokio::sync::{mpsc, watch};
 
-use super::fast_scan::FastScan;
+use super::fast_scan::{FastScan, ParseBody};
 use crate::budget::{self, Budget, Reserved};
 use crate::error::{Error, Result};
 use crate::progress::Stats;
-use crate::value::Item;
+use crate::value::{Declined, Item};
 
 /// One page of a segment: its items, and the cursor to continue from (None: the segment
 /// ended). A scan's cursor is the LastEvaluatedKey in DynamoDB JSON; an export file's is
@@ -99,26 +99,149 @@ pub struct SegmentScan {
     pub limiter: Option<Arc<ReadLimiter>>,
 }
 
+/// How a segment's Scan pages are made and handed on. `Items` (the default) keeps the parsed
+/// items in a `Page`; migrate's `batch::ScanPrep` transforms each item as it is parsed and keeps
+/// the body instead (an item is transformed while it is in the CPU's cache, and dropped at once).
+pub trait ScanPages: Send + Sync + 'static {
+    /// What the scan sends on (made from a `Page` when the SDK parsed the body).
+    type Sent: From<Page> + Send + 'static;
+    /// A page made from a body.
+    type Made: Send + 'static;
+    /// Make a page from a 2xx body (`value::parse_scan_items`); the output is the body's
+    /// `ScanOutput` without its items. `Err`: the SDK parses the body, and the page is
+    /// `Sent::from(Page)` of its items.
+    fn parse(&self, body: &[u8]) -> Result<(Self::Made, ScanOutput), Declined>;
+    /// Items in the page.
+    fn items(made: &Self::Made) -> usize;
+    /// Its estimated size (for `--max-memory`).
+    fn bytes(made: &Self::Made) -> u64;
+    /// The page to send, with its cursor (None: the segment ended) and its reservation.
+    fn finish(
+        made: Self::Made,
+        next: Option<serde_json::Value>,
+        reserved: Option<Reserved>,
+    ) -> Self::Sent;
+}
+
+/// `ScanPages` that keeps each page's items, sent on as `T` (a `Page`, or what is made of one).
+pub struct Items<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T> Default for Items<T> {
+    fn default() -> Self {
+        Items(std::marker::PhantomData)
+    }
+}
+
+impl<T: From<Page> + Send + 'static> ScanPages for Items<T> {
+    type Sent = T;
+    type Made = Vec<Item>;
+    fn parse(&self, body: &[u8]) -> Result<(Vec<Item>, ScanOutput), Declined> {
+        let mut out = crate::value::parse_scan_response(body)?;
+        let items = out.items.take().unwrap_or_default();
+        Ok((items, out))
+    }
+    fn items(made: &Vec<Item>) -> usize {
+        made.len()
+    }
+    fn bytes(made: &Vec<Item>) -> u64 {
+        budget::scan_page_bytes(made)
+    }
+    fn finish(items: Vec<Item>, next: Option<serde_json::Value>, reserved: Option<Reserved>) -> T {
+        T::from(Page {
+            items,
+            next,
+            reserved,
+            ..Page::default()
+        })
+    }
+}
+
+/// A page as one Scan call gave it: made from the body by `P`, or the SDK's items.
+enum Got<P: ScanPages> {
+    Made(P::Made),
+    Items(Vec<Item>),
+}
+
+impl<P: ScanPages> Got<P> {
+    fn items(&self) -> usize {
+        match self {
+            Got::Made(m) => P::items(m),
+            Got::Items(items) => items.len(),
+        }
+    }
+    fn bytes(&self) -> u64 {
+        match self {
+            Got::Made(m) => P::bytes(m),
+            Got::Items(items) => budget::scan_page_bytes(items),
+        }
+    }
+    fn finish(self, next: Option<serde_json::Value>, reserved: Option<Reserved>) -> P::Sent {
+        match self {
+            Got::Made(m) => P::finish(m, next, reserved),
+            Got::Items(items) => Items::<P::Sent>::finish(items, next, reserved),
+        }
+    }
+}
+
+/// The `ParseBody` of one Scan call: what `P` made of the body waits in `made`.
+struct Slot<P: ScanPages> {
+    pages: Arc<P>,
+    made: Mutex<Option<P::Made>>,
+}
+
+impl<P: ScanPages> std::fmt::Debug for Slot<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("scan::Slot")
+    }
+}
+
+impl<P: ScanPages> ParseBody for Slot<P> {
+    fn parse(&self, body: &[u8]) -> std::result::Result<ScanOutput, Declined> {
+        let parsed = self.pages.parse(body);
+        // A retried attempt's outcome replaces an earlier one's.
+        let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        match parsed {
+            Ok((m, out)) => {
+                *made = Some(m);
+                Ok(out)
+            }
+            Err(why) => {
+                *made = None;
+                Err(why)
+            }
+        }
+    }
+}
+
 impl SegmentScan {
     /// Read the segment from `start` (a checkpoint cursor) to its end, sending each page into
     /// `tx`. Stops early, without error, when `shutdown` turns true or the receiver is gone.
-    pub async fn run<T: From<Page>>(
+    pub async fn run<T: From<Page> + Send + 'static>(
         self,
         start: Option<serde_json::Value>,
         tx: mpsc::Sender<T>,
         shutdown: watch::Receiver<bool>,
         stats: Arc<Stats>,
     ) -> Result<()> {
-        self.run_within(None, start, tx, shutdown, stats).await
+        self.run_within(
+            Arc::new(Items::<T>::default()),
+            None,
+            start,
+            tx,
+            shutdown,
+            stats,
+        )
+        .await
     }
 
-    /// `run`, each page reserving its estimated size in `budget` before it is queued (and
-    /// holding it until the page is dropped, after it is written).
-    pub async fn run_within<T: From<Page>>(
+    /// `run`, each page made by `pages` and reserving its estimated size in `budget` before it
+    /// is queued (and holding it until the page is dropped, after it is written).
+    pub async fn run_within<P: ScanPages>(
         self,
+        pages: Arc<P>,
         budget: Option<Arc<Budget>>,
         start: Option<serde_json::Value>,
-        tx: mpsc::Sender<T>,
+        tx: mpsc::Sender<P::Sent>,
         mut shutdown: watch::Receiver<bool>,
         stats: Arc<Stats>,
     ) -> Result<()> {
@@ -144,33 +267,25 @@ impl SegmentScan {
                 },
                 _ => None,
             };
-            let out = tokio::select! {
-                out = self.page(cursor.take()) => out?,
+            let (got, next) = tokio::select! {
+                out = self.page(&pages, cursor.take()) => out?,
                 _ = shutdown.changed() => return Ok(()),
             };
-            let items = out.items.unwrap_or_default();
-            stats
-                .items_read
-                .fetch_add(items.len() as u64, Ordering::Relaxed);
-            let next = out.last_evaluated_key.filter(|k| !k.is_empty());
+            let items = got.items();
+            stats.items_read.fetch_add(items as u64, Ordering::Relaxed);
             let last = next.is_none();
             if let (Some(b), Some(r)) = (&budget, &mut reserved) {
-                let bytes = budget::scan_page_bytes(&items);
-                b.observe(bytes, items.len());
+                let bytes = got.bytes();
+                b.observe(bytes, items);
                 guess = Some(bytes);
                 tokio::select! {
                     _ = r.resize(bytes) => {}
                     _ = shutdown.changed() => return Ok(()),
                 }
             }
-            let page = Page {
-                items,
-                next: next.as_ref().map(crate::value::item_to_ddb_json),
-                reserved,
-                ..Page::default()
-            };
+            let page = got.finish(next.as_ref().map(crate::value::item_to_ddb_json), reserved);
             cursor = next;
-            if tx.send(T::from(page)).await.is_err() {
+            if tx.send(page).await.is_err() {
                 return Ok(());
             }
             if last {
@@ -181,7 +296,12 @@ impl SegmentScan {
 
     /// One Scan request from `cursor`, its body parsed by ddb2pg's parser (see `fast_scan`);
     /// the read-capacity limiter is charged what it consumed.
-    async fn page(&self, cursor: Option<Item>) -> Result<ScanOutput> {
+    /// Returns the page and its LastEvaluatedKey (None: the segment ended).
+    async fn page<P: ScanPages>(
+        &self,
+        pages: &Arc<P>,
+        cursor: Option<Item>,
+    ) -> Result<(Got<P>, Option<Item>)> {
         let request = self
             .client
             .scan()
@@ -194,11 +314,15 @@ impl SegmentScan {
                 self.limiter.as_ref().map(|_| ReturnConsumedCapacity::Total),
             )
             .customize();
+        let slot = Arc::new(Slot {
+            pages: pages.clone(),
+            made: Mutex::new(None),
+        });
         let request = match FastScan::shared() {
-            Some(fast) => request.interceptor(fast.clone()),
+            Some(fast) => request.interceptor(fast.with(slot.clone())),
             None => request,
         };
-        let out = request.send().await.map_err(|e| Error::Source {
+        let mut out = request.send().await.map_err(|e| Error::Source {
             message: format!(
                 "Scan of segment {} of {:?}: {}",
                 self.segment,
@@ -215,6 +339,13 @@ impl SegmentScan {
                 .unwrap_or(0.0);
             limiter.consume(units).await;
         }
-        Ok(out)
+        let made = slot.made.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let got = match made {
+            Some(m) => Got::Made(m),
+            // The SDK parsed the body (declined, or no fast parser).
+            None => Got::Items(out.items.take().unwrap_or_default()),
+        };
+        let next = out.last_evaluated_key.filter(|k| !k.is_empty());
+        Ok((got, next))
     }
 }

@@ -27,7 +27,7 @@ pub use ddb_json::{item_from_ddb_json, item_to_ddb_json, value_from_ddb_json, va
 pub use export_line::{parse_export_line, ExportChange, ExportLineError};
 use number::Dec;
 pub use number::Number;
-pub use scan_response::{parse_scan_response, Declined};
+pub use scan_response::{parse_scan_items, parse_scan_response, Declined};
 
 /// What to do with U+0000 inside strings (and map keys) — PostgreSQL text and jsonb cannot store it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

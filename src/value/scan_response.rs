@@ -10,9 +10,10 @@ use std::fmt;
 
 use aws_sdk_dynamodb::operation::scan::ScanOutput;
 use aws_sdk_dynamodb::types::ConsumedCapacity;
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use super::ddb_seed::{Dialect, ItemSeed, ListSeed, Skip};
+use super::ddb_seed::{Dialect, ItemSeed, Skip};
+use super::Item;
 
 /// Why the fast parser declined a body (for the debug log; the SDK then parses it).
 #[derive(Debug, thiserror::Error)]
@@ -21,26 +22,45 @@ pub struct Declined(serde_json::Error);
 
 /// Parse a Scan response body. `Err`: the SDK's deserializer must parse it.
 pub fn parse_scan_response(body: &[u8]) -> Result<ScanOutput, Declined> {
+    let mut items = Vec::new();
+    let mut out = parse_scan_items(body, &mut |item| items.push(item))?;
+    if out.items.is_some() {
+        out.items = Some(items);
+    }
+    Ok(out)
+}
+
+/// `parse_scan_response` that hands each item to `each` as soon as it is parsed, in order,
+/// instead of collecting them: the returned output's `items` is empty (`Some` when the body
+/// has an `Items` array, as the SDK's would be). A body with `Items` twice
+/// is declined (the SDK keeps the last array; `each` has seen both). On `Err`, `each` may
+/// have seen some items: drop what it made.
+pub fn parse_scan_items(body: &[u8], each: &mut dyn FnMut(Item)) -> Result<ScanOutput, Declined> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let out = de::Deserializer::deserialize_map(&mut de, ScanVisitor).map_err(Declined)?;
+    let out = de::Deserializer::deserialize_map(&mut de, ScanVisitor(each)).map_err(Declined)?;
     de.end().map_err(Declined)?;
     Ok(out)
 }
 
-struct ScanVisitor;
+struct ScanVisitor<'f>(&'f mut dyn FnMut(Item));
 
-impl<'de> Visitor<'de> for ScanVisitor {
+impl<'de> Visitor<'de> for ScanVisitor<'_> {
     type Value = ScanOutput;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a Scan response object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ScanOutput, A::Error> {
         let mut out = ScanOutput::builder();
+        let mut items_seen = false;
         // A repeated field: the last one wins, as in the SDK.
         while let Some(field) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             out = match field.as_ref() {
                 "Items" => {
-                    out.set_items(Some(map.next_value_seed(ListSeed(ItemSeed(Dialect::Sdk)))?))
+                    if std::mem::replace(&mut items_seen, true) {
+                        return Err(de::Error::custom("Items twice"));
+                    }
+                    map.next_value_seed(EachItem(&mut *self.0))?;
+                    out.set_items(Some(Vec::new()))
                 }
                 "Count" => out.set_count(Some(map.next_value::<i32>()?)),
                 "ScannedCount" => out.set_scanned_count(Some(map.next_value::<i32>()?)),
@@ -57,6 +77,29 @@ impl<'de> Visitor<'de> for ScanVisitor {
             };
         }
         Ok(out.build())
+    }
+}
+
+/// The `Items` array, each element handed on as it is parsed.
+struct EachItem<'f>(&'f mut dyn FnMut(Item));
+
+impl<'de> DeserializeSeed<'de> for EachItem<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EachItem<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of items")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element_seed(ItemSeed(Dialect::Sdk))? {
+            (self.0)(item);
+        }
+        Ok(())
     }
 }
 

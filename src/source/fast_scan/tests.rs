@@ -99,7 +99,6 @@ fn plain_pages_are_parsed_fast() {
     for body in [
         r#"{"Items":[],"Count":0,"ScannedCount":0}"#,
         r#"{"Count":0,"ScannedCount":0}"#,
-        r#"{"Items":[{"a":{"S":"x"}}],"Items":[{"b":{"N":"2"}}],"Count":1}"#,
         r#"{"Items":[],"LastEvaluatedKey":{}}"#,
         r#" {"Items":[{"k":{"L":[{"L":[{"L":[]}]}]}}]} "#,
         r#"{"ConsumedCapacity":{"TableName":"t","CapacityUnits":5,"ReadCapacityUnits":5}}"#,
@@ -123,6 +122,8 @@ fn unusual_bodies_are_left_to_the_sdk() {
     );
     assert!(same(&deep_ok));
     for body in [
+        // Items twice (the SDK keeps the last; the streaming parser has handed on the first).
+        r#"{"Items":[{"a":{"S":"x"}}],"Items":[{"b":{"N":"2"}}],"Count":1}"#,
         // Unknown type tag: the SDK keeps it as Unknown (the transform rejects it).
         r#"{"Items":[{"a":{"QQ":{"S":"1"}}}]}"#,
         // Nulls the SDK skips or refuses.
