@@ -5,11 +5,17 @@
 //! parsed (`Preparer` is the reader's `Pages`): the item is still in the CPU's cache, and it is
 //! dropped at once, so the queues to the writers hold compact rows instead of parsed items. A
 //! row PostgreSQL refuses is reported with its item parsed again from the line it came from. A
-//! scan's page is prepared by its writer (the SDK hands over whole pages anyway) and keeps its
-//! items. A page of changes (an incremental export's, or a stream's: `prepare_changes`) goes
+//! Scan page is made the same way from its response body (`ScanPrep`, called by the SDK's
+//! deserializer through `source::scan::ScanPages`): each item is transformed as soon as it is
+//! parsed and dropped; the page keeps the body, parsed again only when PostgreSQL refuses a
+//! row. Pages handed over as read (`Batch::Raw`: a body the fast parser declines, and pages
+//! under `--limit`) are prepared by their writer with `prepare`, which keeps their items; both
+//! give the same rows (tests). A page of changes (an incremental export's, or a stream's: `prepare_changes`) goes
 //! through `changes::Applier`, which turns it into rows to delete and rows to write.
 
 use std::borrow::Cow;
+
+use aws_smithy_types::body::SdkBody;
 
 use crate::changes::{Applier, Change, OldImages};
 use crate::plan::Plan;
@@ -79,16 +85,21 @@ enum Originals {
 struct ScanBody {
     first: u32,
     count: u32,
-    body: bytes::Bytes,
+    /// The SDK's loaded body (a clone shares its bytes).
+    body: SdkBody,
     /// Its items, parsed the first time one is asked for (PostgreSQL refused a row).
     items: std::sync::OnceLock<Vec<Item>>,
 }
 
 impl ScanBody {
+    fn len(&self) -> usize {
+        self.body.bytes().map_or(0, <[u8]>::len)
+    }
+
     fn item(&self, i: u32) -> Option<&Item> {
         let items = self.items.get_or_init(|| {
             // It parsed when the page was made; the same bytes parse the same way again.
-            value::parse_scan_response(&self.body)
+            value::parse_scan_response(self.body.bytes().unwrap_or_default())
                 .ok()
                 .and_then(|out| out.items)
                 .unwrap_or_default()
@@ -129,7 +140,7 @@ impl Prepared {
         let originals: usize = match &self.originals {
             Originals::Items(items) => items.iter().map(value::approx_bytes).sum(),
             Originals::Lines(lines) => lines.iter().map(|l| l.len() + size_of::<String>()).sum(),
-            Originals::Bodies(bodies) => bodies.iter().map(|b| b.body.len()).sum(),
+            Originals::Bodies(bodies) => bodies.iter().map(|b| b.len()).sum(),
         };
         let rejects: usize = self.rejects.iter().map(|(a, b)| a.len() + b.len()).sum();
         (rows(&self.rows)
@@ -277,15 +288,19 @@ impl ScanPages for ScanPrep {
     type Made = Prepared;
     fn parse(
         &self,
-        body: &[u8],
+        body: &SdkBody,
     ) -> Result<(Prepared, aws_sdk_dynamodb::operation::scan::ScanOutput), value::Declined> {
+        let text = body.bytes().unwrap_or_default();
         let mut p = Preparer::new(&self.plan, &self.key_attrs, self.segment, |_| true);
-        let out = value::parse_scan_items(body, &mut |item| p.transform(&item))?;
+        let out = value::parse_scan_items(text, &mut |item| p.transform(&item))?;
         let mut page = p.take(None);
         page.originals = Originals::Bodies(vec![ScanBody {
             first: 0,
             count: page.count as u32,
-            body: bytes::Bytes::copy_from_slice(body),
+            // A loaded body clones without copying; one that cannot be cloned is copied.
+            body: body
+                .try_clone()
+                .unwrap_or_else(|| SdkBody::from(text.to_vec())),
             items: std::sync::OnceLock::new(),
         }]);
         Ok((page, out))
@@ -504,3 +519,6 @@ impl<F: FnMut(Prepared) -> bool> Pages for Preparer<'_, F> {
         (self.emit)(page)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,9 @@
 //! Wiring: segment workers, each with its own PostgreSQL connection, pulling segments from a
-//! shared queue. Per segment, a scanner task feeds pages through a bounded channel into the
-//! worker, which transforms them, writes each page in one transaction and only then moves the
-//! segment's cursor in the checkpoint. Memory is bounded by concurrency x (channel + 1) pages,
+//! shared queue. Per segment, a reader feeds pages through a bounded channel into the worker,
+//! which writes each page in one transaction and only then moves the segment's cursor in the
+//! checkpoint. Readers hand over pages already transformed (`batch`: a Scan page's items as its
+//! body is parsed, an export's line by line); only under `--limit`, which may cut a page short,
+//! does the worker transform them. Memory is bounded by concurrency x (channel + 1) pages,
 //! and by `--max-memory` (`budget`): every page reserves its estimated size in one byte budget
 //! shared by all segments before it is queued, and gives it back once written. With
 //! `--connections` below the concurrency, segments share connections instead (`pool`).
@@ -23,6 +25,7 @@ use crate::progress::Stats;
 use crate::rejects::Rejects;
 use crate::sink::resilient::{RefusedItem, RetryPolicy, Writer};
 use crate::source::export;
+use crate::source::fast_scan::FastScan;
 use crate::source::scan::{Items, SegmentScan};
 use crate::transform::{Reject, Row};
 
@@ -150,6 +153,20 @@ pub async fn run(job: Arc<Job>, pending: Vec<u32>, shutdown: watch::Sender<bool>
         budget.peak(),
         job.max_memory
     );
+    if let (Segments::Scan(_), Some(fast)) = (&job.segments, FastScan::shared()) {
+        let counts = fast.counts();
+        let declined = counts.declined.load(AtomicOrdering::Relaxed);
+        let fast = counts.fast.load(AtomicOrdering::Relaxed);
+        tracing::info!(
+            "Scan responses: {fast} parsed by ddb2pg's parser, {declined} left to the SDK's"
+        );
+        if declined > 0 {
+            tracing::warn!(
+                "{declined} Scan responses were unusual for ddb2pg's parser (see -vv) and parsed \
+                 by the SDK's, which is slower; the rows are the same"
+            );
+        }
+    }
     let _ = flush_stop.send(true);
     let flushed = flusher.await;
     // The last flush happens here, whatever stopped the run.

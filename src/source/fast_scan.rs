@@ -23,6 +23,7 @@ use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{Error as OpError, Output};
 use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, OrchestratorError};
 use aws_smithy_runtime_api::client::ser_de::{DeserializeResponse, SharedResponseDeserializer};
+use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::FrozenLayer;
 
 use aws_sdk_dynamodb::operation::scan::ScanOutput;
@@ -31,9 +32,10 @@ use crate::value::{parse_scan_response, Declined};
 
 /// What a Scan call makes of a 2xx body (see the module's documentation).
 pub trait ParseBody: Send + Sync + std::fmt::Debug {
-    /// Parse `body`; the output is what the SDK's call returns. `Err`: declined, the SDK's
-    /// deserializer parses the body instead (and its output holds the items).
-    fn parse(&self, body: &[u8]) -> Result<ScanOutput, Declined>;
+    /// Parse `body` (loaded: `bytes` is `Some`); the output is what the SDK's call returns.
+    /// `Err`: declined, the SDK's deserializer parses the body instead (and its output holds
+    /// the items).
+    fn parse(&self, body: &SdkBody) -> Result<ScanOutput, Declined>;
 }
 
 /// How many Scan responses each parser read.
@@ -124,7 +126,7 @@ impl DeserializeResponse for ScanDeserializer {
         if response.status().is_success() {
             if let Some(body) = response.body().bytes() {
                 let parsed = match &self.parse {
-                    Some(p) => p.parse(body),
+                    Some(p) => p.parse(response.body()),
                     None => parse_scan_response(body),
                 };
                 match parsed {

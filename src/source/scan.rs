@@ -1,4 +1,12 @@
 //! One segment of a parallel Scan: pages with ExclusiveStartKey until the segment ends.
+//!
+//! What a page is, is the caller's (`ScanPages`): the items as parsed (`Items`: verify's
+//! tests, `--limit`), or migrate's rows made while the body is parsed (`batch::ScanPrep`). The
+//! body is parsed inside the SDK's call (`fast_scan`), so that every item is turned into rows
+//! while it is still in the CPU's cache and dropped at once: 0.79 -> ~0.5 CPU-seconds per
+//! 100,000 items on the table path, and pages that hold their body (~1 MB) instead of its
+//! parsed maps (several times that). A body the fast parser declines is parsed by the SDK, and
+//! its items are sent as a `Page`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,6 +17,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::operation::scan::ScanOutput;
 use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
 use aws_sdk_dynamodb::Client;
+use aws_smithy_types::body::SdkBody;
 use tokio::sync::{mpsc, watch};
 
 use super::fast_scan::{FastScan, ParseBody};
@@ -110,7 +119,7 @@ pub trait ScanPages: Send + Sync + 'static {
     /// Make a page from a 2xx body (`value::parse_scan_items`); the output is the body's
     /// `ScanOutput` without its items. `Err`: the SDK parses the body, and the page is
     /// `Sent::from(Page)` of its items.
-    fn parse(&self, body: &[u8]) -> Result<(Self::Made, ScanOutput), Declined>;
+    fn parse(&self, body: &SdkBody) -> Result<(Self::Made, ScanOutput), Declined>;
     /// Items in the page.
     fn items(made: &Self::Made) -> usize;
     /// Its estimated size (for `--max-memory`).
@@ -135,8 +144,8 @@ impl<T> Default for Items<T> {
 impl<T: From<Page> + Send + 'static> ScanPages for Items<T> {
     type Sent = T;
     type Made = Vec<Item>;
-    fn parse(&self, body: &[u8]) -> Result<(Vec<Item>, ScanOutput), Declined> {
-        let mut out = crate::value::parse_scan_response(body)?;
+    fn parse(&self, body: &SdkBody) -> Result<(Vec<Item>, ScanOutput), Declined> {
+        let mut out = crate::value::parse_scan_response(body.bytes().unwrap_or_default())?;
         let items = out.items.take().unwrap_or_default();
         Ok((items, out))
     }
@@ -196,7 +205,7 @@ impl<P: ScanPages> std::fmt::Debug for Slot<P> {
 }
 
 impl<P: ScanPages> ParseBody for Slot<P> {
-    fn parse(&self, body: &[u8]) -> std::result::Result<ScanOutput, Declined> {
+    fn parse(&self, body: &SdkBody) -> std::result::Result<ScanOutput, Declined> {
         let parsed = self.pages.parse(body);
         // A retried attempt's outcome replaces an earlier one's.
         let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());

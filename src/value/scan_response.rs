@@ -36,7 +36,9 @@ pub fn parse_scan_response(body: &[u8]) -> Result<ScanOutput, Declined> {
 /// is declined (the SDK keeps the last array; `each` has seen both). On `Err`, `each` may
 /// have seen some items: drop what it made.
 pub fn parse_scan_items(body: &[u8], each: &mut dyn FnMut(Item)) -> Result<ScanOutput, Declined> {
-    let mut de = serde_json::Deserializer::from_slice(body);
+    // Checked as UTF-8 once, not string by string (invalid UTF-8 is declined: the SDK decides).
+    let text = std::str::from_utf8(body).map_err(|e| Declined(de::Error::custom(e)))?;
+    let mut de = serde_json::Deserializer::from_str(text);
     let out = de::Deserializer::deserialize_map(&mut de, ScanVisitor(each)).map_err(Declined)?;
     de.end().map_err(Declined)?;
     Ok(out)

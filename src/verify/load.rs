@@ -1,7 +1,7 @@
 //! Verify, step 3: read the source and load it into the scratch tables.
 //!
 //! Segments (a table's Scan segments, an export's data files) are read in parallel by the
-//! readers migrate uses: `SegmentScan` pages prepared by `batch::prepare`, export files read by
+//! readers migrate uses: `SegmentScan` pages made by `batch::ScanPrep`, export files read by
 //! `source::export::read_file` into a `batch::Preparer` (so an incremental export's lines go
 //! through `changes::Applier`, the rules migrate applies). Exports are loaded one after the
 //! other, each a generation of its own, so that an incremental export's operations come after
@@ -20,12 +20,12 @@ use tokio_postgres::Client;
 
 use super::origin::{Origin, Sources};
 use super::scratch::{self, Encoded, Entry, ScratchTable};
-use crate::batch::{self, Prepared};
+use crate::batch::{self, Batch, Prepared};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::progress::Stats;
 use crate::source::export;
-use crate::source::scan::{Page, SegmentScan};
+use crate::source::scan::SegmentScan;
 use crate::transform::{Cell, Row};
 
 /// Pages buffered between a segment's reader and its loader.
@@ -182,10 +182,21 @@ fn spawn_reader(
                 ..template.clone()
             };
             tokio::spawn(async move {
-                let (ptx, mut prx) = mpsc::channel::<Page>(PAGES_IN_FLIGHT);
-                let scanner = tokio::spawn(scan.run(None, ptx, stop, ctx.stats.clone()));
-                while let Some(page) = prx.recv().await {
-                    let p = batch::prepare(&ctx.plan, &ctx.key_attrs, segment, page);
+                let (ptx, mut prx) = mpsc::channel::<Batch>(PAGES_IN_FLIGHT);
+                let prep = Arc::new(batch::ScanPrep {
+                    plan: ctx.plan.clone(),
+                    key_attrs: ctx.key_attrs.clone(),
+                    segment,
+                });
+                let stats = ctx.stats.clone();
+                let scanner = tokio::spawn(scan.run_within(prep, None, None, ptx, stop, stats));
+                while let Some(batch) = prx.recv().await {
+                    let p = match batch {
+                        Batch::Ready(p) => p,
+                        Batch::Raw(page) => {
+                            batch::prepare(&ctx.plan, &ctx.key_attrs, segment, page)
+                        }
+                    };
                     if tx.send(p).await.is_err() {
                         break;
                     }
