@@ -27,10 +27,10 @@ fn plan() -> Plan {
     })
 }
 
-/// Items the default mapping writes, and two it rejects (a key of the wrong type, a U+0000).
+/// Items the default mapping writes, and two it rejects (no sort key, a U+0000).
 const BODY: &str = r#"{"Items":[
  {"PK":{"S":"a"},"SK":{"N":"12345678901234567890123456789012345678"},"doc":{"M":{"z":{"L":[{"BOOL":true},{"NULL":true},{"B":"AAEC"}]}}}},
- {"PK":{"N":"5"},"SK":{"N":"1"}},
+ {"PK":{"S":"no sort key"}},
  {"PK":{"S":"b\"\\\u00e9"},"SK":{"N":"-0.5E-3"},"ss":{"SS":["x","y"]},"ns":{"NS":["1","2.50"]}},
  {"PK":{"S":"c"},"SK":{"N":"2"},"s":{"S":"nul \u0000 here"}},
  {"PK":{"S":"d"},"SK":{"N":"3"},"bs":{"BS":["/w=="]}}

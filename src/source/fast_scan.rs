@@ -88,10 +88,17 @@ impl FastScan {
         })
     }
 
-    /// The one the table path shares (its counts are the run's).
+    /// The one the table path shares (its counts are the run's). None with the environment
+    /// variable `DDB2PG_SDK_SCAN_PARSER` set (a switch for tests and measurements: the SDK
+    /// parses every Scan body, and its items are prepared by their writer).
     pub fn shared() -> Option<&'static FastScan> {
         static SHARED: OnceLock<Option<FastScan>> = OnceLock::new();
-        SHARED.get_or_init(FastScan::new).as_ref()
+        SHARED
+            .get_or_init(|| match std::env::var_os("DDB2PG_SDK_SCAN_PARSER") {
+                Some(_) => None,
+                None => FastScan::new(),
+            })
+            .as_ref()
     }
 
     pub fn counts(&self) -> &Counts {

@@ -220,3 +220,101 @@ async fn scan_pages_parse_as_the_sdk_parses_them() {
 
     delete_table(&client, &table).await;
 }
+
+/// Rows of the default mapping's table, as text, by key.
+async fn default_rows(db: &str, table: &str) -> Vec<(String, String, String)> {
+    crate::support::pg(db)
+        .await
+        .query(
+            &format!("SELECT \"PK\", \"SK\", item::text FROM {table} ORDER BY 1, 2"),
+            &[],
+        )
+        .await
+        .expect("read rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+/// migrate's pages are made from the Scan bodies (each item transformed as it is parsed, the
+/// body kept for refused rows); with DDB2PG_SDK_SCAN_PARSER the SDK parses every body and the
+/// writer prepares its items (the path of a body the fast parser declines).
+/// Both write the same rows and the same rejects, lines and segments included: items the
+/// transform rejects (a U+0000), and items PostgreSQL refuses (a CHECK), whose reject lines
+/// come from the body parsed again, here inside transactions that coalesce pages of several
+/// segments (--connections 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_made_from_bodies_write_what_pages_of_items_write() {
+    use crate::support::harness::{command, migrate_args, new_database, rejects_in, tempdir};
+    let client = ddb().await;
+    let table = unique_name("scanrows");
+    load_sample(&client, &table, 16, 700).await;
+    for it in crate::crafted()
+        .into_iter()
+        .map(|(it, _)| it)
+        .chain(hostile())
+    {
+        put(&client, &table, &it).await;
+    }
+    let dir = tempdir("scanrows");
+    let mut outcomes = Vec::new();
+    for (name, sdk) in [("bodies", false), ("items", true)] {
+        let db = new_database().await;
+        crate::support::pg(&db)
+            .await
+            .batch_execute(
+                "CREATE TABLE t (\"PK\" text, \"SK\" text, item jsonb, PRIMARY KEY (\"PK\", \"SK\"),
+                 CHECK (\"SK\" <> '3' AND item->>'status' IS DISTINCT FROM 'shipped'))",
+            )
+            .await
+            .expect("create the target");
+        let cp = dir.join(name);
+        let mut args = migrate_args(&table, &db, &cp);
+        args.extend(
+            [
+                "--target-table",
+                "t",
+                "--segments",
+                "3",
+                "--concurrency",
+                "3",
+                "--connections",
+                "1",
+                "--batch-size",
+                "97",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        let mut cmd = command(&args);
+        if sdk {
+            cmd.env("DDB2PG_SDK_SCAN_PARSER", "1");
+        }
+        let out = cmd.arg("-v").output().expect("run ddb2pg");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{name}: some items rejected: {stderr}"
+        );
+        let mut rejects: Vec<String> = rejects_in(&cp).iter().map(|r| r.to_string()).collect();
+        rejects.sort();
+        outcomes.push((default_rows(&db, "t").await, rejects));
+    }
+    let (rows, rejects) = &outcomes[0];
+    assert!(rows.len() > 400, "{} rows", rows.len());
+    // The transform's reject (U+0000) and PostgreSQL's (the CHECK) are both there.
+    assert!(rejects.iter().any(|r| r.contains("U+0000")), "{rejects:?}");
+    let refused = rejects
+        .iter()
+        .filter(|r| r.contains("check constraint"))
+        .count();
+    assert!(refused > 1, "PostgreSQL refused several items: {rejects:?}");
+    assert!(
+        rejects.iter().any(|r| r.contains("HOSTILE#binary")),
+        "{rejects:?}"
+    );
+    assert_eq!(&outcomes[1].0, rows, "the same rows either way");
+    assert_eq!(&outcomes[1].1, rejects, "the same reject lines either way");
+    delete_table(&client, &table).await;
+}
