@@ -11,6 +11,12 @@
 #                                      rounds (rows "  before: ..."), for before/after figures
 #   BENCH_ROWS='scan|table|tmap'       only the rows whose id matches (scan table copy export
 #                                      upsert again tmap emap)
+#   BENCH_PIN=1                        DynamoDB Local on CPU 0, PostgreSQL and ddb2pg on the
+#                                      others (as real DynamoDB runs on other machines), so
+#                                      that the source's CPU is not taken by the target's
+# Besides ddb2pg's own CPU, each row shows the CPU seconds per 100,000 items that DynamoDB
+# Local and PostgreSQL spent during the run (when this script started them): on 2 shared
+# cores, end to end / scan-only cannot beat 2 cores / (source + target + ddb2pg CPU).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -28,20 +34,55 @@ rows_re=${BENCH_ROWS:-.}
 E=$DDB2PG_TEST_DYNAMODB_ENDPOINT
 base=${DDB2PG_TEST_DATABASE_URL%/*}
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'unpin; rm -rf "$work"' EXIT
 : >"$work/runs"
 
+# The services' processes (when scripts/services.sh started them), for their CPU time.
+svc=${DDB2PG_SERVICES_DIR:-/tmp/ddb2pg-services}
+ddb_pid=$(cat "$svc/ddb.pid" 2>/dev/null || true)
+pg_pid=$(head -n 1 "$svc/pg/data/postmaster.pid" 2>/dev/null || true)
+# ticks PID... : user + system clock ticks of the processes and their reaped children.
+ticks() {
+  local t=0 p f
+  for p in "$@"; do
+    f=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+    t=$((t + $(echo "$f" | awk '{print $12 + $13 + $14 + $15}')))
+  done
+  echo "$t"
+}
+src_ticks() { if [ -n "$ddb_pid" ]; then ticks "$ddb_pid"; else echo 0; fi; }
+pg_ticks() { if [ -n "$pg_pid" ]; then ticks "$pg_pid" $(pgrep -P "$pg_pid"); else echo 0; fi; }
+pin=()
+if [ "${BENCH_PIN:-0}" = 1 ] && [ -n "$ddb_pid" ] && [ -n "$pg_pid" ] && [ "$(nproc)" -ge 2 ]; then
+  rest="1-$(($(nproc) - 1))"
+  taskset -a -p -c 0 "$ddb_pid" >/dev/null
+  for p in "$pg_pid" $(pgrep -P "$pg_pid"); do taskset -a -p -c "$rest" "$p" >/dev/null; done
+  pin=(taskset -c "$rest")
+  echo "bench: DynamoDB Local pinned to CPU 0; PostgreSQL and ddb2pg to CPUs $rest" >&2
+fi
+unpin() {
+  [ ${#pin[@]} -gt 0 ] || return 0
+  all="0-$(($(nproc) - 1))"
+  taskset -a -p -c "$all" "$ddb_pid" >/dev/null 2>&1 || true
+  for p in "$pg_pid" $(pgrep -P "$pg_pid"); do taskset -a -p -c "$all" "$p" >/dev/null 2>&1 || true; done
+}
+hz=$(getconf CLK_TCK)
+
 # measure ID ITEMS PREP CMD... : runs PREP (a shell snippet, e.g. emptying the target), then
-# CMD under /usr/bin/time; appends "ID round items wall user sys rss" to $work/runs.
+# CMD under /usr/bin/time; appends "ID round items wall user sys rss src_s pg_s" to
+# $work/runs (src_s, pg_s: CPU seconds DynamoDB Local and PostgreSQL spent meanwhile).
 # (A variable assignment before `measure` reaches CMD: bash exports it for the call.)
 measure() {
   local id=$1 items=$2 prep=$3; shift 3
   local kind=${id#before_}
   [[ ${kind%_*} =~ ^($rows_re)$ ]] || return 0
   eval "$prep"
-  /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$@" >"$work/out" 2>&1 || {
+  local s0 p0 s1 p1
+  s0=$(src_ticks); p0=$(pg_ticks)
+  /usr/bin/time -f "%e %U %S %M" -o "$work/time" "${pin[@]}" "$@" >"$work/out" 2>&1 || {
     code=$?; [ $code -eq 4 ] || { cat "$work/out" >&2; echo "bench: $id failed ($code)" >&2; exit 1; }; }
-  echo "$id $round $items $(cat "$work/time")" >>"$work/runs"
+  s1=$(src_ticks); p1=$(pg_ticks)
+  echo "$id $round $items $(cat "$work/time") $(echo "scale=2; ($s1 - $s0) / $hz" | bc) $(echo "scale=2; ($p1 - $p0) / $hz" | bc)" >>"$work/runs"
 }
 
 declare -A label
@@ -126,13 +167,17 @@ median_ratio() {
 echo
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr); segments $SEG"
 echo "each row: the median of $REPEAT runs (items/s range over the runs; peak MB is the highest)"
-printf '%-38s %7s %9s %11s %7s %10s %8s\n' "run" "items" "items/s" "range" "wall s" "cpu s/100k" "peak MB"
+[ ${#pin[@]} -eq 0 ] || echo "pinned: DynamoDB Local on CPU 0, PostgreSQL and ddb2pg on the rest"
+echo "cpu s/100k: ddb2pg's, then DynamoDB Local's (src) and PostgreSQL's (pg) during the same run"
+printf '%-38s %7s %9s %11s %7s %10s %8s %6s %6s\n' "run" "items" "items/s" "range" "wall s" "cpu s/100k" "peak MB" "src" "pg"
 for id in "${order[@]}"; do
-  read -r _ _ items wall user sys _ < <(median_run "$id")
-  awk -v id="$id" -v label="${label[$id]}" -v items="$items" -v wall="$wall" -v user="$user" -v sys="$sys" '
+  read -r _ _ items wall user sys _ src pgc < <(median_run "$id")
+  awk -v id="$id" -v label="${label[$id]}" -v items="$items" -v wall="$wall" -v user="$user" \
+      -v sys="$sys" -v src="$src" -v pgc="$pgc" '
     $1==id { w=$4; if (lo==""||w>lo) lo=w; if (hi==""||w<hi) hi=w; if ($7>peak) peak=$7 }
-    END { printf "%-38s %7d %9.0f %5.0fk-%3.0fk %7.2f %10.2f %8.1f\n", label, items, items/wall,
-          items/lo/1000, items/hi/1000, wall, (user+sys)*100000/items, peak/1024 }' "$work/runs"
+    END { printf "%-38s %7d %9.0f %5.0fk-%3.0fk %7.2f %10.2f %8.1f %6.2f %6.2f\n", label, items,
+          items/wall, items/lo/1000, items/hi/1000, wall, (user+sys)*100000/items, peak/1024,
+          src*100000/items, pgc*100000/items }' "$work/runs"
 done
 echo
 for n in "$N" $((N / 4)); do
@@ -140,6 +185,15 @@ for n in "$N" $((N / 4)); do
     printf 'N=%-8s table end-to-end / scan-only = %.2f' "$n" "$(median_ratio "table_$n" "scan_$n")"
     [ -z "$before" ] || printf '   before: %.2f' "$(median_ratio "before_table_$n" "before_scan_$n")"
     echo "   (medians of per-round ratios)"
+    if [ -n "$ddb_pid" ] && [ ${#pin[@]} -eq 0 ]; then
+      # Every CPU second the table run needs (ddb2pg + DynamoDB Local + PostgreSQL), spread
+      # over all cores at best: the shortest wall time it could have; against scan-only's.
+      read -r _ _ _ _ tu ts _ tsrc tpg < <(median_run "table_$n")
+      read -r _ _ _ sw _ < <(median_run "scan_$n")
+      printf 'N=%-8s   ceiling on %s shared cores: scan-only %.2f s / (%.2f CPU-s needed / %s) = %.2f\n' \
+        "$n" "$(nproc)" "$sw" "$(echo "$tu + $ts + $tsrc + $tpg" | bc)" "$(nproc)" \
+        "$(echo "$sw * $(nproc) / ($tu + $ts + $tsrc + $tpg)" | bc -l)"
+    fi
   fi
   if [[ copy =~ ^($rows_re)$ && export =~ ^($rows_re)$ ]]; then
     printf 'N=%-8s export / COPY-only = %.2f' "$n" "$(median_ratio "export_$n" "copy_$n")"
