@@ -15,8 +15,6 @@
 
 use std::borrow::Cow;
 
-use aws_smithy_types::body::SdkBody;
-
 use crate::changes::{Applier, Change, OldImages};
 use crate::plan::Plan;
 use crate::rejects::Rejects;
@@ -27,11 +25,21 @@ use crate::value::{self, ExportChange, Item};
 
 /// What a segment's reader hands its writer.
 pub enum Batch {
-    /// A page as read: the writer prepares it (scans; and exports under `--limit`, which may
-    /// cut a page short).
+    /// A page as read, which its writer prepares: a Scan body the fast parser declined (its
+    /// items as the SDK parsed them), and pages under `--limit` (which may cut a page short).
     Raw(Page),
     /// A page the reader already prepared.
     Ready(Prepared),
+}
+
+impl Batch {
+    /// The page prepared (a page handed over as read is transformed now).
+    pub fn into_prepared(self, plan: &Plan, key_attrs: &[String], segment: u32) -> Prepared {
+        match self {
+            Batch::Ready(p) => p,
+            Batch::Raw(page) => prepare(plan, key_attrs, segment, page),
+        }
+    }
 }
 
 impl From<Page> for Batch {
@@ -85,26 +93,25 @@ enum Originals {
 struct ScanBody {
     first: u32,
     count: u32,
-    /// The SDK's loaded body (a clone shares its bytes).
-    body: SdkBody,
-    /// Its items, parsed the first time one is asked for (PostgreSQL refused a row).
-    items: std::sync::OnceLock<Vec<Item>>,
+    /// A copy of the body: the SDK's bytes may be a slice of a larger read buffer, which
+    /// `--max-memory` would not see.
+    body: bytes::Bytes,
 }
 
 impl ScanBody {
-    fn len(&self) -> usize {
-        self.body.bytes().map_or(0, <[u8]>::len)
-    }
-
-    fn item(&self, i: u32) -> Option<&Item> {
-        let items = self.items.get_or_init(|| {
-            // It parsed when the page was made; the same bytes parse the same way again.
-            value::parse_scan_response(self.body.bytes().unwrap_or_default())
-                .ok()
-                .and_then(|out| out.items)
-                .unwrap_or_default()
+    /// The items at page indices `wanted` (sorted, all within this body), parsed again in one
+    /// pass that keeps only those: the body parsed the same way when the page was made.
+    fn items(&self, wanted: &[u32]) -> Vec<(u32, Item)> {
+        let mut found = Vec::with_capacity(wanted.len());
+        let mut at = self.first;
+        let mut next = wanted.iter().peekable();
+        let _ = value::parse_scan_items(&self.body, &mut |item| {
+            if next.next_if(|&&w| w == at).is_some() {
+                found.push((at, item));
+            }
+            at += 1;
         });
-        items.get(i.checked_sub(self.first)? as usize)
+        found
     }
 }
 
@@ -140,7 +147,7 @@ impl Prepared {
         let originals: usize = match &self.originals {
             Originals::Items(items) => items.iter().map(value::approx_bytes).sum(),
             Originals::Lines(lines) => lines.iter().map(|l| l.len() + size_of::<String>()).sum(),
-            Originals::Bodies(bodies) => bodies.iter().map(|b| b.len()).sum(),
+            Originals::Bodies(bodies) => bodies.iter().map(|b| b.body.len()).sum(),
         };
         let rejects: usize = self.rejects.iter().map(|(a, b)| a.len() + b.len()).sum();
         (rows(&self.rows)
@@ -212,7 +219,36 @@ impl Prepared {
     }
 
     /// The item at page index `i`.
-    pub fn item(&self, i: usize) -> Option<Cow<'_, Item>> {
+    pub fn item(&self, i: u32) -> Option<Cow<'_, Item>> {
+        self.items(&[i]).pop().flatten()
+    }
+
+    /// The items at page indices `wanted`, in that order (None: no such item). A Scan body is
+    /// parsed again once for all the items wanted from it.
+    pub fn items(&self, wanted: &[u32]) -> Vec<Option<Cow<'_, Item>>> {
+        let Originals::Bodies(bodies) = &self.originals else {
+            return wanted.iter().map(|&i| self.item_kept(i as usize)).collect();
+        };
+        let mut sorted = wanted.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut found = std::collections::HashMap::with_capacity(sorted.len());
+        for b in bodies {
+            let end = b.first.saturating_add(b.count);
+            let lo = sorted.partition_point(|&i| i < b.first);
+            let hi = sorted.partition_point(|&i| i < end);
+            if lo < hi {
+                found.extend(b.items(&sorted[lo..hi]));
+            }
+        }
+        wanted
+            .iter()
+            .map(|i| found.get(i).cloned().map(Cow::Owned))
+            .collect()
+    }
+
+    /// The item at page index `i` of a page that keeps its items or their lines.
+    fn item_kept(&self, i: usize) -> Option<Cow<'_, Item>> {
         match &self.originals {
             Originals::Items(items) => items.get(i).map(Cow::Borrowed),
             Originals::Lines(lines) => match value::parse_export_line(lines.get(i)?) {
@@ -220,11 +256,7 @@ impl Prepared {
                 Ok(ExportChange::Change(c)) => c.item().cloned().map(Cow::Owned),
                 Err(_) => None,
             },
-            Originals::Bodies(bodies) => {
-                let i = u32::try_from(i).ok()?;
-                let at = bodies.partition_point(|b| b.first <= i).checked_sub(1)?;
-                bodies[at].item(i).map(Cow::Borrowed)
-            }
+            Originals::Bodies(_) => None,
         }
     }
 }
@@ -288,20 +320,15 @@ impl ScanPages for ScanPrep {
     type Made = Prepared;
     fn parse(
         &self,
-        body: &SdkBody,
+        body: &[u8],
     ) -> Result<(Prepared, aws_sdk_dynamodb::operation::scan::ScanOutput), value::Declined> {
-        let text = body.bytes().unwrap_or_default();
         let mut p = Preparer::new(&self.plan, &self.key_attrs, self.segment, |_| true);
-        let out = value::parse_scan_items(text, &mut |item| p.transform(&item))?;
+        let out = value::parse_scan_items(body, &mut |item| p.transform(&item))?;
         let mut page = p.take(None);
         page.originals = Originals::Bodies(vec![ScanBody {
             first: 0,
             count: page.count as u32,
-            // A loaded body clones without copying; one that cannot be cloned is copied.
-            body: body
-                .try_clone()
-                .unwrap_or_else(|| SdkBody::from(text.to_vec())),
-            items: std::sync::OnceLock::new(),
+            body: bytes::Bytes::copy_from_slice(body),
         }]);
         Ok((page, out))
     }

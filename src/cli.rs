@@ -277,8 +277,8 @@ pub struct MigrateArgs {
     pub connections: Option<u32>,
 
     /// Bytes that pages read and not yet written may hold, over all segments (e.g. 256MiB,
-    /// 1.5GiB; 1MiB to 4TiB): readers wait while the target falls behind. Sizes are estimated
-    /// from the items
+    /// 1.5GiB; 1MiB to 4TiB): readers wait while the target falls behind. A page counts its
+    /// rows and what it keeps to report refused rows (a Scan page's body, an export's lines)
     #[arg(long, value_name = "BYTES", default_value = "256MiB",
           value_parser = |s: &str| crate::budget::parse_bytes(s).map_err(|e| e.to_string()))]
     pub max_memory: u64,

@@ -2,8 +2,9 @@
 //! shared queue. Per segment, a reader feeds pages through a bounded channel into the worker,
 //! which writes each page in one transaction and only then moves the segment's cursor in the
 //! checkpoint. Readers hand over pages already transformed (`batch`: a Scan page's items as its
-//! body is parsed, an export's line by line); only under `--limit`, which may cut a page short,
-//! does the worker transform them. Memory is bounded by concurrency x (channel + 1) pages,
+//! body is parsed, an export's line by line); the worker transforms only pages handed over as
+//! read (`Batch::Raw`: a Scan body the fast parser declined, and pages under `--limit`, which
+//! may cut a page short). Memory is bounded by concurrency x (channel + 1) pages,
 //! and by `--max-memory` (`budget`): every page reserves its estimated size in one byte budget
 //! shared by all segments before it is queued, and gives it back once written. With
 //! `--connections` below the concurrency, segments share connections instead (`pool`).
@@ -69,6 +70,25 @@ pub struct Job {
 }
 
 impl Job {
+    /// A page as a writer needs it, and whether `--limit` cut it short (the run then stops:
+    /// the segment is not done). Pages handed over as read are transformed here.
+    fn prepare(&self, segment: u32, batch: Batch) -> (Prepared, bool) {
+        match batch {
+            Batch::Ready(p) => (p, false),
+            Batch::Raw(mut page) => {
+                let keep = self.take(page.items.len());
+                let limited = keep < page.items.len();
+                if limited {
+                    page.items.truncate(keep);
+                    page.lines.truncate(keep);
+                    let _ = self.stop.send(true);
+                }
+                let p = batch::prepare(&self.plan, &self.key_attrs, segment, page);
+                (p, limited)
+            }
+        }
+    }
+
     /// Take up to `want` items from the `--limit` budget; all of them when there is no limit.
     fn take(&self, want: usize) -> usize {
         let Some(left) = &self.limit else {
@@ -153,19 +173,8 @@ pub async fn run(job: Arc<Job>, pending: Vec<u32>, shutdown: watch::Sender<bool>
         budget.peak(),
         job.max_memory
     );
-    if let (Segments::Scan(_), Some(fast)) = (&job.segments, FastScan::shared()) {
-        let counts = fast.counts();
-        let declined = counts.declined.load(AtomicOrdering::Relaxed);
-        let fast = counts.fast.load(AtomicOrdering::Relaxed);
-        tracing::info!(
-            "Scan responses: {fast} parsed by ddb2pg's parser, {declined} left to the SDK's"
-        );
-        if declined > 0 {
-            tracing::warn!(
-                "{declined} Scan responses were unusual for ddb2pg's parser (see -vv) and parsed \
-                 by the SDK's, which is slower; the rows are the same"
-            );
-        }
+    if let Segments::Scan(_) = &job.segments {
+        FastScan::report();
     }
     let _ = flush_stop.send(true);
     let flushed = flusher.await;
@@ -278,11 +287,11 @@ fn start_segment(
                     key_attrs: job.key_attrs.clone(),
                     segment,
                 });
-                tokio::spawn(scan.run_within(prep, budget, start, tx, shutdown, stats))
+                tokio::spawn(scan.run(prep, budget, start, tx, shutdown, stats))
             } else {
                 // Under --limit the writer cuts pages short, so it prepares them itself.
                 let items = Arc::new(Items::<Batch>::default());
-                tokio::spawn(scan.run_within(items, budget, start, tx, shutdown, stats))
+                tokio::spawn(scan.run(items, budget, start, tx, shutdown, stats))
             }
         }
         Segments::Export(files) => {
@@ -340,21 +349,7 @@ async fn write_segment(
     } = current;
     let written = async {
         while let Some(batch) = rx.recv().await {
-            let mut limited = false;
-            let prepared = match batch {
-                Batch::Ready(p) => p,
-                Batch::Raw(mut page) => {
-                    let keep = job.take(page.items.len());
-                    limited = keep < page.items.len();
-                    if limited {
-                        // The limit ends the run here; the segment is not done.
-                        page.items.truncate(keep);
-                        page.lines.truncate(keep);
-                        let _ = job.stop.send(true);
-                    }
-                    batch::prepare(&job.plan, &job.key_attrs, segment, page)
-                }
-            };
+            let (prepared, limited) = job.prepare(segment, batch);
             if prepared.next.is_none() && next_up.is_none() && !limited && !*shutdown.borrow() {
                 *next_up = start_next();
                 if let Some(n) = next_up {
@@ -487,9 +482,9 @@ impl PageSink<'_> {
             }
             refused_all.extend(refused.into_iter().map(|r| (r, "refused by PostgreSQL")));
         }
-        let mut refused_items = Vec::with_capacity(refused_all.len());
-        for (r, kind) in refused_all {
-            refused_items.push(r.item);
+        let refused_items: Vec<u32> = refused_all.iter().map(|(r, _)| r.item).collect();
+        let originals = p.items(&refused_items);
+        for ((r, kind), item) in refused_all.into_iter().zip(originals) {
             // A coalesced page names the segment each item came from.
             let segment = p.part_of(r.item).map(|k| p.parts[k].1).or(self.segment);
             let reject = Reject {
@@ -498,7 +493,7 @@ impl PageSink<'_> {
                 kind,
                 reason: r.error,
             };
-            let item = p.item(r.item as usize).ok_or_else(|| {
+            let item = item.ok_or_else(|| {
                 Error::config(format!("internal error: item {} of a page is gone", r.item))
             })?;
             reject_lines.push(Rejects::line(&reject, self.key_attrs, &item, segment));
@@ -563,13 +558,10 @@ pub async fn scan_only(
                     key_attrs: Vec::new(),
                     segment,
                 });
-                let run = scan.run_within(prep, None, None, tx, shutdown.clone(), stats.clone());
+                let run = scan.run(prep, None, None, tx, shutdown.clone(), stats.clone());
                 let scanner = tokio::spawn(run);
                 while let Some(batch) = rx.recv().await {
-                    let page = match batch {
-                        Batch::Ready(p) => p,
-                        Batch::Raw(page) => batch::prepare(&plan, &[], segment, page),
-                    };
+                    let page = batch.into_prepared(&plan, &[], segment);
                     Stats::add(&stats.rejected, page.rejects.len() as u64);
                     Stats::add(&stats.items_committed, page.count);
                 }

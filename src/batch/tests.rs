@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use aws_smithy_types::body::SdkBody;
-
 use super::*;
 use crate::source::{KeyAttr, KeyAttrType, TableInfo};
 
@@ -49,7 +47,7 @@ fn made(body: &str, segment: u32) -> Prepared {
         key_attrs: key_attrs(),
         segment,
     };
-    let (page, out) = prep.parse(&SdkBody::from(body)).expect("taken");
+    let (page, out) = prep.parse(body.as_bytes()).expect("taken");
     assert!(
         out.items.is_some_and(|i| i.is_empty()),
         "items stay out of the output"
@@ -91,11 +89,18 @@ fn a_page_made_from_its_body_is_the_page_prepared_from_its_items() {
     );
     assert_eq!(fast.rows.len(), 3);
     for (i, want) in items.iter().enumerate() {
-        assert_eq!(fast.item(i).as_deref(), Some(want), "item {i}");
+        assert_eq!(fast.item(i as u32).as_deref(), Some(want), "item {i}");
     }
-    assert!(fast.item(items.len()).is_none());
+    assert!(fast.item(items.len() as u32).is_none());
     // The page holds the body, not the items: its estimate counts the body's bytes.
     assert!(fast.approx_bytes() >= BODY.len() as u64);
+    // Several at once, in the order asked, repeated and missing ones included.
+    let got = fast.items(&[4, 0, 4, 9]);
+    let got: Vec<Option<&Item>> = got.iter().map(|c| c.as_deref()).collect();
+    assert_eq!(
+        got,
+        [Some(&items[4]), Some(&items[0]), Some(&items[4]), None]
+    );
 }
 
 #[test]
@@ -111,10 +116,10 @@ fn coalesced_pages_made_from_bodies_keep_each_items_place() {
     assert_same(&fast, &slow);
     assert_eq!(fast.parts, slow.parts);
     for (i, want) in items.iter().enumerate() {
-        assert_eq!(fast.item(i).as_deref(), Some(want), "item {i}");
+        assert_eq!(fast.item(i as u32).as_deref(), Some(want), "item {i}");
         assert_eq!(fast.part_of(i as u32), slow.part_of(i as u32));
     }
-    assert!(fast.item(items.len()).is_none());
+    assert!(fast.item(items.len() as u32).is_none());
 }
 
 #[test]
@@ -126,5 +131,5 @@ fn a_body_the_fast_parser_declines_makes_no_page() {
     };
     // A null the SDK skips: the SDK parses this body, and its items are prepared as read.
     let body = r#"{"Items":[{"PK":{"S":"a"},"SK":{"N":"1"}},{"PK":{"S":"b"},"SK":null}]}"#;
-    assert!(prep.parse(&SdkBody::from(body)).is_err());
+    assert!(prep.parse(body.as_bytes()).is_err());
 }

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::{start_segment, write_page, Job, PageSink, Started, PAGES_IN_FLIGHT};
-use crate::batch::{self, Batch, Prepared};
+use crate::batch::{Batch, Prepared};
 use crate::budget::{Budget, Reserved};
 use crate::checkpoint::{commit_segment, Checkpoint, Delta};
 use crate::error::{Error, Result};
@@ -170,21 +170,7 @@ impl Connection<'_> {
     /// A page as the writer needs it, and whether `--limit` cut it short (see
     /// `super::write_segment`). Its segment's slot is free once its last page is here.
     fn prepare(&mut self, segment: u32, b: Batch) -> (Prepared, bool) {
-        let job = self.job;
-        let (p, limited) = match b {
-            Batch::Ready(p) => (p, false),
-            Batch::Raw(mut page) => {
-                let keep = job.take(page.items.len());
-                let limited = keep < page.items.len();
-                if limited {
-                    page.items.truncate(keep);
-                    page.lines.truncate(keep);
-                    let _ = job.stop.send(true);
-                }
-                let p = batch::prepare(&job.plan, &job.key_attrs, segment, page);
-                (p, limited)
-            }
-        };
+        let (p, limited) = self.job.prepare(segment, b);
         if p.next.is_none() && !limited {
             self.reading.remove(&segment);
         }

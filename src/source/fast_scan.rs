@@ -1,4 +1,4 @@
-//! Scan responses parsed by ddb2pg's own DynamoDB-JSON parser (`value::parse_scan_response`,
+//! Scan responses parsed by ddb2pg's own DynamoDB-JSON parser (`value::parse_scan_items`,
 //! the seeds exports use) instead of the SDK's deserializer, which took about half of
 //! ddb2pg's CPU on the table path. Everything else stays the SDK's: signing, credentials,
 //! endpoint, retries and the adaptive rate limiter, timeouts, error classification.
@@ -9,9 +9,10 @@
 //! declines (see `value::scan_response`), it hands the response to the SDK's own Scan
 //! deserializer, taken from the SDK's `Scan` runtime plugin, so the outcome is the SDK's.
 //!
-//! By default the parsed items are returned in the `ScanOutput`, as the SDK would. A call can
-//! bring its own `ParseBody` (`FastScan::with`), which takes the items as they are parsed
-//! (migrate transforms each one then, see `scan::ScanPages`) and returns the rest.
+//! Each of migrate's Scan calls brings its own `ParseBody` (`FastScan::with`), which takes the
+//! items as they are parsed (and transforms each one then, see `scan::ScanPages`) and returns
+//! the rest of the response. Without one (`FastScan::new` alone: the tests that compare the
+//! parsers), the parsed items are returned in the `ScanOutput`, as the SDK would.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -23,7 +24,6 @@ use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{Error as OpError, Output};
 use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, OrchestratorError};
 use aws_smithy_runtime_api::client::ser_de::{DeserializeResponse, SharedResponseDeserializer};
-use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::FrozenLayer;
 
 use aws_sdk_dynamodb::operation::scan::ScanOutput;
@@ -32,10 +32,12 @@ use crate::value::{parse_scan_response, Declined};
 
 /// What a Scan call makes of a 2xx body (see the module's documentation).
 pub trait ParseBody: Send + Sync + std::fmt::Debug {
-    /// Parse `body` (loaded: `bytes` is `Some`); the output is what the SDK's call returns.
-    /// `Err`: declined, the SDK's deserializer parses the body instead (and its output holds
-    /// the items).
-    fn parse(&self, body: &SdkBody) -> Result<ScanOutput, Declined>;
+    /// Parse a 2xx `body`; the output is what the SDK's call returns. `Err`: declined, the
+    /// SDK's deserializer parses the body instead (and its output holds the items).
+    fn parse(&self, body: &[u8]) -> Result<ScanOutput, Declined>;
+    /// Forget what an earlier attempt's body made: called at each attempt's response, so that
+    /// only the body the call returns with counts.
+    fn clear(&self);
 }
 
 /// How many Scan responses each parser read.
@@ -89,16 +91,35 @@ impl FastScan {
     }
 
     /// The one the table path shares (its counts are the run's). None with the environment
-    /// variable `DDB2PG_SDK_SCAN_PARSER` set (a switch for tests and measurements: the SDK
+    /// variable `DDB2PG_SDK_SCAN_PARSER=1` (a switch for tests and measurements: the SDK
     /// parses every Scan body, and its items are prepared by their writer).
     pub fn shared() -> Option<&'static FastScan> {
         static SHARED: OnceLock<Option<FastScan>> = OnceLock::new();
         SHARED
-            .get_or_init(|| match std::env::var_os("DDB2PG_SDK_SCAN_PARSER") {
-                Some(_) => None,
-                None => FastScan::new(),
+            .get_or_init(|| match std::env::var("DDB2PG_SDK_SCAN_PARSER") {
+                Ok(v) if v == "1" => None,
+                _ => FastScan::new(),
             })
             .as_ref()
+    }
+
+    /// Log (-v) how many Scan bodies each parser read in this run; warn when the SDK's had
+    /// to parse some (slower, same rows).
+    pub fn report() {
+        let Some(fast) = FastScan::shared() else {
+            return;
+        };
+        let declined = fast.counts().declined.load(Ordering::Relaxed);
+        let taken = fast.counts().fast.load(Ordering::Relaxed);
+        tracing::info!(
+            "Scan responses: {taken} parsed by ddb2pg's parser, {declined} left to the SDK's"
+        );
+        if declined > 0 {
+            tracing::warn!(
+                "{declined} Scan responses were unusual for ddb2pg's parser (-vv says why) and \
+                 were parsed by the SDK's, which is slower; the rows are the same"
+            );
+        }
     }
 
     pub fn counts(&self) -> &Counts {
@@ -130,10 +151,13 @@ impl DeserializeResponse for ScanDeserializer {
         cfg: &ConfigBag,
     ) -> Result<Output, OrchestratorError<OpError>> {
         let inner = &self.shared;
+        if let Some(p) = &self.parse {
+            p.clear();
+        }
         if response.status().is_success() {
             if let Some(body) = response.body().bytes() {
                 let parsed = match &self.parse {
-                    Some(p) => p.parse(response.body()),
+                    Some(p) => p.parse(body),
                     None => parse_scan_response(body),
                 };
                 match parsed {

@@ -1,7 +1,8 @@
 //! One segment of a parallel Scan: pages with ExclusiveStartKey until the segment ends.
 //!
-//! What a page is, is the caller's (`ScanPages`): the items as parsed (`Items`: verify's
-//! tests, `--limit`), or migrate's rows made while the body is parsed (`batch::ScanPrep`). The
+//! What a page is, is the caller's (`ScanPages`): the items as parsed (`Items`: pages under
+//! `--dry-run --limit`, which their writer may cut short), or the rows made while the body is
+//! parsed (`batch::ScanPrep`: migrate, `--scan-only`, verify). The
 //! body is parsed inside the SDK's call (`fast_scan`), so that every item is turned into rows
 //! while it is still in the CPU's cache and dropped at once: 0.79 -> ~0.5 CPU-seconds per
 //! 100,000 items on the table path, and pages that hold their body (~1 MB) instead of its
@@ -17,7 +18,6 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::operation::scan::ScanOutput;
 use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
 use aws_sdk_dynamodb::Client;
-use aws_smithy_types::body::SdkBody;
 use tokio::sync::{mpsc, watch};
 
 use super::fast_scan::{FastScan, ParseBody};
@@ -119,7 +119,7 @@ pub trait ScanPages: Send + Sync + 'static {
     /// Make a page from a 2xx body (`value::parse_scan_items`); the output is the body's
     /// `ScanOutput` without its items. `Err`: the SDK parses the body, and the page is
     /// `Sent::from(Page)` of its items.
-    fn parse(&self, body: &SdkBody) -> Result<(Self::Made, ScanOutput), Declined>;
+    fn parse(&self, body: &[u8]) -> Result<(Self::Made, ScanOutput), Declined>;
     /// Items in the page.
     fn items(made: &Self::Made) -> usize;
     /// Its estimated size (for `--max-memory`).
@@ -144,8 +144,8 @@ impl<T> Default for Items<T> {
 impl<T: From<Page> + Send + 'static> ScanPages for Items<T> {
     type Sent = T;
     type Made = Vec<Item>;
-    fn parse(&self, body: &SdkBody) -> Result<(Vec<Item>, ScanOutput), Declined> {
-        let mut out = crate::value::parse_scan_response(body.bytes().unwrap_or_default())?;
+    fn parse(&self, body: &[u8]) -> Result<(Vec<Item>, ScanOutput), Declined> {
+        let mut out = crate::value::parse_scan_response(body)?;
         let items = out.items.take().unwrap_or_default();
         Ok((items, out))
     }
@@ -205,47 +205,22 @@ impl<P: ScanPages> std::fmt::Debug for Slot<P> {
 }
 
 impl<P: ScanPages> ParseBody for Slot<P> {
-    fn parse(&self, body: &SdkBody) -> std::result::Result<ScanOutput, Declined> {
-        let parsed = self.pages.parse(body);
-        // A retried attempt's outcome replaces an earlier one's.
-        let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
-        match parsed {
-            Ok((m, out)) => {
-                *made = Some(m);
-                Ok(out)
-            }
-            Err(why) => {
-                *made = None;
-                Err(why)
-            }
-        }
+    fn parse(&self, body: &[u8]) -> std::result::Result<ScanOutput, Declined> {
+        let (made, out) = self.pages.parse(body)?;
+        *self.made.lock().unwrap_or_else(|p| p.into_inner()) = Some(made);
+        Ok(out)
+    }
+    fn clear(&self) {
+        *self.made.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 
 impl SegmentScan {
-    /// Read the segment from `start` (a checkpoint cursor) to its end, sending each page into
-    /// `tx`. Stops early, without error, when `shutdown` turns true or the receiver is gone.
-    pub async fn run<T: From<Page> + Send + 'static>(
-        self,
-        start: Option<serde_json::Value>,
-        tx: mpsc::Sender<T>,
-        shutdown: watch::Receiver<bool>,
-        stats: Arc<Stats>,
-    ) -> Result<()> {
-        self.run_within(
-            Arc::new(Items::<T>::default()),
-            None,
-            start,
-            tx,
-            shutdown,
-            stats,
-        )
-        .await
-    }
-
-    /// `run`, each page made by `pages` and reserving its estimated size in `budget` before it
-    /// is queued (and holding it until the page is dropped, after it is written).
-    pub async fn run_within<P: ScanPages>(
+    /// Read the segment from `start` (a checkpoint cursor) to its end, sending each page, made
+    /// by `pages`, into `tx`; each page reserves its estimated size in `budget` before it is
+    /// queued (and holds it until the page is dropped, after it is written). Stops early,
+    /// without error, when `shutdown` turns true or the receiver is gone.
+    pub async fn run<P: ScanPages>(
         self,
         pages: Arc<P>,
         budget: Option<Arc<Budget>>,

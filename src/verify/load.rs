@@ -93,6 +93,7 @@ pub async fn load(
                 .shard
                 .map_or_else(|| (0..total).collect(), |s| s.segments(total));
             run_generation(&ctx, 0, reader, mine, concurrency.0).await?;
+            crate::source::fast_scan::FastScan::report();
         }
         Sources::Exports(exports) => {
             for (gen, e) in exports.iter().enumerate() {
@@ -189,14 +190,9 @@ fn spawn_reader(
                     segment,
                 });
                 let stats = ctx.stats.clone();
-                let scanner = tokio::spawn(scan.run_within(prep, None, None, ptx, stop, stats));
+                let scanner = tokio::spawn(scan.run(prep, None, None, ptx, stop, stats));
                 while let Some(batch) = prx.recv().await {
-                    let p = match batch {
-                        Batch::Ready(p) => p,
-                        Batch::Raw(page) => {
-                            batch::prepare(&ctx.plan, &ctx.key_attrs, segment, page)
-                        }
-                    };
+                    let p = batch.into_prepared(&ctx.plan, &ctx.key_attrs, segment);
                     if tx.send(p).await.is_err() {
                         break;
                     }

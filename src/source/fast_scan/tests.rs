@@ -222,3 +222,49 @@ fn capacity_units_are_the_sdks_to_the_last_bit() {
         );
     }
 }
+
+/// A `ParseBody` that records what the deserializer asked of it.
+#[derive(Debug, Default)]
+struct Recorder {
+    calls: std::sync::Mutex<Vec<&'static str>>,
+}
+
+impl ParseBody for Recorder {
+    fn parse(&self, body: &[u8]) -> Result<ScanOutput, Declined> {
+        self.calls.lock().unwrap().push("parse");
+        let mut out = crate::value::parse_scan_items(body, &mut |_| {})?;
+        out.items = None;
+        Ok(out)
+    }
+    fn clear(&self) {
+        self.calls.lock().unwrap().push("clear");
+    }
+}
+
+/// Every attempt's response first clears what an earlier attempt made; only a 2xx body is
+/// parsed by the call's `ParseBody`, and one it declines goes to the SDK (items in the output).
+#[test]
+fn each_attempt_clears_the_calls_page_first() {
+    let rec = std::sync::Arc::new(Recorder::default());
+    let f = FastScan::new().unwrap().with(rec.clone());
+    let run = |status: u16, body: &str| {
+        outcome(f.0.deserialize_nonstreaming_with_config(
+            &response(status, body.as_bytes()),
+            &ConfigBag::base(),
+        ))
+    };
+    let ok = r#"{"Items":[{"a":{"S":"x"}}],"Count":1}"#;
+    assert!(run(500, r#"{"__type":"InternalServerError"}"#).is_err());
+    assert_eq!(
+        run(200, ok).unwrap().items,
+        None,
+        "the items went to the ParseBody"
+    );
+    // An unknown type tag: the SDK keeps the item (its value Unknown).
+    let declined = run(200, r#"{"Items":[{"a":{"QQ":{"S":"1"}}}]}"#).unwrap();
+    assert_eq!(declined.items.map(|i| i.len()), Some(1), "the SDK's items");
+    assert_eq!(
+        *rec.calls.lock().unwrap(),
+        ["clear", "clear", "parse", "clear", "parse"]
+    );
+}
