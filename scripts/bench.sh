@@ -30,7 +30,7 @@ env_file=$(scripts/services.sh start)
 if [ -z "${BENCH_BIN:-}" ]; then cargo build --release --quiet --bin ddb2pg; fi
 bin=${BENCH_BIN:-target/release/ddb2pg}
 before=${BENCH_BEFORE:-}
-rows_re=${BENCH_ROWS:-.}
+rows_re=${BENCH_ROWS:-.*}
 E=$DDB2PG_TEST_DYNAMODB_ENDPOINT
 base=${DDB2PG_TEST_DATABASE_URL%/*}
 work=$(mktemp -d)
