@@ -144,8 +144,8 @@ pub struct ScanArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub segments: Option<u32>,
 
-    /// Segments read (and written) at once; each has one PostgreSQL connection, unless
-    /// `migrate --connections` makes them share fewer.
+    /// Segments read (and written) at once. migrate's share its --connections PostgreSQL
+    /// connections (by default one per 4 segments, at least 2); verify's have one each.
     /// Default: 8 from a table; from an export, the CPU cores up to 8 (reading is CPU-bound)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: Option<u32>,
@@ -272,7 +272,7 @@ pub struct MigrateArgs {
     /// PostgreSQL connections the --concurrency segments in flight share (each segment stays
     /// on one; pages queued for a connection are written in one transaction, up to
     /// 4 pages). More than --concurrency is lowered to it.
-    /// Default: one per segment (--concurrency)
+    /// Default: one per 4 segments, at least 2 (8 segments: 2 connections; 32: 8)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub connections: Option<u32>,
 

@@ -33,9 +33,19 @@ enum Event {
     Ended(u32, Result<()>),
 }
 
+/// Segments read at once per PostgreSQL connection when `--connections` is not given.
+pub const SEGMENTS_PER_CONNECTION: u32 = 4;
+
 /// `--connections` for `concurrency` segments at once (0: one connection per segment). More
-/// connections than segments would sit idle: lowered, with a note.
+/// connections than segments would sit idle: lowered, with a note. Default: one connection
+/// per `SEGMENTS_PER_CONNECTION` segments, at least 2 (8 segments: 2 connections, 32: 8).
+/// Measured here (scripts/bench.sh, 200,000 items, the source on its own core): 2
+/// connections for 8 segments wrote 6-10% faster than 8, with 10% less PostgreSQL CPU.
 pub fn connections(asked: Option<u32>, concurrency: u32) -> u32 {
+    let default = concurrency
+        .div_ceil(SEGMENTS_PER_CONNECTION)
+        .max(2)
+        .min(concurrency);
     match asked {
         Some(n) if n > concurrency => {
             tracing::warn!(
@@ -45,6 +55,7 @@ pub fn connections(asked: Option<u32>, concurrency: u32) -> u32 {
             concurrency
         }
         Some(n) => n,
+        None if default < concurrency => default,
         None => 0,
     }
 }
@@ -370,5 +381,19 @@ mod tests {
             [3, 3, 2]
         );
         assert_eq!(slots(5, 0, 0), 5);
+    }
+
+    /// Without --connections: one connection per 4 segments, at least 2; 0 (one per segment)
+    /// when that is no fewer than the segments. Asked for: as asked, lowered to the segments.
+    #[test]
+    fn connections_default_to_one_per_four_segments() {
+        let default = |c| super::connections(None, c);
+        assert_eq!(
+            [1, 2, 3, 4, 8, 9, 16, 32, 256].map(default),
+            [0, 0, 2, 2, 2, 3, 4, 8, 64]
+        );
+        assert_eq!(super::connections(Some(8), 8), 8);
+        assert_eq!(super::connections(Some(3), 8), 3);
+        assert_eq!(super::connections(Some(9), 8), 8);
     }
 }
