@@ -13,7 +13,9 @@
 #                                      upsert again tmap emap)
 #   BENCH_PIN=1                        DynamoDB Local on CPU 0, PostgreSQL and ddb2pg on the
 #                                      others (as real DynamoDB runs on other machines), so
-#                                      that the source's CPU is not taken by the target's
+#                                      that the source's CPU is not taken by the target's; for
+#                                      the table rows (BENCH_ROWS='scan|table|tmap'): the export
+#                                      and COPY rows would share the other cores
 # Besides ddb2pg's own CPU, each row shows the CPU seconds per 100,000 items that DynamoDB
 # Local and PostgreSQL spent during the run (when this script started them): on 2 shared
 # cores, end to end / scan-only cannot beat 2 cores / (source + target + ddb2pg CPU).
@@ -199,6 +201,13 @@ for n in "$N" $((N / 4)); do
     printf 'N=%-8s export / COPY-only = %.2f' "$n" "$(median_ratio "export_$n" "copy_$n")"
     [ -z "$before" ] || printf '   before: %.2f' "$(median_ratio "before_export_$n" "copy_$n")"
     echo
+    if [ -n "$pg_pid" ] && [ ${#pin[@]} -eq 0 ]; then
+      read -r _ _ _ _ eu es _ _ epg < <(median_run "export_$n")
+      read -r _ _ _ cw _ < <(median_run "copy_$n")
+      printf 'N=%-8s   ceiling on %s shared cores: COPY-only %.2f s / (%.2f CPU-s needed / %s) = %.2f\n' \
+        "$n" "$(nproc)" "$cw" "$(echo "$eu + $es + $epg" | bc)" "$(nproc)" \
+        "$(echo "$cw * $(nproc) / ($eu + $es + $epg)" | bc -l)"
+    fi
   fi
   if [ -n "$before" ]; then
     for id in "${order[@]}"; do
