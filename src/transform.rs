@@ -198,8 +198,7 @@ fn cell(
                 ));
             }
             let mut s = String::with_capacity(256);
-            let order = col.ty.base.key_order();
-            return value::write_item_json_in(order, item, plan.nul, &mut s)
+            return value::write_item_json(item, plan.nul, &mut s)
                 .map(|()| Cell::Text(s))
                 .map_err(|e| (kind_of(&ConvertError::Value(e.clone())), e.to_string()));
         }

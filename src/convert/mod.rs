@@ -40,17 +40,6 @@ pub enum BaseType {
     Bytea,
 }
 
-impl BaseType {
-    /// The order JSON objects are written in for a column of this type: jsonb's own for
-    /// jsonb, bytewise for json (which keeps the text as written).
-    pub fn key_order(self) -> crate::value::KeyOrder {
-        match self {
-            BaseType::Jsonb => crate::value::KeyOrder::Jsonb,
-            _ => crate::value::KeyOrder::Bytes,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ColType {
     pub base: BaseType,
@@ -351,8 +340,7 @@ fn scalar<'a>(
     match (v, base) {
         (Val::Attr(AttributeValue::Null(_)), _) => return Ok(Out::Null),
         (_, BaseType::Jsonb | BaseType::Json) => {
-            let order = base.key_order();
-            value::write_value_json(&v.attr(), opts.nul, order, &mut String::new(), out)?;
+            value::write_value_json(&v.attr(), opts.nul, &mut String::new(), out)?;
             return Ok(Out::Text);
         }
         (Val::Attr(AttributeValue::M(_) | AttributeValue::L(_)), _) => {

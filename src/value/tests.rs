@@ -266,13 +266,7 @@ fn nul_in_string_values() {
     assert_eq!(enc_with(&item, NulPolicy::Strip).unwrap(), r#"{"ss":[""]}"#);
     // write_value_json prefixes the caller's path and leaves it unchanged.
     let (mut path, mut out) = (String::from("root[2]"), String::new());
-    let err = write_value_json(
-        &inner,
-        NulPolicy::Reject,
-        KeyOrder::Bytes,
-        &mut path,
-        &mut out,
-    );
+    let err = write_value_json(&inner, NulPolicy::Reject, &mut path, &mut out);
     assert_eq!(
         err,
         Err(ValueError::Nul {
@@ -280,13 +274,7 @@ fn nul_in_string_values() {
         })
     );
     assert_eq!(path, "root[2]");
-    let err = write_value_json(
-        &inner,
-        NulPolicy::Reject,
-        KeyOrder::Bytes,
-        &mut String::new(),
-        &mut out,
-    );
+    let err = write_value_json(&inner, NulPolicy::Reject, &mut String::new(), &mut out);
     assert_eq!(
         err,
         Err(ValueError::Nul {
@@ -294,14 +282,7 @@ fn nul_in_string_values() {
         })
     );
     out.clear();
-    write_value_json(
-        &inner,
-        NulPolicy::Strip,
-        KeyOrder::Bytes,
-        &mut path,
-        &mut out,
-    )
-    .unwrap();
+    write_value_json(&inner, NulPolicy::Strip, &mut path, &mut out).unwrap();
     assert_eq!(out, r#"{"b":["x","yz"]}"#);
 }
 
@@ -528,43 +509,4 @@ fn ddb_json_bad_shapes() {
     assert!(err(json!([1])).contains("item must be an object"));
     assert!(value_from_ddb_json(&json!({"S": "x", "N": "1"})).is_err());
     assert!(value_from_ddb_json(&json!({"UNKNOWN": null})).is_err());
-}
-
-/// jsonb's key order (shorter keys first, then bytewise) at every level, for jsonb columns;
-/// the same JSON value as the bytewise text.
-#[test]
-fn jsonb_key_order_is_length_first_and_the_same_value() {
-    let inner: Item = [
-        ("bb".to_string(), AttributeValue::N("2".into())),
-        ("a".to_string(), AttributeValue::Bool(true)),
-        ("ab".to_string(), AttributeValue::Null(true)),
-    ]
-    .into_iter()
-    .collect();
-    let item: Item = [
-        ("zz".to_string(), AttributeValue::S("x".into())),
-        ("b".to_string(), AttributeValue::M(inner.clone())),
-        (
-            "aaa".to_string(),
-            AttributeValue::L(vec![AttributeValue::M(inner)]),
-        ),
-        ("é".to_string(), AttributeValue::S("2 bytes".into())),
-        (
-            "c".to_string(),
-            AttributeValue::Ss(vec!["y".into(), "x".into()]),
-        ),
-    ]
-    .into_iter()
-    .collect();
-    let mut jsonb = String::new();
-    write_item_json_in(KeyOrder::Jsonb, &item, NulPolicy::Reject, &mut jsonb).unwrap();
-    assert_eq!(
-        jsonb,
-        r#"{"b":{"a":true,"ab":null,"bb":2},"c":["x","y"],"zz":"x","é":"2 bytes","aaa":[{"a":true,"ab":null,"bb":2}]}"#
-    );
-    let mut bytes = String::new();
-    write_item_json(&item, NulPolicy::Reject, &mut bytes).unwrap();
-    assert!(bytes.starts_with(r#"{"aaa":"#), "{bytes}");
-    let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap();
-    assert_eq!(parse(&jsonb), parse(&bytes));
 }
