@@ -144,8 +144,9 @@ pub struct ScanArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub segments: Option<u32>,
 
-    /// Segments read (and written) at once. migrate's share its --connections PostgreSQL
-    /// connections (by default one per 4 segments, at least 2); verify's have one each.
+    /// Segments read (and written) at once. From a table, migrate's share its --connections
+    /// PostgreSQL connections (by default one per 4 segments, at least 2); an export's files
+    /// and verify's segments have one each.
     /// Default: 8 from a table; from an export, the CPU cores up to 8 (reading is CPU-bound)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: Option<u32>,
@@ -272,7 +273,8 @@ pub struct MigrateArgs {
     /// PostgreSQL connections the --concurrency segments in flight share (each segment stays
     /// on one; pages queued for a connection are written in one transaction, up to
     /// 4 pages). More than --concurrency is lowered to it.
-    /// Default: one per 4 segments, at least 2 (8 segments: 2 connections; 32: 8)
+    /// Default from a table: one per 4 segments, at least 2 (8 segments: 2 connections; 32: 8);
+    /// an export's files: one each
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub connections: Option<u32>,
 

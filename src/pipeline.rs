@@ -1,13 +1,14 @@
-//! Wiring: segment workers, each with its own PostgreSQL connection, pulling segments from a
-//! shared queue. Per segment, a reader feeds pages through a bounded channel into the worker,
-//! which writes each page in one transaction and only then moves the segment's cursor in the
-//! checkpoint. Readers hand over pages already transformed (`batch`: a Scan page's items as its
-//! body is parsed, an export's line by line); the worker transforms only pages handed over as
-//! read (`Batch::Raw`: a Scan body the fast parser declined, and pages under `--limit`, which
-//! may cut a page short). Memory is bounded by concurrency x (channel + 1) pages,
-//! and by `--max-memory` (`budget`): every page reserves its estimated size in one byte budget
-//! shared by all segments before it is queued, and gives it back once written. With
-//! `--connections` below the concurrency, segments share connections instead (`pool`).
+//! Wiring: segment workers pulling segments from a shared queue, each with its own PostgreSQL
+//! connection; or, by default from a table (`--connections` below the concurrency), a few
+//! connections each serving several segments at once (`pool`). Per segment, a reader feeds
+//! pages through a bounded channel into its worker, which writes each page in one transaction
+//! (the pool: the pages queued for it, up to 4, in one) and only then moves the segments'
+//! cursors in the checkpoint. Readers hand over pages already transformed (`batch`: a Scan
+//! page's items as its body is parsed, an export's line by line); the worker transforms only
+//! pages handed over as read (`Batch::Raw`: a Scan body the fast parser declined, and pages
+//! under `--limit`, which may cut a page short). Memory is bounded by concurrency x (channel +
+//! 1) pages, and by `--max-memory` (`budget`): every page reserves its estimated size in one
+//! byte budget shared by all segments before it is queued, and gives it back once written.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};

@@ -380,7 +380,12 @@ fn load_job(
         target_url: src.target_url.clone(),
         total_segments: run.segments,
         concurrency,
-        connections: pipeline::connections(args.connections, concurrency),
+        // An export's files keep one connection each unless asked (its readers are CPU-bound
+        // and as many as the cores: the default of `connections` was measured on tables).
+        connections: match origin.export {
+            Some(_) if args.connections.is_none() => 0,
+            _ => pipeline::connections(args.connections, concurrency),
+        },
         page_size: args.scan.batch_size,
         max_memory: args.max_memory,
         store: run.store.clone(),

@@ -40,7 +40,8 @@
 //! Which way a batch goes is decided per connection by `Mode`: after a direct batch hits
 //! existing keys, the next batches are upserts, and the direct way is tried again only after
 //! 1, 2, 4 ... 64 upserts in a row that found no existing key. A re-run over a loaded table
-//! thus pays one failed COPY per connection; a resumed run, one per segment it resumes.
+//! thus pays one failed COPY per connection; a resumed run, one per segment it resumes (per
+//! connection, where segments share one: `--connections`).
 
 pub mod dry_run;
 pub mod resilient;
