@@ -6,9 +6,10 @@
 //! cursors in the checkpoint. Readers hand over pages already transformed (`batch`: a Scan
 //! page's items as its body is parsed, an export's line by line); the worker transforms only
 //! pages handed over as read (`Batch::Raw`: a Scan body the fast parser declined, and pages
-//! under `--limit`, which may cut a page short). Memory is bounded by concurrency x (channel +
-//! 1) pages, and by `--max-memory` (`budget`): every page reserves its estimated size in one
-//! byte budget shared by all segments before it is queued, and gives it back once written.
+//! under `--limit`, which may cut a page short). Memory is bounded by concurrency x (the
+//! channel's pages and one more), and by `--max-memory` (`budget`): every page reserves its
+//! estimated size in one byte budget shared by all segments before it is queued, and gives it
+//! back once written.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
