@@ -2,12 +2,12 @@
 //!
 //! What a page is, is the caller's (`ScanPages`): the items as parsed (`Items`: pages under
 //! `--dry-run --limit`, which their writer may cut short), or the rows made while the body is
-//! parsed (`batch::ScanPrep`: migrate, `--scan-only`, verify). The
-//! body is parsed inside the SDK's call (`fast_scan`), so that every item is turned into rows
-//! while it is still in the CPU's cache and dropped at once: 0.79 -> ~0.5 CPU-seconds per
-//! 100,000 items on the table path, and pages that hold their body (~1 MB) instead of its
-//! parsed maps (several times that). A body the fast parser declines is parsed by the SDK, and
-//! its items are sent as a `Page`.
+//! parsed (`batch::ScanPrep`: migrate, `--scan-only`, verify). The body is parsed inside the
+//! SDK's call (`fast_scan`), so that every item is turned into rows while it is still in the
+//! CPU's cache and dropped at once: 0.77 -> 0.45 CPU-seconds per 100,000 items on the table
+//! path, and pages that hold their body (~1 MB) instead of its parsed maps (several times
+//! that). A body the fast parser declines is parsed by the SDK, and its items are sent as a
+//! `Page`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
