@@ -10,8 +10,9 @@
 //! parsed and dropped; the page keeps the body, parsed again only when PostgreSQL refuses a
 //! row. Pages handed over as read (`Batch::Raw`: a body the fast parser declines, and pages
 //! under `--limit`) are prepared by their writer with `prepare`, which keeps their items; both
-//! give the same rows (tests). A page of changes (an incremental export's, or a stream's: `prepare_changes`) goes
-//! through `changes::Applier`, which turns it into rows to delete and rows to write.
+//! give the same rows (tests). A page of changes (an incremental export's, or a stream's:
+//! `prepare_changes`) goes through `changes::Applier`, which turns it into rows to delete and
+//! rows to write.
 
 use std::borrow::Cow;
 
