@@ -321,10 +321,18 @@ pub struct MigrateArgs {
     #[arg(long, requires = "follow")]
     pub enable_stream: bool,
 
-    /// With --follow: exit 0 once every shard is applied to its end and a read of every open
-    /// shard comes back empty (the cutover step after stopping the writers)
+    /// With --follow: exit 0 once every shard is applied to its end and every open shard has
+    /// answered empty pages for a few seconds (the cutover step after stopping the writers)
     #[arg(long, requires = "follow")]
     pub until_caught_up: bool,
+
+    /// With --follow: how many shards are read at the same moment (GetRecords calls in
+    /// flight). Every shard that may be read has its own reader, at most 5 calls a second
+    /// each; this bounds them together. Changes are applied over --connections connections
+    /// (default 4 when following), each item's changes on one, in order
+    #[arg(long, value_name = "N", default_value_t = 16, requires = "follow",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub stream_readers: u32,
 
     /// Keep the downloaded copies of an s3:// export (in the checkpoint directory) after a
     /// complete run; by default they are removed once the run completes

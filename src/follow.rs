@@ -1,47 +1,48 @@
 //! `migrate --follow`: after the load, apply the table's DynamoDB Stream until stopped, so the
 //! target keeps up with a live table until the cutover.
 //!
-//! **Where it starts.** Before the scan begins, `attach` records the stream's ARN and the time
+//! **Where it starts.** Before the load begins, `attach` records the stream's ARN and the time
 //! in the checkpoint (`follow_from`). The load then runs as always. Every record of the stream
 //! is read afterwards, from each shard's oldest record; those created more than
-//! `MARGIN_SECS` before `follow_from` are already in what the scan read and are skipped
+//! `MARGIN_SECS` before `follow_from` are already in what the load read and are skipped
 //! (their sequence numbers still advance), the rest are applied. Applying a change twice, or
-//! one the scan already saw, is harmless (see `crate::changes`), so the margin only costs
+//! one the load already saw, is harmless (see `crate::changes`), so the margin only costs
 //! a few re-applied records.
 //!
-//! **Order.** One shard's records are applied in sequence order, page by page (a page is
-//! one batch, see `crate::changes` for order inside it). A shard starts only once its parent is
-//! read to its end: DynamoDB keeps one key in one shard at a time, so a key's changes are never
-//! reordered. Shards are read one after another on one connection.
+//! **Many shards at once** ([`run`]): a coordinator lists the shards every few seconds and
+//! starts one reader per shard that may be read ([`lineage`]: a child once its parent is
+//! done), bounded by `--stream-readers` GetRecords calls in flight ([`reader`]).
 //!
-//! **Checkpoint.** Per shard, the sequence number of the last committed record, in the same
-//! checkpoint as the load's segments; it moves only after the page's transaction(s) committed
-//! and is flushed after every page, so a kill -9 re-applies at most one page. A shard read to
-//! its end is `closed`.
+//! **In parallel, in per-key order** ([`lanes`]): each change goes to the connection its
+//! item's key hashes to, so one item's changes are applied in its shard's order, on one
+//! connection; changes of different items commute.
+//!
+//! **Checkpoint.** Per shard, the watermark ([`tracker`]): the sequence number below which
+//! every record is committed, whatever lane committed it; a shard read to its end and fully
+//! committed is `closed`. A kill -9 re-applies at most what was committed since the last
+//! write of the checkpoint (every 200 ms while changes flow). Done shards that the stream no
+//! longer lists are pruned once their children are done.
 //!
 //! **Never a silent gap.** If the checkpoint needs records the stream no longer has (a shard
 //! past the 24-hour retention, TrimmedDataAccessException, a replaced stream, a load that took
 //! longer than the retention), the run stops with exit 1 and says to reload (`--restart`).
-//! An iterator older than 15 minutes is renewed from the last sequence number.
+//! An iterator older than 15 minutes is renewed from the last sequence number read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use crate::batch;
-use crate::changes::{key_derivation_problem, ChangeKind, OldImages};
-use crate::checkpoint::{now_secs, Checkpoint, ShardState, Store, StreamState};
+use crate::changes::{key_derivation_problem, OldImages};
+use crate::checkpoint::{now_secs, Checkpoint, Store, StreamState};
 use crate::cli::ProgressMode;
 use crate::error::{Error, Result};
-use crate::pipeline::PageSink;
 use crate::plan::Plan;
 use crate::progress::Stats;
 use crate::rejects::Rejects;
-use crate::sink::resilient::{RetryPolicy, Writer};
-use crate::source::stream::{self, ReadError, Record, ShardInfo, Stream};
+use crate::sink::resilient::RetryPolicy;
+use crate::source::stream::{self, ReadError, Stream};
 use crate::source::Source;
 
 /// Records created this long before the scan began are re-applied rather than skipped
@@ -49,11 +50,6 @@ use crate::source::Source;
 pub const MARGIN_SECS: u64 = 120;
 /// DynamoDB Streams keeps records for 24 hours.
 const RETENTION_SECS: u64 = 24 * 3600;
-/// Pages read from one shard before the next shard's turn.
-const PAGES_PER_TURN: usize = 16;
-/// Rounds in a row that found nothing new before `--until-caught-up` ends.
-/// (DynamoDB Streams may answer empty pages before a shard's next records.)
-const IDLE_ROUNDS: u32 = 3;
 
 /// The table's stream, checked against the plan: a NEW_IMAGE stream needs a mapping whose
 /// rows can be found from the item's keys (it has no old images to tell which rows to delete).
@@ -130,7 +126,7 @@ pub enum FollowEnd {
 
 /// What the follower needs.
 pub struct FollowJob {
-    pub stream: Stream,
+    pub stream: Arc<Stream>,
     pub store: Arc<Store>,
     pub plan: Arc<Plan>,
     pub key_attrs: Vec<String>,
@@ -141,344 +137,39 @@ pub struct FollowJob {
     pub until_caught_up: bool,
     pub progress: ProgressMode,
     pub shutdown: watch::Receiver<bool>,
+    /// PostgreSQL connections (lanes) changes are spread over by item key.
+    pub connections: usize,
+    /// GetRecords calls in flight at once, over all shards.
+    pub readers: usize,
 }
+
+/// Each shard's progress in this run, shared by readers, lanes and the coordinator.
+pub type Tracks = Arc<Mutex<HashMap<String, tracker::ShardTrack>>>;
 
 /// Apply the stream until stopped (or caught up, with `--until-caught-up`).
 pub async fn run(job: FollowJob) -> Result<FollowEnd> {
-    let stop = Some(job.shutdown.clone());
-    let writer = Writer::open(
-        &job.target_url,
-        job.plan.clone(),
-        None,
-        job.retry,
-        None,
-        stop,
-    )
-    .await?;
-    let mut f = Follower {
-        job,
-        writer,
-        iterators: HashMap::new(),
-        last_log: Instant::now(),
-    };
-    let mut idle = 0;
-    loop {
-        if f.stopped() {
-            return Ok(FollowEnd::Interrupted);
-        }
-        let progressed = f.round().await?;
-        f.log(false);
-        if progressed {
-            idle = 0;
-            continue;
-        }
-        idle += 1;
-        if f.job.until_caught_up && idle >= IDLE_ROUNDS {
-            f.job
-                .store
-                .with_stream(|s| s.caught_up_at = Some(now_secs()));
-            f.flush().await?;
-            f.log(true);
-            return Ok(FollowEnd::CaughtUp);
-        }
-        let mut stop = f.job.shutdown.clone();
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = stop.changed() => {}
-        }
-    }
-}
-
-struct Follower {
-    job: FollowJob,
-    writer: Writer,
-    /// The iterator to read each open shard on with.
-    iterators: HashMap<String, String>,
-    last_log: Instant,
-}
-
-impl Follower {
-    fn stopped(&self) -> bool {
-        *self.job.shutdown.borrow()
-    }
-
-    fn state(&self) -> StreamState {
-        self.job
-            .store
-            .with_stream(|s| s.clone())
-            .unwrap_or_default()
-    }
-
-    async fn flush(&self) -> Result<()> {
-        let store = self.job.store.clone();
-        tokio::task::spawn_blocking(move || store.flush())
-            .await
-            .map_err(|e| Error::file(self.job.store.path(), e))?
-    }
-
-    /// One pass over the shards that may be read; whether anything was applied or closed.
-    async fn round(&mut self) -> Result<bool> {
-        let shards = self.job.stream.shards().await.map_err(read_error)?;
-        let eligible = self.register(&shards)?;
-        let mut progressed = false;
-        for id in &eligible {
-            if self.stopped() {
-                break;
-            }
-            let ended = shards.iter().any(|s| &s.id == id && s.ended);
-            progressed |= self.drain(id, ended).await?;
-        }
-        // A shard DescribeStream says has ended is not caught up until read to its end.
-        let state = self.state();
-        let unfinished = shards
-            .iter()
-            .any(|s| s.ended && !state.shards.get(&s.id).is_some_and(|k| k.closed));
-        if !progressed && !self.stopped() {
-            self.job
-                .store
-                .with_stream(|s| s.first_round_at.get_or_insert(now_secs()).to_owned());
-        }
-        Ok(progressed || unfinished)
-    }
-
-    /// Add new shards to the checkpoint; refuse gaps; the shards to read now.
-    fn register(&mut self, shards: &[ShardInfo]) -> Result<Vec<String>> {
-        let (known, eligible) = plan_shards(&self.state(), shards, now_secs())?;
-        let open = known.values().filter(|s| !s.closed).count();
-        let closed = known.len() - open;
-        self.job.store.with_stream(|st| st.shards = known);
-        self.job.stats_shards(open as u64, closed as u64);
-        Ok(eligible)
-    }
-
-    /// Read one shard for up to `PAGES_PER_TURN` pages, applying each; whether anything was
-    /// applied or the shard closed. An open shard's turn ends at its first empty page; an
-    /// `ended` one is read on through empty pages towards its end.
-    async fn drain(&mut self, id: &str, ended: bool) -> Result<bool> {
-        let mut progressed = false;
-        let mut renewed = false;
-        for _ in 0..PAGES_PER_TURN {
-            let iterator = match self.iterators.remove(id) {
-                Some(it) => it,
-                None => {
-                    let after = self.state().shards.get(id).and_then(|s| s.seq.clone());
-                    self.job
-                        .stream
-                        .iterator(id, after.as_deref())
-                        .await
-                        .map_err(read_error)?
-                }
-            };
-            let page = match self.job.stream.read(&iterator).await {
-                Ok(p) => {
-                    renewed = false;
-                    p
-                }
-                // Older than 15 minutes: a new one from the last committed sequence number.
-                Err(ReadError::Expired) if !renewed => {
-                    renewed = true;
-                    continue;
-                }
-                Err(e) => return Err(read_error(e)),
-            };
-            let empty = page.records.is_empty();
-            let closed = page.next.is_none();
-            if !empty || closed {
-                self.apply(id, page.records, closed).await?;
-                progressed = true;
-            }
-            match page.next {
-                Some(next) => {
-                    self.iterators.insert(id.to_string(), next);
-                    if empty && !ended {
-                        break;
-                    }
-                }
-                None => break,
-            }
-            if self.stopped() {
-                break;
-            }
-        }
-        Ok(progressed)
-    }
-
-    /// Apply one page of a shard and commit its position.
-    async fn apply(&mut self, shard: &str, records: Vec<Record>, closed: bool) -> Result<()> {
-        let from = self.state().follow_from.saturating_sub(MARGIN_SECS) as i64 * 1000;
-        let last_seq = records.last().map(|r| r.seq.clone());
-        let mut kinds = [0u64; 3];
-        let mut newest = None;
-        let mut changes = Vec::with_capacity(records.len());
-        for r in records {
-            // Older than the scan: already in the load.
-            if r.created_ms.is_some_and(|t| t < from) {
-                continue;
-            }
-            kinds[r.kind as usize] += 1;
-            newest = newest.max(r.created_ms);
-            changes.push(r.change);
-        }
-        let job = &self.job;
-        let (k, closed_now, shard) = (kinds, closed, shard.to_string());
-        // The shard's position moves with the page's reject lines, in one step.
-        let record = move |cp: &mut Checkpoint, d: &crate::checkpoint::Delta, _: &[u32]| {
-            let Some(s) = cp.stream.as_mut() else { return };
-            let st = s.shards.entry(shard).or_default();
-            if last_seq.is_some() {
-                st.seq = last_seq;
-            }
-            st.closed |= closed_now;
-            s.inserted += k[ChangeKind::Insert as usize];
-            s.modified += k[ChangeKind::Modify as usize];
-            s.removed += k[ChangeKind::Remove as usize];
-            s.rejected += d.rejected;
-            s.newest_applied_ms = s.newest_applied_ms.max(newest);
-        };
-        let p = batch::prepare_changes(
-            &job.plan,
-            &job.key_attrs,
-            job.stream.old_images,
-            changes,
-            None,
-        );
-        let sink = PageSink {
-            plan: &job.plan,
-            key_attrs: &job.key_attrs,
-            rejects: &job.rejects,
-            stats: &job.stats,
-            segment: None,
-        };
-        sink.apply(&mut self.writer, p, &job.store, record).await?;
-        for (c, n) in [
-            (
-                &job.stats.changes_inserted,
-                kinds[ChangeKind::Insert as usize],
-            ),
-            (
-                &job.stats.changes_modified,
-                kinds[ChangeKind::Modify as usize],
-            ),
-            (
-                &job.stats.changes_removed,
-                kinds[ChangeKind::Remove as usize],
-            ),
-        ] {
-            Stats::add(c, n);
-        }
-        if let Some(t) = newest {
-            job.stats.newest_change_ms.fetch_max(t, Ordering::Relaxed);
-        }
-        self.flush().await
-    }
-
-    /// A progress line every few seconds (and at the end), unless `--progress none`.
-    fn log(&mut self, last: bool) {
-        if self.job.progress == ProgressMode::None
-            || (!last && self.last_log.elapsed() < Duration::from_secs(5))
-        {
-            return;
-        }
-        self.last_log = Instant::now();
-        let s = &self.job.stats;
-        eprintln!(
-            "ddb2pg: following: {} inserted, {} modified, {} removed | lag {} | shards {} open, {} closed",
-            Stats::get(&s.changes_inserted),
-            Stats::get(&s.changes_modified),
-            Stats::get(&s.changes_removed),
-            lag_text(lag_s(s)),
-            Stats::get(&s.shards_open),
-            Stats::get(&s.shards_closed),
-        );
-    }
-}
-
-impl FollowJob {
-    fn stats_shards(&self, open: u64, closed: u64) {
-        self.stats.shards_open.store(open, Ordering::Relaxed);
-        self.stats.shards_closed.store(closed, Ordering::Relaxed);
-    }
-}
-
-/// The shards the checkpoint knows after this DescribeStream (new ones added), and those that
-/// may be read now: not read to their end, and without a parent still to read. Refuses gaps:
-/// a shard not read to its end that is gone, a parent gone unread after a load longer than the
-/// retention (`now`: epoch seconds).
-fn plan_shards(
-    state: &StreamState,
-    shards: &[ShardInfo],
-    now: u64,
-) -> Result<(BTreeMap<String, ShardState>, Vec<String>)> {
-    let described: HashMap<&str, &ShardInfo> = shards.iter().map(|s| (s.id.as_str(), s)).collect();
-    for (id, s) in &state.shards {
-        if !s.closed && !described.contains_key(id.as_str()) {
-            return Err(data_missed(&format!(
-                "shard {id} of the stream, not yet read to its end, is gone (past the 24-hour \
-                 retention)"
-            )));
-        }
-    }
-    let age = now.saturating_sub(state.follow_from);
-    let long_ago = age + MARGIN_SECS > RETENTION_SECS;
-    if long_ago && state.first_round_at.is_none() && state.shards.values().all(|s| s.seq.is_none())
-    {
-        return Err(data_missed(&format!(
-            "the load began {} h ago, longer than the stream's 24-hour retention, before the \
-             stream was first read",
-            age / 3600
-        )));
-    }
-    let mut known = state.shards.clone();
-    for s in shards {
-        known.entry(s.id.clone()).or_insert_with(|| ShardState {
-            parent: s.parent.clone(),
-            ..ShardState::default()
-        });
-    }
-    let mut eligible = Vec::new();
-    for s in shards {
-        if known.get(&s.id).is_some_and(|k| k.closed) {
-            continue;
-        }
-        let ready = match s.parent.as_ref().map(|p| (p, state.shards.get(p))) {
-            None => true,
-            Some((_, Some(parent))) => parent.closed,
-            // Trimmed before we ever saw it: fine while all it held predates the scan.
-            Some((p, None)) if long_ago => {
-                return Err(data_missed(&format!(
-                    "the load began {} h ago, longer than the stream's 24-hour retention, and \
-                     shard {p} (parent of {}) is gone unread",
-                    age / 3600,
-                    s.id
-                )))
-            }
-            Some((p, None)) => !described.contains_key(p.as_str()),
-        };
-        if ready {
-            eligible.push(s.id.clone());
-        }
-    }
-    Ok((known, eligible))
+    run::run(job).await
 }
 
 fn read_error(e: ReadError) -> Error {
     match e {
         ReadError::Lost(why) => data_missed(&why),
         ReadError::Expired => data_missed("a shard iterator expired and could not be renewed"),
+        ReadError::Throttled(why) | ReadError::Transient(why) => Error::Source {
+            message: format!("DynamoDB Streams: {why}"),
+            retryable: false,
+        },
         ReadError::Other(e) => e,
     }
 }
 
-/// Seconds between now and the newest applied record's creation (None: nothing applied).
+/// The largest lag of a shard being read, in seconds (None: not known yet): per shard, now
+/// minus the creation of its oldest record not yet committed, zero when it is idle at its end.
 pub fn lag_s(stats: &Stats) -> Option<f64> {
-    let t = stats.newest_change_ms.load(Ordering::Relaxed);
-    (t > 0).then(|| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        (now - t).max(0) as f64 / 1000.0
-    })
+    stats
+        .lag_known
+        .load(Ordering::Relaxed)
+        .then(|| stats.lag_ms.load(Ordering::Relaxed).max(0) as f64 / 1000.0)
 }
 
 fn lag_text(lag: Option<f64>) -> String {
@@ -497,7 +188,8 @@ pub struct FollowSummary {
     pub changes_removed: u64,
     pub shards_open: u64,
     pub shards_closed: u64,
-    /// Now minus the newest applied record's ApproximateCreationDateTime.
+    /// The largest shard lag: now minus the oldest unapplied record's
+    /// ApproximateCreationDateTime (zero for a shard idle at its end).
     pub lag_s: Option<f64>,
 }
 
@@ -515,8 +207,11 @@ impl FollowSummary {
     }
 }
 
-#[cfg(test)]
-mod tests;
+mod lanes;
+mod lineage;
+mod reader;
+mod run;
+mod tracker;
 
 /// The shards of a checkpoint's stream state by state, for `status`.
 pub fn shard_counts(s: &StreamState) -> BTreeMap<&'static str, usize> {

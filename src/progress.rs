@@ -41,6 +41,9 @@ pub struct Stats {
     pub shards_closed: AtomicU64,
     /// ApproximateCreationDateTime (ms) of the newest applied record (0: none).
     pub newest_change_ms: std::sync::atomic::AtomicI64,
+    /// The follower's largest shard lag (ms), once `lag_known`.
+    pub lag_ms: std::sync::atomic::AtomicI64,
+    pub lag_known: std::sync::atomic::AtomicBool,
     /// Per target table.
     pub tables: Mutex<BTreeMap<String, TableTotals>>,
     /// Rejections by table and reason kind.

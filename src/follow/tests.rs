@@ -5,6 +5,7 @@ fn shard(id: &str, parent: Option<&str>) -> ShardInfo {
         id: id.into(),
         parent: parent.map(str::to_string),
         ended: false,
+        start_seq: None,
     }
 }
 
@@ -34,16 +35,16 @@ fn a_child_waits_for_its_parent_to_be_read_to_its_end() {
     let now = 1_000_000;
     let described = [shard("p", None), shard("c", Some("p"))];
     // First sight: the parent is new (in this DescribeStream): the child waits for it.
-    let (known, eligible) = plan_shards(&state(now, &[]), &described, now).expect("plan");
+    let Lineage { known, eligible, .. } = plan(&state(now, &[]), &described, now).expect("plan");
     assert_eq!(eligible, vec!["p".to_string()]);
     assert_eq!(known.len(), 2);
     // The parent open in the checkpoint: the child waits.
     let st = state(now, &[("p", None, false)]);
-    let (_, eligible) = plan_shards(&st, &described, now).expect("plan");
+    let Lineage { eligible, .. } = plan(&st, &described, now).expect("plan");
     assert_eq!(eligible, vec!["p".to_string()]);
     // The parent read to its end: the child's turn, the parent's is over.
     let st = state(now, &[("p", None, true)]);
-    let (_, eligible) = plan_shards(&st, &described, now).expect("plan");
+    let Lineage { eligible, .. } = plan(&st, &described, now).expect("plan");
     assert_eq!(eligible, vec!["c".to_string()]);
 }
 
@@ -51,11 +52,11 @@ fn a_child_waits_for_its_parent_to_be_read_to_its_end() {
 fn a_parent_trimmed_before_it_was_seen_is_fine_only_within_the_retention() {
     let now = 1_000_000;
     let described = [shard("c", Some("gone"))];
-    let (_, eligible) = plan_shards(&state(now, &[]), &described, now).expect("plan");
+    let Lineage { eligible, .. } = plan(&state(now, &[]), &described, now).expect("plan");
     assert_eq!(eligible, vec!["c".to_string()]);
     let mut old = state(now, &[("x", None, true)]);
     old.follow_from = now - RETENTION_SECS;
-    let err = plan_shards(&old, &described, now)
+    let err = plan(&old, &described, now)
         .expect_err("a gap")
         .to_string();
     assert!(err.contains("data may have been missed"), "{err}");
@@ -66,14 +67,14 @@ fn a_shard_gone_before_it_was_read_to_its_end_is_a_gap() {
     let now = 1_000_000;
     let st = state(now, &[("a", None, false), ("b", None, true)]);
     // b (closed) may vanish; a (open) may not.
-    let err = plan_shards(&st, &[shard("b", None)], now)
+    let err = plan(&st, &[shard("b", None)], now)
         .expect_err("a gap")
         .to_string();
     assert!(
         err.contains("shard a") && err.contains("--restart"),
         "{err}"
     );
-    assert!(plan_shards(&st, &[shard("a", None)], now).is_ok());
+    assert!(plan(&st, &[shard("a", None)], now).is_ok());
 }
 
 #[test]
@@ -81,7 +82,7 @@ fn a_load_longer_than_the_retention_is_refused_before_the_first_read() {
     let now = 1_000_000;
     let mut st = state(now, &[]);
     st.follow_from = now - RETENTION_SECS - 1;
-    let err = plan_shards(&st, &[shard("a", None)], now)
+    let err = plan(&st, &[shard("a", None)], now)
         .expect_err("too old")
         .to_string();
     assert!(
@@ -90,5 +91,58 @@ fn a_load_longer_than_the_retention_is_refused_before_the_first_read() {
     );
     // A follower that has run for days is not refused.
     st.first_round_at = Some(now - 10);
-    assert!(plan_shards(&st, &[shard("a", None)], now).is_ok());
+    assert!(plan(&st, &[shard("a", None)], now).is_ok());
+}
+
+#[test]
+fn a_listed_parent_is_waited_for_even_long_after_the_load() {
+    // More than the retention after the load began, a child whose parent DescribeStream still
+    // lists waits for it: not a gap.
+    let now = 1_000_000;
+    let mut st = state(now, &[("p", None, false)]);
+    st.follow_from = now - RETENTION_SECS - 10;
+    let described = [shard("p", None), shard("c", Some("p"))];
+    let Lineage { eligible, .. } = plan(&st, &described, now).expect("not a gap");
+    assert_eq!(eligible, vec!["p".to_string()]);
+    // Also when the parent is listed but new to the checkpoint.
+    let mut st = state(now, &[("x", None, true)]);
+    st.follow_from = now - RETENTION_SECS - 10;
+    let Lineage { eligible, .. } = plan(&st, &described, now).expect("not a gap");
+    assert_eq!(eligible, vec!["p".to_string()]);
+}
+
+#[test]
+fn done_shards_no_longer_listed_are_pruned_once_their_children_are_done() {
+    let now = 1_000_000;
+    // p done and gone; its child c still open: p stays (c's parent must stay known).
+    let st = state(now, &[("p", None, true), ("c", Some("p"), false)]);
+    let l = plan(&st, &[shard("c", Some("p"))], now).expect("plan");
+    assert!(l.known.contains_key("p"));
+    assert_eq!(l.pruned, 0);
+    assert_eq!(l.eligible, vec!["c".to_string()]);
+    // c done too: p goes; c is still listed, so it stays.
+    let st = state(now, &[("p", None, true), ("c", Some("p"), true)]);
+    let l = plan(&st, &[shard("c", Some("p"))], now).expect("plan");
+    assert!(!l.known.contains_key("p"));
+    assert!(l.known.contains_key("c"));
+    assert_eq!(l.pruned, 1);
+    // A done shard still listed is never pruned.
+    let st = state(now, &[("p", None, true), ("c", Some("p"), true)]);
+    let l = plan(&st, &[shard("p", None), shard("c", Some("p"))], now).expect("plan");
+    assert_eq!(l.known.len(), 2);
+}
+
+#[test]
+fn a_trim_of_a_shard_never_read_is_a_gap_only_if_it_may_hold_changes_since_the_load() {
+    let now = 1_000_000;
+    let st = state(now, &[]);
+    // Within the retention: whatever was trimmed predates the load.
+    assert!(!trim_is_gap(&st, now, None));
+    let mut old = state(now, &[]);
+    old.follow_from = now - RETENTION_SECS;
+    // Past it: a gap, unless the oldest record still there is itself older than the load.
+    assert!(trim_is_gap(&old, now, None));
+    assert!(trim_is_gap(&old, now, Some(now as i64 * 1000)));
+    let before = (old.follow_from - MARGIN_SECS - 1) as i64 * 1000;
+    assert!(!trim_is_gap(&old, now, Some(before)));
 }

@@ -403,6 +403,9 @@ fn retry_policy(args: &MigrateArgs) -> crate::sink::resilient::RetryPolicy {
     crate::sink::resilient::RetryPolicy::new(std::time::Duration::from_secs(args.pg_retry_for))
 }
 
+/// `--follow`'s connections unless `--connections` says.
+const FOLLOW_CONNECTIONS: u32 = 4;
+
 /// `--follow`, once the load is complete: the stream's changes until stopped or caught up.
 async fn run_follow(
     args: &MigrateArgs,
@@ -412,7 +415,7 @@ async fn run_follow(
     stream: Stream,
 ) -> Result<FollowEnd> {
     let job = crate::follow::FollowJob {
-        stream,
+        stream: Arc::new(stream),
         store: run.store.clone(),
         plan: src.plan.clone(),
         key_attrs: src.key_attrs.clone(),
@@ -423,6 +426,8 @@ async fn run_follow(
         until_caught_up: args.until_caught_up,
         progress: args.progress,
         shutdown: shared.shutdown.subscribe(),
+        connections: args.connections.unwrap_or(FOLLOW_CONNECTIONS) as usize,
+        readers: args.stream_readers as usize,
     };
     crate::follow::run(job).await
 }

@@ -35,6 +35,20 @@ pub struct ShardInfo {
     /// DescribeStream gives it an ending sequence number: no more records will come, and it
     /// must be read until GetRecords says it ended (empty pages may come before).
     pub ended: bool,
+    /// Its first sequence number (`SequenceNumberRange.StartingSequenceNumber`).
+    pub start_seq: Option<String>,
+}
+
+/// Where to start reading a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Position {
+    /// Right after this sequence number (the last one committed or read).
+    After(String),
+    /// At this sequence number (a shard's `StartingSequenceNumber`: TrimmedDataAccessException
+    /// when its oldest records are gone).
+    At(String),
+    /// At the oldest record still kept (TRIM_HORIZON).
+    Oldest,
 }
 
 /// One stream record.
@@ -61,6 +75,11 @@ pub enum ReadError {
     Expired,
     /// The records asked for are past the stream's 24-hour retention, or the stream is gone.
     Lost(String),
+    /// Too many calls (LimitExceededException, throttling): wait and call again.
+    Throttled(String),
+    /// The endpoint could not be reached or failed (network, timeout, HTTP 5xx): retried
+    /// for as long as PostgreSQL's failures are (`--pg-retry-for`).
+    Transient(String),
     Other(Error),
 }
 
@@ -191,15 +210,32 @@ async fn describe(source: &Source, table: &str) -> Result<(Option<String>, Strin
 }
 
 /// A Streams call's failure: records lost, an expired iterator, or another error.
-fn read_error<E, R>(what: &str, e: &aws_sdk_dynamodbstreams::error::SdkError<E, R>) -> ReadError
+fn read_error<E>(
+    what: &str,
+    e: &aws_sdk_dynamodbstreams::error::SdkError<
+        E,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >,
+) -> ReadError
 where
     E: std::error::Error + ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
 {
+    use aws_sdk_dynamodbstreams::error::SdkError;
     let text = sdk_message(e);
-    match e.as_service_error() {
-        Some(s) => lost_or_other(what, s, text),
-        None => ReadError::Other(Error::Source {
+    match e {
+        SdkError::ServiceError(s) => {
+            let status = s.raw().status().as_u16();
+            match lost_or_other(what, s.err(), text) {
+                ReadError::Other(e) if status >= 500 => {
+                    ReadError::Transient(format!("{what}: HTTP {status}: {e}"))
+                }
+                r => r,
+            }
+        }
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            ReadError::Transient(format!("{what}: {text}"))
+        }
+        _ => ReadError::Other(Error::Source {
             message: format!("DynamoDB Streams: {what}: {text}"),
             retryable: false,
         }),
@@ -217,6 +253,15 @@ fn lost_or_other<E: ProvideErrorMetadata>(what: &str, e: &E, text: String) -> Re
             e.message().unwrap_or("ResourceNotFoundException")
         )),
         Some("ExpiredIteratorException") => ReadError::Expired,
+        Some(
+            c @ ("LimitExceededException"
+            | "ThrottlingException"
+            | "ProvisionedThroughputExceededException"
+            | "RequestLimitExceeded"),
+        ) => ReadError::Throttled(format!("{what}: {c}")),
+        Some(c @ ("InternalServerError" | "InternalFailure" | "ServiceUnavailable")) => {
+            ReadError::Transient(format!("{what}: {c}: {text}"))
+        }
         _ => ReadError::Other(Error::Source {
             message: format!("DynamoDB Streams: {what}: {text}"),
             retryable: false,
@@ -244,13 +289,15 @@ impl Stream {
             };
             for s in desc.shards.unwrap_or_default() {
                 if let Some(id) = s.shard_id {
-                    let ended = s
-                        .sequence_number_range
+                    let range = s.sequence_number_range;
+                    let ended = range
+                        .as_ref()
                         .is_some_and(|r| r.ending_sequence_number.is_some());
                     shards.push(ShardInfo {
                         id,
                         parent: s.parent_shard_id,
                         ended,
+                        start_seq: range.and_then(|r| r.starting_sequence_number),
                     });
                 }
             }
@@ -262,15 +309,16 @@ impl Stream {
         Ok(shards)
     }
 
-    /// An iterator of `shard` after sequence number `after`, or at its oldest record.
+    /// An iterator of `shard` at `from`.
     pub async fn iterator(
         &self,
         shard: &str,
-        after: Option<&str>,
+        from: &Position,
     ) -> std::result::Result<String, ReadError> {
-        let kind = match after {
-            Some(_) => ShardIteratorType::AfterSequenceNumber,
-            None => ShardIteratorType::TrimHorizon,
+        let (kind, seq) = match from {
+            Position::After(s) => (ShardIteratorType::AfterSequenceNumber, Some(s)),
+            Position::At(s) => (ShardIteratorType::AtSequenceNumber, Some(s)),
+            Position::Oldest => (ShardIteratorType::TrimHorizon, None),
         };
         let out = self
             .client
@@ -278,7 +326,7 @@ impl Stream {
             .stream_arn(&self.arn)
             .shard_id(shard)
             .shard_iterator_type(kind)
-            .set_sequence_number(after.map(str::to_string))
+            .set_sequence_number(seq.cloned())
             .send()
             .await
             .map_err(|e| read_error(&format!("GetShardIterator of shard {shard}"), &e))?;

@@ -1,0 +1,382 @@
+//! The follower's coordinator: lists the stream's shards, starts a reader for every shard
+//! that may be read (`super::lineage`), runs one lane per connection (`super::lanes`), and
+//! watches them: a failed reader or lane stops the run with its error; a reader that reached
+//! its shard's end makes it list the shards again at once (its children may start), and it
+//! lists them every `RELIST_EVERY` anyway, so new shards start within seconds.
+//!
+//! **Caught up** (`--until-caught-up`): every shard DescribeStream lists is done, or open and
+//! quiet: nothing in flight and at least `QUIET_PAGES` empty pages in a row over at least
+//! `QUIET_MS`. AWS documents that GetRecords may answer empty pages while records follow
+//! (each page moves the iterator on), so one empty page proves nothing; a run of them, each
+//! from a moved iterator, spread over seconds, is what "at its end" can mean on a stream that
+//! has no "behind latest" figure. A shard listed as ended must be read and committed to its
+//! end; a shard still waiting for its parent is not caught up.
+//!
+//! **Lag** is per shard (`ShardTrack::lag_ms`): the oldest record not yet committed, zero for
+//! a shard idle at its end; the run's lag is the largest.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::lanes::{self, LaneJob};
+use super::lineage;
+use super::reader::{self, Readers};
+use super::tracker::ShardTrack;
+use super::{lag_text, read_error, FollowEnd, FollowJob, Tracks};
+use crate::checkpoint::{now_secs, StreamState};
+use crate::cli::ProgressMode;
+use crate::error::{Error, Result};
+use crate::progress::Stats;
+use crate::sink::resilient::Writer;
+use crate::source::stream::{ReadError, ShardInfo};
+
+/// Shards are listed again this often.
+const RELIST_EVERY: Duration = Duration::from_secs(2);
+/// The coordinator looks at readers and lanes this often.
+const TICK: Duration = Duration::from_millis(100);
+/// Caught up: empty pages in a row on each open shard, over at least this long.
+pub const QUIET_PAGES: u32 = 5;
+pub const QUIET_MS: i64 = 2_500;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+struct Coordinator {
+    job: FollowJob,
+    readers: Arc<Readers>,
+    tracks: Tracks,
+    running: HashMap<String, JoinHandle<Result<()>>>,
+    lanes: Vec<JoinHandle<Result<()>>>,
+    flusher: JoinHandle<Result<()>>,
+    flush_done: Arc<Notify>,
+    stop_tx: watch::Sender<bool>,
+    listed: Vec<ShardInfo>,
+    last_list: Option<Instant>,
+    last_log: Instant,
+    list_failing_since: Option<Instant>,
+}
+
+/// Apply the stream until stopped (or caught up, with `--until-caught-up`).
+pub async fn run(job: FollowJob) -> Result<FollowEnd> {
+    let mut c = start(job).await?;
+    let end = c.watch().await;
+    let closed = c.close().await;
+    let end = end?;
+    closed?;
+    if end == FollowEnd::CaughtUp {
+        c.log(true);
+    }
+    Ok(end)
+}
+
+async fn start(job: FollowJob) -> Result<Coordinator> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tracks: Tracks = Arc::new(Mutex::new(HashMap::new()));
+    let committed = Arc::new(Notify::new());
+    let lane_job = Arc::new(LaneJob {
+        plan: job.plan.clone(),
+        key_attrs: job.key_attrs.clone(),
+        old_images: job.stream.old_images,
+        rejects: job.rejects.clone(),
+        stats: job.stats.clone(),
+        store: job.store.clone(),
+        tracks: tracks.clone(),
+        committed: committed.clone(),
+        shutdown: stop_rx.clone(),
+    });
+    let mut senders = Vec::new();
+    let mut lanes = Vec::new();
+    for _ in 0..job.connections.max(1) {
+        let writer = Writer::open(
+            &job.target_url,
+            job.plan.clone(),
+            None,
+            job.retry,
+            None,
+            Some(job.shutdown.clone()),
+        )
+        .await?;
+        let (tx, rx) = mpsc::channel(lanes::QUEUE);
+        senders.push(tx);
+        lanes.push(tokio::spawn(lanes::run_lane(lane_job.clone(), writer, rx)));
+    }
+    let flush_done = Arc::new(Notify::new());
+    let flusher = tokio::spawn(lanes::flusher(
+        job.store.clone(),
+        committed,
+        flush_done.clone(),
+    ));
+    let follow_from = job
+        .store
+        .with_stream(|s| s.follow_from)
+        .unwrap_or_else(now_secs);
+    let readers = Arc::new(Readers {
+        stream: job.stream.clone(),
+        store: job.store.clone(),
+        tracks: tracks.clone(),
+        lanes: senders,
+        key_attrs: job.key_attrs.clone(),
+        reads: Arc::new(Semaphore::new(job.readers.max(1))),
+        retry_for: job.retry.max_elapsed,
+        shutdown: stop_rx,
+        follow_from,
+    });
+    Ok(Coordinator {
+        job,
+        readers,
+        tracks,
+        running: HashMap::new(),
+        lanes,
+        flusher,
+        flush_done,
+        stop_tx,
+        listed: Vec::new(),
+        last_list: None,
+        last_log: Instant::now(),
+        list_failing_since: None,
+    })
+}
+
+impl Coordinator {
+    fn state(&self) -> StreamState {
+        self.job
+            .store
+            .with_stream(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// Until stopped, caught up, or failed.
+    async fn watch(&mut self) -> Result<FollowEnd> {
+        let mut stop = self.job.shutdown.clone();
+        loop {
+            if *self.job.shutdown.borrow() {
+                return Ok(FollowEnd::Interrupted);
+            }
+            let ended_reader = self.reap().await?;
+            let due = self.last_list.is_none_or(|t| t.elapsed() >= RELIST_EVERY);
+            if ended_reader || due {
+                self.relist().await?;
+            }
+            self.update_stats();
+            self.log(false);
+            if self.job.until_caught_up && self.caught_up() {
+                self.job
+                    .store
+                    .with_stream(|s| s.caught_up_at = Some(now_secs()));
+                return Ok(FollowEnd::CaughtUp);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Collect readers and lanes that ended; an error ends the run. Whether a reader ended.
+    async fn reap(&mut self) -> Result<bool> {
+        for lane in &mut self.lanes {
+            if lane.is_finished() {
+                let r = lane.await.map_err(|e| Error::config(format!("a writer failed: {e}")))?;
+                r?;
+                return Err(Error::config("a writer of the follower ended early"));
+            }
+        }
+        let done: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(_, h)| h.is_finished())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &done {
+            if let Some(h) = self.running.remove(id) {
+                h.await
+                    .map_err(|e| Error::config(format!("the reader of shard {id} failed: {e}")))??;
+            }
+        }
+        Ok(!done.is_empty())
+    }
+
+    /// DescribeStream; the checkpoint learns new shards and forgets pruned ones; readers
+    /// start for the shards that may be read.
+    async fn relist(&mut self) -> Result<()> {
+        let shards = match self.job.stream.shards().await {
+            Ok(s) => s,
+            Err(ReadError::Transient(why) | ReadError::Throttled(why)) => {
+                let since = *self.list_failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > self.job.retry.max_elapsed {
+                    return Err(Error::Source {
+                        message: format!(
+                            "DynamoDB Streams failed for {} s (longer than --pg-retry-for): \
+                             {why}. Run the same command again to resume",
+                            since.elapsed().as_secs()
+                        ),
+                        retryable: false,
+                    });
+                }
+                self.last_list = Some(Instant::now());
+                return Ok(());
+            }
+            Err(e) => return Err(read_error(e)),
+        };
+        self.list_failing_since = None;
+        self.last_list = Some(Instant::now());
+        let state = self.state();
+        let plan = lineage::plan(&state, &shards, now_secs())?;
+        let known = plan.known;
+        self.job.store.with_stream(|s| {
+            for (id, st) in &known {
+                s.shards.entry(id.clone()).or_insert_with(|| st.clone());
+            }
+            s.shards.retain(|id, _| known.contains_key(id));
+        });
+        for id in plan.eligible {
+            if self.running.contains_key(&id) {
+                continue;
+            }
+            let Some(info) = shards.iter().find(|s| s.id == id).cloned() else {
+                continue;
+            };
+            let committed = known.get(&id).and_then(|s| s.seq.clone());
+            {
+                let mut t = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+                if t.get(&id).is_some_and(|t| t.read_to_end) {
+                    // Read to its end in this run; its last commits are on their way.
+                    continue;
+                }
+                t.insert(id.clone(), ShardTrack::resumed(committed.clone()));
+            }
+            let r = self.readers.clone();
+            self.running
+                .insert(id, tokio::spawn(reader::read_shard(r, info, committed)));
+        }
+        // Forget tracks of shards the checkpoint no longer knows.
+        {
+            let mut t = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+            t.retain(|id, _| known.contains_key(id));
+        }
+        self.listed = shards;
+        Ok(())
+    }
+
+    /// Every listed shard done, or open and quiet at its end.
+    fn caught_up(&self) -> bool {
+        if self.listed.is_empty() && self.last_list.is_none() {
+            return false;
+        }
+        let state = self.state();
+        let now = now_ms();
+        let tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all_read_once = true;
+        let ok = self.listed.iter().all(|s| {
+            if state.shards.get(&s.id).is_some_and(|k| k.closed) {
+                return true;
+            }
+            if s.ended || !self.running.contains_key(&s.id) {
+                all_read_once = false;
+                return false;
+            }
+            let t = tracks.get(&s.id);
+            all_read_once &= t.is_some_and(|t| t.empty_pages > 0);
+            t.is_some_and(|t| t.quiet(QUIET_PAGES, QUIET_MS, now))
+        });
+        drop(tracks);
+        if all_read_once {
+            self.job
+                .store
+                .with_stream(|s| s.first_round_at.get_or_insert(now_secs()).to_owned());
+        }
+        ok
+    }
+
+    fn update_stats(&self) {
+        let state = self.state();
+        let closed = state.shards.values().filter(|s| s.closed).count() as u64;
+        let open = state.shards.len() as u64 - closed;
+        let s = &self.job.stats;
+        s.shards_open.store(open, Ordering::Relaxed);
+        s.shards_closed.store(closed, Ordering::Relaxed);
+        let now = now_ms();
+        let tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+        let lag = tracks
+            .iter()
+            .filter(|(id, _)| self.running.contains_key(*id))
+            .filter_map(|(_, t)| t.lag_ms(now))
+            .max();
+        match lag {
+            Some(l) => {
+                s.lag_ms.store(l, Ordering::Relaxed);
+                s.lag_known.store(true, Ordering::Relaxed);
+            }
+            None if self.running.is_empty() && !self.listed.is_empty() => {
+                s.lag_ms.store(0, Ordering::Relaxed);
+                s.lag_known.store(true, Ordering::Relaxed);
+            }
+            None => {}
+        }
+    }
+
+    /// A progress line every few seconds (and at the end), unless `--progress none`.
+    fn log(&mut self, last: bool) {
+        if self.job.progress == ProgressMode::None
+            || (!last && self.last_log.elapsed() < Duration::from_secs(5))
+        {
+            return;
+        }
+        self.last_log = Instant::now();
+        let s = &self.job.stats;
+        eprintln!(
+            "ddb2pg: following: {} inserted, {} modified, {} removed | lag {} | shards {} open, {} closed, {} reading",
+            Stats::get(&s.changes_inserted),
+            Stats::get(&s.changes_modified),
+            Stats::get(&s.changes_removed),
+            lag_text(super::lag_s(s)),
+            Stats::get(&s.shards_open),
+            Stats::get(&s.shards_closed),
+            self.running.len(),
+        );
+    }
+
+    /// Stop readers and lanes, wait for them, write the checkpoint.
+    async fn close(&mut self) -> Result<()> {
+        let _ = self.stop_tx.send(true);
+        let mut first_err = None;
+        for (id, h) in self.running.drain() {
+            match h.await {
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(Error::config(format!("reader of {id}: {e}")));
+                }
+                Ok(Ok(())) => {}
+            }
+        }
+        for h in self.lanes.drain(..) {
+            if let Ok(Err(e)) = h.await {
+                first_err.get_or_insert(e);
+            }
+        }
+        self.flush_done.notify_one();
+        let flushed = (&mut self.flusher)
+            .await
+            .map_err(|e| Error::config(format!("the checkpoint writer failed: {e}")))
+            .and_then(|r| r);
+        let flushed = match flushed {
+            Ok(()) => lanes::flush(&self.job.store).await,
+            Err(e) => Err(e),
+        };
+        match first_err {
+            Some(e) if !*self.job.shutdown.borrow() => Err(e),
+            _ => flushed,
+        }
+    }
+}
