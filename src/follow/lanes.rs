@@ -36,6 +36,8 @@ pub const BATCH: usize = 1000;
 pub const QUEUE: usize = 4 * BATCH;
 /// The checkpoint is written at most this often while changes are applied.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// ... and at least this often when anything else in it changed.
+pub const IDLE_FLUSH: Duration = Duration::from_secs(1);
 
 /// What every lane shares.
 pub struct LaneJob {
@@ -93,13 +95,7 @@ async fn apply(job: &Arc<LaneJob>, writer: &mut Writer, batch: Vec<Ticketed>) ->
         tickets.push((t.shard, t.ticket));
         changes.push(t.change);
     }
-    let p = batch::prepare_changes(
-        &job.plan,
-        &job.key_attrs,
-        job.old_images,
-        changes,
-        None,
-    );
+    let p = batch::prepare_changes(&job.plan, &job.key_attrs, job.old_images, changes, None);
     let tracks = job.tracks.clone();
     let k = kinds;
     let record = move |cp: &mut Checkpoint, d: &Delta, _: &[u32]| {
@@ -142,11 +138,13 @@ async fn apply(job: &Arc<LaneJob>, writer: &mut Writer, batch: Vec<Ticketed>) ->
     Ok(())
 }
 
-/// Write the checkpoint after commits, at most every `FLUSH_EVERY`, until `done` fires.
+/// Write the checkpoint after commits, at most every `FLUSH_EVERY`, and at least every
+/// `IDLE_FLUSH` while it changed (positions of skipped records, shards learnt), until `done`.
 pub async fn flusher(store: Arc<Store>, committed: Arc<Notify>, done: Arc<Notify>) -> Result<()> {
     loop {
         tokio::select! {
             _ = committed.notified() => {}
+            _ = tokio::time::sleep(IDLE_FLUSH) => {}
             _ = done.notified() => return flush(&store).await,
         }
         flush(&store).await?;

@@ -168,7 +168,9 @@ impl Coordinator {
             }
             self.update_stats();
             self.log(false);
-            if self.job.until_caught_up && self.caught_up() {
+            // Also notes when every shard was first read to its end (`first_round_at`).
+            let caught_up = self.caught_up();
+            if self.job.until_caught_up && caught_up {
                 self.job
                     .store
                     .with_stream(|s| s.caught_up_at = Some(now_secs()));
@@ -185,7 +187,9 @@ impl Coordinator {
     async fn reap(&mut self) -> Result<bool> {
         for lane in &mut self.lanes {
             if lane.is_finished() {
-                let r = lane.await.map_err(|e| Error::config(format!("a writer failed: {e}")))?;
+                let r = lane
+                    .await
+                    .map_err(|e| Error::config(format!("a writer failed: {e}")))?;
                 r?;
                 return Err(Error::config("a writer of the follower ended early"));
             }
@@ -198,8 +202,9 @@ impl Coordinator {
             .collect();
         for id in &done {
             if let Some(h) = self.running.remove(id) {
-                h.await
-                    .map_err(|e| Error::config(format!("the reader of shard {id} failed: {e}")))??;
+                h.await.map_err(|e| {
+                    Error::config(format!("the reader of shard {id} failed: {e}"))
+                })??;
             }
         }
         Ok(!done.is_empty())

@@ -154,8 +154,14 @@ impl Source {
         let conf = aws_sdk_dynamodb::config::Builder::from(&shared)
             .retry_config(retry.clone())
             .build();
+        // Streams: a few quick attempts, then the follower's own retries (per shard, bounded by
+        // --pg-retry-for, reported); no client-side rate limiter shared by every shard's reader,
+        // which one throttled shard would slow down for all.
+        let streams_retry = aws_config::retry::RetryConfig::standard()
+            .with_max_attempts(3)
+            .with_initial_backoff(std::time::Duration::from_millis(100));
         let streams = aws_sdk_dynamodbstreams::config::Builder::from(&shared)
-            .retry_config(retry)
+            .retry_config(streams_retry)
             .build();
         let access_key_id = match shared.credentials_provider() {
             Some(p) => {

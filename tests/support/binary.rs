@@ -146,6 +146,8 @@ pub fn spawn_in(dir: &Path, args: &[String]) -> Running {
 #[derive(Debug, Clone)]
 pub struct Migration {
     pub table: String,
+    /// `--endpoint-url` (DynamoDB Local, or a proxy or double in front of it).
+    pub endpoint: String,
     pub target: String,
     /// The test's own directory (reports, the working directory of the binary).
     pub dir: PathBuf,
@@ -220,6 +222,7 @@ impl Migration {
         let checkpoint_dir = dir.join("checkpoints");
         Migration {
             table: table.to_string(),
+            endpoint: services().endpoint.clone(),
             target: target.to_string(),
             dir,
             checkpoint_dir,
@@ -239,7 +242,7 @@ impl Migration {
             .arg("migrate")
             .args(["--table", &self.table])
             .args(["--target", &self.target])
-            .args(["--endpoint-url", &services().endpoint])
+            .args(["--endpoint-url", &self.endpoint])
             .arg("--checkpoint-dir")
             .arg(&self.checkpoint_dir)
             .args(["--progress", "none"])
