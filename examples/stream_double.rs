@@ -7,7 +7,8 @@
 //! ```
 //!
 //! It prints its URL on stdout's first line (pass it as `--endpoint-url`), then serves until
-//! killed; with `--split-every`, every SECS seconds each open shard is split in two.
+//! killed; with `--split-every`, every SECS seconds the oldest open shard is split in two (the
+//! open shards grow by one each time, and over time every shard is split).
 
 #[path = "../tests/support/stream_double/mod.rs"]
 mod stream_double;
@@ -96,16 +97,18 @@ fn main() {
         match args.split_every {
             Some(secs) => {
                 std::thread::sleep(Duration::from_secs(secs));
-                for s in double.shard_ids().into_iter().filter(|s| s.open) {
-                    if let Err(e) = double.split(&s.id) {
-                        eprintln!("stream_double: {e}");
-                    }
+                // The oldest open shard: over time every shard is split, one at a time.
+                let Some(oldest) = double.shard_ids().into_iter().find(|s| s.open) else {
+                    continue;
+                };
+                match double.split(&oldest.id) {
+                    Ok((a, b)) => eprintln!(
+                        "stream_double: split {} into {a} and {b}; {} records ingested",
+                        oldest.id,
+                        double.ingested()
+                    ),
+                    Err(e) => eprintln!("stream_double: {e}"),
                 }
-                let open = double.shard_ids().iter().filter(|s| s.open).count();
-                eprintln!(
-                    "stream_double: split; {open} open shards, {} records ingested",
-                    double.ingested()
-                );
             }
             None => std::thread::sleep(Duration::from_secs(3600)),
         }
