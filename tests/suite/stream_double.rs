@@ -6,292 +6,63 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, StreamSpecification, StreamViewType,
-};
-use aws_sdk_dynamodbstreams::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodbstreams::types::{
-    AttributeValue as StreamValue, OperationType, Record, Shard, ShardIteratorType,
-};
-use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-use aws_smithy_types::retry::RetryConfig;
+use aws_sdk_dynamodbstreams::types::{OperationType, Record, Shard, ShardIteratorType};
 
-use crate::support::services;
-use crate::support::stream_double::{Config, StreamDouble};
-
-const KEY: &str = "ddb2pglocal";
+use crate::support::stream_double::Config;
+use crate::support::stream_fixture::{attr, code, id, range, seq, Fixture};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// A DynamoDB client and a Streams client for `url`, without retries (errors are asserted).
-fn clients(url: &str) -> (aws_sdk_dynamodb::Client, aws_sdk_dynamodbstreams::Client) {
-    let creds = aws_sdk_dynamodb::config::Credentials::new(KEY, KEY, None, None, "test");
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    let ddb = aws_sdk_dynamodb::Config::builder()
-        .behavior_version_latest()
-        .endpoint_url(url)
-        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-        .credentials_provider(creds.clone())
-        .http_client(http.clone())
-        .retry_config(RetryConfig::disabled())
-        .build();
-    let streams = aws_sdk_dynamodbstreams::Config::builder()
-        .behavior_version_latest()
-        .endpoint_url(url)
-        .region(aws_sdk_dynamodbstreams::config::Region::new("us-east-1"))
-        .credentials_provider(creds)
-        .http_client(http)
-        .retry_config(RetryConfig::disabled())
-        .build();
-    (
-        aws_sdk_dynamodb::Client::from_conf(ddb),
-        aws_sdk_dynamodbstreams::Client::from_conf(streams),
-    )
+/// What the fan-out test saw of the records read so far.
+#[derive(Default)]
+struct Seen {
+    event_ids: BTreeSet<String>,
+    /// Key -> the shard its records are on.
+    shard_of: BTreeMap<String, String>,
+    /// Records whose ApproximateCreationDateTime is not a whole minute.
+    stamped: usize,
 }
 
-/// A double of `cfg` with clients through it, and a fresh table (PK, SK) with a
-/// NEW_AND_OLD_IMAGES stream, made through the double.
-struct Fixture {
-    double: StreamDouble,
-    ddb: aws_sdk_dynamodb::Client,
-    streams: aws_sdk_dynamodbstreams::Client,
-    table: String,
-}
-
-impl Fixture {
-    async fn new(prefix: &str, cfg: Config) -> Fixture {
-        let double = StreamDouble::start(&services().endpoint, cfg).expect("start the double");
-        let (ddb, streams) = clients(&double.url());
-        let table = crate::support::unique_name(prefix);
-        let attr = |name: &str| {
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attribute definition")
-        };
-        let key = |name: &str, t: KeyType| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(t)
-                .build()
-                .expect("key schema element")
-        };
-        let spec = StreamSpecification::builder()
-            .stream_enabled(true)
-            .stream_view_type(StreamViewType::NewAndOldImages)
-            .build()
-            .expect("stream specification");
-        ddb.create_table()
-            .table_name(&table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attr("PK"))
-            .attribute_definitions(attr("SK"))
-            .key_schema(key("PK", KeyType::Hash))
-            .key_schema(key("SK", KeyType::Range))
-            .stream_specification(spec)
-            .send()
-            .await
-            .expect("CreateTable through the double");
-        Fixture {
-            double,
-            ddb,
-            streams,
-            table,
-        }
-    }
-
-    /// Put item (`pk`, "s") with version `v`.
-    async fn put(&self, pk: &str, v: u32) {
-        self.ddb
-            .put_item()
-            .table_name(&self.table)
-            .item("PK", AttributeValue::S(pk.into()))
-            .item("SK", AttributeValue::S("s".into()))
-            .item("v", AttributeValue::N(v.to_string()))
-            .send()
-            .await
-            .expect("PutItem through the double");
-    }
-
-    /// Put `versions` versions of each of `keys` keys, key by key per version.
-    async fn put_many(&self, keys: u32, versions: u32) {
-        for v in 0..versions {
-            for k in 0..keys {
-                self.put(&format!("K{k}"), v).await;
-            }
-        }
-    }
-
-    /// The stream ARN from DescribeTable (forwarded to DynamoDB Local).
-    async fn arn(&self) -> String {
-        let d = self
-            .ddb
-            .describe_table()
-            .table_name(&self.table)
-            .send()
-            .await
-            .expect("DescribeTable through the double");
-        d.table()
-            .and_then(|t| t.latest_stream_arn())
-            .expect("LatestStreamArn")
-            .to_string()
-    }
-
-    /// All shards through DescribeStream, `limit` a page.
-    async fn shards(&self, arn: &str, limit: i32) -> (Vec<Shard>, usize) {
-        let mut out = Vec::new();
-        let mut start: Option<String> = None;
-        let mut pages = 0;
-        loop {
-            let d = self
-                .streams
-                .describe_stream()
-                .stream_arn(arn)
-                .limit(limit)
-                .set_exclusive_start_shard_id(start.clone())
-                .send()
-                .await
-                .expect("DescribeStream");
-            pages += 1;
-            let desc = d.stream_description.expect("StreamDescription");
-            out.extend(desc.shards.unwrap_or_default());
-            match desc.last_evaluated_shard_id {
-                Some(last) => start = Some(last),
-                None => return (out, pages),
-            }
-        }
-    }
-
-    async fn iterator(
-        &self,
-        arn: &str,
-        shard: &str,
-        kind: ShardIteratorType,
-        seq: Option<&str>,
-    ) -> String {
-        self.try_iterator(arn, shard, kind, seq)
-            .await
-            .unwrap_or_else(|e| panic!("GetShardIterator of {shard}: {e}"))
-    }
-
-    async fn try_iterator(
-        &self,
-        arn: &str,
-        shard: &str,
-        kind: ShardIteratorType,
-        seq: Option<&str>,
-    ) -> Result<String, String> {
-        self.streams
-            .get_shard_iterator()
-            .stream_arn(arn)
-            .shard_id(shard)
-            .shard_iterator_type(kind)
-            .set_sequence_number(seq.map(str::to_string))
-            .send()
-            .await
-            .map(|o| o.shard_iterator.expect("ShardIterator"))
-            .map_err(|e| code(&e))
-    }
-
-    /// One page: records and the next iterator, or the error's code.
-    async fn page(&self, it: &str) -> Result<(Vec<Record>, Option<String>), String> {
-        self.streams
-            .get_records()
-            .shard_iterator(it)
-            .send()
-            .await
-            .map(|o| (o.records.unwrap_or_default(), o.next_shard_iterator))
-            .map_err(|e| code(&e))
-    }
-
-    /// A shard from its oldest record: records, and whether the shard ended (a page without
-    /// NextShardIterator) rather than an empty page of an open shard.
-    async fn read(&self, arn: &str, shard: &str) -> (Vec<Record>, bool) {
-        let mut it = self
-            .iterator(arn, shard, ShardIteratorType::TrimHorizon, None)
-            .await;
-        let mut all = Vec::new();
-        loop {
-            let (records, next) = self.page(&it).await.expect("GetRecords");
-            let empty = records.is_empty();
-            all.extend(records);
-            match next {
-                None => return (all, true),
-                Some(_) if empty => return (all, false),
-                Some(n) => it = n,
-            }
-        }
-    }
-
-    async fn learn(&self) -> String {
-        let arn = self.arn().await;
-        self.shards(&arn, 100).await;
-        assert_eq!(self.double.stream_arn().as_deref(), Some(arn.as_str()));
-        arn
-    }
-
-    async fn wait(&self, n: u64) {
+impl Seen {
+    /// One shard's records (versions 0.. of keys "K<n>"): each once, each key on this shard
+    /// only and in version order, sequence numbers increasing from StartingSequenceNumber.
+    fn check(&mut self, s: &Shard, records: &[Record]) {
+        let seqs: Vec<u128> = records.iter().map(seq).collect();
         assert!(
-            self.double.wait_ingested(n, Duration::from_secs(15)).await,
-            "{n} records ingested (got {}, last error {:?})",
-            self.double.ingested(),
-            self.double.ingest_error()
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "increasing in {}",
+            id(s)
         );
+        if let Some(first) = seqs.first() {
+            assert_eq!(
+                *first,
+                range(s).0,
+                "the first record gets StartingSequenceNumber"
+            );
+        }
+        let mut last_v: BTreeMap<String, u32> = BTreeMap::new();
+        for r in records {
+            let event = r.event_id().expect("eventID").to_string();
+            assert!(self.event_ids.insert(event), "each record once");
+            let (pk, v) = (attr(r, "PK"), attr(r, "v").parse::<u32>().expect("v"));
+            let prev = self.shard_of.insert(pk.clone(), id(s));
+            assert!(prev.is_none_or(|p| p == id(s)), "{pk} on one shard");
+            let want_v = last_v.insert(pk.clone(), v).map(|p| p + 1).unwrap_or(0);
+            assert_eq!(want_v, v, "{pk} in order");
+            let want = if v == 0 {
+                OperationType::Insert
+            } else {
+                OperationType::Modify
+            };
+            assert_eq!(r.event_name(), Some(&want));
+            let d = r.dynamodb().expect("dynamodb");
+            assert_eq!(d.old_image().is_some(), v > 0, "old image of a modify");
+            let t = d.approximate_creation_date_time().expect("a creation time");
+            self.stamped += usize::from(t.subsec_nanos() != 0 || t.secs() % 60 != 0);
+        }
     }
-
-    async fn delete(&self) {
-        let _ = self.ddb.delete_table().table_name(&self.table).send().await;
-    }
-}
-
-fn code<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
-    e: &SdkError<E, R>,
-) -> String {
-    match e.as_service_error() {
-        Some(s) => s.code().unwrap_or("(no code)").to_string(),
-        None => format!("not a service error: {e:?}"),
-    }
-}
-
-fn seq(r: &Record) -> u128 {
-    r.dynamodb()
-        .and_then(|d| d.sequence_number())
-        .expect("SequenceNumber")
-        .parse()
-        .expect("a decimal SequenceNumber")
-}
-
-fn attr(r: &Record, name: &str) -> String {
-    let d = r.dynamodb().expect("dynamodb");
-    let img = d.new_image().or(d.keys()).expect("an image");
-    match img.get(name) {
-        Some(StreamValue::S(s)) | Some(StreamValue::N(s)) => s.clone(),
-        other => panic!("attribute {name}: {other:?}"),
-    }
-}
-
-fn id(s: &Shard) -> String {
-    s.shard_id().expect("ShardId").to_string()
-}
-
-fn range(s: &Shard) -> (u128, Option<u128>) {
-    let r = s.sequence_number_range().expect("SequenceNumberRange");
-    let start = r
-        .starting_sequence_number()
-        .expect("Starting")
-        .parse()
-        .expect("number");
-    (
-        start,
-        r.ending_sequence_number()
-            .map(|e| e.parse().expect("number")),
-    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -324,51 +95,14 @@ async fn fans_out_every_record_onto_one_of_eight_shards() {
     let listed: Vec<String> = f.double.shard_ids().into_iter().map(|s| s.id).collect();
     assert_eq!(listed, shards.iter().map(id).collect::<Vec<_>>());
 
-    let mut event_ids = BTreeSet::new();
-    let mut shard_of: BTreeMap<String, String> = BTreeMap::new();
+    let mut seen = Seen::default();
     let mut all_seqs = Vec::new();
     let mut used = 0;
     for s in &shards {
         let (records, ended) = f.read(&arn, &id(s)).await;
         assert!(!ended, "an open shard does not end");
         used += usize::from(!records.is_empty());
-        let seqs: Vec<u128> = records.iter().map(seq).collect();
-        assert!(
-            seqs.windows(2).all(|w| w[0] < w[1]),
-            "increasing in {}",
-            id(s)
-        );
-        if let Some(first) = seqs.first() {
-            assert_eq!(
-                *first,
-                range(s).0,
-                "the first record gets StartingSequenceNumber"
-            );
-        }
-        let mut last_v: BTreeMap<String, u32> = BTreeMap::new();
-        for r in &records {
-            assert!(
-                event_ids.insert(r.event_id().expect("eventID").to_string()),
-                "once"
-            );
-            let (pk, v) = (attr(r, "PK"), attr(r, "v").parse::<u32>().expect("v"));
-            let prev = shard_of.insert(pk.clone(), id(s));
-            assert!(prev.is_none_or(|p| p == id(s)), "{pk} on one shard");
-            assert_eq!(
-                last_v.insert(pk.clone(), v).map(|p| p + 1).unwrap_or(0),
-                v,
-                "{pk} in order"
-            );
-            let want = if v == 0 {
-                OperationType::Insert
-            } else {
-                OperationType::Modify
-            };
-            assert_eq!(r.event_name(), Some(&want));
-            let d = r.dynamodb().expect("dynamodb");
-            assert_eq!(d.old_image().is_some(), v > 0, "old image of a modify");
-            assert!(d.approximate_creation_date_time().is_some());
-        }
+        seen.check(s, &records);
         all_seqs.extend(records.iter().map(|r| {
             r.dynamodb()
                 .and_then(|d| d.sequence_number())
@@ -376,6 +110,11 @@ async fn fans_out_every_record_onto_one_of_eight_shards() {
                 .to_string()
         }));
     }
+    let (event_ids, shard_of) = (seen.event_ids, seen.shard_of);
+    assert!(
+        seen.stamped > 0,
+        "stamp_now: times with milliseconds, not whole minutes"
+    );
     assert_eq!(event_ids.len(), 48, "every put exactly once");
     assert_eq!(shard_of.len(), 12);
     assert!(used >= 4, "12 keys spread over {used} of 8 shards");
@@ -514,135 +253,111 @@ async fn empty_pages_come_before_unseen_records() {
     f.delete().await;
 }
 
-/// trim: TRIM_HORIZON starts after the dropped records, iterators before them answer
-/// TrimmedDataAccessException; expire_iterators; forget; malformed iterators.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trim_expire_forget_and_invalid_iterators() {
-    let f = Fixture::new(
-        "dbl_trim",
-        Config {
-            shards: 1,
-            ..Config::default()
-        },
-    )
-    .await;
-    f.put_many(5, 1).await;
+/// A fixture of one shard holding `n` records (keys K0.., version 0): the stream ARN, the
+/// shard's id and its records.
+async fn one_shard(prefix: &str, n: u32) -> (Fixture, String, String, Vec<Record>) {
+    let cfg = Config {
+        shards: 1,
+        ..Config::default()
+    };
+    let f = Fixture::new(prefix, cfg).await;
+    f.put_many(n, 1).await;
     let arn = f.learn().await;
-    f.wait(5).await;
+    f.wait(u64::from(n)).await;
     let shard = f.double.shard_ids()[0].id.clone();
     let (all, _) = f.read(&arn, &shard).await;
-    assert_eq!(all.len(), 5);
-    let s = |i: usize| {
-        all[i]
-            .dynamodb()
-            .and_then(|d| d.sequence_number())
-            .expect("seq")
-            .to_string()
-    };
+    assert_eq!(all.len(), n as usize);
+    (f, arn, shard, all)
+}
+
+/// The error code of a call that must fail.
+fn code_of<T: std::fmt::Debug>(r: Result<T, String>) -> String {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(code) => code,
+    }
+}
+
+fn seq_text(r: &Record) -> String {
+    r.dynamodb()
+        .and_then(|d| d.sequence_number())
+        .expect("SequenceNumber")
+        .to_string()
+}
+
+/// trim: TRIM_HORIZON starts after the dropped records; an iterator before them, or one asked
+/// for at or after a dropped record's number, answers TrimmedDataAccessException.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trimmed_records_are_past_reach() {
+    let (f, arn, shard, all) = one_shard("dbl_trim", 5).await;
     let old = f
         .iterator(&arn, &shard, ShardIteratorType::TrimHorizon, None)
         .await;
-
     assert_eq!(f.double.trim(&shard, 2), Ok(2));
+
     let (kept, _) = f.read(&arn, &shard).await;
+    let seqs = |r: &[Record]| r.iter().map(seq).collect::<Vec<_>>();
     assert_eq!(
-        kept.iter().map(seq).collect::<Vec<_>>(),
-        all[2..].iter().map(seq).collect::<Vec<_>>()
+        seqs(&kept),
+        seqs(&all[2..]),
+        "TRIM_HORIZON after the trimmed"
+    );
+    let trimmed = Some("TrimmedDataAccessException".to_string());
+    assert_eq!(f.page(&old).await.err(), trimmed, "an iterator before them");
+    let at = |kind, i: usize| f.try_iterator(&arn, &shard, kind, Some(seq_text(&all[i])));
+    assert_eq!(
+        at(ShardIteratorType::AfterSequenceNumber, 0).await.err(),
+        trimmed
     );
     assert_eq!(
-        f.page(&old).await.err().as_deref(),
-        Some("TrimmedDataAccessException")
-    );
-    assert_eq!(
-        f.try_iterator(
-            &arn,
-            &shard,
-            ShardIteratorType::AfterSequenceNumber,
-            Some(&s(0))
-        )
-        .await
-        .err()
-        .as_deref(),
-        Some("TrimmedDataAccessException")
-    );
-    assert_eq!(
-        f.try_iterator(
-            &arn,
-            &shard,
-            ShardIteratorType::AtSequenceNumber,
-            Some(&s(1))
-        )
-        .await
-        .err()
-        .as_deref(),
-        Some("TrimmedDataAccessException")
+        at(ShardIteratorType::AtSequenceNumber, 1).await.err(),
+        trimmed
     );
     // After the last trimmed record is the first kept one.
-    let it = f
-        .try_iterator(
-            &arn,
-            &shard,
-            ShardIteratorType::AfterSequenceNumber,
-            Some(&s(1)),
-        )
+    let it = at(ShardIteratorType::AfterSequenceNumber, 1)
         .await
         .expect("iterator");
     assert_eq!(seq(&f.page(&it).await.expect("page").0[0]), seq(&all[2]));
-    let it = f
-        .try_iterator(
-            &arn,
-            &shard,
-            ShardIteratorType::AtSequenceNumber,
-            Some(&s(3)),
-        )
+    let it = at(ShardIteratorType::AtSequenceNumber, 3)
         .await
         .expect("iterator");
     assert_eq!(seq(&f.page(&it).await.expect("page").0[0]), seq(&all[3]));
+    f.delete().await;
+}
 
-    // Expired iterators.
+/// expire_iterators; malformed and altered iterators; a sequence number that is not one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_invalid_iterators_are_refused() {
+    let (f, arn, shard, _) = one_shard("dbl_expire", 3).await;
     let it = f
         .iterator(&arn, &shard, ShardIteratorType::TrimHorizon, None)
         .await;
     f.double.expire_iterators();
-    assert_eq!(
-        f.page(&it).await.err().as_deref(),
-        Some("ExpiredIteratorException")
-    );
+    assert_eq!(code_of(f.page(&it).await), "ExpiredIteratorException");
     let it = f
         .iterator(&arn, &shard, ShardIteratorType::TrimHorizon, None)
         .await;
     assert_eq!(f.page(&it).await.expect("a new iterator works").0.len(), 3);
 
-    // Malformed and altered iterators, a sequence number that is not one.
-    assert_eq!(
-        f.page("garbage").await.err().as_deref(),
-        Some("ValidationException")
-    );
+    assert_eq!(code_of(f.page("garbage").await), "ValidationException");
     let mut altered = it.clone();
     let last = altered.pop().expect("a character");
     altered.push(if last == '0' { '1' } else { '0' });
-    assert_eq!(
-        f.page(&altered).await.err().as_deref(),
-        Some("ValidationException")
-    );
-    assert_eq!(
-        f.try_iterator(
-            &arn,
-            &shard,
-            ShardIteratorType::AfterSequenceNumber,
-            Some("12x")
-        )
-        .await
-        .err()
-        .as_deref(),
-        Some("ValidationException")
-    );
+    assert_eq!(code_of(f.page(&altered).await), "ValidationException");
+    let not_a_number = Some("12x".to_string());
+    let kind = ShardIteratorType::AfterSequenceNumber;
+    let r = f.try_iterator(&arn, &shard, kind, not_a_number).await;
+    assert_eq!(code_of(r), "ValidationException");
+    f.delete().await;
+}
 
-    // forget: only a closed shard; then unlisted and unreadable.
-    assert!(
-        f.double.forget(&shard).is_err(),
-        "an open shard cannot be forgotten"
-    );
+/// forget: only a closed shard; then it is not listed (its child still names it) and reading
+/// it answers ResourceNotFoundException.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgotten_shards_are_gone() {
+    let (f, arn, shard, _) = one_shard("dbl_forget", 2).await;
+    let open = f.double.forget(&shard);
+    assert!(open.is_err(), "an open shard cannot be forgotten");
     let (a, _) = f.double.split(&shard).expect("split");
     let it = f
         .iterator(&arn, &shard, ShardIteratorType::TrimHorizon, None)
@@ -656,27 +371,24 @@ async fn trim_expire_forget_and_invalid_iterators() {
         Some(shard.as_str()),
         "its child still names it"
     );
-    assert_eq!(
-        f.page(&it).await.err().as_deref(),
-        Some("ResourceNotFoundException")
-    );
-    assert_eq!(
-        f.try_iterator(&arn, &shard, ShardIteratorType::TrimHorizon, None)
-            .await
-            .err()
-            .as_deref(),
-        Some("ResourceNotFoundException")
-    );
+    let gone = Some("ResourceNotFoundException".to_string());
+    assert_eq!(f.page(&it).await.err(), gone);
+    let r = f
+        .try_iterator(&arn, &shard, ShardIteratorType::TrimHorizon, None)
+        .await;
+    assert_eq!(r.err(), gone);
     f.delete().await;
 }
 
-/// Calls above the per-shard rate are throttled; concurrent calls and Limit are honoured.
+/// Calls above the per-shard rate are throttled; concurrent calls are counted; iterators
+/// expire after their time to live; Limit is honoured.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_limit_concurrency_and_page_limit() {
+async fn rate_limit_concurrency_expiry_and_page_limit() {
     let cfg = Config {
         shards: 1,
         max_calls_per_shard_per_sec: Some(5),
         latency: Duration::from_millis(200),
+        iterator_ttl: Duration::from_secs(1),
         ..Config::default()
     };
     let f = Fixture::new("dbl_rate", cfg).await;
@@ -711,6 +423,14 @@ async fn rate_limit_concurrency_and_page_limit() {
     assert!(st.max_per_sec() >= 6, "{st:?}");
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        f.page(&it).await.err().as_deref(),
+        Some("ExpiredIteratorException"),
+        "past the iterator's time to live"
+    );
+    let it = f
+        .iterator(&arn, &shard, ShardIteratorType::TrimHorizon, None)
+        .await;
     let page = f
         .streams
         .get_records()

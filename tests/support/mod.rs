@@ -12,6 +12,7 @@ pub mod harness;
 pub mod json;
 pub mod private_pg;
 pub mod stream_double;
+pub mod stream_fixture;
 
 pub use binary::*;
 
