@@ -73,14 +73,7 @@ impl Seen {
 /// in order; sequence numbers increase as numbers, and not all as strings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fans_out_every_record_onto_one_of_eight_shards() {
-    let f = Fixture::new(
-        "dbl_fan",
-        Config {
-            shards: 8,
-            ..Config::default()
-        },
-    )
-    .await;
+    let f = Fixture::new("dbl_fan", with_shards(8)).await;
     f.put_many(12, 4).await;
     let arn = f.learn().await;
     f.wait(48).await;
@@ -138,14 +131,7 @@ async fn fans_out_every_record_onto_one_of_eight_shards() {
 /// name it as parent and take its keys' new records, with higher numbers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_closes_the_parent_and_children_take_its_keys() {
-    let f = Fixture::new(
-        "dbl_split",
-        Config {
-            shards: 2,
-            ..Config::default()
-        },
-    )
-    .await;
+    let f = Fixture::new("dbl_split", with_shards(2)).await;
     f.put_many(8, 1).await;
     let arn = f.learn().await;
     f.wait(8).await;
@@ -253,14 +239,18 @@ async fn empty_pages_come_before_unseen_records() {
     f.delete().await;
 }
 
+/// The default configuration with `n` shards.
+fn with_shards(n: usize) -> Config {
+    Config {
+        shards: n,
+        ..Config::default()
+    }
+}
+
 /// A fixture of one shard holding `n` records (keys K0.., version 0): the stream ARN, the
 /// shard's id and its records.
 async fn one_shard(prefix: &str, n: u32) -> (Fixture, String, String, Vec<Record>) {
-    let cfg = Config {
-        shards: 1,
-        ..Config::default()
-    };
-    let f = Fixture::new(prefix, cfg).await;
+    let f = Fixture::new(prefix, with_shards(1)).await;
     f.put_many(n, 1).await;
     let arn = f.learn().await;
     f.wait(u64::from(n)).await;
