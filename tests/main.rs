@@ -50,6 +50,8 @@ mod sink;
 mod status_config;
 #[path = "suite/stream.rs"]
 mod stream;
+#[path = "suite/stream_double.rs"]
+mod stream_double;
 #[path = "suite/target_env.rs"]
 mod target_env;
 #[path = "suite/tls.rs"]

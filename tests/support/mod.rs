@@ -11,6 +11,8 @@ pub mod fault_proxy;
 pub mod harness;
 pub mod json;
 pub mod private_pg;
+pub mod stream_double;
+pub mod stream_fixture;
 
 pub use binary::*;
 

@@ -1,0 +1,116 @@
+//! The DynamoDB Streams test double (tests/support/stream_double) as a standalone server, for
+//! benchmarks of `ddb2pg migrate --follow` on many shards:
+//!
+//! ```text
+//! cargo run --example stream_double -- --upstream http://127.0.0.1:8000 --shards 16 \
+//!     [--listen 127.0.0.1:PORT] [--split-every SECS]
+//! ```
+//!
+//! It prints its URL on stdout's first line (pass it as `--endpoint-url`), then serves until
+//! killed; with `--split-every`, every SECS seconds the oldest open shard is split in two (the
+//! open shards grow by one each time, and over time every shard is split).
+
+#[path = "../tests/support/stream_double/mod.rs"]
+mod stream_double;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use stream_double::{Config, StreamDouble};
+
+const USAGE: &str = "usage: stream_double --upstream http://IP:PORT --shards N \
+                     [--listen IP:PORT] [--split-every SECS]";
+
+struct Args {
+    upstream: String,
+    shards: usize,
+    listen: Option<SocketAddr>,
+    split_every: Option<u64>,
+}
+
+fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut upstream = None;
+    let mut shards = None;
+    let mut listen = None;
+    let mut split_every = None;
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--upstream" => upstream = Some(value()?),
+            "--shards" => {
+                let v = value()?;
+                shards = Some(
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| format!("--shards {v:?}: a whole number from 1"))?,
+                )
+            }
+            "--listen" => {
+                let v = value()?;
+                listen = Some(v.parse().map_err(|e| format!("--listen {v:?}: {e}"))?)
+            }
+            "--split-every" => {
+                let v = value()?;
+                split_every = Some(
+                    v.parse::<u64>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| format!("--split-every {v:?}: seconds, from 1"))?,
+                )
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Args {
+        upstream: upstream.ok_or("--upstream is required")?,
+        shards: shards.ok_or("--shards is required")?,
+        listen,
+        split_every,
+    })
+}
+
+fn main() {
+    let args = match parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("stream_double: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let cfg = Config {
+        shards: args.shards,
+        listen: args.listen,
+        ..Config::default()
+    };
+    let double = match StreamDouble::start(&args.upstream, cfg) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("stream_double: cannot start: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("{}", double.url());
+    let _ = std::io::stdout().flush();
+    loop {
+        match args.split_every {
+            Some(secs) => {
+                std::thread::sleep(Duration::from_secs(secs));
+                // The oldest open shard: over time every shard is split, one at a time.
+                let Some(oldest) = double.shard_ids().into_iter().find(|s| s.open) else {
+                    continue;
+                };
+                match double.split(&oldest.id) {
+                    Ok((a, b)) => eprintln!(
+                        "stream_double: split {} into {a} and {b}; {} records ingested",
+                        oldest.id,
+                        double.ingested()
+                    ),
+                    Err(e) => eprintln!("stream_double: {e}"),
+                }
+            }
+            None => std::thread::sleep(Duration::from_secs(3600)),
+        }
+    }
+}
