@@ -22,6 +22,8 @@ mod faults;
 mod files;
 #[path = "suite/follow_scale.rs"]
 mod follow_scale;
+#[path = "suite/follow_shards.rs"]
+mod follow_shards;
 #[path = "suite/mapping.rs"]
 mod mapping;
 #[path = "suite/memory.rs"]

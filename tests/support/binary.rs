@@ -91,9 +91,13 @@ pub fn ddb2pg_command() -> Command {
     c
 }
 
-/// The binary under test.
+/// The binary under test: this tree's, or `DDB2PG_TEST_BINARY` (to show that a new test
+/// fails on an older build).
 pub fn ddb2pg_exe() -> &'static str {
-    env!("CARGO_BIN_EXE_ddb2pg")
+    static EXE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| {
+        std::env::var("DDB2PG_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ddb2pg").into())
+    })
 }
 
 /// The environment of [`ddb2pg_command`], on any command (a shell that runs the binary).
