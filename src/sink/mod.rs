@@ -59,6 +59,7 @@ use tokio_postgres::Client;
 use dry_run::Scope;
 use statements::TableSink;
 
+use crate::changes::{Deletion, Only};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::transform::{Cell, Row};
@@ -183,8 +184,8 @@ impl Sink {
             dry_run::begin(&client, plan, dry).await?;
         }
         let mut tables = Vec::with_capacity(plan.tables.len());
-        for (i, t) in plan.tables.iter().enumerate() {
-            tables.push(statements::table_sink(&client, t, i, run_xid).await?);
+        for i in 0..plan.tables.len() {
+            tables.push(statements::table_sink(&client, plan, i, run_xid).await?);
         }
         if dry.is_some() {
             dry_run::savepoint(&client).await?;
@@ -216,25 +217,48 @@ impl Sink {
             .collect()
     }
 
-    /// Each table's deletions as COPY rows of their key cells alone (for the keys table).
-    fn encode_keys(&mut self, rows: &[Row]) -> Vec<(Bytes, u64)> {
-        let mut staged = vec![0u64; self.tables.len()];
+    /// Each table's deletions as COPY rows: `Always` ones as their key cells alone (for the
+    /// keys table), `IfSame` ones as their old row, with the guard if the table has a parent
+    /// (for the olds table). Per table: (keys, how many), (olds, how many).
+    fn encode_deletions(&mut self, rows: &[Deletion]) -> Vec<[(Bytes, u64); 2]> {
+        let n = self.tables.len();
+        let mut olds: Vec<BytesMut> = (0..n).map(|_| BytesMut::new()).collect();
+        let mut staged = vec![[0u64; 2]; n];
         let mut cells = Vec::new();
-        for row in rows {
-            let t = &mut self.tables[row.table];
+        for d in rows {
+            let ti = d.row.table;
+            let t = &mut self.tables[ti];
             cells.clear();
-            cells.extend(
-                t.key
-                    .iter()
-                    .map(|&k| row.cells.get(k).cloned().unwrap_or(Cell::Null)),
-            );
-            encode_row(&mut t.buf, None, &cells);
-            staged[row.table] += 1;
+            match &d.only {
+                Only::Always => {
+                    cells.extend(
+                        t.key
+                            .iter()
+                            .map(|&k| d.row.cells.get(k).cloned().unwrap_or(Cell::Null)),
+                    );
+                    encode_row(&mut t.buf, None, &cells);
+                    staged[ti][0] += 1;
+                }
+                Only::IfSame { parent } => {
+                    cells.extend(d.row.cells.iter().cloned());
+                    if let Some(width) = t.parent_width {
+                        let guarded = if parent.is_some() { "t" } else { "f" };
+                        cells.push(Cell::Text(guarded.into()));
+                        match parent {
+                            Some(p) => cells.extend(p.iter().cloned()),
+                            None => cells.extend(std::iter::repeat_n(Cell::Null, width)),
+                        }
+                    }
+                    encode_row(&mut olds[ti], None, &cells);
+                    staged[ti][1] += 1;
+                }
+            }
         }
         self.tables
             .iter_mut()
+            .zip(olds)
             .zip(staged)
-            .map(|(t, n)| (t.buf.split().freeze(), n))
+            .map(|((t, o), [k, d])| [(t.buf.split().freeze(), k), (o.freeze(), d)])
             .collect()
     }
 
@@ -365,26 +389,33 @@ impl Sink {
         Ok(counts)
     }
 
-    /// Delete the rows with the keys of `rows` (only their key cells matter), in one
-    /// transaction; returns how many rows were deleted.
-    pub async fn delete(&mut self, rows: &[Row]) -> Result<u64> {
-        let data = self.encode_keys(rows);
+    /// Run `rows`' deletions in one transaction (see `changes::Deletion`): `Always` ones by
+    /// key, `IfSame` ones only where the row (and its parent row, if guarded) still holds what
+    /// they say; returns how many rows were deleted.
+    pub async fn delete(&mut self, rows: &[Deletion]) -> Result<u64> {
+        let data = self.encode_deletions(rows);
         let tx = Scope::begin(&mut self.client, self.dry_run)
             .await
             .map_err(|e| Error::from_pg("begin", e))?;
         let mut deleted = 0;
-        // Children first: the mapping lists parents before their exploded children.
+        // Children first: the mapping lists parents before their exploded children (and a
+        // child's guard reads its parent as the batch found it).
         for (i, t) in self.tables.iter().enumerate().rev() {
-            let (bytes, n) = &data[i];
-            if *n == 0 {
-                continue;
+            let [(keys, by_key), (olds, if_same)] = &data[i];
+            for (n, copy, bytes, statement) in [
+                (if_same, &t.olds_copy, olds, &t.delete_same),
+                (by_key, &t.key_copy, keys, &t.delete),
+            ] {
+                if *n == 0 {
+                    continue;
+                }
+                copy_to(tx.client(), copy, bytes.clone()).await?;
+                deleted += tx
+                    .client()
+                    .execute(statement, &[])
+                    .await
+                    .map_err(|e| Error::from_pg("delete", e))?;
             }
-            copy_to(tx.client(), &t.key_copy, bytes.clone()).await?;
-            deleted += tx
-                .client()
-                .execute(&t.delete, &[])
-                .await
-                .map_err(|e| Error::from_pg("delete", e))?;
         }
         tx.end().await.map_err(|e| Error::from_pg("commit", e))?;
         Ok(deleted)
