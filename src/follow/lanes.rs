@@ -93,13 +93,7 @@ async fn apply(job: &Arc<LaneJob>, writer: &mut Writer, batch: Vec<Ticketed>) ->
         tickets.push((t.shard, t.ticket));
         changes.push(t.change);
     }
-    let p = batch::prepare_changes(
-        &job.plan,
-        &job.key_attrs,
-        job.old_images,
-        changes,
-        None,
-    );
+    let p = batch::prepare_changes(&job.plan, &job.key_attrs, job.old_images, changes, None);
     let tracks = job.tracks.clone();
     let k = kinds;
     let record = move |cp: &mut Checkpoint, d: &Delta, _: &[u32]| {

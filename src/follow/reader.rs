@@ -79,7 +79,12 @@ impl Readers {
     /// applied on one connection, in order.
     pub fn lane_of(&self, change: &Change) -> usize {
         let n = self.lanes.len().max(1);
-        let Some(item) = change.keys.as_ref().or(change.new.as_ref()).or(change.old.as_ref()) else {
+        let Some(item) = change
+            .keys
+            .as_ref()
+            .or(change.new.as_ref())
+            .or(change.old.as_ref())
+        else {
             return 0;
         };
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -202,9 +207,10 @@ async fn step(r: &Readers, s: &mut Reading) -> std::result::Result<Step, ReadErr
         None => r.stream.iterator(&s.info.id, &s.pos).await?,
     };
     let page = {
-        let _permit = r.reads.acquire().await.map_err(|_| {
-            ReadError::Other(Error::config("the follower's readers were closed"))
-        })?;
+        let _permit =
+            r.reads.acquire().await.map_err(|_| {
+                ReadError::Other(Error::config("the follower's readers were closed"))
+            })?;
         s.last_call = Some(Instant::now());
         r.stream.read(&it).await?
     };
@@ -286,7 +292,9 @@ async fn dispatch(
         };
         if r.lanes[lane].send(sent).await.is_err() {
             // The lane ended (it failed, or the follower stops): its error is reported.
-            return Err(ReadError::Other(Error::config("a writer of the follower ended")));
+            return Err(ReadError::Other(Error::config(
+                "a writer of the follower ended",
+            )));
         }
     }
     Ok(())
@@ -310,14 +318,21 @@ async fn handle(r: &Readers, s: &mut Reading, e: ReadError) -> Result<()> {
             if trim_is_gap(&state, now_secs(), None) {
                 s.check_first = true;
             }
-            tracing::debug!("shard {}: its start is trimmed ({why}); reading from its oldest record", s.info.id);
+            tracing::debug!(
+                "shard {}: its start is trimmed ({why}); reading from its oldest record",
+                s.info.id
+            );
             s.pos = Position::Oldest;
             s.iterator = None;
             Ok(())
         }
         ReadError::Lost(why) => Err(data_missed(&why)),
         ReadError::Throttled(why) => {
-            tracing::debug!("shard {}: throttled ({why}); waiting {:?}", s.info.id, s.backoff);
+            tracing::debug!(
+                "shard {}: throttled ({why}); waiting {:?}",
+                s.info.id,
+                s.backoff
+            );
             r.pause(s.backoff).await;
             s.backoff = (s.backoff * 2).min(MAX_BACKOFF);
             Ok(())

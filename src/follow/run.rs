@@ -185,7 +185,9 @@ impl Coordinator {
     async fn reap(&mut self) -> Result<bool> {
         for lane in &mut self.lanes {
             if lane.is_finished() {
-                let r = lane.await.map_err(|e| Error::config(format!("a writer failed: {e}")))?;
+                let r = lane
+                    .await
+                    .map_err(|e| Error::config(format!("a writer failed: {e}")))?;
                 r?;
                 return Err(Error::config("a writer of the follower ended early"));
             }
@@ -198,8 +200,9 @@ impl Coordinator {
             .collect();
         for id in &done {
             if let Some(h) = self.running.remove(id) {
-                h.await
-                    .map_err(|e| Error::config(format!("the reader of shard {id} failed: {e}")))??;
+                h.await.map_err(|e| {
+                    Error::config(format!("the reader of shard {id} failed: {e}"))
+                })??;
             }
         }
         Ok(!done.is_empty())

@@ -35,7 +35,9 @@ fn a_child_waits_for_its_parent_to_be_read_to_its_end() {
     let now = 1_000_000;
     let described = [shard("p", None), shard("c", Some("p"))];
     // First sight: the parent is new (in this DescribeStream): the child waits for it.
-    let Lineage { known, eligible, .. } = plan(&state(now, &[]), &described, now).expect("plan");
+    let Lineage {
+        known, eligible, ..
+    } = plan(&state(now, &[]), &described, now).expect("plan");
     assert_eq!(eligible, vec!["p".to_string()]);
     assert_eq!(known.len(), 2);
     // The parent open in the checkpoint: the child waits.
@@ -56,9 +58,7 @@ fn a_parent_trimmed_before_it_was_seen_is_fine_only_within_the_retention() {
     assert_eq!(eligible, vec!["c".to_string()]);
     let mut old = state(now, &[("x", None, true)]);
     old.follow_from = now - RETENTION_SECS;
-    let err = plan(&old, &described, now)
-        .expect_err("a gap")
-        .to_string();
+    let err = plan(&old, &described, now).expect_err("a gap").to_string();
     assert!(err.contains("data may have been missed"), "{err}");
 }
 
