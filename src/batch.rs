@@ -16,7 +16,7 @@
 
 use std::borrow::Cow;
 
-use crate::changes::{Applier, Change, OldImages};
+use crate::changes::{Applier, Change, Deletion, OldImages};
 use crate::plan::Plan;
 use crate::rejects::Rejects;
 use crate::source::export::Pages;
@@ -56,8 +56,8 @@ pub struct Prepared {
     pub rows: Vec<Row>,
     /// `item_of[i]`: the page index of the item that produced `rows[i]` (non-decreasing).
     pub item_of: Vec<u32>,
-    /// Rows whose keys are deleted (changes), deleted before `rows` are written.
-    pub deletes: Vec<Row>,
+    /// Rows deleted (changes: see `changes::Deletion`), before `rows` are written.
+    pub deletes: Vec<Deletion>,
     /// `delete_item_of[i]`: the page index of the change that deletes `deletes[i]`.
     pub delete_item_of: Vec<u32>,
     /// Reject lines, each with the key it is counted under in the summary.
@@ -140,11 +140,21 @@ impl Prepared {
     /// Estimated heap bytes the page holds (for `--max-memory`).
     pub fn approx_bytes(&self) -> u64 {
         use std::mem::size_of;
-        let rows = |rows: &[Row]| -> usize {
-            rows.iter()
-                .map(|r| size_of::<Row>() + r.cells.iter().map(cell_bytes).sum::<usize>())
-                .sum()
-        };
+        let row = |r: &Row| size_of::<Row>() + r.cells.iter().map(cell_bytes).sum::<usize>();
+        let rows = |rows: &[Row]| -> usize { rows.iter().map(row).sum() };
+        let deletes: usize = self
+            .deletes
+            .iter()
+            .map(|d| {
+                let parent = match &d.only {
+                    crate::changes::Only::IfSame { parent: Some(p) } => {
+                        p.iter().map(cell_bytes).sum()
+                    }
+                    _ => 0,
+                };
+                row(&d.row) + parent
+            })
+            .sum();
         let originals: usize = match &self.originals {
             Originals::Items(items) => items.iter().map(value::approx_bytes).sum(),
             Originals::Lines(lines) => lines.iter().map(|l| l.len() + size_of::<String>()).sum(),
@@ -152,7 +162,7 @@ impl Prepared {
         };
         let rejects: usize = self.rejects.iter().map(|(a, b)| a.len() + b.len()).sum();
         (rows(&self.rows)
-            + rows(&self.deletes)
+            + deletes
             + 4 * (self.item_of.len() + self.delete_item_of.len())
             + originals
             + rejects) as u64

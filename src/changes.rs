@@ -3,31 +3,46 @@
 //! before and the image after (either may be absent). Streams (`source::stream`) and
 //! incremental exports (`source::export`) both end here, so both give the same rows.
 //!
-//! **A change replaces the item's rows exactly.** The rows the old image maps to are deleted,
-//! then the rows the new image maps to are written; a row both produce is simply written.
-//! That removes what a shrunken list, or an item that no longer matches a table's `when`,
-//! left behind. Without an old image (a `NEW_IMAGE` stream, an export line with only `Keys`),
-//! the rows to delete are derived from the item's key attributes, in every table whose key
-//! columns all come from them ([`key_rows`]); a deletion that cannot be derived is rejected
-//! with the reason, never dropped.
+//! **A change replaces the item's rows: it deletes only rows that are still the item's.** The
+//! rows the new image maps to are written. A row the old image maps to and the new one does
+//! not (a shrunken list, an item that no longer matches a table's `when`, a removed item) is
+//! deleted only if the target row still holds exactly what the old image maps to: every
+//! mapped column the same ([`Deletion`], `IfSame`). A row another item has written since
+//! (an order moved to another user: the new item is put, the old one deleted; a lookup table
+//! keyed by an e-mail address that another item now holds) differs, and stays. A row of an
+//! exploded list (`order_lines`, keyed by the order's key and the index) carries nothing of
+//! the item that made it, so it is the removed item's only if its parent row is too: the
+//! table's parent ([`parent_of`]: an earlier table with the same `when`, keyed by the list's
+//! item key) must also still hold what the old image maps to there.
 //!
-//! **Order.** A batch holds many changes, in source order (a shard's sequence order, a file's
-//! line order). Each change is a list of per-row operations (delete this key, write this row);
-//! operations on different row keys commute, so keeping only the *last* operation per row key
-//! ([`Applier`]) gives exactly the result of applying the changes one by one. A key deleted and
-//! re-inserted in one batch ends inserted; inserted then deleted, ends deleted. The sink then
-//! runs the batch's deletions (children first) before its writes (parents first), which is safe
-//! because the two sets share no row key.
+//! The limit: when two items map the very same row (same key, same content), a row is
+//! "still" the removed one's although the other item also makes it, and it is deleted; the
+//! target lacks that row until the other item changes again.
+//!
+//! Without an old image (a `NEW_IMAGE` stream, an export line with only `Keys`), the rows to
+//! delete are derived from the item's key attributes, in every table whose key columns all
+//! come from them ([`key_rows`]); such a row is keyed by exactly the item's key, so it can only
+//! be the item's, and it is deleted whatever it holds (`Always`). A deletion that cannot be
+//! derived is rejected with the reason, never dropped.
+//!
+//! **Changes of different items commute**: a write and a conditional delete of the same row by
+//! two items end the same in either order unless both map that row identically (the limit
+//! above), so changes may be applied on several connections, keeping each item's own order.
+//!
+//! **Order inside a batch.** A batch holds many changes, in source order; [`Applier`] collapses
+//! them to one operation per row key that ends as applying them one by one would (see there),
+//! and the sink runs the batch's deletions (children first) before its writes (parents first).
 //!
 //! **Re-applying is harmless.** After a crash the changes since the checkpoint are applied
-//! again; each change's effect depends only on the change, so the end state is the same. The
-//! same holds for changes older than the full load's snapshot (they are overwritten by the
-//! later changes of the same key, which the stream also holds).
+//! again: a write writes what it wrote, a conditional deletion finds its row already gone or
+//! someone else's. The same holds for changes older than the full load's snapshot.
 
-use std::collections::HashMap;
+mod applier;
+
+pub use applier::{Applied, Applier, Outcome};
 
 use crate::plan::{ColumnSource, Plan};
-use crate::transform::{transform, Cell, Reject, Routed, Row};
+use crate::transform::{Cell, Reject, Row};
 use crate::value::Item;
 
 /// What happened to one item.
@@ -57,6 +72,83 @@ impl Change {
             .or(self.old.as_ref())
             .or(self.keys.as_ref())
     }
+}
+
+/// A row to delete, and on what condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletion {
+    /// `Always`: its key cells (the rest may be NULL); `IfSame`: the whole old row.
+    pub row: Row,
+    pub only: Only,
+}
+
+/// When a [`Deletion`] deletes its row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Only {
+    /// Whatever the row holds: its key is exactly the item's (`key_rows`), or a refused
+    /// write's rows are taken out.
+    Always,
+    /// Only if the target row still holds exactly `row`'s cells, and, with `parent`, if the
+    /// table's parent row ([`parent_of`], keyed by the row's parent key cells) still holds
+    /// exactly these cells.
+    IfSame { parent: Option<Vec<Cell>> },
+}
+
+impl Deletion {
+    /// Delete the row with `row`'s key, whatever it holds.
+    pub fn by_key(row: Row) -> Deletion {
+        Deletion {
+            row,
+            only: Only::Always,
+        }
+    }
+}
+
+/// An exploded table's parent (see the module's documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parent {
+    /// The parent table's index in the plan.
+    pub table: usize,
+    /// For each of the parent's key columns (in its key's order), the child column that
+    /// holds the same value.
+    pub cols: Vec<usize>,
+}
+
+/// The parent of table `ti`, if it explodes a list and an earlier table has the same `when`,
+/// no list, and a key whose every column the child's key also has (the same source, made the
+/// same way), the child's other key columns being the list's `$index`: every item that makes
+/// the child's rows makes that parent row, and the parent key tells whose list a row is.
+pub fn parent_of(plan: &Plan, ti: usize) -> Option<Parent> {
+    let t = plan.tables.get(ti)?;
+    t.explode.as_ref()?;
+    let same = |a: &crate::plan::ColumnPlan, b: &crate::plan::ColumnPlan| {
+        matches!(a.source, ColumnSource::Path(_))
+            && a.source == b.source
+            && a.strip_prefix == b.strip_prefix
+            && a.ty == b.ty
+            && a.time == b.time
+            && a.on_error_null == b.on_error_null
+    };
+    plan.tables[..ti].iter().enumerate().find_map(|(pi, p)| {
+        if p.explode.is_some() || p.when != t.when || p.key.is_empty() {
+            return None;
+        }
+        let cols: Vec<usize> = p
+            .key
+            .iter()
+            .map(|&pk| {
+                t.key
+                    .iter()
+                    .copied()
+                    .find(|&ck| same(&p.columns[pk], &t.columns[ck]))
+            })
+            .collect::<Option<_>>()?;
+        let rest_is_index = t
+            .key
+            .iter()
+            .all(|k| cols.contains(k) || t.columns[*k].source == ColumnSource::Index);
+        rest_is_index.then_some(Parent { table: pi, cols })
+    })
 }
 
 /// Whether the source tells the old image of every change that has one. A `NEW_AND_OLD_IMAGES`
@@ -154,156 +246,7 @@ pub fn key_rows(plan: &Plan, keys: &Item, out: &mut Vec<Row>) -> Result<(), Reje
     Ok(())
 }
 
-/// The last operation per row key of a batch of changes (see the module's documentation).
-pub struct Applier<'a> {
-    plan: &'a Plan,
-    old_images: OldImages,
-    slot: HashMap<(usize, Vec<Cell>), usize>,
-    ops: Vec<Op>,
-    scratch: Vec<Row>,
-}
-
-struct Op {
-    row: Row,
-    /// The change (page index) that asked for it.
-    item: u32,
-    write: bool,
-}
-
-/// A batch's operations: rows to delete and rows to write, each with the page index of the
-/// change it came from (non-decreasing).
-#[derive(Debug, Default)]
-pub struct Applied {
-    pub writes: Vec<Row>,
-    pub write_item_of: Vec<u32>,
-    pub deletes: Vec<Row>,
-    pub delete_item_of: Vec<u32>,
-}
-
-/// What became of one change.
-#[derive(Debug)]
-pub struct Outcome {
-    /// No table rule took the new image (`unrouted = "skip"`): only its deletions apply.
-    pub skipped: bool,
-    /// The new image (or the deletion) could not be mapped: its deletions still apply (a
-    /// one-shot load of the table would have no rows for it either).
-    pub rejected: Option<Reject>,
-    /// A new image without its old one, whose old rows cannot be found from its keys (see
-    /// `key_derivation_problem`): rows its old version made that it no longer makes may
-    /// remain. Counted and reported, never silent.
-    pub unsure: Option<String>,
-}
-
-impl<'a> Applier<'a> {
-    pub fn new(plan: &'a Plan, old_images: OldImages) -> Applier<'a> {
-        Applier {
-            plan,
-            old_images,
-            slot: HashMap::new(),
-            ops: Vec::new(),
-            scratch: Vec::new(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-
-    fn set(&mut self, row: Row, item: u32, write: bool) {
-        let key: Vec<Cell> = self.plan.tables[row.table]
-            .key
-            .iter()
-            .map(|&k| row.cells[k].clone())
-            .collect();
-        let op = Op { row, item, write };
-        match self.slot.entry((op.row.table, key)) {
-            std::collections::hash_map::Entry::Occupied(e) => self.ops[*e.get()] = op,
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(self.ops.len());
-                self.ops.push(op);
-            }
-        }
-    }
-
-    /// Rows written as they are (a full export's items among changes): no deletions.
-    pub fn write_rows(&mut self, rows: Vec<Row>, item_of: Vec<u32>) {
-        for (row, item) in rows.into_iter().zip(item_of) {
-            self.set(row, item, true);
-        }
-    }
-
-    /// Apply change number `item` of the batch.
-    pub fn push(&mut self, item: u32, change: &Change) -> Outcome {
-        let mut rejected = None;
-        let mut unsure = None;
-        // Deletions: what the old image maps to; without one, what the keys can have.
-        self.scratch.clear();
-        match (&change.old, self.old_images, &change.new) {
-            (Some(old), _, _) => {
-                // An old image that was itself rejected had no rows.
-                let _ = transform(self.plan, old, &mut self.scratch);
-            }
-            (None, OldImages::Complete, Some(_)) => {}
-            (None, _, new) => {
-                let derived = match &change.keys {
-                    Some(k) => key_rows(self.plan, k, &mut self.scratch),
-                    None => Err(Reject {
-                        table: None,
-                        column: None,
-                        kind: "cannot map a deletion",
-                        reason: "the change has no Keys and no old image".into(),
-                    }),
-                };
-                // A new image without a known old one: its own rows are written below; only
-                // a deletion must be derivable, an update is counted as unsure.
-                match (derived, new) {
-                    (Err(r), None) => rejected = Some(r),
-                    (Err(r), Some(_)) => unsure = Some(r.reason),
-                    (Ok(()), _) => {}
-                }
-            }
-        }
-        let deletes = std::mem::take(&mut self.scratch);
-        for row in deletes {
-            self.set(row, item, false);
-        }
-        let mut skipped = false;
-        if let Some(new) = &change.new {
-            let mut rows = Vec::new();
-            match transform(self.plan, new, &mut rows) {
-                Ok(Routed::Rows) => {
-                    for row in rows {
-                        self.set(row, item, true);
-                    }
-                }
-                Ok(Routed::Skipped) => skipped = true,
-                Err(r) => rejected = Some(r),
-            }
-        }
-        Outcome {
-            skipped,
-            rejected,
-            unsure,
-        }
-    }
-
-    /// The batch's operations, each list in change order.
-    pub fn finish(self) -> Applied {
-        let mut ops = self.ops;
-        ops.sort_by_key(|o| o.item);
-        let mut out = Applied::default();
-        for op in ops {
-            if op.write {
-                out.writes.push(op.row);
-                out.write_item_of.push(op.item);
-            } else {
-                out.deletes.push(op.row);
-                out.delete_item_of.push(op.item);
-            }
-        }
-        out
-    }
-}
-
+#[cfg(test)]
+mod sequence_tests;
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::batch::{self, Batch, Prepared};
 use crate::budget::{self, Budget};
+use crate::changes::Deletion;
 use crate::checkpoint::{commit_segment, Checkpoint, Delta, Store};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
@@ -30,7 +31,7 @@ use crate::sink::resilient::{RefusedItem, RetryPolicy, Writer};
 use crate::source::export;
 use crate::source::fast_scan::FastScan;
 use crate::source::scan::{Items, SegmentScan};
-use crate::transform::{Reject, Row};
+use crate::transform::Reject;
 
 mod pool;
 pub use pool::connections;
@@ -513,13 +514,13 @@ impl PageSink<'_> {
 }
 
 /// The rows of `p` that the refused items produced (to delete their keys).
-fn rows_of_items(p: &Prepared, refused: &[RefusedItem]) -> (Vec<Row>, Vec<u32>) {
+fn rows_of_items(p: &Prepared, refused: &[RefusedItem]) -> (Vec<Deletion>, Vec<u32>) {
     let items: std::collections::HashSet<u32> = refused.iter().map(|r| r.item).collect();
     p.rows
         .iter()
         .zip(&p.item_of)
         .filter(|(_, i)| items.contains(i))
-        .map(|(r, &i)| (r.clone(), i))
+        .map(|(r, &i)| (Deletion::by_key(r.clone()), i))
         .unzip()
 }
 

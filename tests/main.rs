@@ -20,6 +20,8 @@ mod export_keys;
 mod faults;
 #[path = "suite/files.rs"]
 mod files;
+#[path = "suite/follow_deletes.rs"]
+mod follow_deletes;
 #[path = "suite/follow_scale.rs"]
 mod follow_scale;
 #[path = "suite/follow_shards.rs"]

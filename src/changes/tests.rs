@@ -7,6 +7,10 @@ fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
+pub(super) fn example_plan() -> Plan {
+    plan()
+}
+
 fn plan() -> Plan {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -48,6 +52,10 @@ fn keys_of(it: &Item) -> Item {
         .iter()
         .filter_map(|k| it.get(*k).map(|v| (k.to_string(), v.clone())))
         .collect()
+}
+
+fn rows_of(d: &[Deletion]) -> Vec<Row> {
+    d.iter().map(|d| d.row.clone()).collect()
 }
 
 /// (table, first key cell, second key cell) of each row.
@@ -92,7 +100,7 @@ fn a_shrunken_list_deletes_the_rows_it_no_longer_makes() {
         ]
     );
     assert_eq!(
-        keys(&done.deletes),
+        keys(&rows_of(&done.deletes)),
         vec![
             (2, "Text(\"o1\")/Text(\"1\")".into()),
             (2, "Text(\"o1\")/Text(\"2\")".into())
@@ -126,7 +134,7 @@ fn the_last_change_of_a_key_in_a_batch_wins() {
     let done = a.finish();
     assert_eq!(keys(&done.writes).len(), 2, "order + 1 line written");
     assert_eq!(
-        keys(&done.deletes),
+        keys(&rows_of(&done.deletes)),
         vec![(2, "Text(\"o1\")/Text(\"1\")".into())]
     );
     assert_eq!(done.write_item_of, vec![1, 1]);
@@ -150,7 +158,7 @@ fn the_last_change_of_a_key_in_a_batch_wins() {
     );
     let done = a.finish();
     assert!(done.writes.is_empty());
-    assert_eq!(keys(&done.deletes).len(), 2);
+    assert_eq!(done.deletes.len(), 2);
 }
 
 #[test]
@@ -192,7 +200,7 @@ id = { from = "PK", type = "text" }
     assert_eq!(done.writes.len(), 1);
     assert_eq!(done.writes[0].table, 1);
     assert_eq!(done.deletes.len(), 1);
-    assert_eq!(done.deletes[0].table, 0);
+    assert_eq!(done.deletes[0].row.table, 0);
     // To a kind no rule takes: deleted, counted as skipped.
     let mut a = Applier::new(&p, OldImages::Complete);
     let out = a.push(
@@ -241,7 +249,8 @@ v  = { from = "v", type = "integer", required = true }
     assert!(out.rejected.is_none(), "{:?}", out.rejected);
     let done = a.finish();
     assert_eq!(done.deletes.len(), 1);
-    assert_eq!(done.deletes[0].cells[0], Cell::Text("p".into()));
+    assert_eq!(done.deletes[0].row.cells[0], Cell::Text("p".into()));
+    assert_eq!(done.deletes[0].only, Only::Always);
     // The example mapping's orders are keyed by a non-key attribute: the deletion is
     // rejected with the reason, not dropped.
     let p = plan();
@@ -322,5 +331,5 @@ fn a_rejected_new_image_still_removes_the_old_rows() {
     assert!(out.rejected.is_some());
     let done = a.finish();
     assert!(done.writes.is_empty());
-    assert_eq!(keys(&done.deletes).len(), 2);
+    assert_eq!(done.deletes.len(), 2);
 }

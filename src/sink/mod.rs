@@ -43,15 +43,17 @@
 //! thus pays one failed COPY per connection; a resumed run, one per segment it resumes (per
 //! connection, where segments share one: `--connections`).
 
+mod copy_text;
 pub mod dry_run;
 pub mod resilient;
 mod statements;
 mod target;
 
+pub use copy_text::encode_row;
 pub use dry_run::DryRun;
 pub use target::{prepare_target, prepare_target_created, prepare_target_with};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
@@ -59,6 +61,7 @@ use tokio_postgres::Client;
 use dry_run::Scope;
 use statements::TableSink;
 
+use crate::changes::{Deletion, Only};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::transform::{Cell, Row};
@@ -183,8 +186,8 @@ impl Sink {
             dry_run::begin(&client, plan, dry).await?;
         }
         let mut tables = Vec::with_capacity(plan.tables.len());
-        for (i, t) in plan.tables.iter().enumerate() {
-            tables.push(statements::table_sink(&client, t, i, run_xid).await?);
+        for i in 0..plan.tables.len() {
+            tables.push(statements::table_sink(&client, plan, i, run_xid).await?);
         }
         if dry.is_some() {
             dry_run::savepoint(&client).await?;
@@ -216,25 +219,48 @@ impl Sink {
             .collect()
     }
 
-    /// Each table's deletions as COPY rows of their key cells alone (for the keys table).
-    fn encode_keys(&mut self, rows: &[Row]) -> Vec<(Bytes, u64)> {
-        let mut staged = vec![0u64; self.tables.len()];
+    /// Each table's deletions as COPY rows: `Always` ones as their key cells alone (for the
+    /// keys table), `IfSame` ones as their old row, with the guard if the table has a parent
+    /// (for the olds table). Per table: (keys, how many), (olds, how many).
+    fn encode_deletions(&mut self, rows: &[Deletion]) -> Vec<[(Bytes, u64); 2]> {
+        let n = self.tables.len();
+        let mut olds: Vec<BytesMut> = (0..n).map(|_| BytesMut::new()).collect();
+        let mut staged = vec![[0u64; 2]; n];
         let mut cells = Vec::new();
-        for row in rows {
-            let t = &mut self.tables[row.table];
+        for d in rows {
+            let ti = d.row.table;
+            let t = &mut self.tables[ti];
             cells.clear();
-            cells.extend(
-                t.key
-                    .iter()
-                    .map(|&k| row.cells.get(k).cloned().unwrap_or(Cell::Null)),
-            );
-            encode_row(&mut t.buf, None, &cells);
-            staged[row.table] += 1;
+            match &d.only {
+                Only::Always => {
+                    cells.extend(
+                        t.key
+                            .iter()
+                            .map(|&k| d.row.cells.get(k).cloned().unwrap_or(Cell::Null)),
+                    );
+                    encode_row(&mut t.buf, None, &cells);
+                    staged[ti][0] += 1;
+                }
+                Only::IfSame { parent } => {
+                    cells.extend(d.row.cells.iter().cloned());
+                    if let Some(width) = t.parent_width {
+                        let guarded = if parent.is_some() { "t" } else { "f" };
+                        cells.push(Cell::Text(guarded.into()));
+                        match parent {
+                            Some(p) => cells.extend(p.iter().cloned()),
+                            None => cells.extend(std::iter::repeat_n(Cell::Null, width)),
+                        }
+                    }
+                    encode_row(&mut olds[ti], None, &cells);
+                    staged[ti][1] += 1;
+                }
+            }
         }
         self.tables
             .iter_mut()
+            .zip(olds)
             .zip(staged)
-            .map(|(t, n)| (t.buf.split().freeze(), n))
+            .map(|((t, o), [k, d])| [(t.buf.split().freeze(), k), (o.freeze(), d)])
             .collect()
     }
 
@@ -365,26 +391,33 @@ impl Sink {
         Ok(counts)
     }
 
-    /// Delete the rows with the keys of `rows` (only their key cells matter), in one
-    /// transaction; returns how many rows were deleted.
-    pub async fn delete(&mut self, rows: &[Row]) -> Result<u64> {
-        let data = self.encode_keys(rows);
+    /// Run `rows`' deletions in one transaction (see `changes::Deletion`): `Always` ones by
+    /// key, `IfSame` ones only where the row (and its parent row, if guarded) still holds what
+    /// they say; returns how many rows were deleted.
+    pub async fn delete(&mut self, rows: &[Deletion]) -> Result<u64> {
+        let data = self.encode_deletions(rows);
         let tx = Scope::begin(&mut self.client, self.dry_run)
             .await
             .map_err(|e| Error::from_pg("begin", e))?;
         let mut deleted = 0;
-        // Children first: the mapping lists parents before their exploded children.
+        // Children first: the mapping lists parents before their exploded children (and a
+        // child's guard reads its parent as the batch found it).
         for (i, t) in self.tables.iter().enumerate().rev() {
-            let (bytes, n) = &data[i];
-            if *n == 0 {
-                continue;
+            let [(keys, by_key), (olds, if_same)] = &data[i];
+            for (n, copy, bytes, statement) in [
+                (if_same, &t.olds_copy, olds, &t.delete_same),
+                (by_key, &t.key_copy, keys, &t.delete),
+            ] {
+                if *n == 0 {
+                    continue;
+                }
+                copy_to(tx.client(), copy, bytes.clone()).await?;
+                deleted += tx
+                    .client()
+                    .execute(statement, &[])
+                    .await
+                    .map_err(|e| Error::from_pg("delete", e))?;
             }
-            copy_to(tx.client(), &t.key_copy, bytes.clone()).await?;
-            deleted += tx
-                .client()
-                .execute(&t.delete, &[])
-                .await
-                .map_err(|e| Error::from_pg("delete", e))?;
         }
         tx.end().await.map_err(|e| Error::from_pg("commit", e))?;
         Ok(deleted)
@@ -451,125 +484,4 @@ pub async fn send_copy(
         .await
         .map_err(|e| Error::from_pg(context, e))?;
     Ok(())
-}
-
-/// Append one row in COPY text format: tab-separated, `\N` for NULL, backslash escapes;
-/// with `seq`, that number comes first.
-pub fn encode_row(buf: &mut BytesMut, seq: Option<i64>, cells: &[Cell]) {
-    if let Some(seq) = seq {
-        // Formatted straight into the buffer: no String per row.
-        let _ = std::fmt::Write::write_fmt(buf, format_args!("{seq}\t"));
-    }
-    for (i, cell) in cells.iter().enumerate() {
-        if i > 0 {
-            buf.put_u8(b'\t');
-        }
-        match cell {
-            Cell::Null => buf.put_slice(b"\\N"),
-            Cell::Text(s) => escape_text(buf, s.as_bytes()),
-            Cell::Bytes(b) => {
-                // bytea hex input `\x...`, with the backslash escaped for COPY.
-                buf.put_slice(b"\\\\x");
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                for &x in b {
-                    buf.put_u8(HEX[(x >> 4) as usize]);
-                    buf.put_u8(HEX[(x & 15) as usize]);
-                }
-            }
-        }
-    }
-    buf.put_u8(b'\n');
-}
-
-fn escape_text(buf: &mut BytesMut, s: &[u8]) {
-    // Whole 8-byte words without a byte to escape are skipped at once (most of a jsonb text).
-    let mut clean = 0;
-    while let Some(word) = s.get(clean..clean + 8) {
-        let w = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-        if may_need_escape(w) {
-            break;
-        }
-        clean += 8;
-    }
-    buf.put_slice(&s[..clean]);
-    let s = &s[clean..];
-    let mut start = 0;
-    for (i, &b) in s.iter().enumerate() {
-        let esc: &[u8] = match b {
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            _ => continue,
-        };
-        buf.put_slice(&s[start..i]);
-        buf.put_slice(esc);
-        start = i + 1;
-    }
-    buf.put_slice(&s[start..]);
-}
-
-/// Whether any byte of `w` is a backslash or below 0x0e (which covers `\n`, `\r` and `\t`):
-/// exact for "none", so a word it passes has nothing to escape.
-fn may_need_escape(w: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let below = w.wrapping_sub(ONES * 0x0e) & !w & HIGH;
-    let x = w ^ (ONES * u64::from(b'\\'));
-    let backslash = x.wrapping_sub(ONES) & !x & HIGH;
-    below | backslash != 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn copy_text_encoding() {
-        let mut b = BytesMut::new();
-        encode_row(
-            &mut b,
-            Some(7),
-            &[
-                Cell::Text("a\tb\\c\nd\re".into()),
-                Cell::Null,
-                Cell::Bytes(vec![0, 255, 16]),
-            ],
-        );
-        assert_eq!(&b[..], b"7\ta\\tb\\\\c\\nd\\re\t\\N\t\\\\x00ff10\n");
-    }
-
-    /// The word-at-a-time skip escapes exactly what the byte loop escapes: every byte value,
-    /// at every position of a 24-byte text, among plain bytes and among bytes near the limits.
-    #[test]
-    fn word_skip_escapes_every_byte_as_the_byte_loop() {
-        let slow = |s: &[u8]| -> Vec<u8> {
-            let mut out = Vec::new();
-            for &b in s {
-                match b {
-                    b'\\' => out.extend_from_slice(b"\\\\"),
-                    b'\n' => out.extend_from_slice(b"\\n"),
-                    b'\r' => out.extend_from_slice(b"\\r"),
-                    b'\t' => out.extend_from_slice(b"\\t"),
-                    _ => out.push(b),
-                }
-            }
-            out
-        };
-        for filler in [b'a', 0x0e, 0x0f, 0x5b, 0x5d, 0x80, 0xff, 0x0d] {
-            for b in 0..=255u8 {
-                for at in 0..24 {
-                    let mut s = vec![filler; 24];
-                    s[at] = b;
-                    let mut buf = BytesMut::new();
-                    escape_text(&mut buf, &s);
-                    assert_eq!(
-                        &buf[..],
-                        &slow(&s)[..],
-                        "byte {b:#x} at {at} among {filler:#x}"
-                    );
-                }
-            }
-        }
-    }
 }

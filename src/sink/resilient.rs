@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Sink, TableCounts};
+use crate::changes::Deletion;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::transform::Row;
@@ -43,24 +44,9 @@ fn jittered(backoff: Duration) -> Duration {
 }
 
 #[derive(Clone, Copy)]
-enum Kind {
-    Write,
-    Delete,
-}
-
-impl Kind {
-    fn op(self, rows: &[Row]) -> Op<'_> {
-        match self {
-            Kind::Write => Op::Write(rows),
-            Kind::Delete => Op::Delete(rows),
-        }
-    }
-}
-
-#[derive(Clone, Copy)]
 enum Op<'a> {
     Write(&'a [Row]),
-    Delete(&'a [Row]),
+    Delete(&'a [Deletion]),
 }
 
 enum Done {
@@ -68,7 +54,22 @@ enum Done {
     Deleted(u64),
 }
 
-impl Op<'_> {
+impl<'a> Op<'a> {
+    fn len(&self) -> usize {
+        match self {
+            Op::Write(rows) => rows.len(),
+            Op::Delete(rows) => rows.len(),
+        }
+    }
+
+    /// The same operation on `range` of its rows.
+    fn slice(&self, range: std::ops::Range<usize>) -> Op<'a> {
+        match self {
+            Op::Write(rows) => Op::Write(&rows[range]),
+            Op::Delete(rows) => Op::Delete(&rows[range]),
+        }
+    }
+
     async fn run(self, sink: &mut Sink) -> Result<Done> {
         match self {
             Op::Write(rows) => sink.write(rows).await.map(Done::Written),
@@ -197,7 +198,7 @@ impl Writer {
         rows: &[Row],
         item_of: &[u32],
     ) -> Result<(Vec<TableCounts>, Vec<RefusedItem>)> {
-        let (done, refused) = self.bisect(Kind::Write, rows, item_of).await?;
+        let (done, refused) = self.bisect(Op::Write(rows), item_of).await?;
         let mut counts = Vec::new();
         for d in done {
             if let Done::Written(c) = d {
@@ -207,15 +208,15 @@ impl Writer {
         Ok((counts, refused))
     }
 
-    /// Delete the rows with the keys of `rows` (grouped by change, as in `write`): a deletion
-    /// PostgreSQL refuses (a foreign key, say) is isolated by bisection and returned, the rest
-    /// lands. Returns how many rows were deleted and the changes refused.
+    /// Run `rows`' deletions (grouped by change, as in `write`; see `Sink::delete`): a
+    /// deletion PostgreSQL refuses (a foreign key, say) is isolated by bisection and returned,
+    /// the rest lands. Returns how many rows were deleted and the changes refused.
     pub async fn delete(
         &mut self,
-        rows: &[Row],
+        rows: &[Deletion],
         item_of: &[u32],
     ) -> Result<(u64, Vec<RefusedItem>)> {
-        let (done, refused) = self.bisect(Kind::Delete, rows, item_of).await?;
+        let (done, refused) = self.bisect(Op::Delete(rows), item_of).await?;
         let deleted = done
             .iter()
             .map(|d| match d {
@@ -226,15 +227,14 @@ impl Writer {
         Ok((deleted, refused))
     }
 
-    /// Run `kind` on all of `rows`; when PostgreSQL refuses it for its data, on halves, down
+    /// Run `op` on all of its rows; when PostgreSQL refuses it for its data, on halves, down
     /// to the single items that cause it (returned) while the rest lands.
     async fn bisect(
         &mut self,
-        kind: Kind,
-        rows: &[Row],
+        op: Op<'_>,
         item_of: &[u32],
     ) -> Result<(Vec<Done>, Vec<RefusedItem>)> {
-        let first = match self.retrying(kind.op(rows)).await {
+        let first = match self.retrying(op).await {
             Ok(d) => return Ok((vec![d], Vec::new())),
             Err(e) if e.is_row_error() => e,
             Err(e) => return Err(e),
@@ -258,7 +258,7 @@ impl Writer {
             let b = if hi < items.len() {
                 item_of.partition_point(|&x| x < items[hi])
             } else {
-                rows.len()
+                op.len()
             };
             a..b
         };
@@ -267,7 +267,7 @@ impl Writer {
         let mid = items.len() / 2;
         let mut stack = vec![(mid, items.len()), (0, mid)];
         while let Some((lo, hi)) = stack.pop() {
-            match self.retrying(kind.op(&rows[span(lo, hi)])).await {
+            match self.retrying(op.slice(span(lo, hi))).await {
                 Ok(d) => done.push(d),
                 Err(e) if e.is_row_error() => {
                     if hi - lo == 1 {

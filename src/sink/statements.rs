@@ -1,12 +1,28 @@
 //! Per target table, what a sink's connection writes it with: its staging tables and the SQL of
-//! its COPYs, upserts and deletion (see the module documentation of `sink`).
+//! its COPYs, upserts and deletions (see the module documentation of `sink`).
+//!
+//! A change's deletions (`changes::Deletion`) are staged by COPY too, each kind in its own
+//! temporary table: `Always` ones as their key cells alone (`ddb2pg_keys_N`: their other cells
+//! would be NULLs that a column type, a NOT NULL domain, may refuse), `IfSame` ones as the
+//! whole old row (`ddb2pg_olds_N`), with, for an exploded table that has a parent
+//! (`changes::parent_of`), whether it is guarded and the parent's old row. Their statement:
+//!
+//! ```sql
+//! DELETE FROM t USING ddb2pg_olds_N d
+//! WHERE t.key = d.key AND ROW(t.*) IS NOT DISTINCT FROM ROW(d.*)
+//!   AND (NOT d.guarded OR EXISTS (SELECT 1 FROM parent p
+//!        WHERE p.key = t.parent_key AND ROW(p.*) IS NOT DISTINCT FROM ROW(d.parent_*)))
+//! ```
+//!
+//! where columns compared by text (`by_text`, as in the upsert) are compared as `::text`.
 
 use bytes::BytesMut;
 use tokio_postgres::{Client, Statement};
 
-use super::target;
+use super::target::{self, TargetColumn};
+use crate::changes::parent_of;
 use crate::error::{Error, Result};
-use crate::plan::{ident, TablePlan};
+use crate::plan::{ident, Plan, TablePlan};
 
 /// One target table's staging tables and statements, on one connection.
 pub(super) struct TableSink {
@@ -21,6 +37,12 @@ pub(super) struct TableSink {
     /// COPY a deletion's keys into the keys table.
     pub(super) key_copy: String,
     pub(super) delete: Statement,
+    /// COPY a conditional deletion's old row (and guard) into the olds table.
+    pub(super) olds_copy: String,
+    pub(super) delete_same: Statement,
+    /// The parent table's column count, if the table has a parent: its olds rows carry the
+    /// guard flag and the parent's old cells.
+    pub(super) parent_width: Option<usize>,
     /// Positions of the key columns among the row's cells.
     pub(super) key: Vec<usize>,
     pub(super) buf: BytesMut,
@@ -29,10 +51,11 @@ pub(super) struct TableSink {
 /// Table `i` of the plan: its staging tables (created in this connection) and statements.
 pub(super) async fn table_sink(
     client: &Client,
-    t: &TablePlan,
+    plan: &Plan,
     i: usize,
     run_xid: Option<u32>,
 ) -> Result<TableSink> {
+    let t = &plan.tables[i];
     let stage = format!("ddb2pg_stage_{i}");
     // The target's own types: see the module's documentation.
     let types = target::column_types(client, t).await?;
@@ -85,6 +108,13 @@ pub(super) async fn table_sink(
         ))
         .await
         .map_err(|e| Error::from_pg(&format!("prepare delete from {}", t.display_name()), e))?;
+    let olds = olds_table(client, plan, i, &types).await?;
+    let delete_same = client.prepare(&olds.delete_sql).await.map_err(|e| {
+        Error::from_pg(
+            &format!("prepare conditional delete from {}", t.display_name()),
+            e,
+        )
+    })?;
     Ok(TableSink {
         stage_copy,
         direct_copy,
@@ -92,8 +122,129 @@ pub(super) async fn table_sink(
         upsert_distinct,
         upsert,
         delete,
+        olds_copy: olds.copy_sql,
+        delete_same,
+        parent_width: olds.parent_width,
         key: t.key.clone(),
         buf: BytesMut::with_capacity(1 << 20),
+    })
+}
+
+/// Table `i`'s olds table (created in this connection), and its SQL.
+struct Olds {
+    copy_sql: String,
+    delete_sql: String,
+    parent_width: Option<usize>,
+}
+
+/// A name no column of `t` has, from `base`.
+fn free_name(t: &TablePlan, base: &str) -> String {
+    let taken = |n: &str| t.columns.iter().any(|c| c.name == n);
+    let mut name = base.to_string();
+    while taken(&name) {
+        name.push('_');
+    }
+    name
+}
+
+/// Column `c` of `t` on `side`, as compared (see `by_text`).
+fn compared(side: &str, t: &TablePlan, c: usize, by_text: bool, name: Option<&str>) -> String {
+    let c = ident(name.unwrap_or(&t.columns[c].name));
+    if by_text {
+        format!("({side}.{c}::text COLLATE \"C\")")
+    } else {
+        format!("{side}.{c}")
+    }
+}
+
+async fn olds_table(
+    client: &Client,
+    plan: &Plan,
+    i: usize,
+    types: &[TargetColumn],
+) -> Result<Olds> {
+    let t = &plan.tables[i];
+    let olds = format!("ddb2pg_olds_{i}");
+    let mut cols: Vec<String> = t
+        .columns
+        .iter()
+        .zip(types)
+        .map(|(c, ty)| format!("{} {}", ident(&c.name), ty.sql_type))
+        .collect();
+    let mut names: Vec<String> = t.columns.iter().map(|c| ident(&c.name)).collect();
+    let key: Vec<String> = t.key.iter().map(|&k| names[k].clone()).collect();
+    let mut on: Vec<String> = key.iter().map(|k| format!("t.{k} = d.{k}")).collect();
+    let all = |side: &str| -> Vec<String> {
+        (0..t.columns.len())
+            .map(|c| compared(side, t, c, types[c].by_text, None))
+            .collect()
+    };
+    on.push(format!(
+        "ROW({}) IS NOT DISTINCT FROM ROW({})",
+        all("t").join(", "),
+        all("d").join(", ")
+    ));
+    let mut parent_width = None;
+    if let Some(parent) = parent_of(plan, i) {
+        let p = &plan.tables[parent.table];
+        let ptypes = target::column_types(client, p).await?;
+        let guarded = free_name(t, "ddb2pg_guarded");
+        let pnames: Vec<String> = (0..p.columns.len())
+            .map(|c| free_name(t, &format!("ddb2pg_parent_{c}")))
+            .collect();
+        cols.push(format!("{} bool", ident(&guarded)));
+        names.push(ident(&guarded));
+        for (n, ty) in pnames.iter().zip(&ptypes) {
+            cols.push(format!("{} {}", ident(n), ty.sql_type));
+            names.push(ident(n));
+        }
+        let pkey: Vec<String> = p
+            .key
+            .iter()
+            .zip(&parent.cols)
+            .map(|(&pk, &ck)| {
+                format!(
+                    "p.{} = t.{}",
+                    ident(&p.columns[pk].name),
+                    ident(&t.columns[ck].name)
+                )
+            })
+            .collect();
+        let (pt, pd): (Vec<String>, Vec<String>) = (0..p.columns.len())
+            .map(|c| {
+                let by_text = ptypes[c].by_text;
+                (
+                    compared("p", p, c, by_text, None),
+                    compared("d", p, c, by_text, Some(&pnames[c])),
+                )
+            })
+            .unzip();
+        on.push(format!(
+            "(NOT d.{guarded} OR EXISTS (SELECT 1 FROM {parent} p WHERE {pkey} AND \
+             ROW({pt}) IS NOT DISTINCT FROM ROW({pd})))",
+            guarded = ident(&guarded),
+            parent = p.sql_name(),
+            pkey = pkey.join(" AND "),
+            pt = pt.join(", "),
+            pd = pd.join(", "),
+        ));
+        parent_width = Some(p.columns.len());
+    }
+    client
+        .batch_execute(&format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {olds} ({}) ON COMMIT DELETE ROWS",
+            cols.join(", ")
+        ))
+        .await
+        .map_err(|e| Error::from_pg("create staging table", e))?;
+    Ok(Olds {
+        copy_sql: format!("COPY pg_temp.{olds} ({}) FROM STDIN", names.join(", ")),
+        delete_sql: format!(
+            "DELETE FROM {} t USING pg_temp.{olds} d WHERE {}",
+            t.sql_name(),
+            on.join(" AND ")
+        ),
+        parent_width,
     })
 }
 

@@ -299,9 +299,9 @@ fn entries<'a>(
         entries[row.table].push(Entry { row, seq, gen, del });
         origins[row.table].push(origin);
     };
-    for (i, row) in p.deletes.iter().enumerate() {
+    for (i, d) in p.deletes.iter().enumerate() {
         if !refused_deletes[i] {
-            push(row, true, EntryOf::Delete(i));
+            push(&d.row, true, EntryOf::Delete(i));
         }
     }
     for (row, &item) in p.rows.iter().zip(&p.item_of) {
