@@ -14,6 +14,8 @@ mod deploy;
 mod destinations;
 #[path = "suite/export.rs"]
 mod export;
+#[path = "suite/export_follow.rs"]
+mod export_follow;
 #[path = "suite/export_keys.rs"]
 mod export_keys;
 #[path = "suite/faults.rs"]
