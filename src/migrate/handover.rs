@@ -175,6 +175,18 @@ pub(super) async fn resolve(args: &MigrateArgs, origin: &mut Origin) -> Result<O
         return Ok(None);
     };
     let (as_of_ms, from) = export_time(args, export)?;
+    let now_ms = i64::try_from(now_secs())
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1000);
+    if as_of_ms > now_ms + 1000 {
+        // Records before it (less the margin) would be skipped: changes since the real time of
+        // the data would be lost.
+        return Err(Error::config(format!(
+            "--follow: the export's time {} ({from}) is in the future: the stream's records \
+             before it would be skipped. Give the time the export's data is as of",
+            shown(as_of_ms)
+        )));
+    }
     let table = table_to_follow(args, export)?;
     let source = Source::connect(&args.aws).await?;
     let info = source.describe(&table).await?;

@@ -534,6 +534,16 @@ async fn flag_combinations_that_cannot_be_honoured_are_refused_at_start() {
         &cp,
         &["RFC 3339"],
     );
+    let later = rfc3339(t0 + chrono::Duration::hours(1));
+    refused(
+        "--follow-from in the future",
+        &with(
+            base(&bare),
+            &["--table", t, "--follow", "--follow-from", &later],
+        ),
+        &cp,
+        &["in the future"],
+    );
     refused(
         "--follow-from beside a manifest time",
         &with(base(&good), &["--follow", "--follow-from", &stamp]),
