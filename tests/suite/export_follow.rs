@@ -22,7 +22,8 @@ use super::stream::{
 use crate::support::harness::run;
 use crate::support::json::ddb_json;
 use crate::support::{
-    ddb, delete_table, drop_database, new_database, put, s, services, signal, temp_dir, Migration,
+    assert_target_is, ddb, delete_table, drop_database, new_database, pg, put, s, services, signal,
+    temp_dir, Migration,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -635,5 +636,81 @@ async fn flag_combinations_that_cannot_be_honoured_are_refused_at_start() {
     for t in [&table, &plain, &keys_only] {
         delete_table(&client, t).await;
     }
+    drop_database(&target).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. A folder without a manifest: --table and --follow-from, the default mapping (key from the
+//    table), a resume that must keep its time, --restart to take another.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_without_a_manifest_follows_from_the_time_given() {
+    let client = ddb().await;
+    let view = Some(StreamViewType::NewAndOldImages);
+    let (table, _) = stream_table(&client, "barefollow", 24, 200, view).await;
+    let at = now();
+    let bare = bare_export(
+        &temp_dir("barefollow-export"),
+        &scan_all(&client, &table).await,
+    );
+    churn(&client, &table, 1, 200).await;
+
+    let target = new_database().await;
+    let m = Migration::new(&table, &target);
+    let (dir, stamp) = (bare.to_string_lossy().to_string(), rfc3339(at));
+    let args = ["--export", &dir, "--follow", "--follow-from", &stamp];
+    let mut until = args.to_vec();
+    until.push("--until-caught-up");
+    let out = m.run(&until).await;
+    out.expect_code(0);
+    assert_eq!(out.status(), "caught_up");
+    assert_eq!(follow_from(&m), Some(epoch_s(at)));
+    // The default mapping's table is named after --table, keyed by the table's key.
+    let source = scan_all(&client, &table).await;
+    assert_target_is(&pg(&target).await, &m.pg_table(), &source).await;
+    let v = run(&[
+        "verify",
+        "--table",
+        &table,
+        "--target",
+        &target,
+        "--endpoint-url",
+        &services().endpoint,
+    ]
+    .map(String::from));
+    assert_eq!(v.code, 0, "verify --table: {}", v.stderr);
+
+    // Another time on a resume is refused: the checkpoint follows from the first.
+    // (Later than the first: the stream was created just before it.)
+    let other_t = at + chrono::Duration::seconds(2);
+    while now() <= other_t {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let other = rfc3339(other_t);
+    let moved = ["--export", &dir, "--follow", "--follow-from", &other];
+    let mut moved_until = moved.to_vec();
+    moved_until.push("--until-caught-up");
+    let out = m.run(&moved_until).await;
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("follows the stream from") && out.stderr.contains("--restart"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        follow_from(&m),
+        Some(epoch_s(at)),
+        "the refused run changed nothing"
+    );
+    // --restart loads again and follows from the new time.
+    churn(&client, &table, 2, 60).await;
+    moved_until.push("--restart");
+    m.run(&moved_until).await.expect_code(0);
+    assert_eq!(follow_from(&m), Some(epoch_s(other_t)));
+    let source = scan_all(&client, &table).await;
+    assert_target_is(&pg(&target).await, &m.pg_table(), &source).await;
+
+    delete_table(&client, &table).await;
     drop_database(&target).await;
 }
