@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::follow::MARGIN_SECS;
 use crate::plan::Plan;
 use crate::source::export::{table_of_arn, Export};
-use crate::source::stream::{no_stream, Stream};
+use crate::source::stream::Stream;
 use crate::source::{KeyAttr, Source};
 
 use super::origin::{parse_key, Origin};
@@ -120,7 +120,16 @@ impl Handover {
         let table = &self.table;
         let at = format!("{} ({})", shown(self.as_of_ms), self.from);
         let missing = || match state {
-            Some(_) => no_stream(table, true),
+            Some(_) => Error::Source {
+                message: format!(
+                    "--follow: table {table:?} has no stream any more, but this checkpoint \
+                     follows one: the stream was disabled, and the changes since then are \
+                     lost, so data may have been missed. Turn the stream on \
+                     (NEW_AND_OLD_IMAGES), take a new export after that, empty the target \
+                     tables and migrate the new export with --follow"
+                ),
+                retryable: false,
+            },
             None => Error::config(format!(
                 "--follow: table {table:?} has no stream enabled, so the changes made since \
                  the export's time {at} are in no stream. Turn the stream on \
