@@ -18,6 +18,8 @@ mod export;
 mod export_follow;
 #[path = "suite/export_keys.rs"]
 mod export_keys;
+#[path = "suite/export_refusals.rs"]
+mod export_refusals;
 #[path = "suite/faults.rs"]
 mod faults;
 #[path = "suite/files.rs"]
