@@ -82,6 +82,10 @@ Examples:
   ddb2pg migrate --table app --mapping m.toml --follow
   ddb2pg migrate --table app --mapping m.toml --follow --until-caught-up
 
+  # From an export (stream on before the export was taken): load it, then apply the
+  # stream from the export's time (manifest exportTime / exportToTime):
+  ddb2pg migrate --export ./exports/app --mapping m.toml --follow
+
   # Past one machine: 4 processes (or an Indexed Job with --shards 4), checkpoints in S3:
   ddb2pg migrate --table app --shard 0/4 --segments 64 --checkpoint-dir s3://b/ddb2pg/app
   ddb2pg status --checkpoint-dir s3://b/ddb2pg/app
@@ -180,9 +184,10 @@ impl ScanArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["table", "export"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).multiple(true).args(["table", "export"])))]
 pub struct MigrateArgs {
-    /// Source DynamoDB table name
+    /// Source DynamoDB table name. With --export and --follow: the table whose stream is
+    /// applied after the export (default: the manifest's tableArn; must agree with it)
     #[arg(long, value_name = "NAME")]
     pub table: Option<String>,
 
@@ -190,7 +195,7 @@ pub struct MigrateArgs {
     /// (manifest-files.json, data/*.json.gz) or its manifest-summary.json, a folder of
     /// .json/.json.gz files, or s3://bucket/prefix of an export (or the s3:// key of its
     /// manifest-summary.json); each data file is a segment
-    #[arg(long, value_name = "PATH", conflicts_with = "table")]
+    #[arg(long, value_name = "PATH")]
     pub export: Option<PathBuf>,
 
     /// S3 endpoint for an s3:// export (an S3-compatible server)
@@ -312,12 +317,22 @@ pub struct MigrateArgs {
     /// change since the scan began (INSERT/MODIFY replace the item's rows, REMOVE deletes
     /// them) until stopped (Ctrl-C: exit 130; run the same command to resume). Needs a
     /// NEW_AND_OLD_IMAGES stream (NEW_IMAGE only with a mapping keyed by the item's keys).
+    /// With --export: load the export, then apply the stream from the export's time (the
+    /// manifest's exportTime, an incremental export's exportToTime, or --follow-from); the
+    /// stream must have been on since then, and that time within its 24-hour retention.
     /// Not with --shard/--shards: run one `migrate --follow` after every shard is done (it
     /// takes the shards' load as its own and follows from when the first shard began)
-    #[arg(long, requires = "table", conflicts_with_all = ["dry_run", "scan_only", "shard", "shards"])]
+    #[arg(long, conflicts_with_all = ["dry_run", "scan_only", "shard", "shards"])]
     pub follow: bool,
 
-    /// With --follow: turn the table's stream on (NEW_AND_OLD_IMAGES) if it is off
+    /// With --export --follow, for an export without a manifest time (a folder of .json
+    /// files): the time its data is as of, RFC 3339 (2024-05-14T11:14:20Z); the stream is
+    /// applied from then. Needs --table
+    #[arg(long, value_name = "TIME")]
+    pub follow_from: Option<String>,
+
+    /// With --follow from a table: turn the table's stream on (NEW_AND_OLD_IMAGES) if it is
+    /// off (not with --export: a stream enabled now lacks the changes since the export)
     #[arg(long, requires = "follow")]
     pub enable_stream: bool,
 

@@ -7,7 +7,8 @@
 //! `MARGIN_SECS` before `follow_from` are already in what the load read and are skipped
 //! (their sequence numbers still advance), the rest are applied. Applying a change twice, or
 //! one the load already saw, is harmless (see `crate::changes`), so the margin only costs
-//! a few re-applied records.
+//! a few re-applied records. After an export, `follow_from` is the export's own time instead
+//! (`crate::migrate`'s handover checks the stream holds it).
 //!
 //! **Many shards at once** ([`run`]): a coordinator lists the shards every few seconds and
 //! starts one reader per shard that may be read ([`lineage`]: a child once its parent is
@@ -65,6 +66,27 @@ pub async fn open(
     let stream = stream::open(source, table, enable)
         .await?
         .ok_or_else(|| stream::no_stream(table, resuming))?;
+    usable(stream, table, plan, key_attrs)
+}
+
+/// As `open`, for a stream that must be on already (it cannot be enabled now: an export's
+/// stream must hold the changes since the export's time); `missing` is the refusal when the
+/// table has none.
+pub async fn open_existing(
+    source: &Source,
+    table: &str,
+    missing: impl FnOnce() -> Error,
+    plan: &Plan,
+    key_attrs: &[String],
+) -> Result<Stream> {
+    let stream = stream::open(source, table, false)
+        .await?
+        .ok_or_else(missing)?;
+    usable(stream, table, plan, key_attrs)
+}
+
+/// The stream, unless it is NEW_IMAGE and the plan's rows cannot be found from the keys.
+fn usable(stream: Stream, table: &str, plan: &Plan, key_attrs: &[String]) -> Result<Stream> {
     if stream.old_images == OldImages::Unknown {
         if let Some(why) = key_derivation_problem(plan, key_attrs) {
             return Err(Error::config(format!(
@@ -75,6 +97,12 @@ pub async fn open(
         }
     }
     Ok(stream)
+}
+
+/// Whether the stream still holds what was written at `from` (epoch seconds) and after, with
+/// the margin: DynamoDB Streams keeps records for 24 hours.
+pub fn within_retention(from: u64, now: u64) -> bool {
+    now.saturating_sub(from) + MARGIN_SECS <= RETENTION_SECS
 }
 
 fn data_missed(why: &str) -> Error {
@@ -88,13 +116,16 @@ fn data_missed(why: &str) -> Error {
     }
 }
 
-/// Record in the checkpoint which stream is followed and from when, before the scan begins;
-/// on a resume, check it is still the table's stream.
-pub fn attach(cp: &mut Checkpoint, stream: &Stream) -> Result<()> {
+/// Record in the checkpoint which stream is followed and from when, before the load begins;
+/// on a resume, check it is still the table's stream. `as_of`: the time (epoch seconds) the
+/// loaded data is as of when it is fixed (an export's), else the load is a scan beginning now.
+/// A load of data as of a fixed time may have been done before without `--follow`; a
+/// checkpoint that follows from another time is refused.
+pub fn attach(cp: &mut Checkpoint, stream: &Stream, as_of: Option<u64>) -> Result<()> {
     match &cp.stream {
         None => {
             let started = cp.segments.iter().any(|s| s.runs > 0 || s.items > 0);
-            if started {
+            if started && as_of.is_none() {
                 return Err(Error::config(
                     "--follow: this checkpoint's load was started without --follow, so the \
                      stream position before its scan is unknown; add --restart to load again \
@@ -103,7 +134,7 @@ pub fn attach(cp: &mut Checkpoint, stream: &Stream) -> Result<()> {
             }
             cp.stream = Some(StreamState {
                 arn: stream.arn.clone(),
-                follow_from: now_secs(),
+                follow_from: as_of.unwrap_or_else(now_secs),
                 ..StreamState::default()
             });
             Ok(())
@@ -113,7 +144,15 @@ pub fn attach(cp: &mut Checkpoint, stream: &Stream) -> Result<()> {
              disabled and enabled again)",
             stream.arn, s.arn
         ))),
-        Some(_) => Ok(()),
+        Some(s) => match as_of {
+            Some(t) if t != s.follow_from => Err(Error::config(format!(
+                "--follow: this checkpoint follows the stream from {} (epoch s), not from {t}: \
+                 resume with the time it was started with (--follow-from), or add --restart to \
+                 load again and follow from the new time",
+                s.follow_from
+            ))),
+            _ => Ok(()),
+        },
     }
 }
 

@@ -14,8 +14,12 @@ mod deploy;
 mod destinations;
 #[path = "suite/export.rs"]
 mod export;
+#[path = "suite/export_follow.rs"]
+mod export_follow;
 #[path = "suite/export_keys.rs"]
 mod export_keys;
+#[path = "suite/export_refusals.rs"]
+mod export_refusals;
 #[path = "suite/faults.rs"]
 mod faults;
 #[path = "suite/files.rs"]

@@ -9,6 +9,8 @@
 //!
 //! Refused, with what to do: a shard not done, shards that disagree, or a stream created after
 //! the first shard began (its earlier changes are in no stream: the shards must load again).
+//! An export loaded in shards is followed from the export's time instead (checked by
+//! `super::handover`).
 
 use crate::checkpoint::{Checkpoint, Names, Settings, Storage, StreamState};
 use crate::error::{Error, Result};
@@ -16,12 +18,14 @@ use crate::shard::Shard;
 use crate::source::stream::Stream;
 
 /// The checkpoint of a follower over the completed shards of `names.base`, or None when this
-/// run was never sharded.
+/// run was never sharded. `as_of`: an export's time (epoch seconds), followed from instead of
+/// when the first shard began.
 pub(super) fn adopt(
     storage: &dyn Storage,
     names: &Names,
     settings: &Settings,
     stream: &Stream,
+    as_of: Option<u64>,
 ) -> Result<Option<Checkpoint>> {
     let shards = shard_checkpoints(storage, &names.base)?;
     let Some((first, _)) = shards.first() else {
@@ -65,7 +69,13 @@ pub(super) fn adopt(
         .map(|(_, cp)| cp.created_at)
         .min()
         .unwrap_or(0);
-    stream_on_since(stream, began)?;
+    let from = match as_of {
+        Some(t) => t,
+        None => {
+            stream_on_since(stream, began)?;
+            began
+        }
+    };
     let mut cp = Checkpoint::new(want);
     for (s, shard_cp) in &shards {
         for i in s.segments(total) {
@@ -75,13 +85,17 @@ pub(super) fn adopt(
     cp.complete = true;
     cp.stream = Some(StreamState {
         arn: stream.arn.clone(),
-        follow_from: began,
+        follow_from: from,
         ..StreamState::default()
     });
     let items: u64 = cp.segments.iter().map(|s| s.items).sum();
+    let since = match as_of {
+        Some(_) => "the export's time",
+        None => "when the first shard began",
+    };
     eprintln!(
         "ddb2pg: --follow: the load was done by {count} shards ({items} items); following the \
-         stream from when the first shard began ({began}, epoch s)"
+         stream from {since} ({from}, epoch s)"
     );
     Ok(Some(cp))
 }

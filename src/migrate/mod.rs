@@ -2,7 +2,8 @@
 //!
 //! 1. **resolve** ([`origin`]): the source (a table, or an export listed but not yet
 //!    downloaded), the target's identity, the plan, and with `--follow` the table's stream,
-//!    checked before anything is written.
+//!    checked before anything is written (after an export: from the export's time, see
+//!    [`handover`]).
 //! 2. **prepare the target**: migrations, the tables the plan creates, the transaction id that
 //!    lets batches count collisions.
 //! 3. **open the run** ([`open`]): the checkpoint folder, the run's lock, an `s3://` export
@@ -14,6 +15,7 @@
 //! `--scan-only` ([`scan_only`]) is its own short path: read and map, write nothing.
 
 mod after_shards;
+mod handover;
 mod open;
 mod origin;
 mod outcome;
@@ -36,7 +38,7 @@ use crate::sink;
 use crate::source::scan::SegmentScan;
 use crate::source::stream::Stream;
 
-use open::{follows_already, open_run, Run};
+use open::{open_run, stream_state, Run};
 use origin::{load_plan, read_limiter, resolve_origin, Origin};
 /// `--key PK[:S|N|B][,SK[:S|N|B]]`, read alike by verify.
 pub(crate) use origin::{parse_key, plan_for};
@@ -56,6 +58,7 @@ pub fn default_segments(concurrency: u32, table_bytes: u64) -> u32 {
 }
 
 pub async fn migrate(args: MigrateArgs) -> Result<u8> {
+    handover::check_flags(&args)?;
     if args.scan_only {
         return scan_only::scan_only(args).await;
     }
@@ -87,6 +90,9 @@ struct Resolved {
     key_attrs: Vec<String>,
     /// `--follow`: the table's stream, checked before the scan begins.
     stream: Option<Stream>,
+    /// `--export --follow`: the time the export's data is as of (epoch seconds), which the
+    /// stream is followed from (None: from when the scan begins).
+    as_of: Option<u64>,
     /// `--checkpoint-dir`: a local directory or an S3 prefix.
     storage: Arc<dyn crate::checkpoint::Storage>,
     /// `--shard` / `--shards`: this process's part of the segments.
@@ -98,18 +104,23 @@ async fn resolve(args: &MigrateArgs) -> Result<Resolved> {
     let target_id = target.identity();
     let shard = args.shard.resolve()?;
     let storage = crate::checkpoint::open(&args.checkpoint_dir, &args.aws, &args.s3_endpoint_url)?;
-    let origin = resolve_origin(args, &storage.local_dir()?).await?;
+    let mut origin = resolve_origin(args, &storage.local_dir()?).await?;
+    let handover = handover::resolve(args, &mut origin).await?;
     let plan = Arc::new(load_plan(args, &origin.info)?);
     let key_attrs: Vec<String> = origin.info.key.iter().map(|k| k.name.clone()).collect();
-    let stream = match (args.follow, &origin.source) {
-        (true, Some(source)) => {
-            let resuming =
-                !args.restart && follows_already(storage.as_ref(), &origin.info, &target_id);
+    // The stream this run's checkpoint follows already, if any (read-only peek).
+    let state = match args.follow && !args.restart {
+        true => stream_state(storage.as_ref(), &origin.info, &target_id),
+        false => None,
+    };
+    let stream = match (args.follow, &origin.source, &handover) {
+        (true, Some(source), _) => {
             let table = &origin.info.name;
-            let enable = args.enable_stream;
+            let (enable, resuming) = (args.enable_stream, state.is_some());
             let s = crate::follow::open(source, table, enable, resuming, &plan, &key_attrs);
             Some(s.await?)
         }
+        (true, None, Some(h)) => Some(h.open_stream(&plan, &key_attrs, state.as_ref()).await?),
         _ => None,
     };
     Ok(Resolved {
@@ -120,6 +131,7 @@ async fn resolve(args: &MigrateArgs) -> Result<Resolved> {
         plan,
         key_attrs,
         stream,
+        as_of: handover.as_ref().map(handover::Handover::as_of_secs),
         storage,
         shard,
     })

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::checkpoint::{self, Checkpoint, Held, Names, Settings, Storage, Store, Tag};
+use crate::checkpoint::{
+    self, Checkpoint, Held, Names, Settings, Storage, Store, StreamState, Tag,
+};
 use crate::cli::MigrateArgs;
 use crate::error::{Error, Result};
 use crate::rejects::Rejects;
@@ -183,7 +185,7 @@ fn checkpoint_for(
         }
         None => match stream.filter(|_| src.shard.is_none()) {
             // --follow after a sharded load: the shards' segments, followed from their start.
-            Some(s) => match super::after_shards::adopt(storage, names, &settings, s)? {
+            Some(s) => match super::after_shards::adopt(storage, names, &settings, s, src.as_of)? {
                 Some(cp) => (cp, Tag::Absent),
                 None => (Checkpoint::new(settings), Tag::Absent),
             },
@@ -191,7 +193,7 @@ fn checkpoint_for(
         },
     };
     if let Some(s) = stream {
-        crate::follow::attach(&mut cp, s)?;
+        crate::follow::attach(&mut cp, s, src.as_of)?;
     }
     if dry {
         return Ok((cp, tag));
@@ -287,8 +289,15 @@ fn discard_checkpoint(storage: &dyn Storage, names: &Names) -> Result<()> {
     Ok(())
 }
 
-/// Whether this run's checkpoint (read-only peek) already follows a stream.
-pub(super) fn follows_already(storage: &dyn Storage, info: &TableInfo, target_id: &str) -> bool {
+/// The stream this run's checkpoint (read-only peek) already follows, if any.
+pub(super) fn stream_state(
+    storage: &dyn Storage,
+    info: &TableInfo,
+    target_id: &str,
+) -> Option<StreamState> {
     let names = Names::new(&info.name, &info.arn, target_id, None);
-    matches!(Checkpoint::load_from(storage, &names.checkpoint), Ok(Some((cp, _))) if cp.stream.is_some())
+    match Checkpoint::load_from(storage, &names.checkpoint) {
+        Ok(Some((cp, _))) => cp.stream,
+        _ => None,
+    }
 }

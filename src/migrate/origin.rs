@@ -64,6 +64,7 @@ pub(super) async fn resolve_origin(
     work_dir: &std::path::Path,
 ) -> Result<Origin> {
     match (&args.table, &args.export) {
+        // With --export, --table names the stream's table (see `handover`), not the source.
         (Some(table), None) => {
             let source = Source::connect(&args.aws).await?;
             let mut info = source.describe(table).await?;
@@ -78,7 +79,7 @@ pub(super) async fn resolve_origin(
                 downloads: None,
             })
         }
-        (None, Some(path)) => {
+        (_, Some(path)) => {
             // The folder, also when given its manifest-summary.json (what AWS's console shows).
             let path = &crate::source::export::folder_of(path);
             let text = path.to_string_lossy().to_string();
@@ -98,7 +99,8 @@ pub(super) async fn resolve_origin(
             let key =
                 match &args.key {
                     Some(k) => parse_key(k)?,
-                    None if args.mapping.is_some() => Vec::new(),
+                    // With --follow, the key of the table whose stream is applied.
+                    None if args.mapping.is_some() || args.follow => Vec::new(),
                     None => return Err(Error::config(
                         "an export carries no key schema: pass --key PK[,SK] (with :N or :B for \
                          number or binary keys) for the default mapping, or a --mapping file",
@@ -119,7 +121,7 @@ pub(super) async fn resolve_origin(
                 downloads,
             })
         }
-        _ => Err(Error::config("give either --table NAME or --export PATH")),
+        (None, None) => Err(Error::config("give either --table NAME or --export PATH")),
     }
 }
 

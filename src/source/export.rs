@@ -31,6 +31,13 @@ pub struct Export {
     pub identity: String,
     /// The source table's name, from the manifest's table ARN or the directory's name.
     pub table_name: String,
+    /// `manifest-summary.json`'s `tableArn`, when it has one: the table whose stream
+    /// `migrate --export --follow` applies after the load.
+    pub table_arn: Option<String>,
+    /// What time the export's data is as of, from `manifest-summary.json`: an incremental
+    /// export's `exportToTime` (its end, exclusive), else a full export's `exportTime`. The
+    /// field's name and its text as written (parsed where it is used).
+    pub as_of: Option<(&'static str, String)>,
 }
 
 /// Where an export's files are looked up: a folder on disk ([`Disk`]), or for an `s3://`
@@ -172,14 +179,17 @@ pub fn open_in(tree: &impl Tree, root: &Path, label: &str) -> Result<Export> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "export".into());
+    let (mut table_arn, mut as_of) = (None, None);
     let (files, md5) = match find_manifest_dir(tree, root) {
         Some(dir) => {
             if let Some(summary) = tree.text(&dir.join("manifest-summary.json"))? {
                 hasher.update(summary.as_bytes());
                 if let Ok(v) = serde_json::from_str::<Value>(&summary) {
-                    if let Some(name) = v["tableArn"].as_str().and_then(|a| a.rsplit('/').next()) {
+                    table_arn = v["tableArn"].as_str().map(str::to_string);
+                    if let Some(name) = table_arn.as_deref().and_then(|a| a.rsplit('/').next()) {
                         table_name = name.to_string();
                     }
+                    as_of = summary_time(&v);
                 }
             }
             manifest_files(tree, root, &dir)?
@@ -222,7 +232,29 @@ pub fn open_in(tree: &impl Tree, root: &Path, label: &str) -> Result<Export> {
         md5,
         identity: format!("export {label} ({hash})"),
         table_name,
+        table_arn,
+        as_of,
     })
+}
+
+/// The table name of a table ARN (`arn:aws:dynamodb:REGION:ACCOUNT:table/NAME`).
+pub fn table_of_arn(arn: &str) -> Option<&str> {
+    arn.split_once(":table/")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or(rest))
+        .filter(|name| !name.is_empty())
+}
+
+/// The time a manifest summary's data is as of: `exportToTime` (incremental), else
+/// `exportTime` (full).
+fn summary_time(summary: &Value) -> Option<(&'static str, String)> {
+    ["exportToTime", "exportTime"]
+        .into_iter()
+        .find_map(|field| {
+            summary[field]
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .map(|t| (field, t.to_string()))
+        })
 }
 
 type FilesAndMd5 = (Vec<PathBuf>, Vec<Option<String>>);

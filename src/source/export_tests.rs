@@ -184,3 +184,30 @@ fn a_file_that_cannot_be_opened_is_named_with_the_os_error() {
         )
     );
 }
+
+#[test]
+fn a_manifest_summary_gives_the_table_and_the_time_its_data_is_as_of() {
+    let full = serde_json::json!({"exportTime": "2024-05-14T11:14:20.608Z", "tableArn": "x"});
+    assert_eq!(
+        summary_time(&full),
+        Some(("exportTime", "2024-05-14T11:14:20.608Z".to_string()))
+    );
+    let incremental = serde_json::json!({
+        "exportFromTime": "2024-05-14T10:00:00.000Z",
+        "exportToTime": "2024-05-14T11:00:00.000Z",
+    });
+    assert_eq!(
+        summary_time(&incremental),
+        Some(("exportToTime", "2024-05-14T11:00:00.000Z".to_string()))
+    );
+    assert_eq!(summary_time(&serde_json::json!({"exportTime": ""})), None);
+    assert_eq!(
+        table_of_arn("arn:aws:dynamodb:eu-central-1:1:table/S3ExportTest"),
+        Some("S3ExportTest")
+    );
+    assert_eq!(
+        table_of_arn("arn:aws:dynamodb:eu-central-1:1:table/app/stream/2024-01-01T00:00:00.000"),
+        Some("app")
+    );
+    assert_eq!(table_of_arn("S3ExportTest"), None);
+}

@@ -29,23 +29,23 @@ use crate::support::{
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-fn example(file: &str) -> String {
+pub(crate) fn example(file: &str) -> String {
     format!(
         "{}/examples/single-table/{file}",
         env!("CARGO_MANIFEST_DIR")
     )
 }
 
-fn mapping() -> String {
+pub(crate) fn mapping() -> String {
     example("mapping.toml")
 }
 
-fn migrations() -> String {
+pub(crate) fn migrations() -> String {
     example("migrations")
 }
 
 /// Create `table` (PK, SK strings, on demand), with a stream of `view` when given.
-async fn create_table(client: &Client, table: &str, view: Option<StreamViewType>) {
+pub(crate) async fn create_table(client: &Client, table: &str, view: Option<StreamViewType>) {
     let attr = |name: &str| {
         AttributeDefinition::builder()
             .attribute_name(name)
@@ -85,7 +85,7 @@ async fn create_table(client: &Client, table: &str, view: Option<StreamViewType>
 
 /// A table with a stream of `view` holding sample items `0..count` of `seed`; returns its
 /// name and the items.
-async fn stream_table(
+pub(crate) async fn stream_table(
     client: &Client,
     prefix: &str,
     seed: u64,
@@ -102,7 +102,7 @@ async fn stream_table(
     (table, items)
 }
 
-async fn wait_active(client: &Client, table: &str) {
+pub(crate) async fn wait_active(client: &Client, table: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let d = client
@@ -123,7 +123,10 @@ async fn wait_active(client: &Client, table: &str) {
 }
 
 /// The table's stream: (enabled, view type, latest stream ARN).
-async fn stream_of(client: &Client, table: &str) -> (bool, Option<StreamViewType>, Option<String>) {
+pub(crate) async fn stream_of(
+    client: &Client,
+    table: &str,
+) -> (bool, Option<StreamViewType>, Option<String>) {
     let d = client
         .describe_table()
         .table_name(table)
@@ -159,7 +162,7 @@ async fn set_stream(client: &Client, table: &str, view: Option<StreamViewType>) 
     wait_active(client, table).await;
 }
 
-fn key_of(it: &Item) -> (String, String) {
+pub(crate) fn key_of(it: &Item) -> (String, String) {
     let get = |k: &str| match it.get(k) {
         Some(AttributeValue::S(v)) => v.clone(),
         other => panic!("key {k}: {other:?}"),
@@ -167,14 +170,14 @@ fn key_of(it: &Item) -> (String, String) {
     (get("PK"), get("SK"))
 }
 
-fn str_attr(it: &Item, k: &str) -> String {
+pub(crate) fn str_attr(it: &Item, k: &str) -> String {
     match it.get(k) {
         Some(AttributeValue::S(v)) | Some(AttributeValue::N(v)) => v.clone(),
         other => panic!("attribute {k}: {other:?}"),
     }
 }
 
-fn lines_len(it: &Item) -> usize {
+pub(crate) fn lines_len(it: &Item) -> usize {
     match it.get("lines") {
         Some(AttributeValue::L(l)) => l.len(),
         _ => 0,
@@ -182,7 +185,7 @@ fn lines_len(it: &Item) -> usize {
 }
 
 /// One element of an order's `lines`.
-fn line(sku: &str, qty: u32, price: &str) -> AttributeValue {
+pub(crate) fn line(sku: &str, qty: u32, price: &str) -> AttributeValue {
     AttributeValue::M(
         [
             ("sku".to_string(), s(sku)),
@@ -194,13 +197,13 @@ fn line(sku: &str, qty: u32, price: &str) -> AttributeValue {
     )
 }
 
-fn with_lines(mut it: Item, lines: Vec<AttributeValue>) -> Item {
+pub(crate) fn with_lines(mut it: Item, lines: Vec<AttributeValue>) -> Item {
     it.insert("lines".into(), AttributeValue::L(lines));
     it
 }
 
 /// The first `lines[..keep]` of an order.
-fn truncated(it: &Item, keep: usize) -> Item {
+pub(crate) fn truncated(it: &Item, keep: usize) -> Item {
     let Some(AttributeValue::L(l)) = it.get("lines") else {
         panic!("an order with lines: {it:?}")
     };
@@ -208,7 +211,7 @@ fn truncated(it: &Item, keep: usize) -> Item {
 }
 
 /// An order item for user `user` (8 digits) with its own order id and `lines`.
-fn order(user: &str, order_id: &str, status: &str, lines: Vec<AttributeValue>) -> Item {
+pub(crate) fn order(user: &str, order_id: &str, status: &str, lines: Vec<AttributeValue>) -> Item {
     with_lines(
         item(
             &format!("USER#{user}"),
@@ -224,7 +227,7 @@ fn order(user: &str, order_id: &str, status: &str, lines: Vec<AttributeValue>) -
 }
 
 /// A profile item for user `user`.
-fn profile(user: &str, email: &str, name: &str) -> Item {
+pub(crate) fn profile(user: &str, email: &str, name: &str) -> Item {
     item(
         &format!("USER#{user}"),
         "PROFILE",
@@ -240,7 +243,7 @@ fn profile(user: &str, email: &str, name: &str) -> Item {
     )
 }
 
-async fn delete(client: &Client, table: &str, pk: &str, sk: &str) {
+pub(crate) async fn delete(client: &Client, table: &str, pk: &str, sk: &str) {
     client
         .delete_item()
         .table_name(table)
@@ -251,13 +254,19 @@ async fn delete(client: &Client, table: &str, pk: &str, sk: &str) {
         .unwrap_or_else(|e| panic!("DeleteItem {pk}/{sk}: {}", DisplayErrorContext(&e)));
 }
 
-async fn delete_item(client: &Client, table: &str, it: &Item) {
+pub(crate) async fn delete_item(client: &Client, table: &str, it: &Item) {
     let (pk, sk) = key_of(it);
     delete(client, table, &pk, &sk).await;
 }
 
 /// UpdateItem: a profile's email and name change.
-async fn update_profile(client: &Client, table: &str, pk: &str, email: &str, name: &str) {
+pub(crate) async fn update_profile(
+    client: &Client,
+    table: &str,
+    pk: &str,
+    email: &str,
+    name: &str,
+) {
     client
         .update_item()
         .table_name(table)
@@ -302,7 +311,7 @@ async fn update(
 }
 
 /// Every item of the table (a full Scan), for the record of what the source ended as.
-async fn scan_all(client: &Client, table: &str) -> Vec<Item> {
+pub(crate) async fn scan_all(client: &Client, table: &str) -> Vec<Item> {
     let mut out = Vec::new();
     let mut start: Option<std::collections::HashMap<String, AttributeValue>> = None;
     loop {
@@ -322,7 +331,7 @@ async fn scan_all(client: &Client, table: &str) -> Vec<Item> {
 }
 
 /// The checkpoint file as raw JSON (the run replaces it atomically: whole or absent).
-fn checkpoint_json(m: &Migration) -> Option<Value> {
+pub(crate) fn checkpoint_json(m: &Migration) -> Option<Value> {
     let p = m.checkpoint_path()?;
     let bytes = std::fs::read(&p).ok()?;
     Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| {
@@ -335,7 +344,7 @@ fn checkpoint_json(m: &Migration) -> Option<Value> {
 }
 
 /// The checkpoint's stream shards: shard id -> last applied sequence number.
-fn stream_seqs(m: &Migration) -> BTreeMap<String, Option<String>> {
+pub(crate) fn stream_seqs(m: &Migration) -> BTreeMap<String, Option<String>> {
     checkpoint_json(m)
         .and_then(|cp| cp["stream"]["shards"].as_object().cloned())
         .map(|shards| {
@@ -349,7 +358,7 @@ fn stream_seqs(m: &Migration) -> BTreeMap<String, Option<String>> {
 
 /// Wait (at most `secs`) for `cond`; false when the time ran out. A run that ends first is a
 /// failure: its outcome is shown.
-async fn wait_while_running(
+pub(crate) async fn wait_while_running(
     running: &mut Running,
     what: &str,
     secs: u64,
@@ -373,7 +382,7 @@ async fn wait_while_running(
 }
 
 /// Every row of `table`, as jsonb text, sorted: two databases compare row for row.
-async fn dump(db: &str, table: &str) -> Vec<String> {
+pub(crate) async fn dump(db: &str, table: &str) -> Vec<String> {
     pg(db)
         .await
         .query(
@@ -388,7 +397,7 @@ async fn dump(db: &str, table: &str) -> Vec<String> {
 }
 
 /// The tables of `got` and `want` hold the same rows; the differences are shown otherwise.
-async fn assert_same_rows(got: &str, want: &str, tables: &[&str]) {
+pub(crate) async fn assert_same_rows(got: &str, want: &str, tables: &[&str]) {
     let mut problems = Vec::new();
     for t in tables {
         let a = dump(got, t).await;
@@ -411,7 +420,7 @@ async fn assert_same_rows(got: &str, want: &str, tables: &[&str]) {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-async fn query_strings(db: &str, sql: &str) -> Vec<String> {
+pub(crate) async fn query_strings(db: &str, sql: &str) -> Vec<String> {
     pg(db)
         .await
         .query(sql, &[])
@@ -422,7 +431,7 @@ async fn query_strings(db: &str, sql: &str) -> Vec<String> {
         .collect()
 }
 
-async fn count(db: &str, sql: &str) -> i64 {
+pub(crate) async fn count(db: &str, sql: &str) -> i64 {
     pg(db)
         .await
         .query_one(sql, &[])
@@ -479,7 +488,7 @@ async fn assert_stream_checkpoint(m: &Migration, client: &Client) {
     );
 }
 
-fn verify_args(table: &str, db: &str, mapping: &str) -> Vec<String> {
+pub(crate) fn verify_args(table: &str, db: &str, mapping: &str) -> Vec<String> {
     [
         "verify",
         "--table",
@@ -498,7 +507,7 @@ fn verify_args(table: &str, db: &str, mapping: &str) -> Vec<String> {
 
 /// Sample items of `seed` among `range` that are orders with `lines` in `min..=max`, not in
 /// `taken`; takes the first.
-fn pick_order(
+pub(crate) fn pick_order(
     seed: u64,
     range: std::ops::Range<u64>,
     min: usize,
