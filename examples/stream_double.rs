@@ -7,8 +7,10 @@
 //! ```
 //!
 //! It prints its URL on stdout's first line (pass it as `--endpoint-url`), then serves until
-//! killed; with `--split-every`, every SECS seconds the oldest open shard is split in two (the
-//! open shards grow by one each time, and over time every shard is split).
+//! killed, printing `ingested N` (records taken from the real stream so far) every second;
+//! with `--split-every`, every SECS seconds the oldest open shard is split in two (the open
+//! shards grow by one each time, and over time every shard is split). `--latency MS`: how long
+//! each GetRecords takes (default 10; a remote endpoint's is tens of milliseconds).
 
 #[path = "../tests/support/stream_double/mod.rs"]
 mod stream_double;
@@ -20,13 +22,14 @@ use std::time::Duration;
 use stream_double::{Config, StreamDouble};
 
 const USAGE: &str = "usage: stream_double --upstream http://IP:PORT --shards N \
-                     [--listen IP:PORT] [--split-every SECS]";
+                     [--listen IP:PORT] [--split-every SECS] [--latency MS]";
 
 struct Args {
     upstream: String,
     shards: usize,
     listen: Option<SocketAddr>,
     split_every: Option<u64>,
+    latency_ms: Option<u64>,
 }
 
 fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -34,6 +37,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut shards = None;
     let mut listen = None;
     let mut split_every = None;
+    let mut latency_ms = None;
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -60,6 +64,13 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                         .ok_or_else(|| format!("--split-every {v:?}: seconds, from 1"))?,
                 )
             }
+            "--latency" => {
+                let v = value()?;
+                latency_ms = Some(
+                    v.parse::<u64>()
+                        .map_err(|_| format!("--latency {v:?}: milliseconds"))?,
+                )
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -68,6 +79,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         shards: shards.ok_or("--shards is required")?,
         listen,
         split_every,
+        latency_ms,
     })
 }
 
@@ -79,11 +91,14 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let cfg = Config {
+    let mut cfg = Config {
         shards: args.shards,
         listen: args.listen,
         ..Config::default()
     };
+    if let Some(ms) = args.latency_ms {
+        cfg.latency = Duration::from_millis(ms);
+    }
     let double = match StreamDouble::start(&args.upstream, cfg) {
         Ok(d) => d,
         Err(e) => {
@@ -93,6 +108,12 @@ fn main() {
     };
     println!("{}", double.url());
     let _ = std::io::stdout().flush();
+    let counter = double.clone();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_secs(1));
+        println!("ingested {}", counter.ingested());
+        let _ = std::io::stdout().flush();
+    });
     loop {
         match args.split_every {
             Some(secs) => {

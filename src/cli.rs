@@ -345,7 +345,7 @@ pub struct MigrateArgs {
     /// flight). Every shard that may be read has its own reader, at most 5 calls a second
     /// each; this bounds them together. Changes are applied over --connections connections
     /// (default 4 when following), each item's changes on one, in order
-    #[arg(long, value_name = "N", default_value_t = 16, requires = "follow",
+    #[arg(long, value_name = "N", default_value_t = 64, requires = "follow",
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub stream_readers: u32,
 

@@ -3,7 +3,8 @@
 //!
 //! - **One reader per shard**, never two (AWS throttles more than 2 readers on a shard), and
 //!   at most one GetRecords every `MIN_INTERVAL` on it (AWS allows about 5 per second per
-//!   shard); an open shard at its end is asked again after `IDLE_POLL`. How many shards are
+//!   shard); an open shard at its end is asked again after `IDLE_POLL`, less often (up to once
+//!   a second) while it stays quiet. How many shards are
 //!   read at the same moment is bounded by the follower's `--stream-readers` semaphore.
 //! - **Where it starts**: after the checkpoint's sequence number; a shard never read starts
 //!   at its `StartingSequenceNumber` (AT_SEQUENCE_NUMBER), so that a shard whose first records
@@ -31,8 +32,12 @@ use crate::source::stream::{Position, ReadError, Record, ShardInfo, Stream};
 
 /// At most one GetRecords per shard this often (AWS: about 5 per second per shard).
 pub const MIN_INTERVAL: Duration = Duration::from_millis(200);
-/// An open shard at its end is asked again after this long.
+/// An open shard at its end is asked again after this long, doubled after every
+/// `IDLE_STEP` empty pages in a row up to `IDLE_POLL_MAX` (GetRecords calls are billed; a quiet
+/// shard of a table with hundreds of them need not be asked 4 times a second).
 pub const IDLE_POLL: Duration = Duration::from_millis(250);
+const IDLE_POLL_MAX: Duration = Duration::from_secs(1);
+const IDLE_STEP: u32 = 4;
 /// The longest pause after throttling or a failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -154,6 +159,8 @@ struct Reading {
     /// record must predate the load.
     check_first: bool,
     renewed: bool,
+    /// Empty pages in a row at the shard's end (for the idle pause).
+    empty_run: u32,
 }
 
 /// Read `info` from `committed` (the checkpoint's sequence number) until its end or the stop.
@@ -173,6 +180,7 @@ pub async fn read_shard(r: Arc<Readers>, info: ShardInfo, committed: Option<Stri
         backoff: MIN_INTERVAL,
         check_first: false,
         renewed: false,
+        empty_run: 0,
     };
     while !r.stopped() {
         if let Some(t) = s.last_call {
@@ -184,8 +192,13 @@ pub async fn read_shard(r: Arc<Readers>, info: ShardInfo, committed: Option<Stri
         }
         match step(&r, &mut s).await {
             Ok(Step::Ended) => return Ok(()),
-            Ok(Step::More) => {}
-            Ok(Step::Idle) => r.pause(IDLE_POLL).await,
+            Ok(Step::More) => s.empty_run = 0,
+            Ok(Step::Idle) => {
+                s.empty_run = s.empty_run.saturating_add(1);
+                let doublings = (s.empty_run / IDLE_STEP).min(2);
+                r.pause((IDLE_POLL * 2u32.pow(doublings)).min(IDLE_POLL_MAX))
+                    .await
+            }
             Err(e) => handle(&r, &mut s, e).await?,
         }
     }

@@ -313,7 +313,7 @@ impl Coordinator {
         let tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
         let lag = tracks
             .iter()
-            .filter(|(id, _)| self.running.contains_key(*id))
+            .filter(|(id, t)| self.running.contains_key(*id) || t.in_flight() > 0)
             .filter_map(|(_, t)| t.lag_ms(now))
             .max();
         match lag {
