@@ -81,6 +81,10 @@ pub fn plan(state: &StreamState, shards: &[ShardInfo], now: u64) -> Result<Linea
             Some(p) if described.contains_key(p.as_str()) || state.shards.contains_key(p) => {
                 known.get(p).is_some_and(|k| k.closed)
             }
+            // Unknown parent of a shard the checkpoint already holds: it was judged when the
+            // shard was first seen (the parent was pruned, or trimmed before this follower
+            // began); judging it again once the load is a day old would be a false gap.
+            Some(_) if state.shards.contains_key(&s.id) => true,
             // Trimmed before we ever saw it: fine while all it held predates the load.
             Some(p) if long_ago => {
                 return Err(data_missed(&format!(
