@@ -65,8 +65,16 @@ pub fn plan(state: &StreamState, shards: &[ShardInfo], now: u64) -> Result<Linea
     }
     let mut known = state.shards.clone();
     for s in shards {
+        // A shard new to the checkpoint that a shard already in it names as its parent was
+        // pruned (done) or trimmed before it was seen: listed again (an inconsistent
+        // DescribeStream), it must not be read again after its children moved on.
+        let seen_child = state
+            .shards
+            .values()
+            .any(|k| k.parent.as_deref() == Some(s.id.as_str()));
         known.entry(s.id.clone()).or_insert_with(|| ShardState {
             parent: s.parent.clone(),
+            closed: seen_child,
             ..ShardState::default()
         });
     }

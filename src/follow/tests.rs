@@ -165,8 +165,46 @@ fn review_an_open_shard_read_for_a_day_whose_parent_aged_out_is_no_gap() {
 #[test]
 fn review_a_shard_listed_as_its_own_parent_is_never_eligible() {
     let now = 1_000_000;
-    let described = [shard("a", Some("a")), shard("x", Some("y")), shard("y", Some("x"))];
+    let described = [
+        shard("a", Some("a")),
+        shard("x", Some("y")),
+        shard("y", Some("x")),
+    ];
     let l = plan(&state(now, &[]), &described, now).expect("plan");
     // Nothing is read, nothing refused: --until-caught-up would wait forever.
     assert!(l.eligible.is_empty(), "{:?}", l.eligible);
+}
+
+#[test]
+fn review_a_pruned_parent_listed_again_is_read_again_after_its_child() {
+    let now = 1_000_000;
+    // p done and unlisted, c (its child) done too: p is pruned.
+    let st = state(
+        now,
+        &[
+            ("p", None, true),
+            ("c", Some("p"), true),
+            ("g", Some("c"), false),
+        ],
+    );
+    let l = plan(&st, &[shard("c", Some("p")), shard("g", Some("c"))], now).expect("plan");
+    assert!(!l.known.contains_key("p"));
+    // One later DescribeStream lists p again (an inconsistent listing): p is new again.
+    let mut st2 = st.clone();
+    st2.shards = l.known.clone();
+    let l2 = plan(
+        &st2,
+        &[
+            shard("p", None),
+            shard("c", Some("p")),
+            shard("g", Some("c")),
+        ],
+        now,
+    )
+    .expect("plan");
+    assert!(
+        !l2.eligible.contains(&"p".to_string()),
+        "p would be re-read from its start after its child c moved on: {:?}",
+        l2.eligible
+    );
 }
