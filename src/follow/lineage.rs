@@ -65,8 +65,16 @@ pub fn plan(state: &StreamState, shards: &[ShardInfo], now: u64) -> Result<Linea
     }
     let mut known = state.shards.clone();
     for s in shards {
+        // A shard new to the checkpoint that a shard already in it names as its parent was
+        // pruned (done) or trimmed before it was seen: listed again (an inconsistent
+        // DescribeStream), it must not be read again after its children moved on.
+        let seen_child = state
+            .shards
+            .values()
+            .any(|k| k.parent.as_deref() == Some(s.id.as_str()));
         known.entry(s.id.clone()).or_insert_with(|| ShardState {
             parent: s.parent.clone(),
+            closed: seen_child,
             ..ShardState::default()
         });
     }
@@ -81,6 +89,10 @@ pub fn plan(state: &StreamState, shards: &[ShardInfo], now: u64) -> Result<Linea
             Some(p) if described.contains_key(p.as_str()) || state.shards.contains_key(p) => {
                 known.get(p).is_some_and(|k| k.closed)
             }
+            // Unknown parent of a shard the checkpoint already holds: it was judged when the
+            // shard was first seen (the parent was pruned, or trimmed before this follower
+            // began); judging it again once the load is a day old would be a false gap.
+            Some(_) if state.shards.contains_key(&s.id) => true,
             // Trimmed before we ever saw it: fine while all it held predates the load.
             Some(p) if long_ago => {
                 return Err(data_missed(&format!(

@@ -146,3 +146,65 @@ fn a_trim_of_a_shard_never_read_is_a_gap_only_if_it_may_hold_changes_since_the_l
     let before = (old.follow_from - MARGIN_SECS - 1) as i64 * 1000;
     assert!(!trim_is_gap(&old, now, Some(before)));
 }
+
+#[test]
+fn review_an_open_shard_read_for_a_day_whose_parent_aged_out_is_no_gap() {
+    // First relist: shard c (parent p trimmed long ago) is fine and read.
+    let now = 1_000_000;
+    let described = [shard("c", Some("p"))];
+    let st = state(now, &[]);
+    assert!(plan(&st, &described, now).is_ok());
+    // 25 hours later, c is still open (read, seq in the checkpoint), first round done.
+    let later = now + 25 * 3600;
+    let mut st = state(now, &[("c", Some("p"), false)]);
+    st.first_round_at = Some(now);
+    let r = plan(&st, &described, later);
+    assert!(r.is_ok(), "false gap: {}", r.err().unwrap());
+}
+
+#[test]
+fn review_a_shard_listed_as_its_own_parent_is_never_eligible() {
+    let now = 1_000_000;
+    let described = [
+        shard("a", Some("a")),
+        shard("x", Some("y")),
+        shard("y", Some("x")),
+    ];
+    let l = plan(&state(now, &[]), &described, now).expect("plan");
+    // Nothing is read, nothing refused: --until-caught-up would wait forever.
+    assert!(l.eligible.is_empty(), "{:?}", l.eligible);
+}
+
+#[test]
+fn review_a_pruned_parent_listed_again_is_read_again_after_its_child() {
+    let now = 1_000_000;
+    // p done and unlisted, c (its child) done too: p is pruned.
+    let st = state(
+        now,
+        &[
+            ("p", None, true),
+            ("c", Some("p"), true),
+            ("g", Some("c"), false),
+        ],
+    );
+    let l = plan(&st, &[shard("c", Some("p")), shard("g", Some("c"))], now).expect("plan");
+    assert!(!l.known.contains_key("p"));
+    // One later DescribeStream lists p again (an inconsistent listing): p is new again.
+    let mut st2 = st.clone();
+    st2.shards = l.known.clone();
+    let l2 = plan(
+        &st2,
+        &[
+            shard("p", None),
+            shard("c", Some("p")),
+            shard("g", Some("c")),
+        ],
+        now,
+    )
+    .expect("plan");
+    assert!(
+        !l2.eligible.contains(&"p".to_string()),
+        "p would be re-read from its start after its child c moved on: {:?}",
+        l2.eligible
+    );
+}
