@@ -126,6 +126,23 @@ impl Store {
         Ok(())
     }
 
+    /// Read the stream state (the checkpoint is not marked changed).
+    pub fn read_stream<R>(&self, f: impl FnOnce(&StreamState) -> R) -> Option<R> {
+        let cp = self.lock();
+        cp.stream.as_ref().map(f)
+    }
+
+    /// Change the stream state where `f` says it changed it (only then is the checkpoint marked
+    /// for the next flush).
+    pub fn change_stream(&self, f: impl FnOnce(&mut StreamState) -> bool) -> bool {
+        let mut cp = self.lock();
+        let changed = cp.stream.as_mut().is_some_and(f);
+        if changed {
+            self.dirty.store(true, Ordering::Release);
+        }
+        changed
+    }
+
     /// Read or change the stream state (marks the checkpoint for the next flush).
     pub fn with_stream<R>(&self, f: impl FnOnce(&mut StreamState) -> R) -> Option<R> {
         let mut cp = self.lock();

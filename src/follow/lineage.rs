@@ -78,6 +78,7 @@ pub fn plan(state: &StreamState, shards: &[ShardInfo], now: u64) -> Result<Linea
             ..ShardState::default()
         });
     }
+    refuse_cycles(&known)?;
     let mut eligible = Vec::new();
     for s in shards {
         if known.get(&s.id).is_some_and(|k| k.closed) {
@@ -114,6 +115,31 @@ pub fn plan(state: &StreamState, shards: &[ShardInfo], now: u64) -> Result<Linea
         eligible,
         pruned,
     })
+}
+
+/// A shard that is its own ancestor (DynamoDB Streams never lists one) would wait for itself
+/// forever: refused, naming the shards.
+fn refuse_cycles(known: &BTreeMap<String, ShardState>) -> Result<()> {
+    for start in known.keys() {
+        let mut at = start;
+        for _ in 0..=known.len() {
+            match known.get(at).and_then(|k| k.parent.as_ref()) {
+                Some(p) if p == start => {
+                    return Err(crate::error::Error::Source {
+                        message: format!(
+                            "DynamoDB Streams lists shard {start} as its own ancestor (through \
+                             {at}): its lineage cannot be read in order. Nothing after it was \
+                             applied; report it, and run the same command again later"
+                        ),
+                        retryable: false,
+                    })
+                }
+                Some(p) => at = p,
+                None => break,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Drop done shards that are no longer listed and whose known children are all done.

@@ -122,20 +122,21 @@ impl Readers {
 /// Copy a shard's watermark, and `closed` once it is done, into the checkpoint. Takes the
 /// checkpoint's lock, then the tracks' (the lanes' commits take them in the same order).
 pub fn sync_shard(store: &Store, tracks: &Tracks, id: &str) {
-    store.with_stream(|s| {
+    store.change_stream(|s| {
         let t = tracks.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = t.get(id) {
-            write_track(s, id, t);
-        }
+        t.get(id).is_some_and(|t| write_track(s, id, t))
     });
 }
 
-pub fn write_track(s: &mut crate::checkpoint::StreamState, id: &str, t: &ShardTrack) {
+/// Whether the checkpoint's entry changed.
+pub fn write_track(s: &mut crate::checkpoint::StreamState, id: &str, t: &ShardTrack) -> bool {
     let st = s.shards.entry(id.to_string()).or_default();
+    let before = (st.seq.clone(), st.closed);
     if t.committed_seq.is_some() {
         st.seq = t.committed_seq.clone();
     }
     st.closed |= t.done();
+    (st.seq.clone(), st.closed) != before
 }
 
 fn now_ms() -> i64 {
@@ -190,7 +191,13 @@ pub async fn read_shard(r: Arc<Readers>, info: ShardInfo, committed: Option<Stri
                 continue;
             }
         }
-        match step(&r, &mut s).await {
+        let mut stop = r.shutdown.clone();
+        let stepped = tokio::select! {
+            x = step(&r, &mut s) => x,
+            // A call that hangs does not hold up the stop (nothing it read is committed).
+            _ = stop.changed() => return Ok(()),
+        };
+        match stepped {
             Ok(Step::Ended) => return Ok(()),
             Ok(Step::More) => s.empty_run = 0,
             Ok(Step::Idle) => {
@@ -234,7 +241,7 @@ async fn step(r: &Readers, s: &mut Reading) -> std::result::Result<Step, ReadErr
     if s.check_first {
         if let Some(first) = page.records.first() {
             s.check_first = false;
-            let state = r.store.with_stream(|st| st.clone()).unwrap_or_default();
+            let state = r.store.read_stream(|st| st.clone()).unwrap_or_default();
             if trim_is_gap(&state, now_secs(), first.created_ms) {
                 return Err(trimmed(&s.info.id));
             }
@@ -327,7 +334,7 @@ async fn handle(r: &Readers, s: &mut Reading, e: ReadError) -> Result<()> {
         ))),
         ReadError::Lost(why) if matches!(s.pos, Position::At(_)) => {
             // The shard's first records are gone before it was ever read.
-            let state = r.store.with_stream(|st| st.clone()).unwrap_or_default();
+            let state = r.store.read_stream(|st| st.clone()).unwrap_or_default();
             if trim_is_gap(&state, now_secs(), None) {
                 s.check_first = true;
             }

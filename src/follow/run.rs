@@ -117,7 +117,7 @@ async fn start(job: FollowJob) -> Result<Coordinator> {
     ));
     let follow_from = job
         .store
-        .with_stream(|s| s.follow_from)
+        .read_stream(|s| s.follow_from)
         .unwrap_or_else(now_secs);
     let readers = Arc::new(Readers {
         stream: job.stream.clone(),
@@ -150,7 +150,7 @@ impl Coordinator {
     fn state(&self) -> StreamState {
         self.job
             .store
-            .with_stream(|s| s.clone())
+            .read_stream(|s| s.clone())
             .unwrap_or_default()
     }
 
@@ -213,7 +213,12 @@ impl Coordinator {
     /// DescribeStream; the checkpoint learns new shards and forgets pruned ones; readers
     /// start for the shards that may be read.
     async fn relist(&mut self) -> Result<()> {
-        let shards = match self.job.stream.shards().await {
+        let mut stop = self.job.shutdown.clone();
+        let listed = tokio::select! {
+            l = self.job.stream.shards() => l,
+            _ = stop.changed() => return Ok(()),
+        };
+        let shards = match listed {
             Ok(s) => s,
             Err(ReadError::Transient(why) | ReadError::Throttled(why)) => {
                 let since = *self.list_failing_since.get_or_insert_with(Instant::now);
@@ -237,11 +242,14 @@ impl Coordinator {
         let state = self.state();
         let plan = lineage::plan(&state, &shards, now_secs())?;
         let known = plan.known;
-        self.job.store.with_stream(|s| {
+        self.job.store.change_stream(|s| {
+            let before = s.shards.len();
             for (id, st) in &known {
                 s.shards.entry(id.clone()).or_insert_with(|| st.clone());
             }
+            let added = s.shards.len() != before;
             s.shards.retain(|id, _| known.contains_key(id));
+            added || s.shards.len() != known.len() || plan.pruned > 0
         });
         for id in plan.eligible {
             if self.running.contains_key(&id) {
@@ -295,9 +303,11 @@ impl Coordinator {
         });
         drop(tracks);
         if all_read_once {
-            self.job
-                .store
-                .with_stream(|s| s.first_round_at.get_or_insert(now_secs()).to_owned());
+            self.job.store.change_stream(|s| {
+                let first = s.first_round_at.is_none();
+                s.first_round_at.get_or_insert(now_secs());
+                first
+            });
         }
         ok
     }

@@ -148,7 +148,7 @@ fn a_trim_of_a_shard_never_read_is_a_gap_only_if_it_may_hold_changes_since_the_l
 }
 
 #[test]
-fn review_an_open_shard_read_for_a_day_whose_parent_aged_out_is_no_gap() {
+fn an_open_shard_read_for_a_day_whose_parent_aged_out_is_no_gap() {
     // First relist: shard c (parent p trimmed long ago) is fine and read.
     let now = 1_000_000;
     let described = [shard("c", Some("p"))];
@@ -163,20 +163,21 @@ fn review_an_open_shard_read_for_a_day_whose_parent_aged_out_is_no_gap() {
 }
 
 #[test]
-fn review_a_shard_listed_as_its_own_parent_is_never_eligible() {
+fn a_shard_listed_as_its_own_ancestor_is_refused_not_waited_for() {
     let now = 1_000_000;
-    let described = [
-        shard("a", Some("a")),
-        shard("x", Some("y")),
-        shard("y", Some("x")),
-    ];
-    let l = plan(&state(now, &[]), &described, now).expect("plan");
-    // Nothing is read, nothing refused: --until-caught-up would wait forever.
-    assert!(l.eligible.is_empty(), "{:?}", l.eligible);
+    for described in [
+        vec![shard("a", Some("a"))],
+        vec![shard("x", Some("y")), shard("y", Some("x"))],
+    ] {
+        let err = plan(&state(now, &[]), &described, now)
+            .expect_err("a cycle")
+            .to_string();
+        assert!(err.contains("its own ancestor"), "{err}");
+    }
 }
 
 #[test]
-fn review_a_pruned_parent_listed_again_is_read_again_after_its_child() {
+fn a_pruned_parent_listed_again_is_not_read_again_after_its_child() {
     let now = 1_000_000;
     // p done and unlisted, c (its child) done too: p is pruned.
     let st = state(

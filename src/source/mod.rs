@@ -160,8 +160,14 @@ impl Source {
         let streams_retry = aws_config::retry::RetryConfig::standard()
             .with_max_attempts(3)
             .with_initial_backoff(std::time::Duration::from_millis(100));
+        // An attempt that hangs (a network that connects but never answers) times out and is
+        // retried like any other failure.
+        let streams_timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(std::time::Duration::from_secs(20))
+            .build();
         let streams = aws_sdk_dynamodbstreams::config::Builder::from(&shared)
             .retry_config(streams_retry)
+            .timeout_config(streams_timeouts)
             .build();
         let access_key_id = match shared.credentials_provider() {
             Some(p) => {
@@ -201,7 +207,7 @@ impl Source {
     /// Where the source is, for messages.
     pub fn describe_location(&self) -> String {
         match &self.endpoint {
-            Some(e) => format!("{e} (region {})", self.region),
+            Some(e) => format!("{} (region {})", without_userinfo(e), self.region),
             None => format!("region {}", self.region),
         }
     }
@@ -323,6 +329,20 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
+/// An endpoint URL without any `user:password@` part, for messages.
+fn without_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
 /// Whether an SDK error is worth retrying after the SDK's own retries gave up.
 pub fn sdk_retryable<E, R>(err: &SdkError<E, R>) -> bool
 where
@@ -348,7 +368,20 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::is_loopback;
+    use super::{is_loopback, without_userinfo};
+
+    #[test]
+    fn endpoints_are_shown_without_credentials() {
+        assert_eq!(
+            without_userinfo("http://u:s3cr@t@127.0.0.1:8000/x@y"),
+            "http://***@127.0.0.1:8000/x@y"
+        );
+        assert_eq!(
+            without_userinfo("http://127.0.0.1:8000"),
+            "http://127.0.0.1:8000"
+        );
+        assert_eq!(without_userinfo("not a url"), "not a url");
+    }
 
     #[test]
     fn loopback_detection() {

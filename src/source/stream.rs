@@ -370,6 +370,10 @@ impl Stream {
             let Some(seq) = d.sequence_number else {
                 return Err(malformed(&format!("record {id} has no SequenceNumber")));
             };
+            if d.keys.as_ref().is_none_or(|k| k.is_empty()) {
+                // Its lane could not be chosen by key: per-item order would not hold.
+                return Err(malformed(&format!("record {id} has no Keys")));
+            }
             let created_ms = d
                 .approximate_creation_date_time
                 .and_then(|t| t.to_millis().ok());
