@@ -340,14 +340,14 @@ async fn done_shards_the_stream_no_longer_lists_are_pruned_from_the_checkpoint()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_shards_change_lands_within_seconds_while_another_shard_is_flooded() {
-    // Every GetRecords takes 50 ms, as a remote endpoint's would: read one after another, 64
-    // shards would take over 3 s a round.
+    // Every GetRecords takes 100 ms, as a slow remote endpoint's would: read one after
+    // another, 64 shards would take over 6 s a round.
     let (client, table, double) = setup(
         "hot",
         64,
         Config {
             shards: 64,
-            latency: Duration::from_millis(50),
+            latency: Duration::from_millis(100),
             ..Config::default()
         },
     )
@@ -371,33 +371,39 @@ async fn a_cold_shards_change_lands_within_seconds_while_another_shard_is_floode
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    put_ver(&client, &table, "k33", 9).await;
-    let written = Instant::now();
+    // Eight cold keys (on other shards), one after another: each must land within seconds.
     let c = pg(&db).await;
-    let landed = loop {
-        let v: Option<String> = c
-            .query_opt(
-                &format!("SELECT item->>'ver' FROM \"{table}\" WHERE pk = 'k33'"),
-                &[],
-            )
-            .await
-            .expect("query")
-            .map(|r| r.get(0));
-        if v.as_deref() == Some("9") {
-            break written.elapsed();
+    let mut landed = Vec::new();
+    for k in 33..41 {
+        put_ver(&client, &table, &format!("k{k}"), 9).await;
+        let written = Instant::now();
+        loop {
+            let v: Option<String> = c
+                .query_opt(
+                    &format!("SELECT item->>'ver' FROM \"{table}\" WHERE pk = 'k{k}'"),
+                    &[],
+                )
+                .await
+                .expect("query")
+                .map(|r| r.get(0));
+            if v.as_deref() == Some("9") {
+                landed.push(written.elapsed());
+                break;
+            }
+            assert!(
+                written.elapsed() < Duration::from_secs(30),
+                "k{k} never landed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(
-            written.elapsed() < Duration::from_secs(30),
-            "k33 never landed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    }
+    let landed = landed.into_iter().max().expect("eight keys");
     hot.await.expect("hot writer");
     signal(running.pid(), "TERM");
     running.wait().await.expect_code(130);
-    eprintln!("the cold key landed {landed:?} after its write");
+    eprintln!("the slowest cold key landed {landed:?} after its write");
     assert!(
-        landed < Duration::from_secs(3),
+        landed < Duration::from_millis(2500),
         "a cold shard's change took {landed:?} while another shard was hot"
     );
 }

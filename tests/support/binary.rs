@@ -96,7 +96,10 @@ pub fn ddb2pg_command() -> Command {
 pub fn ddb2pg_exe() -> &'static str {
     static EXE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     EXE.get_or_init(|| {
-        std::env::var("DDB2PG_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ddb2pg").into())
+        std::env::var("DDB2PG_TEST_BINARY")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_ddb2pg").into())
     })
 }
 
