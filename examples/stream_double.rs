@@ -11,6 +11,12 @@
 //! with `--split-every`, every SECS seconds the oldest open shard is split in two (the open
 //! shards grow by one each time, and over time every shard is split). `--latency MS`: how long
 //! each GetRecords takes (default 10; a remote endpoint's is tens of milliseconds).
+//!
+//! Commands on stdin put synthetic changes on the shards (DynamoDB Local takes only about 50
+//! writes a second with a stream; see `stream_double::synthetic`), each answered by a line
+//! `done N` on stdout:
+//! - `steady RATE SECS PREFIX`: RATE new items a second (`PREFIX0`, `PREFIX1`, ...) for SECS;
+//! - `burst N PREFIX`: N changes at once: new items, every tenth a REMOVE of one 31 before.
 
 #[path = "../tests/support/stream_double/mod.rs"]
 mod stream_double;
@@ -19,7 +25,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use stream_double::{Config, StreamDouble};
+use stream_double::{synthetic, Config, StreamDouble};
 
 const USAGE: &str = "usage: stream_double --upstream http://IP:PORT --shards N \
                      [--listen IP:PORT] [--split-every SECS] [--latency MS]";
@@ -108,6 +114,8 @@ fn main() {
     };
     println!("{}", double.url());
     let _ = std::io::stdout().flush();
+    let commands = double.clone();
+    std::thread::spawn(move || serve_commands(&commands));
     let counter = double.clone();
     std::thread::spawn(move || loop {
         std::thread::sleep(Duration::from_secs(1));
@@ -134,4 +142,61 @@ fn main() {
             None => std::thread::sleep(Duration::from_secs(3600)),
         }
     }
+}
+
+/// Run the stdin commands (see the module's documentation) until stdin closes.
+fn serve_commands(double: &StreamDouble) {
+    let mut line = String::new();
+    while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let done = match words.as_slice() {
+            ["steady", rate, secs, prefix] => match (rate.parse::<u64>(), secs.parse::<f64>()) {
+                (Ok(rate), Ok(secs)) => steady(double, rate, secs, prefix),
+                _ => None,
+            },
+            ["burst", n, prefix] => n.parse::<u64>().ok().map(|n| burst(double, n, prefix)),
+            _ => None,
+        };
+        match done {
+            Some(n) => println!("done {n}"),
+            None => println!("error: unknown command {:?}", line.trim()),
+        }
+        let _ = std::io::stdout().flush();
+        line.clear();
+    }
+}
+
+/// RATE new items a second for SECS, in 10 ms ticks.
+fn steady(double: &StreamDouble, rate: u64, secs: f64, prefix: &str) -> Option<u64> {
+    let start = std::time::Instant::now();
+    let mut made = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        let batch: Vec<_> = (made..due)
+            .map(|i| {
+                let ts = synthetic::now_ms();
+                synthetic::record(&format!("{prefix}{i}"), i, None, false, ts)
+            })
+            .collect();
+        made = due.max(made);
+        double.inject(batch);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Some(made)
+}
+
+/// N changes at once: new items, every tenth a REMOVE of the item made 31 before.
+fn burst(double: &StreamDouble, n: u64, prefix: &str) -> u64 {
+    let ts = synthetic::now_ms();
+    let batch = (0..n)
+        .map(|i| {
+            if i % 10 == 9 && i >= 31 {
+                synthetic::record(&format!("{prefix}{}", i - 31), i - 31, Some(i - 31), true, ts)
+            } else {
+                synthetic::record(&format!("{prefix}{i}"), i, None, false, ts)
+            }
+        })
+        .collect();
+    double.inject(batch);
+    n
 }

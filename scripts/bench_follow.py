@@ -1,14 +1,18 @@
 """Benchmark of `ddb2pg migrate --follow` (driven by scripts/bench-follow.sh, which starts the
 services and builds the binaries). A measurement, not a test: compare figures from one run.
 
-For each stream shape (BENCH_SHARDS: 1 = DynamoDB Local's own single shard; N = N shards
-served by the Streams double in front of it) and each connection count (BENCH_CONNS):
-  steady  writers put new items at each rate of BENCH_RATES for BENCH_SECS; every item carries
-          its write time (`ts`, ms) and a trigger stamps the time its row is committed, so the
-          lag of every change (write -> row committed) is known: p50 / p99 / max.
-  burst   BENCH_BURST changes (puts, every tenth a delete of an earlier item) written while no
-          follower runs; a follower is started and timed until its checkpoint counts them all
-          applied: changes/s, CPU, peak RSS. With BENCH_BEFORE, the same with that binary.
+For each stream shape (BENCH_SHARDS: `local` = DynamoDB Local's own single shard, written
+through its API; N = N shards served by the Streams double in front of it, fed with synthetic
+changes, since DynamoDB Local takes only about 50 writes a second with a stream) and each
+connection count (BENCH_CONNS):
+  steady  new items at each rate of BENCH_RATES for BENCH_SECS (`local`: as fast as DynamoDB
+          Local takes them); every item carries the time it was made (`ts`, ms) and a trigger
+          stamps the time its row is committed, so the lag of every change (made -> row
+          committed) is known: p50 / p99 / max.
+  burst   BENCH_BURST changes (new items, every tenth a REMOVE of an earlier one; `local`:
+          BENCH_BURST_LOCAL) made while no follower runs; a follower is started and timed until
+          its checkpoint counts them all applied: changes/s (process start included), CPU,
+          peak RSS. With BENCH_BEFORE, the same with that binary.
 BENCH_SOAK_MIN > 0 adds a soak: 64 shards splitting every minute, writes at 200/s, kill -9 of
 the follower every BENCH_SOAK_KILL_EVERY s (restarted at once): RSS and checkpoint size over
 time, and the target's row count against the table's at the end.
@@ -34,7 +38,8 @@ WORK = os.environ["BENCH_WORK"]
 RATES = [int(x) for x in os.environ.get("BENCH_RATES", "100 300 1000").split()]
 SECS = float(os.environ.get("BENCH_SECS", "20"))
 BURST = int(os.environ.get("BENCH_BURST", "20000"))
-SHARDS = [int(x) for x in os.environ.get("BENCH_SHARDS", "1 64").split()]
+SHARDS = os.environ.get("BENCH_SHARDS", "local 1 64").split()
+BURST_LOCAL = int(os.environ.get("BENCH_BURST_LOCAL", "2000"))
 CONNS = [int(x) for x in os.environ.get("BENCH_CONNS", "1 4 8").split()]
 SOAK_MIN = float(os.environ.get("BENCH_SOAK_MIN", "0"))
 SOAK_KILL = float(os.environ.get("BENCH_SOAK_KILL_EVERY", "180"))
@@ -88,16 +93,35 @@ class Double:
         args = [DOUBLE, "--upstream", E, "--shards", str(shards), "--latency", LATENCY]
         if split_every:
             args += ["--split-every", str(split_every)]
-        self.p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                  text=True)
+        self.p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True)
         self.url = self.p.stdout.readline().strip()
         self.ingested = 0
+        self.done = []
+        self.cv = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
         for line in self.p.stdout:
             if line.startswith("ingested "):
                 self.ingested = int(line.split()[1])
+            elif line.startswith("done ") or line.startswith("error"):
+                with self.cv:
+                    self.done.append(line.strip())
+                    self.cv.notify_all()
+
+    def cmd(self, line):
+        """Send a command (see examples/stream_double.rs); wait for its `done N`."""
+        with self.cv:
+            k = len(self.done)
+            self.p.stdin.write(line + "\n")
+            self.p.stdin.flush()
+            while len(self.done) <= k:
+                self.cv.wait()
+            r = self.done[k]
+        if not r.startswith("done "):
+            sys.exit(f"stream_double: {line}: {r}")
+        return int(r.split()[1])
 
     def wait_ingested(self, n, timeout=120):
         end = time.time() + timeout
@@ -133,11 +157,18 @@ def follower(binary, table, ep, cp, conns, extra=()):
 
 
 def wait_following(p, cp, timeout=300):
+    """Until the follower read every shard once (`first_round_at`; a binary that does not
+    write it: 5 s after the load is complete)."""
     end = time.time() + timeout
+    loaded_at = None
     while time.time() < end:
         c, _ = checkpoint(cp)
         if c and (c.get("stream") or {}).get("first_round_at"):
             return
+        if c and c.get("complete"):
+            loaded_at = loaded_at or time.time()
+            if time.time() - loaded_at > 5:
+                return
         if p.poll() is not None:
             sys.exit(f"the follower ended: see {cp}.log")
         time.sleep(0.1)
@@ -183,32 +214,40 @@ def quantiles(v):
     return q(0.5), q(0.99), v[-1]
 
 
+def landed_lags(table, prefix, n, timeout=120):
+    """Wait until the n items `prefix*` landed; their lags (landed_ms - ts)."""
+    end = time.time() + timeout
+    like = f"pk LIKE '{prefix}%'"
+    while time.time() < end:
+        if int(psql(table, f"SELECT count(*) FROM \"{table}\" WHERE {like}")) >= n:
+            break
+        time.sleep(0.2)
+    lags = psql(table, f"SELECT landed_ms - (item->>'ts')::bigint FROM \"{table}\" WHERE {like}")
+    return [int(x) for x in lags.split()]
+
+
 def steady(shards, conns):
     table = fresh("s")
     cp = f"{WORK}/{table}"
-    d = Double(shards) if shards > 1 else None
+    d = Double(int(shards)) if shards != "local" else None
     ep = d.url if d else E
     p = follower(BIN, table, ep, cp, conns)
     wait_following(p, cp)
-    i = 0
-    for rate in RATES:
-        took = write(table, int(rate * SECS), rate, i)
-        n = int(rate * SECS)
-        end = time.time() + 60
-        while time.time() < end:
-            got = int(psql(table, f"SELECT count(*) FROM \"{table}\" WHERE (item->>'v')::bigint >= {i}"))
-            if got >= n:
-                break
-            time.sleep(0.2)
-        lags = psql(table, f"SELECT landed_ms - (item->>'ts')::bigint FROM \"{table}\" "
-                           f"WHERE (item->>'v')::bigint >= {i} AND (item->>'v')::bigint < {i + n}")
-        v = [int(x) for x in lags.split()]
+    for rate in (RATES if d else [0]):
+        prefix = f"s{rate}x"
+        t0 = time.time()
+        if d:
+            n = d.cmd(f"steady {rate} {SECS} {prefix}")
+        else:
+            n = put_for(table, SECS, prefix)
+        took = time.time() - t0
+        v = landed_lags(table, prefix, n)
         if v:
             p50, p99, mx = quantiles(v)
-            print(f"shards {shards:>3} conns {conns}  steady {rate:>5}/s asked, "
-                  f"{n / took:>6.0f}/s written: lag p50 {p50} ms, p99 {p99} ms, max {mx} ms "
+            asked = f"{rate:>5}/s" if rate else "  max"
+            print(f"shards {shards:>5} conns {conns}  steady {asked} asked, "
+                  f"{n / took:>6.0f}/s made: lag p50 {p50} ms, p99 {p99} ms, max {mx} ms "
                   f"({len(v)} of {n} changes landed)", flush=True)
-        i += n
     p.send_signal(signal.SIGTERM)
     p.wait()
     if d:
@@ -216,24 +255,48 @@ def steady(shards, conns):
     drop(table)
 
 
+def put_for(table, secs, prefix):
+    """PutItem new items as fast as DynamoDB Local takes them, 4 threads, for secs."""
+    count = [0]
+    lock = threading.Lock()
+    end = time.time() + secs
+
+    def run(t):
+        i = 0
+        while time.time() < end:
+            ddb.put_item(TableName=table, Item={
+                "pk": {"S": f"{prefix}{t}_{i}"}, "v": {"N": str(i)},
+                "ts": {"N": str(int(time.time() * 1000))}})
+            i += 1
+        with lock:
+            count[0] += i
+    ts = [threading.Thread(target=run, args=(t,)) for t in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return count[0]
+
+
 def burst(binary, label, shards, conns):
     table = fresh("b")
     cp = f"{WORK}/{table}"
-    d = Double(shards) if shards > 1 else None
+    d = Double(int(shards)) if shards != "local" else None
     ep = d.url if d else E
     p = follower(binary, table, ep, cp, conns)
     wait_following(p, cp)
     p.send_signal(signal.SIGTERM)
     p.wait()
-    before = d.ingested if d else 0
-    write(table, BURST, 0, 0, deletes=True)
+    burst_n = BURST if d else BURST_LOCAL
     if d:
-        d.wait_ingested(before + BURST)
+        d.cmd(f"burst {burst_n} b")
+    else:
+        write(table, burst_n, 0, 0, deletes=True)
     base = applied(cp)
     t0 = time.time()
     p = follower(binary, table, ep, cp, conns)
     rss = 0
-    while applied(cp) < base + BURST and time.time() - t0 < 600:
+    while applied(cp) < base + burst_n and time.time() - t0 < 600:
         try:
             for line in open(f"/proc/{p.pid}/status"):
                 if line.startswith("VmRSS:"):
@@ -249,7 +312,7 @@ def burst(binary, label, shards, conns):
         cpu = float("nan")
     p.send_signal(signal.SIGTERM)
     p.wait()
-    print(f"shards {shards:>3} conns {conns}  burst {label}: {n} changes applied in {wall:.2f} s "
+    print(f"shards {shards:>5} conns {conns}  burst {label}: {n} changes applied in {wall:.2f} s "
           f"= {n / wall:.0f} changes/s (process start included), {cpu:.2f} CPU-s, "
           f"peak RSS {rss / 1024:.0f} MB", flush=True)
     if d:
@@ -265,12 +328,10 @@ def soak():
     wait_following(p, cp)
     stop = time.time() + SOAK_MIN * 60
     writer_done = [False]
+    made = [0]
 
     def writer():
-        i = 0
-        while time.time() < stop:
-            write(table, 200, 200, i)
-            i += 200
+        made[0] = d.cmd(f"steady 200 {SOAK_MIN * 60} soak")
         writer_done[0] = True
     threading.Thread(target=writer, daemon=True).start()
     next_kill = time.time() + SOAK_KILL
@@ -304,19 +365,12 @@ def soak():
                         f"{BASE}/{table}", "--checkpoint-dir", cp, "--progress", "none",
                         "--follow", "--until-caught-up", "--connections", "4"], env=ENV,
                        capture_output=True, text=True)
-    rows = int(psql(table, f"SELECT count(*) FROM \"{table}\""))
-    items, start = 0, None
-    while True:
-        kw = {"ExclusiveStartKey": start} if start else {}
-        r = ddb.scan(TableName=table, Select="COUNT", **kw)
-        items += r["Count"]
-        start = r.get("LastEvaluatedKey")
-        if not start:
-            break
+    rows = int(psql(table, f"SELECT count(*) FROM \"{table}\" WHERE pk LIKE 'soak%'"))
+    items = made[0]
     rss = [s[1] for s in samples]
     size = [s[2] for s in samples]
     print(f"soak: {SOAK_MIN:.0f} min, {kills} kill -9, --until-caught-up exit {r.returncode}; "
-          f"rows {rows} / items {items}; RSS {min(rss) / 1024:.0f}-{max(rss) / 1024:.0f} MB, "
+          f"rows {rows} / changes made {items}; RSS {min(rss) / 1024:.0f}-{max(rss) / 1024:.0f} MB, "
           f"checkpoint {min(size)}-{max(size)} bytes", flush=True)
     d.stop()
     drop(table)

@@ -3,8 +3,8 @@
 //!
 //! - **One reader per shard**, never two (AWS throttles more than 2 readers on a shard), and
 //!   at most one GetRecords every `MIN_INTERVAL` on it (AWS allows about 5 per second per
-//!   shard); an open shard at its end is asked again after `IDLE_POLL`, less often (up to once
-//!   a second) while it stays quiet. How many shards are
+//!   shard); an open shard at its end is asked again after `IDLE_POLL`, once a second after
+//!   10 s of quiet. How many shards are
 //!   read at the same moment is bounded by the follower's `--stream-readers` semaphore.
 //! - **Where it starts**: after the checkpoint's sequence number; a shard never read starts
 //!   at its `StartingSequenceNumber` (AT_SEQUENCE_NUMBER), so that a shard whose first records
@@ -32,12 +32,13 @@ use crate::source::stream::{Position, ReadError, Record, ShardInfo, Stream};
 
 /// At most one GetRecords per shard this often (AWS: about 5 per second per shard).
 pub const MIN_INTERVAL: Duration = Duration::from_millis(200);
-/// An open shard at its end is asked again after this long, doubled after every
-/// `IDLE_STEP` empty pages in a row up to `IDLE_POLL_MAX` (GetRecords calls are billed; a quiet
-/// shard of a table with hundreds of them need not be asked 4 times a second).
+/// An open shard at its end is asked again after this long; after `IDLE_PAGES` empty pages in
+/// a row (10 s of quiet), after `IDLE_POLL_QUIET` (GetRecords calls are billed: a quiet shard of
+/// a table with hundreds of them need not be asked 4 times a second, but a shard that takes a
+/// write every few seconds keeps its quick answer).
 pub const IDLE_POLL: Duration = Duration::from_millis(250);
-const IDLE_POLL_MAX: Duration = Duration::from_secs(1);
-const IDLE_STEP: u32 = 4;
+const IDLE_POLL_QUIET: Duration = Duration::from_secs(1);
+const IDLE_PAGES: u32 = 40;
 /// The longest pause after throttling or a failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -202,9 +203,8 @@ pub async fn read_shard(r: Arc<Readers>, info: ShardInfo, committed: Option<Stri
             Ok(Step::More) => s.empty_run = 0,
             Ok(Step::Idle) => {
                 s.empty_run = s.empty_run.saturating_add(1);
-                let doublings = (s.empty_run / IDLE_STEP).min(2);
-                r.pause((IDLE_POLL * 2u32.pow(doublings)).min(IDLE_POLL_MAX))
-                    .await
+                let quiet = s.empty_run >= IDLE_PAGES;
+                r.pause(if quiet { IDLE_POLL_QUIET } else { IDLE_POLL }).await
             }
             Err(e) => handle(&r, &mut s, e).await?,
         }

@@ -26,7 +26,8 @@
 //!
 //! The server runs on a thread of its own (its own tokio runtime), so the handle is used alike
 //! from synchronous and asynchronous code; it stops when the last clone of the handle is dropped.
-//! `examples/stream_double.rs` runs it standalone for benchmarks.
+//! `examples/stream_double.rs` runs it standalone for benchmarks, where [`synthetic`] changes
+//! stand in for writes DynamoDB Local cannot take fast enough.
 
 #![allow(dead_code)]
 
@@ -34,6 +35,7 @@ mod api;
 mod http;
 mod ingest;
 mod model;
+pub mod synthetic;
 
 #[allow(unused_imports)] // the test suite and the example use different parts
 pub use model::{ShardInfo, ShardStats, Stats};
@@ -107,7 +109,7 @@ struct Shared {
     learning: tokio::sync::Mutex<()>,
 }
 
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
