@@ -191,7 +191,13 @@ fn burst(double: &StreamDouble, n: u64, prefix: &str) -> u64 {
     let batch = (0..n)
         .map(|i| {
             if i % 10 == 9 && i >= 31 {
-                synthetic::record(&format!("{prefix}{}", i - 31), i - 31, Some(i - 31), true, ts)
+                synthetic::record(
+                    &format!("{prefix}{}", i - 31),
+                    i - 31,
+                    Some(i - 31),
+                    true,
+                    ts,
+                )
             } else {
                 synthetic::record(&format!("{prefix}{i}"), i, None, false, ts)
             }

@@ -204,7 +204,8 @@ pub async fn read_shard(r: Arc<Readers>, info: ShardInfo, committed: Option<Stri
             Ok(Step::Idle) => {
                 s.empty_run = s.empty_run.saturating_add(1);
                 let quiet = s.empty_run >= IDLE_PAGES;
-                r.pause(if quiet { IDLE_POLL_QUIET } else { IDLE_POLL }).await
+                r.pause(if quiet { IDLE_POLL_QUIET } else { IDLE_POLL })
+                    .await
             }
             Err(e) => handle(&r, &mut s, e).await?,
         }

@@ -302,7 +302,12 @@ async fn until_caught_up_waits_through_empty_pages_before_records() {
     out.expect_code(0);
     assert_eq!(out.num("changes_modified"), 5, "{}", out.report());
     // Caught up, every shard idle at its end: no lag (not the age of the newest change).
-    assert_eq!(out.report()["lag_s"].as_f64(), Some(0.0), "{}", out.report());
+    assert_eq!(
+        out.report()["lag_s"].as_f64(),
+        Some(0.0),
+        "{}",
+        out.report()
+    );
     assert_eq!(rows(&db, &table).await, one_shot_rows(&table).await);
     assert!(double.stats().empty_pages() > 0, "no empty page was served");
 }
