@@ -128,8 +128,8 @@ pub struct Checkpoint {
 pub struct StreamState {
     /// The stream this checkpoint follows; another ARN means the stream was replaced.
     pub arn: String,
-    /// When the load's scan began (epoch seconds): records older than this (less a margin)
-    /// are already in the load.
+    /// The time the load is as of (epoch seconds): when its scan began, or an export's own
+    /// time. Records older than this (less a margin) are already in the load.
     pub follow_from: u64,
     pub shards: std::collections::BTreeMap<String, ShardState>,
     /// Changes applied, over all runs.

@@ -58,7 +58,7 @@ pub fn plan(state: &StreamState, shards: &[ShardInfo], now: u64) -> Result<Linea
     if long_ago && state.first_round_at.is_none() && state.shards.values().all(|s| s.seq.is_none())
     {
         return Err(data_missed(&format!(
-            "the load began {} h ago, longer than the stream's 24-hour retention, before the \
+            "the load is as of {} h ago, longer than the stream's 24-hour retention, before the \
              stream was first read",
             age / 3600
         )));
@@ -97,7 +97,7 @@ pub fn plan(state: &StreamState, shards: &[ShardInfo], now: u64) -> Result<Linea
             // Trimmed before we ever saw it: fine while all it held predates the load.
             Some(p) if long_ago => {
                 return Err(data_missed(&format!(
-                    "the load began {} h ago, longer than the stream's 24-hour retention, and \
+                    "the load is as of {} h ago, longer than the stream's 24-hour retention, and \
                      shard {p} (parent of {}) is gone unread",
                     age / 3600,
                     s.id
