@@ -133,6 +133,17 @@ class Double:
         self.p.wait()
 
 
+def rss_kb(pid):
+    """VmRSS of a process in KiB (0 once it is gone)."""
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def checkpoint(cp):
     for f in glob.glob(f"{cp}/*.json"):
         try:
@@ -297,12 +308,7 @@ def burst(binary, label, shards, conns):
     p = follower(binary, table, ep, cp, conns)
     rss = 0
     while applied(cp) < base + burst_n and time.time() - t0 < 600:
-        try:
-            for line in open(f"/proc/{p.pid}/status"):
-                if line.startswith("VmRSS:"):
-                    rss = max(rss, int(line.split()[1]))
-        except OSError:
-            pass
+        rss = max(rss, rss_kb(p.pid))
         time.sleep(0.02)
     wall = time.time() - t0
     n = applied(cp) - base
@@ -345,13 +351,7 @@ def soak():
             kills += 1
             p = follower(BIN, table, d.url, cp, 4)
             next_kill = time.time() + SOAK_KILL
-        rss = 0
-        try:
-            for line in open(f"/proc/{p.pid}/status"):
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1])
-        except OSError:
-            pass
+        rss = rss_kb(p.pid)
         c, size = checkpoint(cp)
         shards = len(((c or {}).get("stream") or {}).get("shards", {}))
         samples.append((time.time(), rss, size, shards))

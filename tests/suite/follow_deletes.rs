@@ -9,10 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::DisplayErrorContext;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, StreamViewType};
 use aws_sdk_dynamodb::Client;
 use ddb2pg::checkpoint::Checkpoint;
 use ddb2pg::value::Item;
@@ -62,51 +59,7 @@ fn setup(name: &str) -> (String, String) {
 }
 
 async fn create_table(client: &Client, table: &str) {
-    let attr = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .expect("attribute definition")
-    };
-    let key = |name: &str, t: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(t)
-            .build()
-            .expect("key schema element")
-    };
-    client
-        .create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr("PK"))
-        .attribute_definitions(attr("SK"))
-        .key_schema(key("PK", KeyType::Hash))
-        .key_schema(key("SK", KeyType::Range))
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewAndOldImages)
-                .build()
-                .expect("stream specification"),
-        )
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("CreateTable {table}: {}", DisplayErrorContext(&e)));
-    for _ in 0..600 {
-        let d = client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("DescribeTable {table}: {}", DisplayErrorContext(&e)));
-        if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("table {table} not ACTIVE after 30 s");
+    crate::stream::create_table(client, table, Some(StreamViewType::NewAndOldImages)).await;
 }
 
 fn line(sku: &str, qty: u32, price: &str) -> AttributeValue {

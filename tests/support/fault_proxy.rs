@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// Shares in percent of Scan requests, and the largest added latency.
@@ -105,37 +105,9 @@ pub async fn start(upstream: &str, faults: Faults) -> FaultProxy {
 }
 
 async fn read_request(s: &mut TcpStream) -> std::io::Result<Option<(String, Vec<u8>)>> {
-    let mut buf = Vec::with_capacity(4096);
-    let mut tmp = [0u8; 8192];
-    let header_end = loop {
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p + 4;
-        }
-        let n = s.read(&mut tmp).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..header_end]).to_string();
-    let len = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse::<usize>().ok())
-                .flatten()
-        })
-        .unwrap_or(0);
-    let mut body = buf[header_end..].to_vec();
-    while body.len() < len {
-        let n = s.read(&mut tmp).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        body.extend_from_slice(&tmp[..n]);
-    }
-    Ok(Some((head, body)))
+    Ok(super::stream_double::read_request(s)
+        .await?
+        .map(|r| (r.head, r.body)))
 }
 
 async fn respond(

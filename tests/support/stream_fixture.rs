@@ -5,10 +5,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, StreamSpecification, StreamViewType,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, StreamViewType};
 use aws_sdk_dynamodbstreams::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodbstreams::types::{
     AttributeValue as StreamValue, Record, Shard, ShardIteratorType,
@@ -63,36 +60,7 @@ impl Fixture {
         let double = StreamDouble::start(&services().endpoint, cfg).expect("start the double");
         let (ddb, streams) = clients(&double.url());
         let table = crate::support::unique_name(prefix);
-        let attr = |name: &str| {
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attribute definition")
-        };
-        let key = |name: &str, t: KeyType| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(t)
-                .build()
-                .expect("key schema element")
-        };
-        let spec = StreamSpecification::builder()
-            .stream_enabled(true)
-            .stream_view_type(StreamViewType::NewAndOldImages)
-            .build()
-            .expect("stream specification");
-        ddb.create_table()
-            .table_name(&table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attr("PK"))
-            .attribute_definitions(attr("SK"))
-            .key_schema(key("PK", KeyType::Hash))
-            .key_schema(key("SK", KeyType::Range))
-            .stream_specification(spec)
-            .send()
-            .await
-            .expect("CreateTable through the double");
+        crate::stream::create_table(&ddb, &table, Some(StreamViewType::NewAndOldImages)).await;
         Fixture {
             double,
             ddb,

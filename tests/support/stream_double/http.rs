@@ -19,7 +19,7 @@ pub(super) fn ddb_error(name: &str) -> String {
 }
 
 /// A request: its head (request line and headers) and body.
-pub(super) struct Request {
+pub struct Request {
     pub head: String,
     pub body: Vec<u8>,
 }
@@ -45,7 +45,7 @@ impl Request {
     }
 }
 
-pub(super) async fn read_request(s: &mut TcpStream) -> std::io::Result<Option<Request>> {
+pub async fn read_request(s: &mut TcpStream) -> std::io::Result<Option<Request>> {
     let mut buf = Vec::with_capacity(4096);
     let mut tmp = [0u8; 8192];
     let header_end = loop {

@@ -37,6 +37,9 @@ mod ingest;
 mod model;
 pub mod synthetic;
 
+/// One HTTP/1.1 request read off a connection (the fault proxy reads its requests alike).
+#[allow(unused_imports)] // the example does not use it
+pub use http::{read_request, Request};
 #[allow(unused_imports)] // the test suite and the example use different parts
 pub use model::{ShardInfo, ShardStats, Stats};
 
