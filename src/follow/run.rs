@@ -288,19 +288,18 @@ impl Coordinator {
         let state = self.state();
         let now = now_ms();
         let tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
-        let mut all_read_once = true;
-        let ok = self.listed.iter().all(|s| {
+        // Every shard is looked at (no early stop): `all_read_once` must see them all.
+        let (mut ok, mut all_read_once) = (true, true);
+        for s in &self.listed {
             if state.shards.get(&s.id).is_some_and(|k| k.closed) {
-                return true;
+                continue;
             }
-            if s.ended || !self.running.contains_key(&s.id) {
-                all_read_once = false;
-                return false;
-            }
-            let t = tracks.get(&s.id);
+            let t = tracks
+                .get(&s.id)
+                .filter(|_| !s.ended && self.running.contains_key(&s.id));
             all_read_once &= t.is_some_and(|t| t.empty_pages > 0);
-            t.is_some_and(|t| t.quiet(QUIET_PAGES, QUIET_MS, now))
-        });
+            ok &= t.is_some_and(|t| t.quiet(QUIET_PAGES, QUIET_MS, now));
+        }
         drop(tracks);
         if all_read_once {
             self.job.store.change_stream(|s| {
@@ -313,9 +312,15 @@ impl Coordinator {
     }
 
     fn update_stats(&self) {
-        let state = self.state();
-        let closed = state.shards.values().filter(|s| s.closed).count() as u64;
-        let open = state.shards.len() as u64 - closed;
+        let (closed, known) = self
+            .job
+            .store
+            .read_stream(|st| {
+                let closed = st.shards.values().filter(|s| s.closed).count() as u64;
+                (closed, st.shards.len() as u64)
+            })
+            .unwrap_or_default();
+        let open = known - closed;
         let s = &self.job.stats;
         s.shards_open.store(open, Ordering::Relaxed);
         s.shards_closed.store(closed, Ordering::Relaxed);
