@@ -105,6 +105,14 @@ pub fn within_retention(from: u64, now: u64) -> bool {
     now.saturating_sub(from) + MARGIN_SECS <= RETENTION_SECS
 }
 
+/// Milliseconds since the epoch (ApproximateCreationDateTime's unit).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 fn data_missed(why: &str) -> Error {
     Error::Source {
         message: format!(

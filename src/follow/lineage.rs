@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{data_missed, MARGIN_SECS, RETENTION_SECS};
+use super::{data_missed, MARGIN_SECS};
 use crate::checkpoint::{ShardState, StreamState};
 use crate::error::Result;
 use crate::source::stream::ShardInfo;
@@ -39,7 +39,7 @@ pub struct Lineage {
 /// Whether the load began longer ago than the retention (less the margin): records from
 /// before it may have been trimmed unread.
 fn long_ago(state: &StreamState, now: u64) -> bool {
-    now.saturating_sub(state.follow_from) + MARGIN_SECS > RETENTION_SECS
+    !super::within_retention(state.follow_from, now)
 }
 
 /// Plan this DescribeStream's shards against the checkpoint (`now`: epoch seconds).

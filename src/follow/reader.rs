@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::lineage::trim_is_gap;
+use super::now_ms;
 use super::tracker::ShardTrack;
 use super::{data_missed, Tracks, MARGIN_SECS};
 use crate::changes::{Change, ChangeKind};
@@ -140,13 +141,6 @@ pub fn write_track(s: &mut crate::checkpoint::StreamState, id: &str, t: &ShardTr
     (st.seq.clone(), st.closed) != before
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// One shard's reading state.
 struct Reading {
     id: Arc<str>,
@@ -242,8 +236,11 @@ async fn step(r: &Readers, s: &mut Reading) -> std::result::Result<Step, ReadErr
     if s.check_first {
         if let Some(first) = page.records.first() {
             s.check_first = false;
-            let state = r.store.read_stream(|st| st.clone()).unwrap_or_default();
-            if trim_is_gap(&state, now_secs(), first.created_ms) {
+            let now = now_secs();
+            let gap = r
+                .store
+                .read_stream(|st| trim_is_gap(st, now, first.created_ms));
+            if gap.unwrap_or(true) {
                 return Err(trimmed(&s.info.id));
             }
         } else if page.next.is_none() {
@@ -288,28 +285,32 @@ async fn dispatch(
     records: Vec<Record>,
 ) -> std::result::Result<(), ReadError> {
     let from_ms = r.follow_from.saturating_sub(MARGIN_SECS) as i64 * 1000;
-    for rec in records {
-        s.pos = Position::After(rec.seq.clone());
-        let skip = rec.created_ms.is_some_and(|t| t < from_ms);
-        let ticket = {
-            let mut t = r.tracks.lock().unwrap_or_else(|e| e.into_inner());
-            let t = t.entry(s.info.id.clone()).or_default();
+    if let Some(last) = records.last() {
+        s.pos = Position::After(last.seq.clone());
+    }
+    // Tickets for the whole page under one lock; records older than the load complete at once.
+    let mut out = Vec::with_capacity(records.len());
+    {
+        let mut tracks = r.tracks.lock().unwrap_or_else(|e| e.into_inner());
+        let t = tracks.entry(s.info.id.clone()).or_default();
+        for rec in records {
+            let skip = rec.created_ms.is_some_and(|c| c < from_ms);
             let ticket = t.dispatch(rec.seq, rec.created_ms);
             if skip {
                 t.complete(ticket);
+            } else {
+                out.push((ticket, rec.kind, rec.created_ms, rec.change));
             }
-            ticket
-        };
-        if skip {
-            continue;
         }
-        let lane = r.lane_of(&rec.change);
+    }
+    for (ticket, kind, created_ms, change) in out {
+        let lane = r.lane_of(&change);
         let sent = Ticketed {
             shard: s.id.clone(),
             ticket,
-            kind: rec.kind,
-            created_ms: rec.created_ms,
-            change: rec.change,
+            kind,
+            created_ms,
+            change,
         };
         if r.lanes[lane].send(sent).await.is_err() {
             // The lane ended (it failed, or the follower stops): its error is reported.
@@ -335,8 +336,11 @@ async fn handle(r: &Readers, s: &mut Reading, e: ReadError) -> Result<()> {
         ))),
         ReadError::Lost(why) if matches!(s.pos, Position::At(_)) => {
             // The shard's first records are gone before it was ever read.
-            let state = r.store.read_stream(|st| st.clone()).unwrap_or_default();
-            if trim_is_gap(&state, now_secs(), None) {
+            let now = now_secs();
+            if r.store
+                .read_stream(|st| trim_is_gap(st, now, None))
+                .unwrap_or(true)
+            {
                 s.check_first = true;
             }
             tracing::debug!(

@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 
 use super::lanes::{self, LaneJob};
 use super::lineage;
+use super::now_ms;
 use super::reader::{self, Readers};
 use super::tracker::ShardTrack;
 use super::{lag_text, read_error, FollowEnd, FollowJob, Tracks};
@@ -42,13 +43,6 @@ const TICK: Duration = Duration::from_millis(100);
 /// Caught up: empty pages in a row on each open shard, over at least this long.
 pub const QUIET_PAGES: u32 = 5;
 pub const QUIET_MS: i64 = 2_500;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 struct Coordinator {
     job: FollowJob,

@@ -1,4 +1,5 @@
 use super::*;
+use crate::follow::RETENTION_SECS;
 
 fn shard(id: &str, parent: Option<&str>) -> ShardInfo {
     ShardInfo {
