@@ -201,7 +201,7 @@ pub(super) async fn resolve(args: &MigrateArgs, origin: &mut Origin) -> Result<O
     let info = source.describe(&table).await?;
     if let Some(arn) = export.table_arn.as_deref().filter(|&a| a != info.arn) {
         return Err(Error::config(format!(
-            "--follow: the export is of table {arn} (its manifest's tableArn), but table \
+            "--follow: the export is of table {arn:?} (its manifest's tableArn), but table \
              {table:?} at {} is {}: another account or region. Check --region, --profile and \
              --endpoint-url",
             source.describe_location(),
@@ -237,7 +237,7 @@ fn export_time(args: &MigrateArgs, export: &Export) -> Result<(i64, String)> {
         }
         (Some((field, text)), Some(_)) => Err(Error::config(format!(
             "--follow-from: the export's manifest-summary.json gives its time ({field} \
-             {text}), which the stream is applied from; --follow-from is for an export without \
+             {text:?}), which the stream is applied from; --follow-from is for an export without \
              one. Drop --follow-from"
         ))),
         (None, Some(t)) => Ok((parse_time("--follow-from", t)?, "--follow-from".into())),
@@ -256,7 +256,7 @@ fn table_to_follow(args: &MigrateArgs, export: &Export) -> Result<String> {
     let manifest = export.table_arn.as_deref().map(|a| (a, table_of_arn(a)));
     match (manifest, &args.table) {
         (Some((arn, Some(name))), Some(t)) if name != t => Err(Error::config(format!(
-            "--table {t:?}: the export is of table {name:?} (its manifest's tableArn {arn}); \
+            "--table {t:?}: the export is of table {name:?} (its manifest's tableArn {arn:?}); \
              the stream applied after an export must be its own table's. Drop --table, or \
              give --table {name}"
         ))),
