@@ -262,8 +262,9 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub restart: bool,
 
-    /// Write a JSON summary of the run to FILE
-    #[arg(long, value_name = "FILE")]
+    /// Write a JSON summary of the run to FILE (a local file). With --checkpoint-dir s3://...
+    /// the summary is also kept beside each shard's checkpoint, as <checkpoint>.report.json
+    #[arg(long, value_name = "FILE", value_parser = report_file)]
     pub report: Option<PathBuf>,
 
     /// Progress display: bars on a terminal, a log line every few seconds otherwise
@@ -463,9 +464,24 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub samples: u32,
 
-    /// Write the JSON result to FILE
-    #[arg(long, value_name = "FILE")]
+    /// Write the JSON result to FILE (a local file)
+    #[arg(long, value_name = "FILE", value_parser = report_file)]
     pub report: Option<PathBuf>,
+}
+
+/// `--report FILE`: a local file. An `s3://` URL is refused when the command line is read,
+/// not after the run (it would be a local path named `s3:`).
+fn report_file(s: &str) -> std::result::Result<PathBuf, String> {
+    if s.starts_with("s3://") {
+        return Err(
+            "--report writes a local file, not an S3 object; with --checkpoint-dir \
+                    s3://... `migrate` keeps each run's report in S3 beside its checkpoint \
+                    (<checkpoint>.report.json, one per shard): drop --report, or give a local \
+                    path"
+                .into(),
+        );
+    }
+    Ok(PathBuf::from(s))
 }
 
 impl VerifyArgs {

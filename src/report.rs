@@ -1,4 +1,5 @@
-//! The end-of-run summary: printed for humans, and written as JSON with `--report`.
+//! The end-of-run summary: printed for humans, written as JSON with `--report`, and with an
+//! `s3://` checkpoint location also kept beside the checkpoint ([`beside`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -6,6 +7,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+
+pub mod beside;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -64,8 +67,13 @@ pub struct Report {
 
 impl Report {
     pub fn write_json(&self, path: &Path) -> Result<()> {
-        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::file(path, e))?;
+        let json = self.to_json(&path.display().to_string())?;
         std::fs::write(path, json).map_err(|e| Error::file(path, e))
+    }
+
+    /// The report as `--report` writes it; `at` names where it goes, for an error.
+    pub fn to_json(&self, at: &str) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(self).map_err(|e| Error::file(at, e))
     }
 
     /// A few lines for a human, on stderr.

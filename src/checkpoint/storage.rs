@@ -147,10 +147,20 @@ impl Names {
         }
     }
 
+    /// The run's report kept beside its checkpoint (`<stem>.report.json`, see
+    /// `crate::report::beside`): one per shard, like the checkpoint.
+    pub fn report(&self) -> String {
+        let stem = self
+            .checkpoint
+            .strip_suffix(".json")
+            .unwrap_or(&self.checkpoint);
+        format!("{stem}.report.json")
+    }
+
     /// The names of the checkpoint `name` (`<stem>.json`) of a listing.
     pub fn of_checkpoint(name: &str) -> Option<Names> {
         let stem = name.strip_suffix(".json")?;
-        if stem.ends_with(".tmp") || stem.contains(".rejects") {
+        if stem.ends_with(".tmp") || stem.contains(".rejects") || stem.ends_with(".report") {
             return None;
         }
         let base = Shard::from_suffix(stem).map_or(stem.to_string(), |(b, _)| b);
@@ -185,8 +195,12 @@ mod tests {
         assert_eq!(a.base, b.base);
         assert_eq!(b.checkpoint, format!("{}.shard-1-of-4.json", a.base));
         assert_eq!(Names::of_checkpoint(&b.checkpoint), Some(b.clone()));
-        assert_eq!(Names::of_checkpoint(&a.checkpoint), Some(a));
+        assert_eq!(Names::of_checkpoint(&a.checkpoint), Some(a.clone()));
         assert_eq!(Names::of_checkpoint("x.json.tmp"), None);
+        // A shard's report is beside its checkpoint, and is not a checkpoint of a listing.
+        assert_eq!(b.report(), format!("{}.shard-1-of-4.report.json", a.base));
+        assert_eq!(Names::of_checkpoint(&b.report()), None);
+        assert_eq!(Names::of_checkpoint(&a.report()), None);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!    downloaded under it, the checkpoint loaded (or discarded by `--restart`) and checked
 //!    against this run's settings, reject lines of uncommitted batches cut.
 //! 4. **execute**: the pipeline over the segments not done, then the follower.
-//! 5. **finish** ([`outcome`]): status, summary, `--report`, the resume line, the exit code.
+//! 5. **finish** ([`outcome`]): status, summary, `--report`, the report kept beside an `s3://`
+//!    checkpoint (`crate::report::beside`), the resume line, the exit code.
 //!
 //! `--scan-only` ([`scan_only`]) is its own short path: read and map, write nothing.
 
@@ -473,6 +474,14 @@ fn finish(
     if let Some(path) = &args.report {
         report.write_json(path)?;
     }
+    let failed = ended.result.is_err();
+    crate::report::beside::keep_after_run(
+        &report,
+        &*src.storage,
+        &run.names,
+        args.dry_run,
+        failed,
+    )?;
     outcome::print_resume_line(status, args.dry_run);
     ended.result?;
     Ok(outcome::exit_code(status, &cp))

@@ -25,6 +25,8 @@ pub(super) struct Run {
     /// (released) before the storage it lives in.
     pub(super) _lock: Option<Box<dyn Held>>,
     pub(super) store: Arc<Store>,
+    /// The names of this run's documents (checkpoint, lock, rejects, report).
+    pub(super) names: Names,
     /// The total of segments (of all shards).
     pub(super) segments: u32,
     /// The segments of this run (its shard's, or all).
@@ -83,6 +85,7 @@ pub(super) async fn open_run(
     Ok(Run {
         _lock: lock,
         store,
+        names,
         segments,
         owned: owned.len() as u32,
         pending,
