@@ -156,21 +156,17 @@ pub fn manifest_cap(path: &Path) -> u64 {
     }
 }
 
-/// Refuse manifest `shown` of `size` bytes when it is past `cap` (exit 2).
+/// Refuse manifest `shown` of `size` bytes when it is past `cap` (whole MiB; exit 2).
 pub fn check_manifest_size(shown: &str, size: u64, cap: u64) -> Result<()> {
     if size <= cap {
         return Ok(());
     }
-    let cap_shown = if cap >= 1 << 20 {
-        format!("{} MiB", cap >> 20)
-    } else {
-        format!("{} KiB", cap >> 10)
-    };
     Err(Error::config(format!(
-        "{shown}: a manifest of {size} bytes or more, past the {cap_shown} ddb2pg reads of \
+        "{shown}: a manifest of {size} bytes or more, past the {} MiB ddb2pg reads of \
          one (DynamoDB's are far smaller): not an export's manifest, or a damaged one. \
          Refused; nothing was read or downloaded. Check that the path or prefix is an export's \
-         folder"
+         folder",
+        cap >> 20
     )))
 }
 
