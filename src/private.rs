@@ -3,9 +3,21 @@
 //!
 //! They are created owner-only (files 0600, directories 0700) and never through a symbolic
 //! link: files are opened with `O_NOFOLLOW`, and a link in the place of a file or directory
-//! ddb2pg writes is refused with exit 2, naming it. An existing file or directory that grants
-//! group or others any access is tightened (files when opened for writing, directories when
-//! used); a directory that cannot be tightened (not ours) gets a warning.
+//! ddb2pg writes is refused with exit 2, naming it. An existing file that grants group or others
+//! any access is tightened when opened for writing.
+//!
+//! Directories come in two kinds:
+//! - The checkpoint directory, named by the user ([`dir`]): an existing one open to others is
+//!   tightened when it holds only ddb2pg's files. One that another user controls (owned by
+//!   someone else than us or root, or writable by others without the sticky bit, so that they
+//!   could rename or replace our files) is refused with exit 2; one that others can only read
+//!   or, like /tmp, only add their own names to, is used with a warning.
+//! - Folders ddb2pg names itself in a place others may write to ([`own_dir`]): the S3 working
+//!   folder in the temp directory, an `s3://` export's download folder, verify's copies. Their
+//!   names are predictable, so another local user could make one first and then read or swap
+//!   what ddb2pg puts there: such a folder is created fresh (mode 0700), or used only when it
+//!   already is ours with mode 0700. Anything else is refused with exit 2, naming the folder,
+//!   its owner and mode, and what to do. Never "warn and use".
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -55,7 +67,8 @@ pub fn tighten_file(path: &Path) -> Result<()> {
 }
 
 /// Make `path` an owner-only directory: created 0700 (missing parents too), or an existing
-/// one tightened to 0700 (a warning when that fails). A symbolic link is refused.
+/// one tightened to 0700 (a warning when that fails). A symbolic link is refused, and so is a
+/// directory another user controls (see the module doc).
 pub fn dir(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) => return existing_dir(path, &m),
@@ -72,14 +85,68 @@ pub fn dir(path: &Path) -> Result<()> {
     existing_dir(path, &m)
 }
 
+/// This process's effective user id (0 off Unix).
+pub fn uid() -> u32 {
+    #[cfg(unix)]
+    {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        unsafe { libc::geteuid() }
+    }
+    #[cfg(not(unix))]
+    {
+        0
+    }
+}
+
+/// A folder ddb2pg names itself, `path` (its parent must exist): created fresh with mode 0700,
+/// or, when it exists, used only if it is a real directory owned by this user with mode 0700.
+/// Otherwise refused (exit 2) with `holds` (what ddb2pg keeps there) and `instead` (what else
+/// the user can do besides removing it) in the message.
+pub fn own_dir(path: &Path, holds: &str, instead: &str) -> Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    builder.mode(DIR_MODE);
+    match builder.create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::file(path, e)),
+    }
+    // Made now or found: look at what is there (not through a link).
+    let m = fs::symlink_metadata(path).map_err(|e| Error::file(path, e))?;
+    if m.file_type().is_symlink() {
+        return Err(symlink_refused(path));
+    }
+    if !m.is_dir() {
+        return Err(Error::config(format!(
+            "{} is not a directory: ddb2pg keeps {holds} there. Remove it, or {instead}",
+            path.display()
+        )));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (owner, mode, me) = (m.uid(), m.mode() & 0o7777, uid());
+        if owner != me || mode != DIR_MODE {
+            return Err(Error::config(format!(
+                "{}: this folder already exists, owned by user {owner} with mode {mode:04o}; \
+                 ddb2pg keeps {holds} there and uses it only when it is yours (user {me}) with \
+                 mode {DIR_MODE:04o}, as it creates it: whoever else can write to it could read \
+                 or swap what ddb2pg puts there. Refused; nothing was written to it. Remove it \
+                 (`rm -r {}`) if it is a leftover, or {instead}",
+                path.display(),
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Whether a directory may be tightened: owned by this user, not sticky (like /tmp), and
 /// holding nothing but ddb2pg's own files (checkpoints, locks, rejects, export copies).
 #[cfg(unix)]
 fn only_ours(path: &Path, m: &fs::Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if m.uid() != me || m.mode() & 0o1000 != 0 {
+    if m.uid() != uid() || m.mode() & 0o1000 != 0 {
         return false;
     }
     let Ok(entries) = fs::read_dir(path) else {
@@ -118,6 +185,7 @@ fn existing_dir(path: &Path, m: &fs::Metadata) -> Result<()> {
     #[cfg(unix)]
     {
         let mode = m.permissions().mode() & 0o7777;
+        refuse_controlled_by_others(path, m)?;
         if mode & 0o077 != 0 && !only_ours(path, m) {
             eprintln!(
                 "ddb2pg: warning: {} is open to others (mode {mode:04o}) and holds files that \
@@ -139,6 +207,31 @@ fn existing_dir(path: &Path, m: &fs::Metadata) -> Result<()> {
                 ),
             }
         }
+    }
+    Ok(())
+}
+
+/// Refuse a checkpoint directory another user controls: owned by someone else than this user
+/// or root, or writable by others without the sticky bit (they could rename or replace the
+/// files in it) unless it holds only ddb2pg's files and is ours (then it is tightened).
+#[cfg(unix)]
+fn refuse_controlled_by_others(path: &Path, m: &fs::Metadata) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (owner, mode, me) = (m.uid(), m.mode() & 0o7777, uid());
+    let foreign = owner != me && owner != 0;
+    let writable = mode & 0o022 != 0 && mode & 0o1000 == 0;
+    if foreign || (writable && !only_ours(path, m)) {
+        return Err(Error::config(format!(
+            "{} belongs to user {owner} with mode {mode:04o}: {}, so they could read, rename or \
+             replace the checkpoint, lock, rejects and export copies ddb2pg keeps there. \
+             Refused; nothing was written. Give --checkpoint-dir a folder of your own (user {me})",
+            path.display(),
+            if foreign {
+                "another user controls it"
+            } else {
+                "others can write to it"
+            }
+        )));
     }
     Ok(())
 }
@@ -247,5 +340,63 @@ mod tests {
         fs::set_permissions(&ours, fs::Permissions::from_mode(0o755)).expect("chmod");
         dir(&ours).expect("dir");
         assert_eq!(mode(&ours), 0o700);
+        // A folder others may write to and that holds more than ddb2pg's files is refused.
+        fs::set_permissions(&project, fs::Permissions::from_mode(0o777)).expect("chmod");
+        let err = dir(&project).expect_err("refused").to_string();
+        assert!(err.contains("others can write to it"), "{err}");
+        // A sticky one (like /tmp) is used: others cannot rename or remove our files there.
+        fs::set_permissions(&project, fs::Permissions::from_mode(0o1777)).expect("chmod");
+        dir(&project).expect("sticky");
+    }
+
+    #[test]
+    fn own_folders_are_created_private_or_refused() {
+        let d = tempdir("own");
+        let fresh = d.join("fresh");
+        own_dir(&fresh, "copies", "set TMPDIR").expect("created");
+        assert_eq!(mode(&fresh), 0o700);
+        own_dir(&fresh, "copies", "set TMPDIR").expect("ours, 0700: used");
+        // Ours but open to others: refused, not tightened (someone else may have written).
+        fs::set_permissions(&fresh, fs::Permissions::from_mode(0o777)).expect("chmod");
+        let err = own_dir(&fresh, "copies", "set TMPDIR")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains(&fresh.display().to_string())
+                && err.contains("mode 0777")
+                && err.contains("rm -r")
+                && err.contains("set TMPDIR"),
+            "{err}"
+        );
+        assert_eq!(mode(&fresh), 0o777, "left as it is");
+        // A file or a link in its place.
+        let file = d.join("file");
+        fs::write(&file, "x").expect("write");
+        assert!(own_dir(&file, "copies", "set TMPDIR").is_err());
+        let link = d.join("link");
+        std::os::unix::fs::symlink(d.join("elsewhere"), &link).expect("symlink");
+        let err = own_dir(&link, "copies", "set TMPDIR")
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert!(!d.join("elsewhere").exists());
+    }
+
+    #[test]
+    fn folders_of_another_user_are_refused() {
+        // Only root can give a folder away.
+        if uid() != 0 {
+            return;
+        }
+        let d = tempdir("theirs");
+        let theirs = d.join("theirs");
+        own_dir(&theirs, "copies", "set TMPDIR").expect("created");
+        std::os::unix::fs::chown(&theirs, Some(65534), None).expect("chown");
+        let err = own_dir(&theirs, "copies", "set TMPDIR")
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("owned by user 65534"), "{err}");
+        let err = dir(&theirs).expect_err("refused").to_string();
+        assert!(err.contains("another user controls it"), "{err}");
     }
 }

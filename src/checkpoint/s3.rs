@@ -421,11 +421,22 @@ impl Storage for S3Dir {
         }
     }
 
+    /// `<temp dir>/ddb2pg-s3-u<uid>-<12 hex of the URL's SHA-256>`: this user's own (the uid
+    /// in the name keeps two users of one machine apart), created 0700 or refused when someone
+    /// else made it or it is open to others (see `crate::private::own_dir`).
     fn local_dir(&self) -> Result<PathBuf> {
         use sha2::{Digest, Sha256};
         let h = super::hex(&Sha256::digest(self.url.as_bytes()));
-        let dir = std::env::temp_dir().join(format!("ddb2pg-s3-{}", &h[..12]));
-        crate::private::dir(&dir)?;
+        let uid = crate::private::uid();
+        let dir = std::env::temp_dir().join(format!("ddb2pg-s3-u{uid}-{}", &h[..12]));
+        crate::private::own_dir(
+            &dir,
+            &format!(
+                "the local copy of {}'s rejects and the downloads of s3:// exports",
+                self.url
+            ),
+            "set TMPDIR to a folder of your own",
+        )?;
         Ok(dir)
     }
 

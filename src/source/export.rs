@@ -3,6 +3,13 @@
 //! directory of `.json` / `.json.gz` files. Each data file is a segment; the cursor inside a
 //! file is the number of lines already committed.
 //!
+//! Manifests are read whole, so each has a cap ([`manifest_cap`]): a larger one is refused,
+//! naming it and the cap, before it is read (a local file) or downloaded (an S3 object).
+//!
+//! The data files of an `s3://` export are downloaded copies: [`read_file`] opens them with
+//! `crate::downloads::open_checked`, which refuses a copy that is not the file whose MD5 was
+//! checked (see `crate::downloads`).
+//!
 //! Full exports hold `{"Item": {...}}` lines. Incremental exports hold
 //! `{"Keys": {...}, "NewImage": {...}, "OldImage": {...}}` lines: changes, applied by the rules
 //! of `crate::changes` (the same as a stream's records).
@@ -63,11 +70,25 @@ pub struct Disk;
 
 impl Tree for Disk {
     fn text(&self, path: &Path) -> Result<Option<String>> {
-        match std::fs::read_to_string(path) {
-            Ok(t) => Ok(Some(t)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::config(format!("{}: {e}", path.display()))),
+        let f = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::config(format!("{}: {e}", path.display()))),
+        };
+        let cap = manifest_cap(path);
+        let shown = path.display().to_string();
+        if let Ok(m) = f.metadata() {
+            check_manifest_size(&shown, m.len(), cap)?;
         }
+        // The size again as read (a file may grow after its metadata was read).
+        let mut bytes = Vec::new();
+        f.take(cap + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::config(format!("{shown}: {e}")))?;
+        check_manifest_size(&shown, bytes.len() as u64, cap)?;
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|e| Error::config(format!("{shown}: a manifest that is not UTF-8 ({e})")))
     }
     fn size(&self, path: &Path) -> Option<u64> {
         std::fs::metadata(path)
@@ -116,7 +137,42 @@ pub fn stays_inside(key: &str) -> bool {
         .all(|part| !part.is_empty() && part != "." && part != ".." && !part.contains('\0'))
 }
 
-fn find_manifest_dir(tree: &impl Tree, root: &Path) -> Option<PathBuf> {
+/// The largest `manifest-summary.json` read: DynamoDB's are under 2 KB.
+pub const SUMMARY_MAX_BYTES: u64 = 1 << 20;
+/// The largest `manifest-files.json` read: one line of about 200 bytes per data file, so
+/// some 300,000 data files.
+pub const FILES_MAX_BYTES: u64 = 64 << 20;
+
+/// The most a manifest (a file named `manifest-summary.json`, else `manifest-files.json`) may
+/// hold.
+pub fn manifest_cap(path: &Path) -> u64 {
+    if path
+        .file_name()
+        .is_some_and(|n| n == "manifest-summary.json")
+    {
+        SUMMARY_MAX_BYTES
+    } else {
+        FILES_MAX_BYTES
+    }
+}
+
+/// Refuse manifest `shown` of `size` bytes when it is past `cap` (whole MiB; exit 2).
+pub fn check_manifest_size(shown: &str, size: u64, cap: u64) -> Result<()> {
+    if size <= cap {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "{shown}: a manifest of {size} bytes or more, past the {} MiB ddb2pg reads of \
+         one (DynamoDB's are far smaller): not an export's manifest, or a damaged one. \
+         Refused; nothing was read or downloaded. Check that the path or prefix is an export's \
+         folder",
+        cap >> 20
+    )))
+}
+
+/// The folder of the export's manifests under `root`: `root` itself, or the one
+/// `AWSDynamoDB/<export id>/` that has a `manifest-files.json`.
+pub fn find_manifest_dir(tree: &impl Tree, root: &Path) -> Option<PathBuf> {
     if tree.size(&root.join("manifest-files.json")).is_some() {
         return Some(root.to_path_buf());
     }
@@ -131,7 +187,7 @@ fn find_manifest_dir(tree: &impl Tree, root: &Path) -> Option<PathBuf> {
 }
 
 /// The manifests AWS writes in an export's folder: the console shows `manifest-summary.json`.
-const MANIFESTS: [&str; 2] = ["manifest-summary.json", "manifest-files.json"];
+pub const MANIFESTS: [&str; 2] = ["manifest-summary.json", "manifest-files.json"];
 
 /// The export folder that `--export` names: the folder itself, or the folder of the
 /// `manifest-summary.json` (or `manifest-files.json`) given instead, local or `s3://`. Either
@@ -435,8 +491,9 @@ pub fn read_file(
     stats: &Stats,
     pages: &mut impl Pages,
 ) -> Result<()> {
-    // An export's file is a file, not DynamoDB: the error names it and what the OS said.
-    let f = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
+    // An export's file is a file, not DynamoDB: the error names it and what the OS said. A
+    // downloaded copy must still be the file whose MD5 was checked.
+    let f = crate::downloads::open_checked(path)?;
     let reader: Box<dyn Read> = if path.to_string_lossy().ends_with(".gz") {
         Box::new(MultiGzDecoder::new(f))
     } else {

@@ -3,13 +3,24 @@
 //!
 //! In two steps, so that nothing is written before the run holds its lock: [`prepare`] lists
 //! the objects below `prefix/` (refusing keys that would land outside the folder) and reads the
-//! manifests into memory, which gives the export's identity, and so the checkpoint and lock
-//! names; then, under the lock, [`Download::run`] writes the files. A file already there with
-//! the right size is kept when its MD5 is the manifest's `md5Checksum` (else the object's
-//! ETag, when that is an MD5), so a resume fetches only what is missing or damaged. Folders are
-//! created 0700 and files 0600, never through a symbolic link (see `crate::private`).
+//! export's two manifests into memory (each refused past its cap, by its listed size before
+//! it is fetched: `export::manifest_cap`), which gives the export's identity, and so the
+//! checkpoint and lock names; then, under the lock, [`Download::run`] writes the files.
+//!
+//! Only what the export reads is downloaded: the manifests of its folder and the data files
+//! `manifest-files.json` lists (for a folder without manifests, the `.json` / `.json.gz` files
+//! in it and in its `data/`, which is what a local folder is read as). Other objects under the
+//! prefix are not fetched.
+//!
+//! A file already there with the right size is kept when its MD5 is the manifest's
+//! `md5Checksum` (else the object's ETag, when that is an MD5), so a resume fetches only what
+//! is missing or damaged. Each data file checked (fetched, or found intact) is sealed
+//! (`crate::downloads::seal`) from the handle that was checked, so the reader refuses it if it
+//! is swapped or changed afterwards. The download folder itself is this user's own, 0700
+//! (`crate::private::own_dir`); folders below it are created 0700 and files 0600, never
+//! through a symbolic link (see `crate::private`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::Client;
@@ -21,9 +32,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::export::{self, Export, Tree};
 use crate::cli::AwsArgs;
 use crate::error::{Error, Result};
-
-/// A manifest larger than this is refused (they hold one line per data file).
-const MANIFEST_MAX_BYTES: usize = 64 << 20;
 
 /// `s3://bucket/prefix` split; None when `s` is not an s3 URL.
 pub fn parse(s: &str) -> Option<(String, String)> {
@@ -75,6 +83,8 @@ pub struct Download {
     pub export: Export,
     client: Client,
     bucket: String,
+    /// The download folder.
+    dest: PathBuf,
     objects: Vec<Object>,
     /// The manifests as read by `prepare`: written as they were read.
     manifests: HashMap<PathBuf, String>,
@@ -90,24 +100,37 @@ pub async fn prepare(
     let (bucket, prefix) =
         parse(url).ok_or_else(|| Error::config(format!("{url}: expected s3://bucket/prefix")))?;
     let client = client(args, s3_endpoint).await?;
-    let objects = list(&client, url, &bucket, &prefix, dest).await?;
+    let listed = list(&client, url, &bucket, &prefix, dest).await?;
+    let no_texts = HashMap::new();
+    let mut listing = Listing {
+        sizes: listed.iter().map(|o| (o.path.clone(), o.size)).collect(),
+        texts: &no_texts,
+    };
+    // The manifests of the export's folder, and no others.
     let mut manifests = HashMap::new();
-    for o in &objects {
-        let name = o.key.rsplit('/').next().unwrap_or(&o.key);
-        if name == "manifest-files.json" || name == "manifest-summary.json" {
-            let text = get_text(&client, &bucket, &o.key).await?;
-            manifests.insert(o.path.clone(), text);
+    if let Some(dir) = export::find_manifest_dir(&listing, dest) {
+        for name in export::MANIFESTS {
+            let path = dir.join(name);
+            if let Some(o) = listed.iter().find(|o| o.path == path) {
+                let text = get_text(&client, &bucket, o).await?;
+                manifests.insert(path, text);
+            }
         }
     }
-    let listing = Listing {
-        sizes: objects.iter().map(|o| (o.path.clone(), o.size)).collect(),
-        texts: &manifests,
-    };
+    listing.texts = &manifests;
     let export = export::open_in(&listing, dest, url)?;
+    // What the export reads: its manifests and data files; nothing else is downloaded.
+    let wanted: HashSet<&PathBuf> = export.files.iter().chain(manifests.keys()).collect();
+    let objects = listed
+        .iter()
+        .filter(|o| wanted.contains(&o.path))
+        .cloned()
+        .collect();
     Ok(Download {
         export,
         client,
         bucket,
+        dest: dest.to_path_buf(),
         objects,
         manifests,
     })
@@ -182,9 +205,13 @@ async fn list(
     Ok(objects)
 }
 
-/// A small object (a manifest) as text.
-async fn get_text(client: &Client, bucket: &str, key: &str) -> Result<String> {
+/// A manifest as text: refused past its cap, by its listed size before it is fetched and by
+/// what is read (the object may have grown since it was listed).
+async fn get_text(client: &Client, bucket: &str, o: &Object) -> Result<String> {
+    let key = &o.key;
     let what = format!("s3://{bucket}/{key}");
+    let cap = export::manifest_cap(&o.path);
+    export::check_manifest_size(&what, o.size, cap)?;
     let out = client
         .get_object()
         .bucket(bucket)
@@ -205,12 +232,7 @@ async fn get_text(client: &Client, bucket: &str, key: &str) -> Result<String> {
         .map_err(|e| s3_err(&format!("read {what}"), e))?
     {
         bytes.extend_from_slice(&chunk);
-        if bytes.len() > MANIFEST_MAX_BYTES {
-            return Err(Error::config(format!(
-                "{what}: a manifest larger than {} MiB: not an export's manifest",
-                MANIFEST_MAX_BYTES >> 20
-            )));
-        }
+        export::check_manifest_size(&what, bytes.len() as u64, cap)?;
     }
     String::from_utf8(bytes)
         .map_err(|e| Error::config(format!("{what}: a manifest that is not UTF-8 ({e})")))
@@ -253,8 +275,14 @@ impl Tree for Listing<'_> {
 
 impl Download {
     /// Write the export into its folder: the manifests as `prepare` read them, and each data
-    /// file not already there intact. Call it under the run's lock.
+    /// file not already there intact; each data file is sealed as checked. Call it under the
+    /// run's lock.
     pub async fn run(&self) -> Result<()> {
+        crate::private::own_dir(
+            &self.dest,
+            "the downloaded copies of an s3:// export",
+            "give --checkpoint-dir a folder of your own",
+        )?;
         let md5: HashMap<&PathBuf, &String> = self
             .export
             .files
@@ -289,14 +317,23 @@ impl Download {
         Ok(())
     }
 
-    /// Whether the file is already there, with the object's size and the expected MD5.
+    /// Whether the file is already there, with the object's size and the expected MD5 (then
+    /// sealed as the handle checked shows it).
     async fn intact(&self, o: &Object, expected: Option<&Expected>) -> Result<bool> {
-        let size_ok = std::fs::metadata(&o.path).is_ok_and(|m| m.is_file() && m.len() == o.size);
-        let Some(expected) = expected.filter(|_| size_ok) else {
-            return Ok(size_ok);
+        let Some(file) = open_copy(&o.path)? else {
+            return Ok(false);
         };
-        let ok = file_md5(&o.path).await? == expected.digest();
-        if !ok {
+        let meta = file.metadata().map_err(|e| Error::file(&o.path, e))?;
+        if !meta.is_file() || meta.len() != o.size {
+            return Ok(false);
+        }
+        let ok = match expected {
+            None => true,
+            Some(expected) => handle_md5(&o.path, file).await? == expected.digest(),
+        };
+        if ok {
+            crate::downloads::seal(&o.path, crate::downloads::Seal::of(&meta));
+        } else if let Some(expected) = expected {
             eprintln!(
                 "ddb2pg: {}: its content is not what {} says (MD5 differs, size is right): \
                  fetching it again",
@@ -313,7 +350,7 @@ impl Download {
         let (bucket, key) = (&self.bucket, &o.key);
         let tmp = part_path(&o.path);
         let got = self.stream_to(o, &tmp).await;
-        let digest = match got {
+        let (digest, written) = match got {
             Ok(d) => d,
             Err(e) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
@@ -341,11 +378,32 @@ impl Download {
             ),
             _ => {}
         }
-        rename(&tmp, &o.path).await
+        rename(&tmp, &o.path).await?;
+        // Sealed as the file just written, found again under its name.
+        let found = open_copy(&o.path)?
+            .map(|f| f.metadata().map_err(|e| Error::file(&o.path, e)))
+            .transpose()?
+            .map(|m| crate::downloads::Seal::of(&m));
+        match found {
+            Some(seal) if seal.same_file(&written) => {
+                crate::downloads::seal(&o.path, seal);
+                Ok(())
+            }
+            _ => Err(Error::file(
+                &o.path,
+                "was replaced by another file as soon as it was downloaded: something other \
+                 than this run writes to the download folder. Nothing was read from it; make \
+                 sure only you and ddb2pg can write there, then run the same command again",
+            )),
+        }
     }
 
-    /// Write the object's body to `tmp`; returns its MD5.
-    async fn stream_to(&self, o: &Object, tmp: &Path) -> Result<[u8; 16]> {
+    /// Write the object's body to `tmp`; returns its MD5 and what the written file is.
+    async fn stream_to(
+        &self,
+        o: &Object,
+        tmp: &Path,
+    ) -> Result<([u8; 16], crate::downloads::Seal)> {
         let (bucket, key) = (&self.bucket, &o.key);
         let out = self
             .client
@@ -372,7 +430,8 @@ impl Download {
             f.write_all(&chunk).await.map_err(|e| Error::file(tmp, e))?;
         }
         f.sync_all().await.map_err(|e| Error::file(tmp, e))?;
-        Ok(digest(hash))
+        let meta = f.metadata().await.map_err(|e| Error::file(tmp, e))?;
+        Ok((digest(hash), crate::downloads::Seal::of(&meta)))
     }
 }
 
@@ -431,10 +490,27 @@ fn digest(hash: Md5) -> [u8; 16] {
     out
 }
 
-async fn file_md5(path: &Path) -> Result<[u8; 16]> {
-    let mut f = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| Error::file(path, e))?;
+/// A copy opened for reading, never through a symbolic link; None when there is none (or a
+/// link: it is replaced by the download).
+fn open_copy(path: &Path) -> Result<Option<std::fs::File>> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    match options.open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if crate::private::is_symlink_error(&e) => Ok(None),
+        Err(e) => Err(Error::file(path, e)),
+    }
+}
+
+/// The MD5 of what `file` (open at `path`) holds.
+async fn handle_md5(path: &Path, file: std::fs::File) -> Result<[u8; 16]> {
+    let mut f = tokio::fs::File::from_std(file);
     let mut hash = Md5::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {

@@ -194,6 +194,10 @@ async fn resolve_exports(args: &VerifyArgs, paths: &[PathBuf], target_id: &str) 
 fn download_dir(checkpoint_dir: &Path) -> Result<DownloadDir> {
     crate::private::dir(checkpoint_dir)?;
     let dir = checkpoint_dir.join(format!("verify-{}", std::process::id()));
-    crate::private::dir(&dir)?;
+    crate::private::own_dir(
+        &dir,
+        "verify's copies of s3:// exports",
+        "give --checkpoint-dir a folder of your own",
+    )?;
     Ok(DownloadDir(dir))
 }
