@@ -249,13 +249,14 @@ pub struct MigrateArgs {
     /// With an s3:// --checkpoint-dir: how long the run's lock lasts without renewal (it is
     /// renewed every third of it); a killed run's lock is taken over once it has expired
     #[arg(long, value_name = "SECS", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(3..=3600))]
+          value_parser = clap::value_parser!(u64).range(3..=crate::checkpoint::lock::MAX_LEASE_S))]
     pub lock_lease: u64,
 
-    /// When another run holds this run's lock, wait up to SECS for it to end (or, on S3, for
-    /// its lease to expire) instead of exiting 2: for a replaced pod or a retried array child
-    /// whose killed predecessor's lease has not expired yet
-    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    /// When another run holds this run's lock, wait up to SECS (at most 86400, a day) for it
+    /// to end (or, on S3, for its lease to expire) instead of exiting 2: for a replaced pod or a
+    /// retried array child whose killed predecessor's lease has not expired yet
+    #[arg(long, value_name = "SECS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=crate::checkpoint::lock::MAX_LOCK_WAIT_S))]
     pub lock_wait: u64,
 
     /// Discard the existing checkpoint and start over
