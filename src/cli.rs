@@ -447,10 +447,11 @@ pub struct VerifyArgs {
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
 
-    /// Where migrate keeps its checkpoint and rejects files (verify names the rejects file of
-    /// this source and target); an s3:// export is downloaded into a folder of its own here
-    /// and removed at the end
-    #[arg(long, value_name = "DIR", default_value = "checkpoints")]
+    /// Where migrate keeps its checkpoint and rejects files, a directory or s3://bucket/prefix
+    /// as given to migrate (verify names the rejects file of this source and target); an
+    /// s3:// export is downloaded into a folder of its own here (with an s3:// prefix: in its
+    /// local working folder) and removed at the end
+    #[arg(long, value_name = "DIR|S3URL", default_value = "checkpoints")]
     pub checkpoint_dir: PathBuf,
 
     /// Progress display: bars on a terminal, a log line every few seconds otherwise
