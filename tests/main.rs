@@ -64,6 +64,8 @@ mod stream_double;
 mod target_env;
 #[path = "suite/tls.rs"]
 mod tls;
+#[path = "suite/trust_state.rs"]
+mod trust_state;
 #[path = "suite/verify.rs"]
 mod verify;
 #[path = "suite/verify_export.rs"]
