@@ -33,18 +33,7 @@ pub fn describe(storage: &dyn Storage, names: &Names) -> Result<serde_json::Valu
     let at = storage.show(&names.checkpoint);
     let (cp, _) = Checkpoint::load_from(storage, &names.checkpoint)?
         .ok_or_else(|| Error::config(format!("no checkpoint at {}", printable(&at))))?;
-    let stem = names.checkpoint.trim_end_matches(".json");
-    let named = Shard::from_suffix(stem).map(|(_, s)| s);
-    if named != cp.settings.shard {
-        let shown = |s: Option<Shard>| s.map_or("no shard".to_string(), |s| format!("shard {s}"));
-        return Err(Error::config(format!(
-            "checkpoint {}: its name says {}, its content {}: renamed, or not written by \
-             ddb2pg. Remove it (or give it its name back), then run again",
-            printable(&at),
-            shown(named),
-            shown(cp.settings.shard)
-        )));
-    }
+    name_agrees(&at, names, &cp)?;
     let rejects_lines = storage.lines(&names.rejects)?;
     let rejects = rejects_lines.unwrap_or(0);
     let lock = storage.lock_state(&names.lock);
@@ -112,6 +101,24 @@ pub fn describe(storage: &dyn Storage, names: &Names) -> Result<serde_json::Valu
         "segments": segments,
         "stream": stream,
     }))
+}
+
+/// The shard a checkpoint's name says (`.shard-I-of-N`, valid) must be the one it records:
+/// `status` lists a migration's shards from the names.
+fn name_agrees(at: &str, names: &Names, cp: &Checkpoint) -> Result<()> {
+    let stem = names.checkpoint.trim_end_matches(".json");
+    let named = Shard::from_suffix(stem).map(|(_, s)| s);
+    if named == cp.settings.shard {
+        return Ok(());
+    }
+    let shown = |s: Option<Shard>| s.map_or("no shard".to_string(), |s| format!("shard {s}"));
+    Err(Error::config(format!(
+        "checkpoint {}: its name says {}, its content {}: renamed, or not written by ddb2pg. \
+         Remove it (or give it its name back), then run again",
+        printable(at),
+        shown(named),
+        shown(cp.settings.shard)
+    )))
 }
 
 /// The shards of one migration (checkpoints sharing a base name): every shard 0..N with its
@@ -408,6 +415,44 @@ fn print_checkpoint(d: &serde_json::Value) {
                 seg["rows_written"],
                 seg["rejected"]
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::Settings;
+
+    #[test]
+    fn a_name_must_agree_with_the_shard_its_checkpoint_records() {
+        let dir = std::env::temp_dir().join(format!("ddb2pg-status-name-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let storage = LocalDir::new(&dir);
+        let settings = |shard| Settings {
+            source: "arn:t".into(),
+            target: "postgres://u@h:5432/d".into(),
+            mapping: "m".into(),
+            segments: 4,
+            shard,
+        };
+        let one = Shard { index: 1, count: 2 };
+        for (name, shard, ok) in [
+            ("t-0123.shard-1-of-2.json", Some(one), true),
+            ("t-0123.shard-0-of-2.json", Some(one), false),
+            ("t-0123.json", Some(one), false),
+            ("t-0124.shard-1-of-2.json", None, false),
+        ] {
+            Checkpoint::new(settings(shard))
+                .save(&dir.join(name))
+                .expect("save");
+            let names = Names::of_checkpoint(name).expect("names");
+            let got = describe(&storage, &names);
+            assert_eq!(got.is_ok(), ok, "{name}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.to_string().contains("its name says"), "{e}");
+            }
         }
     }
 }

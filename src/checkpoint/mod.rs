@@ -328,7 +328,7 @@ pub fn siblings_agree(
         let Some((cp, _)) = Checkpoint::load_from(storage, &name)? else {
             continue;
         };
-        let at = storage.show(&name);
+        let at = printable(&storage.show(&name)).into_owned();
         if other.count != shard.count {
             return Err(Error::config(format!(
                 "shard {shard}: checkpoint {at} belongs to a run of {} shards, this one is of {}; \
