@@ -40,7 +40,7 @@ pub fn describe(storage: &dyn Storage, names: &Names) -> Result<serde_json::Valu
     let lock_problem = lock.problem.as_ref().map(|p| {
         format!(
             "{} (holder {}) is not one ddb2pg writes: {p}",
-            storage.show(&names.lock),
+            printable(&storage.show(&names.lock)),
             printable(lock.holder.as_deref().unwrap_or("unknown"))
         )
     });
@@ -362,8 +362,9 @@ fn print_checkpoint(d: &serde_json::Value) {
             _ => ", no run holds the lock".to_string(),
         }
     );
+    // Built by `describe` from names already escaped.
     if let Some(p) = d["lock_problem"].as_str() {
-        out!("  lock     {}", printable(p));
+        out!("  lock     {p}");
     }
     out!(
         "  segments {} done, {} in progress, {} pending (of {}{})",

@@ -96,8 +96,8 @@ impl Lease {
         let limit = now.saturating_add(MAX_LEASE_S + CLOCK_SLACK_S);
         (self.expires_at > limit).then(|| {
             format!(
-                "it ends in {} s, further ahead than the longest lease ddb2pg grants \
-                 ({MAX_LEASE_S} s, renewed while its run lives)",
+                "it ends in {} s, but a ddb2pg lease lasts at most {MAX_LEASE_S} s (renewed \
+                 while its run lives)",
                 self.expires_at - now
             )
         })

@@ -1,6 +1,7 @@
 //! An S3 lock held: taken (a new lease, or over an expired or released one), renewed in the
 //! background every third of the lease, released when dropped; and the [`Fence`] that stops a
-//! process that lost it from writing. The lease itself is [`crate::checkpoint::lock`].
+//! process that lost it from writing. The lease itself is [`crate::checkpoint::lock`]; one that
+//! no ddb2pg grants (`Found::Invalid`) is refused with what to do, never waited for.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 
 use super::{detail, s3_err, status, S3Dir, LOCK_LIMIT};
-use crate::checkpoint::lock::{Found, Lease, MAX_LEASE_S};
+use crate::checkpoint::lock::{Found, Lease};
 use crate::checkpoint::storage::{Held, Storage, Tag};
 use crate::checkpoint::{now_secs, printable};
 use crate::error::{Error, Result};
@@ -70,10 +71,10 @@ impl Fence {
 /// What is wrong with the lease `shown` (a URL) that no ddb2pg grants (`why`), and what to do.
 pub(super) fn not_ddb2pgs(why: &str, shown: &str) -> String {
     format!(
-        "{why}. A live ddb2pg renews a lease of at most {MAX_LEASE_S} s, so this lock was written \
-         by something else (or on a machine whose clock is far ahead) and would block every run. \
-         If no ddb2pg run of this checkpoint is alive, delete the lock (aws s3 rm {shown}) and \
-         run again; and check who can write this prefix"
+        "{why}: it was written by something else (or on a machine whose clock is far ahead), and \
+         would block every run. If no ddb2pg run of this checkpoint is alive, delete it (aws s3 \
+         rm {}) and run again; and check who can write this prefix",
+        printable(shown)
     )
 }
 
