@@ -16,8 +16,7 @@ use crate::shards::{no_aws, s3_checkpoint_dir};
 use crate::support::harness::{migrate_args, moto_s3, sample_table};
 use crate::support::stream_double::{synthetic, Config, StreamDouble};
 use crate::support::{
-    ddb, ddb2pg_command, new_database, pg, put, run_in, s, services, temp_dir, unique_name,
-    Migration,
+    ddb, ddb2pg_command, new_database, pg, put, s, services, temp_dir, unique_name, Migration,
 };
 
 const ESC: char = '\u{1b}';
@@ -51,6 +50,33 @@ fn status(args: &[&str], limit: Duration) -> (Option<i32>, String, String, Durat
     };
     let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into();
     (code, read(&out), read(&err), t0.elapsed())
+}
+
+/// What a run in `cwd` did: exit code, stderr, report.
+struct Ran {
+    code: Option<i32>,
+    stderr: String,
+    report: Option<serde_json::Value>,
+}
+
+/// `ddb2pg <args> --report <cwd>/report.json` run to its end with `cwd` as working directory.
+fn run_at(cwd: &Path, args: &[String]) -> Ran {
+    let report = cwd.join("report.json");
+    let _ = std::fs::remove_file(&report);
+    let out = ddb2pg_command()
+        .current_dir(cwd)
+        .args(args)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .expect("run ddb2pg");
+    Ran {
+        code: out.status.code(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        report: std::fs::read(&report)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok()),
+    }
 }
 
 /// A checkpoint with these settings, written (with a valid checksum) as `dir/name`.
@@ -169,7 +195,7 @@ async fn a_lease_longer_than_ddb2pg_grants_is_refused_and_its_holder_escaped() {
     let cwd = temp_dir("hostile-lease");
     let mut args = migrate_args(&table, &db, Path::new(&dir));
     args.extend(["--s3-endpoint-url".to_string(), moto_s3().to_string()]);
-    let first = run_in(&cwd, &args);
+    let first = run_at(&cwd, &args);
     assert_eq!(first.code, Some(0), "{}", first.stderr);
     let storage = S3Dir::open(&dir, &no_aws(), &Some(moto_s3().to_string())).expect("s3 dir");
     let lock = lock_name(&storage);
@@ -178,7 +204,7 @@ async fn a_lease_longer_than_ddb2pg_grants_is_refused_and_its_holder_escaped() {
     let mut waiting = args.clone();
     waiting.extend(["--lock-wait".to_string(), "30".to_string()]);
     let t0 = Instant::now();
-    let out = run_in(&cwd, &waiting);
+    let out = run_at(&cwd, &waiting);
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(
         t0.elapsed() < Duration::from_secs(20),
@@ -314,7 +340,7 @@ async fn verify_reads_the_rejects_of_an_s3_checkpoint_folder() {
     let cwd = temp_dir("verify-s3");
     let mut args = migrate_args(&table, &db, Path::new(&dir));
     args.extend(["--s3-endpoint-url".to_string(), moto_s3().to_string()]);
-    let migrated = run_in(&cwd, &args);
+    let migrated = run_at(&cwd, &args);
     assert_eq!(migrated.code, Some(4), "{}", migrated.stderr);
     let storage = S3Dir::open(&dir, &no_aws(), &Some(moto_s3().to_string())).expect("s3 dir");
     let rejects = storage
@@ -342,7 +368,7 @@ async fn verify_reads_the_rejects_of_an_s3_checkpoint_folder() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let v = run_in(&cwd, &verify);
+    let v = run_at(&cwd, &verify);
     assert_eq!(v.code, Some(0), "{}", v.stderr);
     let report = v.report.as_ref().expect("a report");
     assert_eq!(
@@ -423,5 +449,53 @@ async fn a_stream_value_of_an_unknown_type_is_rejected_with_the_reason() {
     assert!(
         reason.contains("unsupported attribute type") && reason.contains("odd"),
         "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_of_an_s3_export_with_an_s3_checkpoint_folder_writes_nothing_under_its_cwd() {
+    let export = temp_dir("trust-export");
+    crate::export::write_export(&export, 0..60, 25);
+    let (s3, bucket) = crate::export::new_bucket().await;
+    crate::export::upload(&s3, &bucket, "exports/app", &export).await;
+    let url = format!("s3://{bucket}/exports/app");
+    let db = new_database().await;
+    let dir = s3_checkpoint_dir().await;
+    let cwd = temp_dir("verify-s3-export");
+    let mut migrate = crate::export::export_args(Path::new(&url), &db, Path::new(&dir));
+    migrate.extend(["--s3-endpoint-url".to_string(), moto_s3().to_string()]);
+    let migrated = run_at(&cwd, &migrate);
+    assert_eq!(migrated.code, Some(0), "{}", migrated.stderr);
+
+    let verify: Vec<String> = [
+        "verify",
+        "--export",
+        &url,
+        "--key",
+        "PK,SK",
+        "--target",
+        &db,
+        "--checkpoint-dir",
+        &dir,
+        "--s3-endpoint-url",
+        moto_s3(),
+        "--progress",
+        "none",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let v = run_at(&cwd, &verify);
+    assert_eq!(v.code, Some(0), "{}", v.stderr);
+    assert_eq!(v.report.as_ref().expect("report")["status"], "identical");
+    let left: Vec<String> = std::fs::read_dir(&cwd)
+        .expect("cwd")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n != "report.json")
+        .collect();
+    assert!(
+        left.is_empty(),
+        "verify wrote under its working directory (s3://… taken for a local path): {left:?}"
     );
 }
