@@ -54,6 +54,20 @@ pub struct Change {
     pub old: Option<Item>,
     /// The item after the change (absent for a deletion).
     pub new: Option<Item>,
+    /// A value of a type this ddb2pg does not know in the record (the images lack it): the
+    /// change is rejected with the reason, as the scan path rejects such an item, never
+    /// written with the value as NULL.
+    pub unreadable: Option<Unreadable>,
+}
+
+/// Where a change holds a value of an unknown type, and why it is rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub reason: String,
+    /// In the old image or the keys: the item's old rows cannot be known, so nothing of the
+    /// change is applied. Otherwise (the new image) the new image is rejected and the old
+    /// image's rows are deleted as usual, as a one-shot load would have no rows for the item.
+    pub whole: bool,
 }
 
 /// How a change is counted (stream records say it themselves: INSERT, MODIFY, REMOVE).

@@ -249,13 +249,14 @@ pub struct MigrateArgs {
     /// With an s3:// --checkpoint-dir: how long the run's lock lasts without renewal (it is
     /// renewed every third of it); a killed run's lock is taken over once it has expired
     #[arg(long, value_name = "SECS", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(3..=3600))]
+          value_parser = clap::value_parser!(u64).range(3..=crate::checkpoint::lock::MAX_LEASE_S))]
     pub lock_lease: u64,
 
-    /// When another run holds this run's lock, wait up to SECS for it to end (or, on S3, for
-    /// its lease to expire) instead of exiting 2: for a replaced pod or a retried array child
-    /// whose killed predecessor's lease has not expired yet
-    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    /// When another run holds this run's lock, wait up to SECS (at most 86400, a day) for it
+    /// to end (or, on S3, for its lease to expire) instead of exiting 2: for a replaced pod or a
+    /// retried array child whose killed predecessor's lease has not expired yet
+    #[arg(long, value_name = "SECS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=crate::checkpoint::lock::MAX_LOCK_WAIT_S))]
     pub lock_wait: u64,
 
     /// Discard the existing checkpoint and start over
@@ -447,10 +448,11 @@ pub struct VerifyArgs {
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
 
-    /// Where migrate keeps its checkpoint and rejects files (verify names the rejects file of
-    /// this source and target); an s3:// export is downloaded into a folder of its own here
-    /// and removed at the end
-    #[arg(long, value_name = "DIR", default_value = "checkpoints")]
+    /// Where migrate keeps its checkpoint and rejects files, a directory or s3://bucket/prefix
+    /// as given to migrate (verify names the rejects file of this source and target); an
+    /// s3:// export is downloaded into a folder of its own here (with an s3:// prefix: in its
+    /// local working folder) and removed at the end
+    #[arg(long, value_name = "DIR|S3URL", default_value = "checkpoints")]
     pub checkpoint_dir: PathBuf,
 
     /// Progress display: bars on a terminal, a log line every few seconds otherwise

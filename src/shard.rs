@@ -4,6 +4,10 @@
 //! Every shard must use the same total of segments, or two shards would scan overlapping key
 //! ranges and miss others: the total is recorded in each shard's checkpoint and a shard whose
 //! total (or N) differs from a sibling's is refused (see `checkpoint::siblings_agree`).
+//!
+//! N is at most [`MAX_SHARDS`], wherever it comes from: the command line, the environment, a
+//! checkpoint's settings or the `.shard-I-of-N` suffix of a name in the checkpoint folder (a
+//! folder others can write: `status` lists every shard up to N).
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +17,8 @@ use crate::error::{Error, Result};
 pub const INDEX_VARS: [&str; 2] = ["JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX"];
 /// AWS Batch's array size: N, when `--shards` is not given a number.
 pub const SIZE_VAR: &str = "AWS_BATCH_JOB_ARRAY_SIZE";
+/// The most shards a migration is split in (AWS Batch's largest array job): more is refused.
+pub const MAX_SHARDS: u32 = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shard {
@@ -31,14 +37,23 @@ impl Shard {
         Shard::new(index, count).map_err(|e| bad(&e))
     }
 
-    fn new(index: u32, count: u32) -> std::result::Result<Shard, String> {
+    /// A shard with 0 <= I < N <= [`MAX_SHARDS`], or why not.
+    pub fn new(index: u32, count: u32) -> std::result::Result<Shard, String> {
         if count == 0 {
             return Err("N must be at least 1".into());
+        }
+        if count > MAX_SHARDS {
+            return Err(format!("N must be at most {MAX_SHARDS}"));
         }
         if index >= count {
             return Err(format!("I must be below N (0..{})", count - 1));
         }
         Ok(Shard { index, count })
+    }
+
+    /// This shard, checked as [`Shard::new`] checks one (a shard read from a checkpoint).
+    pub fn check(&self) -> std::result::Result<Shard, String> {
+        Shard::new(self.index, self.count)
     }
 
     /// `--shards N` (N = 0: from `AWS_BATCH_JOB_ARRAY_SIZE`): the index from the first of
@@ -96,7 +111,8 @@ impl Shard {
         format!(".shard-{}-of-{}", self.index, self.count)
     }
 
-    /// The shard a name suffix stands for (`.shard-I-of-N` at the end of `stem`).
+    /// The shard a name suffix stands for (`.shard-I-of-N` at the end of `stem`); None also
+    /// for a suffix out of bounds (N above [`MAX_SHARDS`]).
     pub fn from_suffix(stem: &str) -> Option<(String, Shard)> {
         let (base, rest) = stem.rsplit_once(".shard-")?;
         let (i, n) = rest.split_once("-of-")?;
@@ -138,7 +154,7 @@ mod tests {
         let s = Shard::parse("1/4").expect("parse");
         assert_eq!(s.segments(10), vec![1, 5, 9]);
         assert!(s.owns(5) && !s.owns(4));
-        for bad in ["4/4", "1", "a/2", "0/0", "-1/3"] {
+        for bad in ["4/4", "1", "a/2", "0/0", "-1/3", "0/10001", "0/4294967295"] {
             assert!(Shard::parse(bad).is_err(), "{bad}");
         }
         // Every segment has exactly one owner.
@@ -177,5 +193,9 @@ mod tests {
         let stem = format!("app-0123{}", s.suffix());
         assert_eq!(Shard::from_suffix(&stem), Some(("app-0123".to_string(), s)));
         assert_eq!(Shard::from_suffix("app-0123"), None);
+        assert_eq!(Shard::from_suffix("app.shard-0-of-4294967295"), None);
+        assert_eq!(Shard::from_suffix("app.shard-0-of-0"), None);
+        assert!(Shard { index: 0, count: 0 }.check().is_err());
+        assert!(Shard { index: 3, count: 3 }.check().is_err());
     }
 }

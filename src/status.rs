@@ -1,4 +1,12 @@
 //! `ddb2pg status`: what a checkpoint says, from another terminal or a script.
+//!
+//! What it reads is checked first, as anyone who can write the folder or prefix may have
+//! written it: a checkpoint is decoded and validated (`Checkpoint::decode`: an impossible
+//! shard is an error naming the file), its name's `.shard-I-of-N` must agree with the shard
+//! it records, shards are listed up to N only for a valid N (at most `MAX_SHARDS`), and a
+//! shard's lock is read only when the listing holds it. Text output shows names, holders and
+//! settings through `checkpoint::printable` (control characters escaped); `--json` escapes
+//! them as JSON does.
 
 /// `println!` that ends quietly when stdout is closed (`ddb2pg status | head`), instead of
 /// panicking on the broken pipe.
@@ -9,12 +17,13 @@ macro_rules! out {
     }};
 }
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::checkpoint::{Checkpoint, LocalDir, Names, Storage};
+use crate::checkpoint::{printable, Checkpoint, LocalDir, Names, Storage};
 use crate::cli::{AwsArgs, StatusArgs};
 use crate::error::{Error, Result};
 use crate::shard::Shard;
@@ -23,10 +32,18 @@ use crate::shard::Shard;
 pub fn describe(storage: &dyn Storage, names: &Names) -> Result<serde_json::Value> {
     let at = storage.show(&names.checkpoint);
     let (cp, _) = Checkpoint::load_from(storage, &names.checkpoint)?
-        .ok_or_else(|| Error::config(format!("no checkpoint at {at}")))?;
+        .ok_or_else(|| Error::config(format!("no checkpoint at {}", printable(&at))))?;
+    name_agrees(&at, names, &cp)?;
     let rejects_lines = storage.lines(&names.rejects)?;
     let rejects = rejects_lines.unwrap_or(0);
     let lock = storage.lock_state(&names.lock);
+    let lock_problem = lock.problem.as_ref().map(|p| {
+        format!(
+            "{} (holder {}) is not one ddb2pg writes: {p}",
+            printable(&storage.show(&names.lock)),
+            printable(lock.holder.as_deref().unwrap_or("unknown"))
+        )
+    });
     let owned = cp.owned();
     let segments: Vec<serde_json::Value> = owned
         .iter()
@@ -79,10 +96,29 @@ pub fn describe(storage: &dyn Storage, names: &Names) -> Result<serde_json::Valu
         "running": lock.running,
         "lock_holder": if lock.running { lock.holder } else { None },
         "lease_left_s": lock.lease_left_s,
+        "lock_problem": lock_problem,
         "updated_at": cp.updated_at,
         "segments": segments,
         "stream": stream,
     }))
+}
+
+/// The shard a checkpoint's name says (`.shard-I-of-N`, valid) must be the one it records:
+/// `status` lists a migration's shards from the names.
+fn name_agrees(at: &str, names: &Names, cp: &Checkpoint) -> Result<()> {
+    let stem = names.checkpoint.trim_end_matches(".json");
+    let named = Shard::from_suffix(stem).map(|(_, s)| s);
+    if named == cp.settings.shard {
+        return Ok(());
+    }
+    let shown = |s: Option<Shard>| s.map_or("no shard".to_string(), |s| format!("shard {s}"));
+    Err(Error::config(format!(
+        "checkpoint {}: its name says {}, its content {}: renamed, or not written by ddb2pg. \
+         Remove it (or give it its name back), then run again",
+        printable(at),
+        shown(named),
+        shown(cp.settings.shard)
+    )))
 }
 
 /// The shards of one migration (checkpoints sharing a base name): every shard 0..N with its
@@ -91,6 +127,7 @@ fn shards_of(
     storage: &dyn Storage,
     base: &str,
     described: &[(Names, serde_json::Value)],
+    listed: &BTreeSet<String>,
 ) -> Option<serde_json::Value> {
     let mine: Vec<(Shard, &serde_json::Value)> = described
         .iter()
@@ -110,7 +147,11 @@ fn shards_of(
         let shard = Shard { index, count };
         let d = mine.iter().find(|(s, _)| *s == shard).map(|(_, d)| *d);
         let lock_name = format!("{base}{}.lock", shard.suffix());
-        let running = storage.lock_state(&lock_name);
+        // A shard not started has no lock: only locks the listing holds are read.
+        let running = match listed.contains(&lock_name) {
+            true => storage.lock_state(&lock_name),
+            false => Default::default(),
+        };
         let state = match d {
             Some(d) if d["complete"] == true => "done",
             _ if running.running => "running",
@@ -167,9 +208,16 @@ fn disagreement(mine: &[(Shard, &serde_json::Value)]) -> Option<String> {
     })
 }
 
-/// The storage and the checkpoints `--checkpoint-dir` names: an s3:// prefix, a directory, or
-/// one checkpoint file.
-fn open(args: &StatusArgs) -> Result<(Arc<dyn Storage>, Vec<Names>)> {
+/// What `--checkpoint-dir` names: an s3:// prefix, a directory, or one checkpoint file.
+struct Opened {
+    storage: Arc<dyn Storage>,
+    /// The checkpoints to show.
+    names: Vec<Names>,
+    /// Every name the folder holds.
+    listed: BTreeSet<String>,
+}
+
+fn open(args: &StatusArgs) -> Result<Opened> {
     let target = &args.checkpoint_dir;
     let text = target.to_string_lossy();
     let (storage, only): (Arc<dyn Storage>, Option<String>) = if text.starts_with("s3://") {
@@ -190,21 +238,33 @@ fn open(args: &StatusArgs) -> Result<(Arc<dyn Storage>, Vec<Names>)> {
             .unwrap_or_default();
         (Arc::new(LocalDir::new(parent)), Some(name))
     };
+    // One file: its folder's listing tells which locks exist (none if it cannot be listed).
+    let listed: BTreeSet<String> = match &only {
+        Some(_) => storage.list().unwrap_or_default().into_iter().collect(),
+        None => storage.list()?.into_iter().collect(),
+    };
     let names: Vec<Names> = match only {
         Some(n) => Names::of_checkpoint(&n).into_iter().collect(),
-        None => storage
-            .list()?
+        None => listed
             .iter()
             .filter_map(|n| Names::of_checkpoint(n))
             .collect(),
     };
-    Ok((storage, names))
+    Ok(Opened {
+        storage,
+        names,
+        listed,
+    })
 }
 
 /// Print every checkpoint of `--checkpoint-dir` (or the one file given), and for a migration
 /// split in shards, every shard's state; exit code 0.
 pub fn run(args: &StatusArgs) -> Result<u8> {
-    let (storage, names) = open(args)?;
+    let Opened {
+        storage,
+        names,
+        listed,
+    } = open(args)?;
     if names.is_empty() {
         return Err(Error::config(format!(
             "no checkpoint in {}: nothing has run with this --checkpoint-dir yet",
@@ -219,7 +279,7 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
     bases.dedup();
     let migrations: Vec<serde_json::Value> = bases
         .iter()
-        .filter_map(|b| shards_of(storage.as_ref(), b, &described))
+        .filter_map(|b| shards_of(storage.as_ref(), b, &described, &listed))
         .collect();
     let all: Vec<serde_json::Value> = described.into_iter().map(|(_, d)| d).collect();
     if args.json {
@@ -246,7 +306,7 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
 fn print_shards(m: &serde_json::Value) {
     out!(
         "migration {}: {} shards, {} done, {} running, {} failed, {} not started; {} items{}",
-        m["migration"].as_str().unwrap_or(""),
+        text(&m["migration"]),
         m["shards_total"],
         m["shards_done"],
         m["shards_running"],
@@ -272,18 +332,23 @@ fn print_shards(m: &serde_json::Value) {
             r["segments"],
             r["lock_holder"]
                 .as_str()
-                .map(|h| format!("  ({h})"))
+                .map(|h| format!("  ({})", printable(h)))
                 .unwrap_or_default()
         );
     }
 }
 
+/// A string field of the status as shown in text (control characters escaped).
+fn text(v: &serde_json::Value) -> std::borrow::Cow<'_, str> {
+    printable(v.as_str().unwrap_or(""))
+}
+
 fn print_checkpoint(d: &serde_json::Value) {
     let s = &d["settings"];
-    out!("{}", d["checkpoint"].as_str().unwrap_or(""));
-    out!("  source   {}", s["source"].as_str().unwrap_or(""));
-    out!("  target   {}", s["target"].as_str().unwrap_or(""));
-    out!("  mapping  {}", s["mapping"].as_str().unwrap_or(""));
+    out!("{}", text(&d["checkpoint"]));
+    out!("  source   {}", text(&s["source"]));
+    out!("  target   {}", text(&s["target"]));
+    out!("  mapping  {}", text(&s["mapping"]));
     out!(
         "  state    {}{}",
         if d["complete"] == true {
@@ -292,11 +357,15 @@ fn print_checkpoint(d: &serde_json::Value) {
             "incomplete"
         },
         match (d["running"] == true, d["lock_holder"].as_str()) {
-            (true, Some(h)) => format!(", running now ({h})"),
+            (true, Some(h)) => format!(", running now ({})", printable(h)),
             (true, None) => ", running now".to_string(),
             _ => ", no run holds the lock".to_string(),
         }
     );
+    // Built by `describe` from names already escaped.
+    if let Some(p) = d["lock_problem"].as_str() {
+        out!("  lock     {p}");
+    }
     out!(
         "  segments {} done, {} in progress, {} pending (of {}{})",
         d["segments_done"],
@@ -315,7 +384,7 @@ fn print_checkpoint(d: &serde_json::Value) {
         d["rejected"],
         d["rejects_file"]
             .as_str()
-            .map(|f| format!(" (see {f})"))
+            .map(|f| format!(" (see {})", printable(f)))
             .unwrap_or_default()
     );
     if let Some(st) = d["stream"].as_object() {
@@ -347,6 +416,44 @@ fn print_checkpoint(d: &serde_json::Value) {
                 seg["rows_written"],
                 seg["rejected"]
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::Settings;
+
+    #[test]
+    fn a_name_must_agree_with_the_shard_its_checkpoint_records() {
+        let dir = std::env::temp_dir().join(format!("ddb2pg-status-name-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let storage = LocalDir::new(&dir);
+        let settings = |shard| Settings {
+            source: "arn:t".into(),
+            target: "postgres://u@h:5432/d".into(),
+            mapping: "m".into(),
+            segments: 4,
+            shard,
+        };
+        let one = Shard { index: 1, count: 2 };
+        for (name, shard, ok) in [
+            ("t-0123.shard-1-of-2.json", Some(one), true),
+            ("t-0123.shard-0-of-2.json", Some(one), false),
+            ("t-0123.json", Some(one), false),
+            ("t-0124.shard-1-of-2.json", None, false),
+        ] {
+            Checkpoint::new(settings(shard))
+                .save(&dir.join(name))
+                .expect("save");
+            let names = Names::of_checkpoint(name).expect("names");
+            let got = describe(&storage, &names);
+            assert_eq!(got.is_ok(), ok, "{name}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.to_string().contains("its name says"), "{e}");
+            }
         }
     }
 }

@@ -190,6 +190,22 @@ impl<'a> Applier<'a> {
 
     /// Apply change number `item` of the batch.
     pub fn push(&mut self, item: u32, change: &Change) -> Outcome {
+        let unreadable = change.unreadable.as_ref().map(|u| {
+            let reject = Reject {
+                table: None,
+                column: None,
+                kind: "invalid value",
+                reason: u.reason.clone(),
+            };
+            (u.whole, reject)
+        });
+        if let Some((true, reject)) = unreadable {
+            return Outcome {
+                skipped: false,
+                rejected: Some(reject),
+                unsure: None,
+            };
+        }
         let mut rejected = None;
         let mut unsure = None;
         // Deletions: what the old image maps to; without one, what the keys can have.
@@ -230,7 +246,9 @@ impl<'a> Applier<'a> {
             self.delete_old(&old, item);
         }
         let mut skipped = false;
-        if let Some(new) = &change.new {
+        if let Some((_, reject)) = unreadable {
+            rejected = Some(reject);
+        } else if let Some(new) = &change.new {
             let mut rows = Vec::new();
             match transform(self.plan, new, &mut rows) {
                 Ok(Routed::Rows) => {

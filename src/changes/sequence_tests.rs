@@ -204,6 +204,7 @@ fn a_batch_ends_as_its_changes_applied_one_by_one() {
                         keys: None,
                         old: item(who, now[who]),
                         new: item(who, v),
+                        unreadable: None,
                     });
                     now[who] = v;
                 }

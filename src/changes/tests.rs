@@ -87,6 +87,7 @@ fn a_shrunken_list_deletes_the_rows_it_no_longer_makes() {
             keys: Some(keys_of(&new)),
             old: Some(old),
             new: Some(new),
+            unreadable: None,
         },
     );
     assert!(out.rejected.is_none() && !out.skipped);
@@ -121,6 +122,7 @@ fn the_last_change_of_a_key_in_a_batch_wins() {
             keys: Some(keys_of(&v1)),
             old: Some(v1.clone()),
             new: None,
+            unreadable: None,
         },
     );
     a.push(
@@ -129,6 +131,7 @@ fn the_last_change_of_a_key_in_a_batch_wins() {
             keys: Some(keys_of(&v2)),
             old: None,
             new: Some(v2.clone()),
+            unreadable: None,
         },
     );
     let done = a.finish();
@@ -146,6 +149,7 @@ fn the_last_change_of_a_key_in_a_batch_wins() {
             keys: Some(keys_of(&v2)),
             old: None,
             new: Some(v2.clone()),
+            unreadable: None,
         },
     );
     a.push(
@@ -154,6 +158,7 @@ fn the_last_change_of_a_key_in_a_batch_wins() {
             keys: Some(keys_of(&v2)),
             old: Some(v2.clone()),
             new: None,
+            unreadable: None,
         },
     );
     let done = a.finish();
@@ -194,6 +199,7 @@ id = { from = "PK", type = "text" }
             keys: None,
             old: Some(it("a")),
             new: Some(it("b")),
+            unreadable: None,
         },
     );
     let done = a.finish();
@@ -209,6 +215,7 @@ id = { from = "PK", type = "text" }
             keys: None,
             old: Some(it("b")),
             new: Some(it("z")),
+            unreadable: None,
         },
     );
     assert!(out.skipped);
@@ -244,6 +251,7 @@ v  = { from = "v", type = "integer", required = true }
             keys: Some(k.clone()),
             old: None,
             new: None,
+            unreadable: None,
         },
     );
     assert!(out.rejected.is_none(), "{:?}", out.rejected);
@@ -261,6 +269,7 @@ v  = { from = "v", type = "integer", required = true }
             keys: Some(k),
             old: None,
             new: None,
+            unreadable: None,
         },
     );
     let r = out.rejected.expect("rejected");
@@ -298,6 +307,7 @@ pk = { from = "PK", type = "text" }
             keys: Some(k.clone()),
             old: None,
             new: None,
+            unreadable: None,
         },
     );
     assert!(out.rejected.is_some());
@@ -307,6 +317,7 @@ pk = { from = "PK", type = "text" }
             keys: Some(k),
             old: None,
             new: Some(new),
+            unreadable: None,
         },
     );
     assert!(out.unsure.is_some() && out.rejected.is_none());
@@ -326,10 +337,51 @@ fn a_rejected_new_image_still_removes_the_old_rows() {
             keys: None,
             old: Some(old),
             new: Some(new),
+            unreadable: None,
         },
     );
     assert!(out.rejected.is_some());
     let done = a.finish();
     assert!(done.writes.is_empty());
     assert_eq!(done.deletes.len(), 2);
+}
+
+#[test]
+fn a_change_holding_a_value_of_an_unknown_type_is_rejected_not_written() {
+    let p = plan();
+    let (old, new) = (order("o1", &["a", "b"]), order("o1", &["a"]));
+    let unreadable = |whole: bool| Unreadable {
+        reason: "unsupported attribute type at odd".into(),
+        whole,
+    };
+    // In the new image: it is rejected, the old image's rows are deleted.
+    let mut a = Applier::new(&p, OldImages::Complete);
+    let out = a.push(
+        0,
+        &Change {
+            keys: Some(keys_of(&new)),
+            old: Some(old.clone()),
+            new: Some(new.clone()),
+            unreadable: Some(unreadable(false)),
+        },
+    );
+    let r = out.rejected.expect("rejected");
+    assert!(r.reason.contains("odd"), "{r:?}");
+    let done = a.finish();
+    assert!(done.writes.is_empty(), "nothing written");
+    assert_eq!(done.deletes.len(), 3, "the order and its two lines");
+    // In the old image (or the keys): nothing of the change is applied.
+    let mut a = Applier::new(&p, OldImages::Complete);
+    let out = a.push(
+        0,
+        &Change {
+            keys: Some(keys_of(&new)),
+            old: Some(old),
+            new: Some(new),
+            unreadable: Some(unreadable(true)),
+        },
+    );
+    assert!(out.rejected.is_some());
+    let done = a.finish();
+    assert!(done.writes.is_empty() && done.deletes.is_empty());
 }

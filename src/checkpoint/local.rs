@@ -8,6 +8,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::printable;
 use super::storage::{Held, LockState, Names, Storage, Tag};
 use crate::error::{Error, Result};
 
@@ -105,15 +106,16 @@ impl Storage for LocalDir {
 
     fn lock_state(&self, name: &str) -> LockState {
         let lock = self.path(name);
-        let holder = fs::read_to_string(&lock)
+        let holder = File::open(&lock)
             .ok()
-            .map(|s| s.trim().to_string())
+            .map(|mut f| read_holder(&mut f))
             .filter(|s| !s.is_empty());
         let running = holder.as_deref().is_some_and(|h| holder_alive(h, &lock));
         LockState {
             running,
             holder,
             lease_left_s: None,
+            problem: None,
         }
     }
 
@@ -248,20 +250,19 @@ impl Lock {
                 .create(true)
                 .truncate(false),
         )?;
-        let mut previous = String::new();
-        let _ = file.read_to_string(&mut previous);
-        let previous = previous.trim().to_string();
+        let previous = read_holder(&mut file);
+        let previous = printable(&previous);
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(Error::config(format!(
                     "another ddb2pg run ({}) holds {}; wait for it to finish or stop it first",
                     if previous.is_empty() {
-                        "pid unknown".to_string()
+                        "pid unknown".into()
                     } else {
                         previous
                     },
-                    path.display()
+                    printable(&path.display().to_string())
                 )))
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::file(path, e)),
@@ -269,7 +270,7 @@ impl Lock {
         if !previous.is_empty() {
             eprintln!(
                 "ddb2pg: taking over the lock {} left by a run that is no longer alive ({previous})",
-                path.display()
+                printable(&path.display().to_string())
             );
         }
         let me = holder_id();
@@ -290,6 +291,17 @@ impl Drop for Lock {
         let _ = self.file.set_len(0);
         let _ = self.file.unlock();
     }
+}
+
+/// The longest holder name read from a lock file ("pid N on HOST" is far shorter).
+const HOLDER_LIMIT: u64 = 256;
+
+/// The holder a lock file names (its first [`HOLDER_LIMIT`] bytes, trimmed), as written: print
+/// it through `printable` (anyone who can write the folder can write it).
+fn read_holder(file: &mut File) -> String {
+    let mut bytes = Vec::new();
+    let _ = file.take(HOLDER_LIMIT).read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).trim().to_string()
 }
 
 pub(super) fn hostname() -> String {

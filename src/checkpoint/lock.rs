@@ -9,8 +9,22 @@
 //! The lock keeps a second process from starting; the checkpoint's own conditional writes
 //! (`If-Match` on the version this process wrote last) keep a process that lost its lock (paused
 //! past its lease, then taken over) from overwriting the new holder's checkpoint.
+//!
+//! Anyone who can write the prefix can write a lock, so a lease is checked when read: one that
+//! ends further ahead than the longest lease ddb2pg grants ([`MAX_LEASE_S`], plus
+//! [`CLOCK_SLACK_S`] for clocks that disagree), or claims a longer lease, was not written by a
+//! live ddb2pg. It is [`Found::Invalid`]: neither taken over nor waited for, but refused with
+//! what to do (a hostile lock ending in the year 2500 would otherwise block every run).
 
 use serde::{Deserialize, Serialize};
+
+/// The longest lease ddb2pg grants (`--lock-lease`, seconds).
+pub const MAX_LEASE_S: u64 = 3600;
+/// The longest `--lock-wait` (seconds): a day.
+pub const MAX_LOCK_WAIT_S: u64 = 86_400;
+/// How far another machine's clock may be ahead of this one's for its lease to still count as
+/// one ddb2pg wrote.
+pub const CLOCK_SLACK_S: u64 = 300;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -37,6 +51,8 @@ pub enum Found {
     Expired { holder: String, ago_s: u64 },
     /// A live holder: refuse to start.
     Held { holder: String, left_s: u64 },
+    /// A lease no ddb2pg grants (see the module's documentation): refuse to start, saying why.
+    Invalid { holder: String, why: String },
 }
 
 impl Lease {
@@ -46,7 +62,7 @@ impl Lease {
             token: format!("{:x}", rand_token()),
             acquired_at: now,
             renewed_at: now,
-            expires_at: now + lease_s,
+            expires_at: now.saturating_add(lease_s),
             lease_s,
             released: false,
         }
@@ -55,7 +71,7 @@ impl Lease {
     pub fn renewed(&self, now: u64) -> Lease {
         Lease {
             renewed_at: now,
-            expires_at: now + self.lease_s,
+            expires_at: now.saturating_add(self.lease_s),
             ..self.clone()
         }
     }
@@ -69,18 +85,46 @@ impl Lease {
         }
     }
 
+    /// Why this lease cannot be one a live ddb2pg holds, if it cannot.
+    pub fn invalid(&self, now: u64) -> Option<String> {
+        if self.lease_s > MAX_LEASE_S {
+            return Some(format!(
+                "it claims a lease of {} s, longer than the {MAX_LEASE_S} s ddb2pg grants",
+                self.lease_s
+            ));
+        }
+        let limit = now.saturating_add(MAX_LEASE_S + CLOCK_SLACK_S);
+        (self.expires_at > limit).then(|| {
+            format!(
+                "it ends in {} s, but a ddb2pg lease lasts at most {MAX_LEASE_S} s (renewed \
+                 while its run lives)",
+                self.expires_at - now
+            )
+        })
+    }
+
     pub fn found(existing: Option<&Lease>, now: u64) -> Found {
-        match existing {
-            None => Found::Free,
-            Some(l) if l.released => Found::Free,
-            Some(l) if l.expires_at <= now => Found::Expired {
+        let l = match existing {
+            None => return Found::Free,
+            Some(l) if l.released => return Found::Free,
+            Some(l) => l,
+        };
+        if let Some(why) = l.invalid(now) {
+            return Found::Invalid {
+                holder: l.holder.clone(),
+                why,
+            };
+        }
+        if l.expires_at <= now {
+            Found::Expired {
                 holder: l.holder.clone(),
                 ago_s: now - l.expires_at,
-            },
-            Some(l) => Found::Held {
+            }
+        } else {
+            Found::Held {
                 holder: l.holder.clone(),
                 left_s: l.expires_at - now,
-            },
+            }
         }
     }
 }
@@ -126,5 +170,35 @@ mod tests {
         ));
         assert_eq!(Lease::found(Some(&r.released(1060)), 1061), Found::Free);
         assert_ne!(l.token, Lease::new("pid 1 on a".into(), 60, 1000).token);
+    }
+
+    #[test]
+    fn a_lease_no_ddb2pg_grants_is_invalid() {
+        let mut l = Lease::new("x".into(), MAX_LEASE_S, 1000);
+        assert!(matches!(Lease::found(Some(&l), 1000), Found::Held { .. }));
+        // A machine whose clock is ahead by up to the slack.
+        l.expires_at += CLOCK_SLACK_S;
+        assert!(matches!(Lease::found(Some(&l), 1000), Found::Held { .. }));
+        l.expires_at += 1;
+        assert!(matches!(
+            Lease::found(Some(&l), 1000),
+            Found::Invalid { .. }
+        ));
+        l.expires_at = u64::MAX;
+        let Found::Invalid { why, .. } = Lease::found(Some(&l), 1000) else {
+            panic!("invalid")
+        };
+        assert!(why.contains("3600"), "{why}");
+        assert!(matches!(
+            Lease::found(Some(&l), u64::MAX),
+            Found::Expired { ago_s: 0, .. }
+        ));
+        let long = Lease::new("x".into(), MAX_LEASE_S + 1, 1000);
+        assert!(matches!(
+            Lease::found(Some(&long), 1000),
+            Found::Invalid { .. }
+        ));
+        // Released: free, whatever it claims.
+        assert_eq!(Lease::found(Some(&l.released(1000)), 1000), Found::Free);
     }
 }

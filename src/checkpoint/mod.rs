@@ -34,6 +34,8 @@ pub use storage::{open, Held, LockState, Names, Storage, Tag};
 pub use store::{Delta, Store};
 
 pub const VERSION: u32 = 1;
+/// The most scan segments a run has (`--segments`' bound).
+pub const MAX_SEGMENTS: u32 = 1_000_000;
 
 /// The settings a checkpoint is only valid under. Shown to the user when they differ.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +164,19 @@ pub(crate) fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// `s` as it can be shown on a terminal or in a log: as it is, or, when it holds a control
+/// character (an escape sequence, a line break, ...) or another character Rust's `{:?}` escapes,
+/// quoted with those characters escaped (`{:?}`, as manifest values are quoted in messages).
+/// For names read from places others can write: lock holders, file and object names.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let quoted = format!("{s:?}");
+    if quoted.len() == s.len() + 2 {
+        std::borrow::Cow::Borrowed(s)
+    } else {
+        std::borrow::Cow::Owned(quoted)
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -204,6 +219,7 @@ impl Checkpoint {
     /// Parse and check a stored document; `at` names it in messages. A damaged document is an
     /// error that names it and the way out, never a silent start-over.
     pub fn decode(bytes: &[u8], at: &str) -> Result<Checkpoint> {
+        let at = printable(at);
         let damaged = |why: String| {
             Error::config(format!(
                 "checkpoint {at} is damaged ({why}); it cannot be trusted for a resume. \
@@ -225,6 +241,21 @@ impl Checkpoint {
         }
         if cp.segments.len() != cp.settings.segments as usize {
             return Err(damaged("segment count does not match its settings".into()));
+        }
+        if let Some(why) = cp.settings.shard.and_then(|s| s.check().err()) {
+            let s = cp.settings.shard.unwrap_or(Shard { index: 0, count: 0 });
+            return Err(Error::config(format!(
+                "checkpoint {at} says it is shard {}/{}, which no ddb2pg run can be ({why}): it \
+                 was not written by ddb2pg. Remove it (and check who can write this folder or \
+                 prefix), then run again",
+                s.index, s.count
+            )));
+        }
+        if cp.settings.segments > MAX_SEGMENTS {
+            return Err(damaged(format!(
+                "{} segments, more than the {MAX_SEGMENTS} ddb2pg scans",
+                cp.settings.segments
+            )));
         }
         Ok(cp)
     }
@@ -297,7 +328,7 @@ pub fn siblings_agree(
         let Some((cp, _)) = Checkpoint::load_from(storage, &name)? else {
             continue;
         };
-        let at = storage.show(&name);
+        let at = printable(&storage.show(&name)).into_owned();
         if other.count != shard.count {
             return Err(Error::config(format!(
                 "shard {shard}: checkpoint {at} belongs to a run of {} shards, this one is of {}; \
@@ -424,6 +455,31 @@ mod tests {
         );
         assert_eq!(fs::read(&p).expect("read"), good);
         assert!(Checkpoint::load(&p).expect("loads").is_some());
+    }
+
+    #[test]
+    fn a_checkpoint_of_an_impossible_shard_is_refused() {
+        let d = tempdir("shard");
+        let p = d.join("c.json");
+        for (index, count) in [(0, 0), (3, 3), (0, u32::MAX)] {
+            let mut s = settings();
+            s.shard = Some(Shard { index, count });
+            Checkpoint::new(s).save(&p).expect("save");
+            let err = Checkpoint::load(&p).expect_err("refused").to_string();
+            assert!(
+                err.contains(&format!("shard {index}/{count}")) && err.contains("c.json"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn printable_escapes_only_what_needs_it() {
+        assert_eq!(printable("pid 1 on host-a"), "pid 1 on host-a");
+        assert_eq!(printable("/tmp/ä ö/x.json"), "/tmp/ä ö/x.json");
+        assert_eq!(printable("a\u{1b}[31mb\nc"), r#""a\u{1b}[31mb\nc""#);
+        assert_eq!(printable("say \"hi\""), r#""say \"hi\"""#);
+        assert!(!printable("x\u{7}\u{9b}y").contains(['\u{7}', '\u{9b}']));
     }
 
     #[test]

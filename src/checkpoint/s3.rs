@@ -410,11 +410,18 @@ impl Storage for S3Dir {
                     running: true,
                     holder: Some(holder),
                     lease_left_s: Some(left_s),
+                    problem: None,
                 },
-                _ => LockState {
+                found => LockState {
                     running: false,
                     holder: Some(l.holder),
                     lease_left_s: None,
+                    problem: match found {
+                        Found::Invalid { why, .. } => {
+                            Some(lease::not_ddb2pgs(&why, &self.show(name)))
+                        }
+                        _ => None,
+                    },
                 },
             },
             _ => LockState::default(),

@@ -36,6 +36,8 @@ pub struct LockState {
     pub holder: Option<String>,
     /// Seconds until the holder's lease ends (S3 locks).
     pub lease_left_s: Option<u64>,
+    /// Why the lock is not one a live ddb2pg holds (a crafted S3 lease), if it is not.
+    pub problem: Option<String>,
 }
 
 /// A held lock: released when dropped (a dead process's lock is released by the OS, or on S3

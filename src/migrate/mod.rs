@@ -1,16 +1,19 @@
 //! `ddb2pg migrate`, in the order it runs:
 //!
 //! 1. **resolve** ([`origin`]): the source (a table, or an export listed but not yet
-//!    downloaded), the target's identity, the plan, and with `--follow` the table's stream,
-//!    checked before anything is written (after an export: from the export's time, see
-//!    [`handover`]).
-//! 2. **prepare the target**: migrations, the tables the plan creates, the transaction id that
+//!    downloaded), the target's identity and the plan, read only (after an export with
+//!    `--follow`: the table and the export's time, see [`handover`]).
+//! 2. **lock** ([`open::lock_run`]): the checkpoint folder and the run's lock, before anything
+//!    is written anywhere: a second run of the same source and target exits 2 naming the holder
+//!    having applied no migration, created no table and enabled no stream.
+//! 3. **the stream** (`--follow`): the table's, checked (and turned on by `--enable-stream`).
+//! 4. **prepare the target**: migrations, the tables the plan creates, the transaction id that
 //!    lets batches count collisions.
-//! 3. **open the run** ([`open`]): the checkpoint folder, the run's lock, an `s3://` export
-//!    downloaded under it, the checkpoint loaded (or discarded by `--restart`) and checked
-//!    against this run's settings, reject lines of uncommitted batches cut.
-//! 4. **execute**: the pipeline over the segments not done, then the follower.
-//! 5. **finish** ([`outcome`]): status, summary, `--report`, the report kept beside an `s3://`
+//! 5. **open the run** ([`open::open_run`]): an `s3://` export downloaded under the lock, the
+//!    checkpoint loaded (or discarded by `--restart`) and checked against this run's settings,
+//!    reject lines of uncommitted batches cut.
+//! 6. **execute**: the pipeline over the segments not done, then the follower.
+//! 7. **finish** ([`outcome`]): status, summary, `--report`, the report kept beside an `s3://`
 //!    checkpoint (`crate::report::beside`), the resume line, the exit code.
 //!
 //! `--scan-only` ([`scan_only`]) is its own short path: read and map, write nothing.
@@ -39,7 +42,7 @@ use crate::sink;
 use crate::source::scan::SegmentScan;
 use crate::source::stream::Stream;
 
-use open::{open_run, stream_state, Run};
+use open::{lock_run, open_run, stream_state, Run};
 use origin::{load_plan, read_limiter, resolve_origin, Origin};
 /// `--key PK[:S|N|B][,SK[:S|N|B]]`, read alike by verify.
 pub(crate) use origin::{parse_key, plan_for};
@@ -64,8 +67,8 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
         return scan_only::scan_only(args).await;
     }
     let started = Instant::now();
-    let mut src = resolve(&args).await?;
-    // The first line, before anything is written (step 2 may create tables): what goes where.
+    let (mut src, handover) = resolve(&args).await?;
+    // The first line, before anything is written (step 4 may create tables): what goes where.
     eprintln!(
         "ddb2pg: {}{} -> {} table {}",
         if args.dry_run { "dry run: " } else { "" },
@@ -73,9 +76,11 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
         src.target_id,
         outcome::table_names(&src.plan)
     );
+    // Declared after `src`, so dropped (released) before the storage it lives in.
+    let lock = lock_run(&args, &src).await?;
+    let stream = open_stream(&args, &src, handover.as_ref()).await?;
     let prepared = prepare_target(&args, &src).await?;
-    let stream = src.stream.take();
-    let run = open_run(&args, &src, stream.as_ref()).await?;
+    let run = open_run(&args, &src, stream.as_ref(), lock).await?;
     let ended = execute(&args, &src, &run, &prepared, stream).await;
     finish(&args, &mut src, &run, ended, started)
 }
@@ -89,8 +94,6 @@ struct Resolved {
     origin: Origin,
     plan: Arc<Plan>,
     key_attrs: Vec<String>,
-    /// `--follow`: the table's stream, checked before the scan begins.
-    stream: Option<Stream>,
     /// `--export --follow`: the time the export's data is as of (epoch seconds), which the
     /// stream is followed from (None: from when the scan begins).
     as_of: Option<u64>,
@@ -100,7 +103,9 @@ struct Resolved {
     shard: Option<crate::shard::Shard>,
 }
 
-async fn resolve(args: &MigrateArgs) -> Result<Resolved> {
+/// Step 1, read only: the source, the target, the plan, and with `--export --follow` the
+/// table the export hands over to.
+async fn resolve(args: &MigrateArgs) -> Result<(Resolved, Option<handover::Handover>)> {
     let target = crate::pgconn::resolve(args.target.as_deref())?;
     let target_id = target.identity();
     let shard = args.shard.resolve()?;
@@ -109,33 +114,46 @@ async fn resolve(args: &MigrateArgs) -> Result<Resolved> {
     let handover = handover::resolve(args, &mut origin).await?;
     let plan = Arc::new(load_plan(args, &origin.info)?);
     let key_attrs: Vec<String> = origin.info.key.iter().map(|k| k.name.clone()).collect();
-    // The stream this run's checkpoint follows already, if any (read-only peek).
-    let state = match args.follow && !args.restart {
-        true => stream_state(storage.as_ref(), &origin.info, &target_id),
-        false => None,
-    };
-    let stream = match (args.follow, &origin.source, &handover) {
-        (true, Some(source), _) => {
-            let table = &origin.info.name;
-            let (enable, resuming) = (args.enable_stream, state.is_some());
-            let s = crate::follow::open(source, table, enable, resuming, &plan, &key_attrs);
-            Some(s.await?)
-        }
-        (true, None, Some(h)) => Some(h.open_stream(&plan, &key_attrs, state.as_ref()).await?),
-        _ => None,
-    };
-    Ok(Resolved {
+    let resolved = Resolved {
         target,
         target_id,
         target_url: args.target.clone().unwrap_or_default(),
         origin,
         plan,
         key_attrs,
-        stream,
         as_of: handover.as_ref().map(handover::Handover::as_of_secs),
         storage,
         shard,
-    })
+    };
+    Ok((resolved, handover))
+}
+
+/// Step 3, under the run's lock: with `--follow`, the table's stream, checked before the scan
+/// begins (turned on first by `--enable-stream`).
+async fn open_stream(
+    args: &MigrateArgs,
+    src: &Resolved,
+    handover: Option<&handover::Handover>,
+) -> Result<Option<Stream>> {
+    if !args.follow {
+        return Ok(None);
+    }
+    let (origin, plan, key_attrs) = (&src.origin, &src.plan, &src.key_attrs);
+    // The stream this run's checkpoint follows already, if any (read-only peek).
+    let state = match args.restart {
+        false => stream_state(src.storage.as_ref(), &origin.info, &src.target_id),
+        true => None,
+    };
+    match (&origin.source, handover) {
+        (Some(source), _) => {
+            let table = &origin.info.name;
+            let (enable, resuming) = (args.enable_stream, state.is_some());
+            let s = crate::follow::open(source, table, enable, resuming, plan, key_attrs);
+            Ok(Some(s.await?))
+        }
+        (None, Some(h)) => Ok(Some(h.open_stream(plan, key_attrs, state.as_ref()).await?)),
+        (None, None) => Ok(None),
+    }
 }
 
 /// The advisory lock key under which processes prepare a target ("ddb2pg" + 1).

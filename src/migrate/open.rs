@@ -1,15 +1,17 @@
-//! Step 3 of a migration: the run's files. The checkpoint folder (private), the run's lock,
-//! an `s3://` export downloaded under it, and the checkpoint this run continues: loaded, or
-//! discarded by `--restart` (the earlier rejects set aside), checked against this run's
-//! settings, the stream attached, and the reject lines of batches the last run did not commit
-//! cut (those batches are read again).
+//! The run's files. First ([`lock_run`], step 2, before anything is written to the source or
+//! the target): the checkpoint folder (private) and the run's lock, so that a second run of the
+//! same source and target (a follower still alive, a retried pod) exits 2 naming the holder
+//! having changed nothing. Then ([`open_run`], step 4): an `s3://` export downloaded under the
+//! lock, and the checkpoint this run continues: loaded, or discarded by `--restart` (the
+//! earlier rejects set aside), checked against this run's settings, the stream attached, and
+//! the reject lines of batches the last run did not commit cut (those batches are read again).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::checkpoint::{
-    self, Checkpoint, Held, Names, Settings, Storage, Store, StreamState, Tag,
+    self, printable, Checkpoint, Held, Names, Settings, Storage, Store, StreamState, Tag,
 };
 use crate::cli::MigrateArgs;
 use crate::error::{Error, Result};
@@ -43,16 +45,35 @@ pub(super) struct Run {
     pub(super) rejects_shown: String,
 }
 
+/// Step 2: the run's lock (none for a dry run of a local source, which writes no files),
+/// taken before anything is written, waiting up to `--lock-wait` for a live holder.
+pub(super) async fn lock_run(args: &MigrateArgs, src: &Resolved) -> Result<Option<Box<dyn Held>>> {
+    let info = &src.origin.info;
+    let names = Names::new(&info.name, &info.arn, &src.target_id, src.shard);
+    src.storage.secure(&names)?;
+    if args.dry_run && src.origin.download.is_none() {
+        return Ok(None);
+    }
+    let lease = Duration::from_secs(args.lock_lease);
+    let lock = take_lock(src.storage.as_ref(), &names.lock, lease, args.lock_wait).await?;
+    Ok(Some(lock))
+}
+
+/// Step 4: an `s3://` export downloaded under `lock` (from [`lock_run`]), and the checkpoint.
 pub(super) async fn open_run(
     args: &MigrateArgs,
     src: &Resolved,
     stream: Option<&Stream>,
+    lock: Option<Box<dyn Held>>,
 ) -> Result<Run> {
     let info = &src.origin.info;
     let storage = src.storage.clone();
     let names = Names::new(&info.name, &info.arn, &src.target_id, src.shard);
-    storage.secure(&names)?;
-    let lock = lock_and_download(args, src, &names).await?;
+    if let Some(download) = &src.origin.download {
+        download.run().await?;
+    }
+    // A dry run does not touch the checkpoint: its lock was only for the download.
+    let lock = if args.dry_run { None } else { lock };
     let local_rejects = storage.local_dir()?.join(&names.rejects);
     let (cp, tag) = checkpoint_for(args, src, &names, stream, &local_rejects)?;
     let segments = cp.settings.segments;
@@ -98,28 +119,6 @@ pub(super) async fn open_run(
     })
 }
 
-/// The run's lock, and an `s3://` export downloaded under it. A dry run does not touch the
-/// checkpoint, so it needs no lock, except to download: files are written only under the lock.
-async fn lock_and_download(
-    args: &MigrateArgs,
-    src: &Resolved,
-    names: &Names,
-) -> Result<Option<Box<dyn Held>>> {
-    let dry = args.dry_run;
-    let lease = Duration::from_secs(args.lock_lease);
-    let lock = match (dry, &src.origin.download) {
-        (true, None) => None,
-        _ => Some(take_lock(src.storage.as_ref(), &names.lock, lease, args.lock_wait).await?),
-    };
-    if let Some(download) = &src.origin.download {
-        download.run().await?;
-    }
-    if dry {
-        return Ok(None);
-    }
-    Ok(lock)
-}
-
 /// The lock, waiting up to `wait_s` while a live run holds it (`--lock-wait`).
 async fn take_lock(
     storage: &dyn Storage,
@@ -127,7 +126,8 @@ async fn take_lock(
     lease: Duration,
     wait_s: u64,
 ) -> Result<Box<dyn Held>> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(wait_s);
+    // `--lock-wait` is at most a day; a deadline past what the clock can hold never comes.
+    let deadline = std::time::Instant::now().checked_add(Duration::from_secs(wait_s));
     let mut said = false;
     loop {
         let err = match storage.lock(name, lease) {
@@ -135,14 +135,14 @@ async fn take_lock(
             Err(e) => e,
         };
         let held = storage.lock_state(name);
-        if !held.running || std::time::Instant::now() >= deadline {
+        if !held.running || deadline.is_none_or(|d| std::time::Instant::now() >= d) {
             return Err(err);
         }
         if !said {
             eprintln!(
                 "ddb2pg: {} is held by {}; waiting up to {wait_s} s (--lock-wait)",
-                storage.show(name),
-                held.holder.as_deref().unwrap_or("another run")
+                printable(&storage.show(name)),
+                printable(held.holder.as_deref().unwrap_or("another run"))
             );
             said = true;
         }

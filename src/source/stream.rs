@@ -14,7 +14,7 @@ use aws_sdk_dynamodbstreams::types::{
 };
 
 use super::{sdk_message, Source};
-use crate::changes::{Change, ChangeKind, OldImages};
+use crate::changes::{Change, ChangeKind, OldImages, Unreadable};
 use crate::error::{Error, Result};
 use crate::value::Item;
 
@@ -377,10 +377,11 @@ impl Stream {
             let created_ms = d
                 .approximate_creation_date_time
                 .and_then(|t| t.to_millis().ok());
-            let new = match kind {
+            let new_image = match kind {
                 ChangeKind::Remove => None,
-                _ => d.new_image.map(item),
+                _ => d.new_image,
             };
+            let unreadable = unreadable(&d.keys, &d.old_image, &new_image);
             records.push(Record {
                 seq,
                 kind,
@@ -388,7 +389,8 @@ impl Stream {
                 change: Change {
                     keys: d.keys.map(item),
                     old: d.old_image.map(item),
-                    new,
+                    new: new_image.map(item),
+                    unreadable,
                 },
             });
         }
@@ -409,17 +411,24 @@ fn malformed(what: &str) -> ReadError {
     })
 }
 
-/// A stream image as an item (the Streams SDK has its own, identical, value type).
-fn item(image: std::collections::HashMap<String, StreamValue>) -> Item {
-    image.into_iter().map(|(k, v)| (k, value(v))).collect()
+type Image = std::collections::HashMap<String, StreamValue>;
+
+/// A stream image as an item (the Streams SDK has its own, identical, value type). A value of
+/// a type the SDK does not know (`Unknown`: newer than this ddb2pg) is left out: the change is
+/// rejected (see [`unreadable`]), and its reject line shows the item without it.
+fn item(image: Image) -> Item {
+    image
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, value(v)?)))
+        .collect()
 }
 
-fn value(v: StreamValue) -> AttributeValue {
-    match v {
+fn value(v: StreamValue) -> Option<AttributeValue> {
+    Some(match v {
         StreamValue::B(b) => AttributeValue::B(b),
         StreamValue::Bool(b) => AttributeValue::Bool(b),
         StreamValue::Bs(b) => AttributeValue::Bs(b),
-        StreamValue::L(l) => AttributeValue::L(l.into_iter().map(value).collect()),
+        StreamValue::L(l) => AttributeValue::L(l.into_iter().filter_map(value).collect()),
         StreamValue::M(m) => AttributeValue::M(item(m)),
         StreamValue::N(n) => AttributeValue::N(n),
         StreamValue::Ns(n) => AttributeValue::Ns(n),
@@ -427,6 +436,86 @@ fn value(v: StreamValue) -> AttributeValue {
         StreamValue::S(s) => AttributeValue::S(s),
         StreamValue::Ss(s) => AttributeValue::Ss(s),
         // A value type newer than this SDK (none exists today).
-        _ => AttributeValue::Null(true),
+        _ => return None,
+    })
+}
+
+/// Why a record cannot be applied as read: the first value of an unknown type in its keys, old
+/// image or new image, with its path (`a.b[3]`, as the scan path names one).
+fn unreadable(
+    keys: &Option<Image>,
+    old: &Option<Image>,
+    new: &Option<Image>,
+) -> Option<Unreadable> {
+    let found = |image: &Option<Image>| image.as_ref().and_then(unknown_in);
+    let (part, path, whole) = match (found(keys), found(old), found(new)) {
+        (Some(p), _, _) => ("Keys", p, true),
+        (None, Some(p), _) => ("OldImage", p, true),
+        (None, None, Some(p)) => ("NewImage", p, false),
+        (None, None, None) => return None,
+    };
+    let what = match whole {
+        true => "nothing of the change is applied",
+        false => "the new image is not written",
+    };
+    Some(Unreadable {
+        reason: format!(
+            "unsupported attribute type at {path} (in the record's {part}: a DynamoDB type this \
+             ddb2pg does not know); {what}"
+        ),
+        whole,
+    })
+}
+
+/// The path of the first value of an unknown type in `image` (attribute names in order), if
+/// any; built only when one is found.
+fn unknown_in(image: &Image) -> Option<String> {
+    // The common case, nothing unknown, allocates nothing.
+    if !image.values().any(has_unknown) {
+        return None;
+    }
+    let mut names: Vec<&String> = image.keys().collect();
+    names.sort();
+    names.into_iter().find_map(|k| {
+        let rest = unknown_below(&image[k])?;
+        Some(format!("{k}{rest}"))
+    })
+}
+
+fn has_unknown(v: &StreamValue) -> bool {
+    match v {
+        StreamValue::M(m) => m.values().any(has_unknown),
+        StreamValue::L(l) => l.iter().any(has_unknown),
+        other => known_scalar(other).is_none(),
+    }
+}
+
+/// `Some` for a scalar or set of a known type.
+fn known_scalar(v: &StreamValue) -> Option<()> {
+    match v {
+        StreamValue::B(_)
+        | StreamValue::Bool(_)
+        | StreamValue::Bs(_)
+        | StreamValue::N(_)
+        | StreamValue::Ns(_)
+        | StreamValue::Null(_)
+        | StreamValue::S(_)
+        | StreamValue::Ss(_) => Some(()),
+        _ => None,
+    }
+}
+
+/// The path below `v` (`.a[2]`...) to a value of an unknown type, `""` for `v` itself.
+fn unknown_below(v: &StreamValue) -> Option<String> {
+    match v {
+        StreamValue::M(m) => unknown_in(m).map(|p| format!(".{p}")),
+        StreamValue::L(l) => l
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| unknown_below(v).map(|p| format!("[{i}]{p}"))),
+        other => match known_scalar(other) {
+            Some(()) => None,
+            None => Some(String::new()),
+        },
     }
 }

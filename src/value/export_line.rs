@@ -84,6 +84,7 @@ impl ExportLine {
             keys: self.keys,
             old: self.old_image,
             new: self.new_image,
+            unreadable: None,
         }))
     }
 }

@@ -163,6 +163,7 @@ fn export_line_fields_and_precedence() {
             keys: keys.cloned(),
             old: old.cloned(),
             new: new.cloned(),
+            unreadable: None,
         }))
     };
     // Incremental export: every image is kept.

@@ -3,11 +3,15 @@
 //!
 //! Exports are opened by the very code `migrate --export` uses (`source::export::open`, and
 //! for `s3://` `source::s3::prepare` then `Download::run`), so verify reads the same files.
+//!
+//! `--checkpoint-dir` is opened as migrate opens it (`checkpoint::open`): a local directory or
+//! an `s3://` prefix, where the rejects files are looked up; `s3://` exports are downloaded
+//! into that storage's local working folder.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::checkpoint::Names;
+use crate::checkpoint::{Names, Storage};
 use crate::cli::VerifyArgs;
 use crate::downloads::Downloads;
 use crate::error::{Error, Result};
@@ -26,8 +30,9 @@ pub struct Origin {
     pub approx_items: u64,
     /// What was read, for the report.
     pub label: String,
-    /// The rejects files migrate writes for this source and target (one per export).
-    pub rejects_files: Vec<PathBuf>,
+    /// The rejects files migrate wrote for this source and target (one per export) that
+    /// exist, as shown (a path or an s3:// URL).
+    pub rejects_files: Vec<String>,
     /// The folder of this run's copies of s3:// exports, removed when verify ends.
     pub _downloads: Option<DownloadDir>,
     /// `--shard I/N` (a table only): the segments `s % N == I` are read, and rows of the target
@@ -95,7 +100,7 @@ async fn resolve_table(args: &VerifyArgs, table: &str, target_id: &str) -> Resul
         }
     };
     let names = Names::new(&info.name, &info.arn, target_id, shard);
-    let rejects = args.checkpoint_dir.join(names.rejects);
+    let rejects = existing_rejects(args, &[names])?;
     Ok(Origin {
         plan,
         key_attrs: info.key.iter().map(|k| k.name.clone()).collect(),
@@ -109,7 +114,7 @@ async fn resolve_table(args: &VerifyArgs, table: &str, target_id: &str) -> Resul
         }),
         approx_items: info.item_count,
         label: format!("{} ({})", info.name, source.describe_location()),
-        rejects_files: vec![rejects],
+        rejects_files: rejects,
         _downloads: None,
         shard,
     })
@@ -130,11 +135,12 @@ async fn resolve_exports(args: &VerifyArgs, paths: &[PathBuf], target_id: &str) 
         let export = match text.strip_prefix("s3://") {
             Some(rest) => {
                 if downloads.is_none() {
-                    downloads = Some(download_dir(&args.checkpoint_dir)?);
+                    let storage = checkpoint_storage(args)?;
+                    downloads = Some(download_dir(&storage.local_dir()?)?);
                 }
-                let dir = downloads
-                    .as_ref()
-                    .map_or(args.checkpoint_dir.as_path(), |d| &d.0);
+                let Some(dir) = downloads.as_ref().map(|d| d.0.as_path()) else {
+                    return Err(Error::config("internal error: no download folder"));
+                };
                 let dest = Downloads::dir_for(dir, rest);
                 let download =
                     crate::source::s3::prepare(&args.aws, &args.s3_endpoint_url, &text, &dest)
@@ -165,13 +171,11 @@ async fn resolve_exports(args: &VerifyArgs, paths: &[PathBuf], target_id: &str) 
         size_bytes: 0,
     };
     let plan = Arc::new(load_plan(args, &info)?);
-    let rejects_files = exports
+    let names: Vec<Names> = exports
         .iter()
-        .map(|e| {
-            let names = Names::new(&e.table_name, &e.identity, target_id, None);
-            args.checkpoint_dir.join(names.rejects)
-        })
+        .map(|e| Names::new(&e.table_name, &e.identity, target_id, None))
         .collect();
+    let rejects_files = existing_rejects(args, &names)?;
     let label = exports
         .iter()
         .map(|e| format!("{} ({} files)", e.identity, e.files.len()))
@@ -187,6 +191,33 @@ async fn resolve_exports(args: &VerifyArgs, paths: &[PathBuf], target_id: &str) 
         _downloads: downloads,
         shard: None,
     })
+}
+
+/// `--checkpoint-dir`, opened as migrate opens it.
+fn checkpoint_storage(args: &VerifyArgs) -> Result<Arc<dyn Storage>> {
+    crate::checkpoint::open(&args.checkpoint_dir, &args.aws, &args.s3_endpoint_url)
+}
+
+fn is_s3(dir: &Path) -> bool {
+    dir.to_string_lossy().starts_with("s3://")
+}
+
+/// The rejects files of `names` that `--checkpoint-dir` holds, as shown.
+fn existing_rejects(args: &VerifyArgs, names: &[Names]) -> Result<Vec<String>> {
+    let storage = checkpoint_storage(args)?;
+    let listed: std::collections::BTreeSet<String> = match storage.list() {
+        Ok(names) => names.into_iter().collect(),
+        // A local folder that does not exist (nothing migrated with it) holds none.
+        Err(_) if !args.checkpoint_dir.exists() && !is_s3(&args.checkpoint_dir) => {
+            Default::default()
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(names
+        .iter()
+        .filter(|n| listed.contains(&n.rejects))
+        .map(|n| storage.show(&n.rejects))
+        .collect())
 }
 
 /// This run's own folder for s3:// copies (owner-only, like migrate's), so that a migrate of

@@ -1,6 +1,7 @@
 //! An S3 lock held: taken (a new lease, or over an expired or released one), renewed in the
 //! background every third of the lease, released when dropped; and the [`Fence`] that stops a
-//! process that lost it from writing. The lease itself is [`crate::checkpoint::lock`].
+//! process that lost it from writing. The lease itself is [`crate::checkpoint::lock`]; one that
+//! no ddb2pg grants (`Found::Invalid`) is refused with what to do, never waited for.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,8 +12,8 @@ use aws_sdk_s3::Client;
 
 use super::{detail, s3_err, status, S3Dir, LOCK_LIMIT};
 use crate::checkpoint::lock::{Found, Lease};
-use crate::checkpoint::now_secs;
 use crate::checkpoint::storage::{Held, Storage, Tag};
+use crate::checkpoint::{now_secs, printable};
 use crate::error::{Error, Result};
 
 /// What keeps a process that lost its lock from writing: set by the lock's renewals. A write
@@ -67,6 +68,16 @@ impl Fence {
     }
 }
 
+/// What is wrong with the lease `shown` (a URL) that no ddb2pg grants (`why`), and what to do.
+pub(super) fn not_ddb2pgs(why: &str, shown: &str) -> String {
+    format!(
+        "{why}: it was written by something else (or on a machine whose clock is far ahead), and \
+         would block every run. If no ddb2pg run of this checkpoint is alive, delete it (aws s3 \
+         rm {}) and run again; and check who can write this prefix",
+        printable(shown)
+    )
+}
+
 impl S3Dir {
     /// Take the lock `name` (see `Storage::lock`).
     pub(super) fn take(&self, name: &str, lease: Duration) -> Result<Box<dyn Held>> {
@@ -74,12 +85,24 @@ impl S3Dir {
         let existing = self.read_lease(name)?;
         let now = now_secs();
         let found = Lease::found(existing.as_ref().map(|(l, _)| l), now);
-        if let Found::Held { holder, left_s } = &found {
-            return Err(Error::config(format!(
-                "another ddb2pg run ({holder}) holds {} (its lease ends in {left_s} s unless \
-                 renewed); wait for it to finish or stop it first",
-                self.show(name)
-            )));
+        match &found {
+            Found::Held { holder, left_s } => {
+                return Err(Error::config(format!(
+                    "another ddb2pg run ({}) holds {} (its lease ends in {left_s} s unless \
+                     renewed); wait for it to finish or stop it first",
+                    printable(holder),
+                    self.show(name)
+                )))
+            }
+            Found::Invalid { holder, why } => {
+                return Err(Error::config(format!(
+                    "lock {} (holder {}) is not one ddb2pg writes: {}",
+                    self.show(name),
+                    printable(holder),
+                    not_ddb2pgs(why, &self.show(name))
+                )))
+            }
+            _ => {}
         }
         let mine = Lease::new(crate::checkpoint::local::holder_id(), lease_s, now);
         let bytes = serde_json::to_vec(&mine).map_err(|e| s3_err("encode the lock", e))?;
@@ -94,16 +117,18 @@ impl S3Dir {
                 .flatten()
                 .map_or("unknown".to_string(), |(l, _)| l.holder);
             return Err(Error::config(format!(
-                "another ddb2pg run ({holder}) took {} at the same moment; wait for it to \
+                "another ddb2pg run ({}) took {} at the same moment; wait for it to \
                  finish or stop it first",
+                printable(&holder),
                 self.show(name)
             )));
         };
         if let Found::Expired { holder, ago_s } = &found {
             eprintln!(
-                "ddb2pg: taking over the lock {} of {holder}, whose lease ended {ago_s} s ago \
+                "ddb2pg: taking over the lock {} of {}, whose lease ended {ago_s} s ago \
                  (the process died or hung)",
-                self.show(name)
+                self.show(name),
+                printable(holder)
             );
         }
         self.hold(name, mine, etag)
@@ -115,8 +140,9 @@ impl S3Dir {
         };
         let lease: Lease = serde_json::from_slice(&bytes).map_err(|e| {
             Error::config(format!(
-                "lock {} is not a ddb2pg lock ({e}); remove it if no run is active",
-                self.show(name)
+                "lock {} is not a ddb2pg lock ({}); remove it if no run is active",
+                self.show(name),
+                printable(&e.to_string())
             ))
         })?;
         Ok(Some((lease, etag)))
