@@ -63,8 +63,18 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report as JSON, its free texts (the target, the error) redacted like stderr.
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let redact = |s: &str| crate::pgconn::redact(s);
+        let mut shown = self.clone();
+        shown.target = redact(&self.target);
+        shown.error = self.error.as_deref().map(redact);
+        shown.unsure_reason = self.unsure_reason.as_deref().map(redact);
+        serde_json::to_vec_pretty(&shown)
+    }
+
     pub fn write_json(&self, path: &Path) -> Result<()> {
-        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::file(path, e))?;
+        let json = self.to_json().map_err(|e| Error::file(path, e))?;
         std::fs::write(path, json).map_err(|e| Error::file(path, e))
     }
 
@@ -81,7 +91,11 @@ impl Report {
             _ => "migration failed: checkpoint saved",
         };
         eprintln!("ddb2pg: {head}");
-        eprintln!("  {} -> {}", self.source_table, self.target);
+        eprintln!(
+            "  {} -> {}",
+            self.source_table,
+            crate::pgconn::redact(&self.target)
+        );
         eprintln!(
             "  items read {:>10}   rows written {:>10} (inserted {}, updated {})   unchanged {}",
             self.items_read,
