@@ -87,14 +87,7 @@ pub fn expand(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resu
             )))
         }
     };
-    // A syntax error quotes the offending line: it may hold a target with its password.
-    let doc: toml::Table = toml::from_str(&text).map_err(|e| {
-        Error::config(format!(
-            "config file {}: invalid TOML: {}",
-            path.display(),
-            crate::pgconn::redact(&e.to_string())
-        ))
-    })?;
+    let doc: toml::Table = toml::from_str(&text).map_err(|e| syntax_error(&path, &text, &e))?;
     // The subcommand: the first argument that is not an option (or an option's value).
     let Some(pos) = args
         .iter()
@@ -174,15 +167,49 @@ fn file_flags(
             toml::Value::String(s) => extra.extend([flag.into(), s.into()]),
             toml::Value::Integer(i) => extra.extend([flag.into(), i.to_string().into()]),
             toml::Value::Float(f) => extra.extend([flag.into(), f.to_string().into()]),
+            // The value is not quoted: a table or array may hold a password in any shape.
+            other if key == "target" => {
+                return Err(format!(
+                    "target must be a string (a postgres:// URI or key=value conninfo), not {} {}",
+                    article(other.type_str()),
+                    other.type_str()
+                ))
+            }
             other => {
                 return Err(format!(
-                    "{key} = {}: expected a string, number or boolean",
-                    crate::pgconn::redact(&format!("{other:?}"))
+                    "{key} must be a string, number or boolean, not {} {}",
+                    article(other.type_str()),
+                    other.type_str()
                 ))
             }
         }
     }
     Ok((extra, overridden))
+}
+
+fn article(word: &str) -> &'static str {
+    match word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        true => "an",
+        false => "a",
+    }
+}
+
+/// A TOML syntax error by line and column, with the parser's message: not the parser's own
+/// rendering, which quotes the offending line (a password may be on it, in any shape, or on a
+/// line of a multi-line string that no pattern recognises).
+fn syntax_error(path: &std::path::Path, text: &str, e: &toml::de::Error) -> Error {
+    let at = e.span().map_or(String::new(), |span| {
+        let before = text.get(..span.start).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!(" at line {line}, column {column}")
+    });
+    let message = e.message().replace(['\n', '\r'], " ");
+    Error::config(format!(
+        "config file {}: invalid TOML{at}: {}",
+        path.display(),
+        crate::pgconn::redact(message.trim())
+    ))
 }
 
 #[cfg(test)]
@@ -281,6 +308,41 @@ mod tests {
                 .collect();
             let e = expand_args(args).expect_err(text).to_string();
             assert!(e.contains("c.toml") && !e.contains("hunter2"), "{e}");
+        }
+    }
+
+    /// Type errors name the key and the type wanted, never the value; syntax errors give the
+    /// line and column, never the line (a password may be on it in any shape).
+    #[test]
+    fn config_errors_name_the_key_not_the_value() {
+        let dir = std::env::temp_dir().join(format!("ddb2pg-config-types-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let f = dir.join("c.toml");
+        for (text, want) in [
+            (
+                "[migrate]\ntarget = { host = \"db\", password = \"S3cr3tMARK\" }\n",
+                "target must be a string (a postgres:// URI or key=value conninfo), not a table",
+            ),
+            (
+                "[migrate]\ntarget = [\"postgres://u:S3cr3tMARK@h/db\"]\n",
+                "target must be a string",
+            ),
+            (
+                "[migrate]\nmapping = { password = \"S3cr3tMARK\" }\n",
+                "mapping must be a string, number or boolean, not a table",
+            ),
+            (
+                "[migrate]\ntarget = '''host=h password='x\nS3cr3tMARK' ''' junk\n",
+                "invalid TOML at line 3, column",
+            ),
+        ] {
+            std::fs::write(&f, text).expect("write");
+            let args: Vec<OsString> = ["ddb2pg", "--config", f.to_str().expect("utf8"), "migrate"]
+                .iter()
+                .map(OsString::from)
+                .collect();
+            let e = expand_args(args).expect_err(text).to_string();
+            assert!(e.contains(want) && !e.contains("S3cr3tMARK"), "{e}");
         }
     }
 }

@@ -12,6 +12,41 @@ use ddb2pg::pgconn::redact;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The logs' writer: each event is formatted whole into an [`EventText`], which passes it
+/// through the one redaction on its way to stderr (a log line may quote an error, a setting, a
+/// target).
+struct RedactedStderr;
+
+struct EventText(Vec<u8>);
+
+impl tracing_subscriber::fmt::MakeWriter<'_> for RedactedStderr {
+    type Writer = EventText;
+
+    fn make_writer(&self) -> EventText {
+        EventText(Vec::new())
+    }
+}
+
+impl std::io::Write for EventText {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EventText {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let text = redact(&String::from_utf8_lossy(&self.0));
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let env = |k: &str| std::env::var(k).ok();
     let args = match ddb2pg::config::expand(std::env::args_os().collect(), &env) {
@@ -55,7 +90,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(color)
-        .with_writer(std::io::stderr)
+        .with_writer(RedactedStderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

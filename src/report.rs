@@ -71,9 +71,16 @@ impl Report {
         std::fs::write(path, json).map_err(|e| Error::file(path, e))
     }
 
-    /// The report as `--report` writes it; `at` names where it goes, for an error.
+    /// The report as `--report` writes it (and as it is kept beside an S3 checkpoint), its
+    /// free texts (the target, the error) redacted like stderr; `at` names where it goes, for
+    /// an error.
     pub fn to_json(&self, at: &str) -> Result<Vec<u8>> {
-        serde_json::to_vec_pretty(self).map_err(|e| Error::file(at, e))
+        let redact = |s: &str| crate::pgconn::redact(s);
+        let mut shown = self.clone();
+        shown.target = redact(&self.target);
+        shown.error = self.error.as_deref().map(redact);
+        shown.unsure_reason = self.unsure_reason.as_deref().map(redact);
+        serde_json::to_vec_pretty(&shown).map_err(|e| Error::file(at, e))
     }
 
     /// A few lines for a human, on stderr.
@@ -89,7 +96,11 @@ impl Report {
             _ => "migration failed: checkpoint saved",
         };
         eprintln!("ddb2pg: {head}");
-        eprintln!("  {} -> {}", self.source_table, self.target);
+        eprintln!(
+            "  {} -> {}",
+            self.source_table,
+            crate::pgconn::redact(&self.target)
+        );
         eprintln!(
             "  items read {:>10}   rows written {:>10} (inserted {}, updated {})   unchanged {}",
             self.items_read,

@@ -9,11 +9,12 @@
 //! them as JSON does.
 
 /// `println!` that ends quietly when stdout is closed (`ddb2pg status | head`), instead of
-/// panicking on the broken pipe.
+/// panicking on the broken pipe; what it prints is redacted (a checkpoint's target).
 macro_rules! out {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($t)*);
+        let line = crate::pgconn::redact(&format!($($t)*));
+        let _ = writeln!(std::io::stdout(), "{line}");
     }};
 }
 

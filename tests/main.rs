@@ -42,6 +42,8 @@ mod names;
 mod overlap;
 #[path = "suite/paths.rs"]
 mod paths;
+#[path = "suite/redaction.rs"]
+mod redaction;
 #[path = "suite/resume.rs"]
 mod resume;
 #[path = "suite/review16.rs"]

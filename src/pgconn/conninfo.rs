@@ -1,10 +1,14 @@
 //! libpq connection strings, parsed as libpq parses them: `postgres[ql]://` URIs (percent-decoded
 //! user, password, hosts, ports, database and `?key=value&...` parameters) and `key = value`
 //! strings (blanks around `=`, single-quoted values, backslash escapes). Unknown keywords are
-//! refused, as libpq refuses them. Also the one function that hides a password in anything
-//! shown to the user: [`redact`].
+//! refused, as libpq refuses them.
 //!
-//! Error messages never contain a password: they name the keyword, not its value.
+//! Error messages never contain a password or a piece of one: they name the keyword, not its
+//! value. Where libpq would read part of a password as something else, the target is refused
+//! and nothing of it quoted: a URI with an unencoded `@` after its credentials' `@` (libpq ends
+//! the password at the first `@`, making the rest a host or port) or a `/` in the password (libpq
+//! then finds no credentials at all), and an unknown keyword right after an unquoted password
+//! (`password=two words=x`, `password="two words"`: libpq quotes with single quotes only).
 
 use crate::error::{Error, Result};
 
@@ -73,19 +77,19 @@ const UNSUPPORTED: &[&str] = &[
 
 /// Parse a URI or a key=value string.
 pub fn parse(s: &str) -> Result<Params> {
-    let params = if s.starts_with("postgresql://") || s.starts_with("postgres://") {
-        parse_uri(s)?
+    if s.starts_with("postgresql://") || s.starts_with("postgres://") {
+        let params = parse_uri(s)?;
+        for (k, _) in &params {
+            check_keyword(k)?;
+        }
+        Ok(params)
     } else if s.contains("://") {
-        return Err(Error::config(
+        Err(Error::config(
             "the target URL must start with postgres:// or postgresql://",
-        ));
+        ))
     } else {
-        parse_kv(s)?
-    };
-    for (k, _) in &params {
-        check_keyword(k)?;
+        parse_kv(s)
     }
-    Ok(params)
 }
 
 fn check_keyword(k: &str) -> Result<()> {
@@ -103,14 +107,32 @@ fn check_keyword(k: &str) -> Result<()> {
     )))
 }
 
-/// `key = value ...` as libpq's conninfo_parse reads it.
+/// An unknown word right after an unquoted password may be the password's next word
+/// (`password=two words=x`, or `password="two words"`, libpq quoting with single quotes
+/// only): refused without quoting it.
+fn check_keyword_after(k: &str, previous: Option<&(String, String, bool)>) -> Result<()> {
+    let after_bare_password = previous.is_some_and(|(pk, _, quoted)| {
+        !quoted && (pk.eq_ignore_ascii_case("password") || pk.eq_ignore_ascii_case("sslpassword"))
+    });
+    match check_keyword(k) {
+        Err(_) if after_bare_password => Err(Error::config(
+            "an invalid connection option follows the password in the target: is the password \
+             more than one word? A value with blanks goes in single quotes ('two words', a \
+             quote inside as \\'); double quotes are not quotes in a connection string",
+        )),
+        other => other,
+    }
+}
+
+/// `key = value ...` as libpq's conninfo_parse reads it; every keyword checked.
 fn parse_kv(s: &str) -> Result<Params> {
-    let mut out = Vec::new();
+    // (key, value, whether the value was single-quoted)
+    let mut out: Vec<(String, String, bool)> = Vec::new();
     let mut it = s.chars().peekable();
     loop {
         while it.next_if(|c| c.is_whitespace()).is_some() {}
         if it.peek().is_none() {
-            return Ok(out);
+            return Ok(out.into_iter().map(|(k, v, _)| (k, v)).collect());
         }
         let mut key = String::new();
         while let Some(c) = it.next_if(|c| *c != '=' && !c.is_whitespace()) {
@@ -121,12 +143,15 @@ fn parse_kv(s: &str) -> Result<Params> {
             // The word is not quoted: it may be part of an unquoted password.
             return Err(Error::config(
                 "missing \"=\" after a word of the target's connection string (key = value \
-                 pairs; a value with blanks goes in single quotes)",
+                 pairs; a value with blanks goes in single quotes, 'two words'; double \
+                 quotes are not quotes in a connection string)",
             ));
         }
+        check_keyword_after(&key, out.last())?;
         while it.next_if(|c| c.is_whitespace()).is_some() {}
         let mut value = String::new();
-        if it.next_if_eq(&'\'').is_some() {
+        let quoted = it.next_if_eq(&'\'').is_some();
+        if quoted {
             loop {
                 match it.next() {
                     None => {
@@ -148,7 +173,7 @@ fn parse_kv(s: &str) -> Result<Params> {
                 }
             }
         }
-        out.push((key, value));
+        out.push((key, value, quoted));
     }
 }
 
@@ -157,6 +182,7 @@ fn parse_kv(s: &str) -> Result<Params> {
 fn parse_uri(s: &str) -> Result<Params> {
     let mut out = Vec::new();
     let rest = s.split_once("://").map_or("", |(_, r)| r);
+    check_at_signs(rest)?;
     // Credentials: up to an '@' met before any '/'.
     let rest = match rest.find(['@', '/']) {
         Some(at) if rest.as_bytes()[at] == b'@' => {
@@ -174,6 +200,16 @@ fn parse_uri(s: &str) -> Result<Params> {
         _ => rest,
     };
     let (hosts, ports, after) = netloc(rest)?;
+    if !ports
+        .split(',')
+        .all(|p| p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        // Not quoted: with a '/' in the password, libpq finds no credentials and reads the
+        // user name as the host and the password's start as the port.
+        return Err(Error::config(format!(
+            "a port of the target URL is not a number (1-65535); {ENCODE_HINT}"
+        )));
+    }
     push_decoded(&mut out, "host", &hosts)?;
     push_decoded(&mut out, "port", &ports)?;
     let (path, query) = match after.strip_prefix('/') {
@@ -185,6 +221,29 @@ fn parse_uri(s: &str) -> Result<Params> {
         uri_params(q, &mut out)?;
     }
     Ok(out)
+}
+
+const ENCODE_HINT: &str = "a user name, password or database name holding \"@\", \"/\" or \
+     \"%\" must be percent-encoded (@ as %40, / as %2F, % as %25)";
+
+/// libpq ends the credentials at the first `@` before any `/`. An unencoded `@` after that
+/// (before the query) means a password (or user name) holding `@` or `/`, whose rest libpq
+/// would read as a host, port or database name and show: refused, quoting nothing of it.
+fn check_at_signs(rest: &str) -> Result<()> {
+    let after_credentials = match rest.find(['@', '/']) {
+        Some(at) if rest.as_bytes()[at] == b'@' => &rest[at + 1..],
+        _ => rest,
+    };
+    let before_query = after_credentials
+        .split('?')
+        .next()
+        .unwrap_or(after_credentials);
+    if before_query.contains('@') {
+        return Err(Error::config(format!(
+            "the target URL has an \"@\" in its host, port or database name; {ENCODE_HINT}"
+        )));
+    }
+    Ok(())
 }
 
 /// Hosts and ports (comma-separated lists, `[v6]` addresses) and what follows them.
@@ -294,126 +353,6 @@ pub fn percent_decode(s: &str) -> std::result::Result<String, String> {
     String::from_utf8(out).map_err(|_| format!("{s:?} does not decode to UTF-8"))
 }
 
-/// Hide passwords in anything that may hold a target: a URI's `user:password@` and every
-/// `password=...` (URI query parameter, key=value keyword, quoted or not, blanks around `=`)
-/// become `***`. Works on text that does not parse, and on longer text holding targets (a
-/// command line, an error message, a line of a settings file).
-pub fn redact(s: &str) -> String {
-    let s = redact_userinfo(s);
-    redact_keyword(&s)
-}
-
-/// `scheme://user:secret@host` -> `scheme://user:***@host`, for every URI in `s`.
-fn redact_userinfo(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find("://") {
-        out.push_str(&rest[..i + 3]);
-        rest = &rest[i + 3..];
-        // The credentials end at the last '@' before the path's '/' (a blank, quote or '?' may
-        // be part of the password): at worst more than the password is hidden.
-        let end = rest.find('/').unwrap_or(rest.len());
-        // A '?' may be part of the password (libpq reads the userinfo up to the last '@'):
-        // the whole authority is searched, at worst hiding more than the password.
-        let auth = &rest[..end];
-        if let (Some(at), Some(colon)) = (auth.rfind('@'), auth.find(':')) {
-            if colon < at {
-                out.push_str(&rest[..colon + 1]);
-                out.push_str("***");
-                rest = &rest[at..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Every `password = value` and `sslpassword = value` -> `password=***`.
-fn redact_keyword(s: &str) -> String {
-    const KEY: &str = "password";
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find(KEY) {
-        // `password` or `sslpassword`, not part of a longer word.
-        let prefix = format!("{out}{}", &rest[..i]);
-        let prefix = prefix.strip_suffix("ssl").unwrap_or(&prefix);
-        let before_ok = prefix
-            .chars()
-            .last()
-            .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
-        out.push_str(&rest[..i + KEY.len()]);
-        rest = &rest[i + KEY.len()..];
-        let after = rest.trim_start();
-        let Some(value) = after.strip_prefix('=').filter(|_| before_ok) else {
-            continue;
-        };
-        let value = value.trim_start();
-        out.push_str("=***");
-        // In a URI query a value ends at '&' or '#'; in key=value form only at a blank.
-        let in_query = prefix.ends_with(['?', '&']);
-        rest = &value[value_len(value, in_query)..];
-    }
-    out.push_str(rest);
-    redact_encoded_keys(&out)
-}
-
-/// URI query parameters whose percent-encoded name is `password` or `sslpassword`
-/// (`?pass%77ord=x`): their values become `***`.
-fn redact_encoded_keys(s: &str) -> String {
-    if !s.contains('%') {
-        return s.to_string();
-    }
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find(['?', '&']) {
-        out.push_str(&rest[..=i]);
-        rest = &rest[i + 1..];
-        let key_end = rest
-            .find(|c: char| c == '=' || c == '&' || c == '#' || c.is_whitespace())
-            .unwrap_or(rest.len());
-        let key = &rest[..key_end];
-        let secret = key.contains('%')
-            && percent_decode(key).is_ok_and(|k| k == "password" || k == "sslpassword");
-        if secret && rest[key_end..].starts_with('=') {
-            out.push_str(key);
-            out.push_str("=***");
-            let value = &rest[key_end + 1..];
-            rest = &value[value_len(value, true)..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Length of a value at the start of `v`: quoted (with backslash escapes) up to its closing
-/// quote, else up to a blank (and, `in_query`, a `&`, `#` or `"`).
-fn value_len(v: &str, in_query: bool) -> usize {
-    let mut chars = v.char_indices();
-    if v.starts_with('\'') {
-        chars.next();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => {
-                    chars.next();
-                }
-                '\'' => return i + 1,
-                _ => {}
-            }
-        }
-        return v.len();
-    }
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '\\' => {
-                chars.next();
-            }
-            c if c.is_whitespace() || (in_query && "&#\"".contains(c)) => return i,
-            _ => {}
-        }
-    }
-    v.len()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,68 +457,6 @@ mod tests {
     }
 
     #[test]
-    fn redact_hides_passwords_in_every_form() {
-        for (s, want) in [
-            ("postgres://me:hunter2@h/db", "postgres://me:***@h/db"),
-            ("postgres://me@h/db", "postgres://me@h/db"),
-            (
-                "postgres://me@h/db?sslmode=require&password=hunter2&x=1",
-                "postgres://me@h/db?sslmode=require&password=***&x=1",
-            ),
-            (
-                "host=h password=hunter2 user=u",
-                "host=h password=*** user=u",
-            ),
-            (
-                "host=h password = 'hun ter2' user=u",
-                "host=h password=*** user=u",
-            ),
-            (r"password='a\'b hunter2'", "password=***"),
-            (
-                "--target=host=h password=hunter2",
-                "--target=host=h password=***",
-            ),
-            ("postgres://me:hun@ter2@h/db", "postgres://me:***@h/db"),
-            (
-                "2 | target = \"postgres://u:hunter2@h/db",
-                "2 | target = \"postgres://u:***@h/db",
-            ),
-            (
-                "passwordless=1 sslpassword=x",
-                "passwordless=1 sslpassword=***",
-            ),
-            ("xpassword=x", "xpassword=x"),
-            ("password", "password"),
-            ("é password=é", "é password=***"),
-        ] {
-            assert_eq!(redact(s), want, "{s}");
-        }
-    }
-
-    #[test]
-    fn redact_hides_what_the_review_found() {
-        for (s, secret) in [
-            ("postgres://postgres:hun?ter2@127.0.0.1:5432/db", "ter2"),
-            ("postgres://u:pa'ss ter2@h/db", "ter2"),
-            ("postgres://u:pa\"ter2@h/db", "ter2"),
-            ("postgres://u@h/db?pass%77ord=hunter2&x=1", "hunter2"),
-            ("postgres://u@h/db?sslpass%77ord=hunter2", "hunter2"),
-            ("host=h password=hun&ter2 user=u", "ter2"),
-            ("host=h password=hun#ter2", "ter2"),
-            ("target = \"postgres://u:hun?ter2@h/db", "ter2"),
-        ] {
-            let r = redact(s);
-            assert!(!r.contains(secret), "{s} -> {r}");
-            assert!(r.contains("***"), "{s} -> {r}");
-        }
-        // What follows a query password is kept.
-        assert_eq!(
-            redact("postgres://u@h/db?pass%77ord=x&sslmode=require"),
-            "postgres://u@h/db?pass%77ord=***&sslmode=require"
-        );
-    }
-
-    #[test]
     fn parse_errors_quote_no_word_of_a_password() {
         for t in [
             "host=h password=correct horse battery",
@@ -590,5 +467,63 @@ mod tests {
                 assert!(!e.contains(w), "{t}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn a_password_libpq_would_split_is_refused_quoting_nothing() {
+        for (t, want, secrets) in [
+            (
+                "postgres://u:S3cr@tPart:Tail99@h/db",
+                "%40",
+                &["S3cr", "tPart", "Tail99"][..],
+            ),
+            ("postgres://u:p@ssTAIL@h:5432/db", "%40", &["ssTAIL"]),
+            ("postgres://u:S3cr/MARK@h/db", "%2F", &["S3cr", "MARK"]),
+            ("postgres://u:5432/MARK@h/db", "%2F", &["MARK"]),
+            ("postgres://u:S3cr?x/MARK@h/db", "%2F", &["S3cr", "MARK"]),
+            (
+                "host=h password=S3cr3t MARK=1",
+                "single quotes",
+                &["S3cr3t", "MARK"],
+            ),
+            (
+                "host=h password=\"S3cr3t w=MARK\"",
+                "single quotes",
+                &["S3cr3t", "MARK"],
+            ),
+            (
+                "host=h password=\"S3cr3t MARK\"",
+                "single quotes",
+                &["S3cr3t", "MARK"],
+            ),
+            (
+                "host=h sslpassword=S3cr3t MARK=1",
+                "does not support",
+                &["S3cr3t", "MARK"],
+            ),
+        ] {
+            let e = parse(t).expect_err(t).to_string();
+            assert!(e.contains(want), "{t}: {e}");
+            for secret in secrets {
+                assert!(!e.contains(secret), "{t}: {e}");
+            }
+        }
+        // An '@' of a query value (user@server), an encoded one, and a quoted password
+        // followed by a misspelt keyword (named: it cannot be part of the password).
+        assert_eq!(
+            kv("postgres://h/db?user=me@srv"),
+            pairs(&[("host", "h"), ("dbname", "db"), ("user", "me@srv")])
+        );
+        assert_eq!(
+            kv("postgres://u:S3cr%40t%2FPart@h/db"),
+            pairs(&[
+                ("user", "u"),
+                ("password", "S3cr@t/Part"),
+                ("host", "h"),
+                ("dbname", "db")
+            ])
+        );
+        let e = parse("host=h password='two words' sslmdoe=require").expect_err("typo");
+        assert!(e.to_string().contains("\"sslmdoe\""), "{e}");
     }
 }

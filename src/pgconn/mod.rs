@@ -8,6 +8,7 @@
 
 mod conninfo;
 mod pgpass;
+mod redact;
 mod tls;
 
 use std::collections::HashMap;
@@ -23,7 +24,8 @@ use tokio_postgres::config::{
 };
 use tokio_postgres::{Client, Config, NoTls};
 
-pub use conninfo::{parse as parse_conninfo, percent_decode, redact, Params};
+pub use conninfo::{parse as parse_conninfo, percent_decode, Params};
+pub use redact::redact;
 
 use crate::error::{pg_message, Error, Result};
 
@@ -364,7 +366,9 @@ fn first_host(c: &Config) -> String {
 }
 
 impl Target {
-    /// `postgres://user@host:port/db`: who and where, never the password.
+    /// `postgres://user@host:port/db`: who and where, never the password. Redacted like
+    /// everything shown: a user, host or database name may hold words that look like one
+    /// (`dbname='app password=x'`).
     pub fn identity(&self) -> String {
         let c = &self.config;
         let user = c.get_user().unwrap_or("");
@@ -374,11 +378,11 @@ impl Target {
         } else {
             host
         };
-        format!(
+        redact(&format!(
             "postgres://{user}@{host}:{}/{}",
             c.get_ports().first().copied().unwrap_or(5432),
             c.get_dbname().unwrap_or(user)
-        )
+        ))
     }
 
     /// Connect; the connection task runs in the background.
