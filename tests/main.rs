@@ -64,6 +64,8 @@ mod stream_double;
 mod target_env;
 #[path = "suite/tls.rs"]
 mod tls;
+#[path = "suite/trust_rejects.rs"]
+mod trust_rejects;
 #[path = "suite/verify.rs"]
 mod verify;
 #[path = "suite/verify_export.rs"]
