@@ -437,11 +437,9 @@ impl PageSink<'_> {
             skipped: p.skipped,
             ..Delta::default()
         };
-        let mut reject_lines = Vec::with_capacity(p.rejects.len());
-        for (line, counted_as) in std::mem::take(&mut p.rejects) {
-            reject_lines.push(line);
-            self.stats.count_reject(counted_as);
-        }
+        // Counted once recorded (a page past --max-rejects is not).
+        let (mut reject_lines, mut counted_as): (Vec<String>, Vec<String>) =
+            std::mem::take(&mut p.rejects).into_iter().unzip();
         let mut refused_all = Vec::new();
         if !p.deletes.is_empty() {
             let (deleted, refused) = sink.delete(&p.deletes, &p.delete_item_of).await?;
@@ -500,7 +498,7 @@ impl PageSink<'_> {
                 Error::config(format!("internal error: item {} of a page is gone", r.item))
             })?;
             reject_lines.push(Rejects::line(&reject, self.key_attrs, &item, segment));
-            self.stats.count_reject(format!("-: {}", reject.kind));
+            counted_as.push(format!("-: {}", reject.kind));
         }
         delta.rejected = reject_lines.len() as u64;
         let (rejects, store, d) = (self.rejects.clone(), store.clone(), delta);
@@ -509,6 +507,9 @@ impl PageSink<'_> {
         })
         .await
         .map_err(|e| Error::file(self.rejects.path(), e))??;
+        for reason in counted_as {
+            self.stats.count_reject(reason);
+        }
         Ok(delta)
     }
 }

@@ -22,10 +22,10 @@ pub struct Store {
     tag: Mutex<Tag>,
     state: Mutex<Checkpoint>,
     dirty: AtomicBool,
-    /// Reject lines appended since the rejects were last published to the storage.
-    rejects_dirty: AtomicBool,
     /// The local rejects file (the storage's copy is refreshed from it before a flush).
     rejects_local: PathBuf,
+    /// `--max-rejects`: rejected items recorded over all runs of the checkpoint (0: no limit).
+    max_rejects: u64,
 }
 
 /// What a committed page adds to its segment.
@@ -55,8 +55,17 @@ impl Store {
             tag: Mutex::new(tag),
             state: Mutex::new(cp),
             dirty: AtomicBool::new(true),
-            rejects_dirty: AtomicBool::new(false),
             rejects_local,
+            max_rejects: 0,
+        }
+    }
+
+    /// At most `max` rejected items recorded over all runs of the checkpoint (0: no limit):
+    /// see `commit_page`.
+    pub fn limit_rejects(self, max: u64) -> Store {
+        Store {
+            max_rejects: max,
+            ..self
         }
     }
 
@@ -109,7 +118,9 @@ impl Store {
     /// Record a committed page (call only after the transaction holding its rows committed) as
     /// one step: append its reject lines to `rejects` and change
     /// the checkpoint with `f`, under the checkpoint's lock, so that no saved checkpoint holds
-    /// the one without the other (`rejects_bytes` marks where committed lines end).
+    /// the one without the other (`rejects_bytes` marks where committed lines end). A page
+    /// whose lines would take the rejects past `--max-rejects` is neither recorded nor
+    /// committed: the error stops the run, and a resume reads the page again.
     pub fn commit_page(
         &self,
         rejects: &crate::rejects::Rejects,
@@ -118,8 +129,13 @@ impl Store {
     ) -> Result<()> {
         let mut cp = self.lock();
         if !lines.is_empty() {
+            let shown = || match self.persist {
+                true => self.storage.show(&self.names.rejects),
+                false => rejects.path().display().to_string(),
+            };
+            let adding = lines.len() as u64;
+            crate::rejects::within_limit(cp.rejected(), adding, self.max_rejects, &shown())?;
             cp.rejects_bytes = Some(rejects.append(lines)?);
-            self.rejects_dirty.store(true, Ordering::Release);
         }
         f(&mut cp);
         self.dirty.store(true, Ordering::Release);
@@ -151,9 +167,9 @@ impl Store {
         r
     }
 
-    /// Write the checkpoint if it changed since the last flush: first the rejects (when the
-    /// storage keeps its own copy), so that no stored checkpoint counts reject lines the
-    /// storage does not hold, then the checkpoint, replacing only the version this process
+    /// Write the checkpoint if it changed since the last flush: first the rejects it counts
+    /// (when the storage keeps its own copy), so that no stored checkpoint counts reject lines
+    /// the storage does not hold, then the checkpoint, replacing only the version this process
     /// wrote last.
     pub fn flush(&self) -> Result<()> {
         if !self.persist || !self.dirty.swap(false, Ordering::AcqRel) {
@@ -168,18 +184,25 @@ impl Store {
 
     fn write(&self) -> Result<()> {
         let mut cp = self.snapshot();
-        if self.rejects_dirty.swap(false, Ordering::AcqRel) {
-            let published = self
-                .storage
-                .publish(&self.names.rejects, &self.rejects_local);
-            if let Err(e) = published {
-                self.rejects_dirty.store(true, Ordering::Release);
-                return Err(e);
-            }
+        // The storage's copy holds exactly the lines this checkpoint counts (S3: the lines
+        // past what it holds are uploaded; nothing to do when it holds them already).
+        if let Some(len) = cp.rejects_bytes {
+            self.storage
+                .publish_prefix(&self.names.rejects, &self.rejects_local, len)?;
         }
         let bytes = cp.encode()?;
         let mut tag = self.tag.lock().unwrap_or_else(|p| p.into_inner());
         *tag = self.storage.write(&self.names.checkpoint, &bytes, &tag)?;
         Ok(())
+    }
+
+    /// After the run: remove the local copy of the rejects when the storage keeps its own (S3:
+    /// a run always fetches the stored ones first, so the copy, whole items, is never read
+    /// again; lines it holds past the stored ones belong to batches the checkpoint does not
+    /// count, which a resume reads again).
+    pub fn drop_local_copy(&self) {
+        if self.persist && self.storage.keeps_copies() {
+            let _ = std::fs::remove_file(&self.rejects_local);
+        }
     }
 }
