@@ -309,3 +309,130 @@ async fn s3_rejects_are_uploaded_once_each_and_no_local_copy_is_left() {
     let local = s3.local_dir().expect("local dir").join(&names.rejects);
     assert!(!local.exists(), "{} left behind", local.display());
 }
+
+/// A plain S3 client on moto, and `dir`'s bucket and prefix.
+async fn s3_of(dir: &str) -> (aws_sdk_s3::Client, String, String) {
+    let (bucket, prefix) = ddb2pg::source::s3::parse(dir).expect("s3 url");
+    let client = ddb2pg::source::s3::client(&no_aws(), &Some(moto_s3().to_string()))
+        .await
+        .expect("s3 client");
+    (client, bucket, prefix)
+}
+
+/// The keys (below `dir`'s prefix) of the objects whose key starts with `start`, sorted.
+pub(crate) async fn keys_under(dir: &str, start: &str) -> Vec<String> {
+    let (s3, bucket, prefix) = s3_of(dir).await;
+    let out = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(format!("{prefix}/{start}"))
+        .send()
+        .await
+        .expect("list");
+    let mut keys: Vec<String> = out
+        .contents()
+        .iter()
+        .filter_map(|o| o.key()?.strip_prefix(&format!("{prefix}/")))
+        .map(String::from)
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// The stored rejects `name` (`<stem>.rejects.jsonl`) under `dir`, read with a plain client:
+/// its parts `<stem>.rejects/part-*.jsonl` joined in name order.
+pub(crate) async fn stored_rejects(dir: &str, name: &str) -> Vec<u8> {
+    let (s3, bucket, prefix) = s3_of(dir).await;
+    let folder = format!("{}/", name.trim_end_matches(".jsonl"));
+    let mut all = Vec::new();
+    for key in keys_under(dir, &folder).await {
+        let out = s3
+            .get_object()
+            .bucket(&bucket)
+            .key(format!("{prefix}/{key}"))
+            .send()
+            .await
+            .expect("get");
+        all.extend(out.body.collect().await.expect("body").into_bytes());
+    }
+    all
+}
+
+/// Part `n` of the stored rejects `name` under `dir`, written with a plain client (as a run
+/// killed after uploading it leaves it).
+pub(crate) async fn put_part(
+    dir: &str,
+    name: &str,
+    n: u64,
+    body: aws_sdk_s3::primitives::ByteStream,
+) {
+    let (s3, bucket, prefix) = s3_of(dir).await;
+    let key = format!(
+        "{prefix}/{}/part-{n:08}.jsonl",
+        name.trim_end_matches(".jsonl")
+    );
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body)
+        .send()
+        .await
+        .expect("put part");
+}
+
+/// The rejects of the checkpoint `<stem>.json` in a listing whose name ends with `suffix`.
+pub(crate) fn rejects_named(listing: &[String], suffix: &str) -> String {
+    listing
+        .iter()
+        .find(|n| n.ends_with(suffix))
+        .unwrap_or_else(|| panic!("no *{suffix} in {listing:?}"))
+        .replace(".json", ".rejects.jsonl")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_parts_are_cut_back_to_the_checkpoint_and_strays_are_removed() {
+    const R: &str = "t.rejects.jsonl";
+    let dir = s3_checkpoint_dir().await;
+    let open = || S3Dir::open(&dir, &no_aws(), &Some(moto_s3().to_string())).expect("s3 dir");
+    let (a, b) = (open(), open());
+    let local = tempdir("parts-a").join(R);
+    a.fetch(R, &local).expect("fetch nothing");
+    assert!(!local.exists());
+    assert_eq!(a.lines(R).expect("lines"), None);
+    std::fs::write(&local, "a1\na2\n").expect("write");
+    a.publish_prefix(R, &local, 3).expect("first line");
+    a.publish(R, &local).expect("the rest");
+    std::fs::write(&local, "a1\na2\na3\n").expect("append");
+    a.publish(R, &local).expect("a third part");
+    let folder = R.trim_end_matches(".jsonl");
+    assert_eq!(
+        keys_under(&dir, folder).await,
+        (1..=3)
+            .map(|n| format!("{folder}/part-{n:08}.jsonl"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(a.lines(R).expect("lines"), Some(3));
+    assert_eq!(
+        a.show(R),
+        format!("{dir}/{folder}/"),
+        "shown as the folder of its parts"
+    );
+
+    // A part past a gap is not the file's, and goes at the next fetch.
+    put_part(&dir, R, 7, b"stray\n".to_vec().into()).await;
+    let local_b = tempdir("parts-b").join(R);
+    b.fetch(R, &local_b).expect("fetch");
+    assert_eq!(std::fs::read(&local_b).expect("fetched"), b"a1\na2\na3\n");
+    assert_eq!(keys_under(&dir, folder).await.len(), 3, "the stray removed");
+
+    // Cut back inside the second part: the third removed, the second replaced by its start.
+    std::fs::write(&local_b, "a1\na").expect("cut");
+    b.publish_prefix(R, &local_b, 4).expect("cut back");
+    assert_eq!(stored_rejects(&dir, R).await, b"a1\na");
+    assert_eq!(keys_under(&dir, folder).await.len(), 2);
+    // The first process's parts are not the stored ones any more: it cannot add its own.
+    std::fs::write(&local, "a1\na2\na3\nold\n").expect("append");
+    let err = a.publish(R, &local).expect_err("refused");
+    assert!(err.to_string().contains("another process"), "{err}");
+    assert_eq!(stored_rejects(&dir, R).await, b"a1\na");
+}

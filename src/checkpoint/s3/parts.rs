@@ -13,15 +13,15 @@
 //!
 //! The file is the parts numbered 1, 2, 3, ... without a gap; `fetch` deletes any other part
 //! (left by a process that lost the shard). Two processes on one shard cannot both add the
-//! same part: the second's `If-None-Match` is refused and it stops (exit 1), as a refused
-//! whole-object `If-Match` stopped it before; and a process that lost its lock stops before
-//! it writes (the [`super::Fence`]). A part past the stored checkpoint's count is cut by the
+//! same part: the second's `If-None-Match` is refused and it stops (exit 1); nor add one after
+//! the other cut the file back (the last part it knows is checked with `If-Match` first); and
+//! a process that lost its lock stops before it writes (the [`super::Fence`]). A part past the stored checkpoint's count is cut by the
 //! next resume like any uncommitted line.
 
 use std::io::Write as _;
 use std::path::Path;
 
-use super::{detail, s3_err, Body, S3Dir};
+use super::{detail, s3_err, status, Body, S3Dir};
 use crate::checkpoint::storage::{LineCount, Storage, Tag};
 use crate::error::{Error, Result};
 
@@ -202,6 +202,13 @@ impl S3Dir {
         let mut parts = self.parts_known(name)?;
         let end = parts.last().map_or(0, |p| p.start + p.len);
         if len > end {
+            // Another process that cut the file back has removed or replaced the last part;
+            // one that added parts has taken the next number (`If-None-Match` refuses it).
+            if let Some(last) = parts.last() {
+                if !self.unchanged(name, last)? {
+                    return Err(self.refused(name));
+                }
+            }
             let n = parts.last().map_or(1, |p| p.n + 1);
             let body = Body::Range(local.to_path_buf(), end, len - end);
             let etag = self.put_from(&part_name(name, n), body, &Tag::Absent)?;
@@ -226,6 +233,25 @@ impl S3Dir {
         }
         self.set_parts(name, parts);
         Ok(())
+    }
+
+    /// Whether `part` of `name` is still stored in the version this process knows.
+    fn unchanged(&self, name: &str, part: &Part) -> Result<bool> {
+        let (client, bucket) = (self.client.clone(), self.bucket.clone());
+        let key = self.key(&part_name(name, part.n));
+        let (etag, shown) = (part.etag.clone(), self.show(name));
+        self.block(async move {
+            let head = client
+                .head_object()
+                .bucket(&bucket)
+                .key(&key)
+                .if_match(etag);
+            match head.send().await {
+                Ok(_) => Ok(true),
+                Err(e) if matches!(status(&e), Some(404 | 412)) => Ok(false),
+                Err(e) => Err(s3_err(&format!("read {shown}"), detail(&e))),
+            }
+        })?
     }
 
     /// The non-empty lines of the stored file `name`, read in pieces; None without parts.
