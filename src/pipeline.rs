@@ -395,8 +395,9 @@ async fn write_page(job: &Job, sink: &mut Writer, segment: u32, p: Prepared) -> 
         stats: &job.stats,
         segment: Some(segment),
     };
-    let commit = move |cp: &mut Checkpoint, d: &Delta, _: &[u32]| {
-        commit_segment(cp, segment, next, done, *d)
+    let commit = move |cp: &mut Checkpoint, d: &Delta, _: &[u32], lines: Rejected| {
+        commit_segment(cp, segment, next, done, *d);
+        lines.into_iter().map(|(line, _)| line).collect()
     };
     let delta = out.apply(sink, p, &job.store, commit).await?;
     Stats::add(&job.stats.items_committed, delta.items);
@@ -406,6 +407,10 @@ async fn write_page(job: &Job, sink: &mut Writer, segment: u32, p: Prepared) -> 
     }
     Ok(())
 }
+
+/// A page's reject lines, each with the page index of its item or change
+/// (`batch::NOT_AN_ITEM`: a line that is not one).
+pub type Rejected = Vec<(String, u32)>;
 
 /// Where a prepared page goes: the target (through a `Writer`), the rejects file and the
 /// counters. Shared by the load's segments and the stream follower.
@@ -421,15 +426,16 @@ pub struct PageSink<'a> {
 impl PageSink<'_> {
     /// Apply one prepared page: its deletions (children first), then its rows (parents
     /// first), each in one transaction, or, when PostgreSQL refuses some items' rows, in
-    /// several that leave those items out; then, as one step (`Store::commit_page`), record
-    /// the rejects and `commit` the page's progress (given what it adds to its counts, and the
-    /// page indices of the items PostgreSQL refused) to the checkpoint. Returns that delta.
+    /// several that leave those items out; then, as one step (`Store::commit_page`), `commit`
+    /// the page's progress to the checkpoint (given what it adds to its counts, the page
+    /// indices of the items PostgreSQL refused, and the page's reject lines; it returns the
+    /// lines to record now) and record them. Returns that delta.
     pub async fn apply(
         &self,
         sink: &mut Writer,
         mut p: Prepared,
         store: &Arc<Store>,
-        commit: impl FnOnce(&mut Checkpoint, &Delta, &[u32]) + Send + 'static,
+        commit: impl FnOnce(&mut Checkpoint, &Delta, &[u32], Rejected) -> Vec<String> + Send + 'static,
     ) -> Result<Delta> {
         store.still_held()?;
         let mut delta = Delta {
@@ -438,8 +444,9 @@ impl PageSink<'_> {
             ..Delta::default()
         };
         // Counted once recorded (a page past --max-rejects is not).
-        let (mut reject_lines, mut counted_as): (Vec<String>, Vec<String>) =
+        let (lines, mut counted_as): (Vec<String>, Vec<String>) =
             std::mem::take(&mut p.rejects).into_iter().unzip();
+        let mut reject_lines: Rejected = lines.into_iter().zip(p.reject_of.clone()).collect();
         let mut refused_all = Vec::new();
         if !p.deletes.is_empty() {
             let (deleted, refused) = sink.delete(&p.deletes, &p.delete_item_of).await?;
@@ -497,13 +504,16 @@ impl PageSink<'_> {
             let item = item.ok_or_else(|| {
                 Error::config(format!("internal error: item {} of a page is gone", r.item))
             })?;
-            reject_lines.push(Rejects::line(&reject, self.key_attrs, &item, segment));
+            let line = Rejects::line(&reject, self.key_attrs, &item, segment);
+            reject_lines.push((line, r.item));
             counted_as.push(format!("-: {}", reject.kind));
         }
         delta.rejected = reject_lines.len() as u64;
         let (rejects, store, d) = (self.rejects.clone(), store.clone(), delta);
         tokio::task::spawn_blocking(move || {
-            store.commit_page(&rejects, &reject_lines, |cp| commit(cp, &d, &refused_items))
+            store.commit_page(&rejects, d.rejected, |cp| {
+                commit(cp, &d, &refused_items, reject_lines)
+            })
         })
         .await
         .map_err(|e| Error::file(self.rejects.path(), e))??;

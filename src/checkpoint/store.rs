@@ -2,7 +2,7 @@
 //! its storage by `flush` (with the rejects first, when the storage keeps its own copy).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::storage::{Names, Storage, Tag};
@@ -26,6 +26,19 @@ pub struct Store {
     rejects_local: PathBuf,
     /// `--max-rejects`: rejected items recorded over all runs of the checkpoint (0: no limit).
     max_rejects: u64,
+    /// Reject lines of committed pages not appended yet (see `commit_page`).
+    held: AtomicU64,
+    /// Appending reject lines failed: nothing more is recorded or saved.
+    broken: AtomicBool,
+}
+
+/// The error once appending reject lines failed (see `Store::commit_page`).
+fn broken(shown: &str) -> crate::error::Error {
+    crate::error::Error::file(
+        shown,
+        "not recorded: an earlier append to the rejects failed; the checkpoint saved last \
+         stays valid (run the same command again to resume)",
+    )
 }
 
 /// What a committed page adds to its segment.
@@ -57,6 +70,8 @@ impl Store {
             dirty: AtomicBool::new(true),
             rejects_local,
             max_rejects: 0,
+            held: AtomicU64::new(0),
+            broken: AtomicBool::new(false),
         }
     }
 
@@ -116,28 +131,47 @@ impl Store {
     }
 
     /// Record a committed page (call only after the transaction holding its rows committed) as
-    /// one step: append its reject lines to `rejects` and change
-    /// the checkpoint with `f`, under the checkpoint's lock, so that no saved checkpoint holds
-    /// the one without the other (`rejects_bytes` marks where committed lines end). A page
-    /// whose lines would take the rejects past `--max-rejects` is neither recorded nor
-    /// committed: the error stops the run, and a resume reads the page again.
+    /// one step, under the checkpoint's lock: `f` changes the checkpoint and returns the reject
+    /// lines to append now, and they are appended, so that no saved checkpoint holds the one
+    /// without the other (`rejects_bytes` marks where committed lines end). `adding`: the
+    /// page's rejected items; those `f` does not return yet are held (the follower records a
+    /// change's line once its shard's checkpoint position passes it) and count as recorded.
+    ///
+    /// A page that would take the rejects past `--max-rejects` is neither recorded nor
+    /// committed (`f` is not called): the error stops the run, and a resume reads the page
+    /// again. Once appending failed nothing more is recorded or saved: the checkpoint saved
+    /// last stays the run's last (what `f` changed is not saved without its lines).
     pub fn commit_page(
         &self,
         rejects: &crate::rejects::Rejects,
-        lines: &[String],
-        f: impl FnOnce(&mut Checkpoint),
+        adding: u64,
+        f: impl FnOnce(&mut Checkpoint) -> Vec<String>,
     ) -> Result<()> {
         let mut cp = self.lock();
-        if !lines.is_empty() {
-            let shown = || match self.persist {
-                true => self.storage.show(&self.names.rejects),
-                false => rejects.path().display().to_string(),
-            };
-            let adding = lines.len() as u64;
-            crate::rejects::within_limit(cp.rejected(), adding, self.max_rejects, &shown())?;
-            cp.rejects_bytes = Some(rejects.append(lines)?);
+        let shown = || match self.persist {
+            true => self.storage.show(&self.names.rejects),
+            false => rejects.path().display().to_string(),
+        };
+        if self.broken.load(Ordering::Acquire) {
+            return Err(broken(&shown()));
         }
-        f(&mut cp);
+        let held = self.held.load(Ordering::Acquire);
+        if adding > 0 {
+            let max = self.max_rejects;
+            crate::rejects::within_limit(cp.rejected(), held + adding, max, &shown())?;
+        }
+        let lines = f(&mut cp);
+        let held = (held + adding).saturating_sub(lines.len() as u64);
+        self.held.store(held, Ordering::Release);
+        if !lines.is_empty() {
+            match rejects.append(&lines) {
+                Ok(len) => cp.rejects_bytes = Some(len),
+                Err(e) => {
+                    self.broken.store(true, Ordering::Release);
+                    return Err(e);
+                }
+            }
+        }
         self.dirty.store(true, Ordering::Release);
         Ok(())
     }
@@ -174,6 +208,9 @@ impl Store {
     pub fn flush(&self) -> Result<()> {
         if !self.persist || !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
+        }
+        if self.broken.load(Ordering::Acquire) {
+            return Err(broken(&self.storage.show(&self.names.rejects)));
         }
         let r = self.write();
         if r.is_err() {

@@ -436,3 +436,55 @@ async fn s3_parts_are_cut_back_to_the_checkpoint_and_strays_are_removed() {
     assert!(err.to_string().contains("another process"), "{err}");
     assert_eq!(stored_rejects(&dir, R).await, b"a1\na");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_rejects_stops_the_follower_and_a_resume_applies_each_change_once() {
+    use aws_sdk_dynamodb::types::StreamViewType;
+    const N: u64 = 30;
+    let client = crate::support::ddb().await;
+    let table = unique("followrej");
+    crate::stream::create_table(&client, &table, Some(StreamViewType::NewAndOldImages)).await;
+    let db = new_database().await;
+    let work = tempdir("followrej");
+    let map = email_mapping(&work);
+    let cp = work.join("cp");
+    let args = |limit: &str| {
+        let mut a = migrate_args(&table, &db, &cp);
+        a.extend(
+            [
+                "--mapping",
+                &map,
+                "--create-tables",
+                "--follow",
+                "--until-caught-up",
+                "--max-rejects",
+                limit,
+            ]
+            .map(String::from),
+        );
+        a
+    };
+    let load = run(&args("10"));
+    assert_eq!(load.code, 0, "{}", load.stderr);
+    // 6 profiles (with an email) and 24 items the mapping rejects, through the stream.
+    for i in 0..N {
+        crate::support::put(&client, &table, &ddb2pg::sample::item(9, i)).await;
+    }
+    let stopped = run(&args("10"));
+    assert_eq!(stopped.code, 1, "{}", stopped.stderr);
+    assert!(
+        stopped.stderr.contains("--max-rejects 10 "),
+        "{}",
+        stopped.stderr
+    );
+    let recorded = rejected_total(&read_checkpoint(&cp));
+    assert!(recorded <= 10, "{recorded}");
+    assert_eq!(rejects_in(&cp).len() as u64, recorded);
+
+    let done = run(&args("0"));
+    assert_eq!(done.code, 4, "{}", done.stderr);
+    let lines = rejects_in(&cp);
+    assert_eq!(lines.len() as u64, N / 5 * 4);
+    assert_eq!(rejected_total(&read_checkpoint(&cp)), N / 5 * 4);
+    assert_eq!(keys_once(&db, &lines).await.len() as u64, N);
+}
