@@ -49,6 +49,9 @@ impl From<Page> for Batch {
     }
 }
 
+/// `Prepared::reject_of` of a line that is not an item.
+pub const NOT_AN_ITEM: u32 = u32::MAX;
+
 /// A page after the transform stage.
 pub struct Prepared {
     /// Lines of the page: items, deletions and lines that are not items.
@@ -62,6 +65,9 @@ pub struct Prepared {
     pub delete_item_of: Vec<u32>,
     /// Reject lines, each with the key it is counted under in the summary.
     pub rejects: Vec<(String, String)>,
+    /// `reject_of[i]`: the page index of the item or change of `rejects[i]` (`NOT_AN_ITEM`
+    /// for a line that is not one).
+    pub reject_of: Vec<u32>,
     /// Items that no table rule matched, skipped as the plan says.
     pub skipped: u64,
     /// Changes: the page replaces items' rows (a refused write then also deletes the rows
@@ -199,6 +205,13 @@ impl Prepared {
         self.item_of
             .extend(other.item_of.iter().map(|i| i + offset));
         self.rejects.append(&mut other.rejects);
+        self.reject_of.extend(other.reject_of.iter().map(|&i| {
+            if i == NOT_AN_ITEM {
+                i
+            } else {
+                i + offset
+            }
+        }));
         match (&mut self.originals, other.originals) {
             (Originals::Items(a), Originals::Items(mut b)) => a.append(&mut b),
             (Originals::Lines(a), Originals::Lines(mut b)) => a.append(&mut b),
@@ -434,6 +447,7 @@ impl<'a, F: FnMut(Prepared) -> bool> Preparer<'a, F> {
             if let Some(r) = out.rejected {
                 let line = self.reject_line(&r, item);
                 self.page.rejects.push(line);
+                self.page.reject_of.push(i);
             }
             return;
         }
@@ -443,6 +457,7 @@ impl<'a, F: FnMut(Prepared) -> bool> Preparer<'a, F> {
             Err(r) => {
                 let line = self.reject_line(&r, item);
                 self.page.rejects.push(line);
+                self.page.reject_of.push(i);
             }
         }
     }
@@ -487,6 +502,7 @@ impl<'a, F: FnMut(Prepared) -> bool> Preparer<'a, F> {
             let empty = Item::new();
             let line = self.reject_line(&r, change.item().unwrap_or(&empty));
             self.page.rejects.push(line);
+            self.page.reject_of.push(i);
         }
     }
 
@@ -515,6 +531,7 @@ fn empty() -> Prepared {
         deletes: Vec::new(),
         delete_item_of: Vec::new(),
         rejects: Vec::new(),
+        reject_of: Vec::new(),
         skipped: 0,
         replaces: false,
         unsure: 0,
@@ -546,6 +563,7 @@ impl<F: FnMut(Prepared) -> bool> Pages for Preparer<'_, F> {
         self.page
             .rejects
             .push((Rejects::bad_line(&bad), "-: malformed line".to_string()));
+        self.page.reject_of.push(NOT_AN_ITEM);
     }
 
     fn page_lines(&self) -> usize {

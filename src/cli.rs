@@ -259,6 +259,12 @@ pub struct MigrateArgs {
           value_parser = clap::value_parser!(u64).range(0..=crate::checkpoint::lock::MAX_LOCK_WAIT_S))]
     pub lock_wait: u64,
 
+    /// Stop (exit 1) rather than record more than N rejected items in all the runs of this
+    /// checkpoint (its rejects file; --restart starts the count again); the batch that would
+    /// pass N is not recorded, and a resume with a higher N continues from there. 0: no limit
+    #[arg(long, value_name = "N", default_value_t = crate::rejects::DEFAULT_MAX)]
+    pub max_rejects: u64,
+
     /// Discard the existing checkpoint and start over
     #[arg(long)]
     pub restart: bool,

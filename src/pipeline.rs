@@ -9,7 +9,8 @@
 //! under `--limit`, which may cut a page short). Memory is bounded by concurrency x (the
 //! channel's pages and one more), and by `--max-memory` (`budget`): every page reserves its
 //! estimated size in one byte budget shared by all segments before it is queued, and gives it
-//! back once written.
+//! back once written. Where a page goes once prepared (target, rejects, checkpoint) is
+//! `page_sink`, shared with the stream follower.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -21,19 +22,19 @@ use tokio::task::JoinSet;
 
 use crate::batch::{self, Batch, Prepared};
 use crate::budget::{self, Budget};
-use crate::changes::Deletion;
 use crate::checkpoint::{commit_segment, Checkpoint, Delta, Store};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::progress::Stats;
 use crate::rejects::Rejects;
-use crate::sink::resilient::{RefusedItem, RetryPolicy, Writer};
+use crate::sink::resilient::{RetryPolicy, Writer};
 use crate::source::export;
 use crate::source::fast_scan::FastScan;
 use crate::source::scan::{Items, SegmentScan};
-use crate::transform::Reject;
 
+mod page_sink;
 mod pool;
+pub use page_sink::{PageSink, Rejected};
 pub use pool::connections;
 
 /// Everything the workers share.
@@ -395,8 +396,9 @@ async fn write_page(job: &Job, sink: &mut Writer, segment: u32, p: Prepared) -> 
         stats: &job.stats,
         segment: Some(segment),
     };
-    let commit = move |cp: &mut Checkpoint, d: &Delta, _: &[u32]| {
-        commit_segment(cp, segment, next, done, *d)
+    let commit = move |cp: &mut Checkpoint, d: &Delta, _: &[u32], lines: Rejected| {
+        commit_segment(cp, segment, next, done, *d);
+        lines.into_iter().map(|(line, _)| line).collect()
     };
     let delta = out.apply(sink, p, &job.store, commit).await?;
     Stats::add(&job.stats.items_committed, delta.items);
@@ -405,123 +407,6 @@ async fn write_page(job: &Job, sink: &mut Writer, segment: u32, p: Prepared) -> 
         Stats::add(&job.stats.segments_done, 1);
     }
     Ok(())
-}
-
-/// Where a prepared page goes: the target (through a `Writer`), the rejects file and the
-/// counters. Shared by the load's segments and the stream follower.
-pub struct PageSink<'a> {
-    pub plan: &'a Plan,
-    pub key_attrs: &'a [String],
-    pub rejects: &'a Arc<Rejects>,
-    pub stats: &'a Stats,
-    /// The segment named in reject lines (None: a stream).
-    pub segment: Option<u32>,
-}
-
-impl PageSink<'_> {
-    /// Apply one prepared page: its deletions (children first), then its rows (parents
-    /// first), each in one transaction, or, when PostgreSQL refuses some items' rows, in
-    /// several that leave those items out; then, as one step (`Store::commit_page`), record
-    /// the rejects and `commit` the page's progress (given what it adds to its counts, and the
-    /// page indices of the items PostgreSQL refused) to the checkpoint. Returns that delta.
-    pub async fn apply(
-        &self,
-        sink: &mut Writer,
-        mut p: Prepared,
-        store: &Arc<Store>,
-        commit: impl FnOnce(&mut Checkpoint, &Delta, &[u32]) + Send + 'static,
-    ) -> Result<Delta> {
-        store.still_held()?;
-        let mut delta = Delta {
-            items: p.count,
-            skipped: p.skipped,
-            ..Delta::default()
-        };
-        let mut reject_lines = Vec::with_capacity(p.rejects.len());
-        for (line, counted_as) in std::mem::take(&mut p.rejects) {
-            reject_lines.push(line);
-            self.stats.count_reject(counted_as);
-        }
-        let mut refused_all = Vec::new();
-        if !p.deletes.is_empty() {
-            let (deleted, refused) = sink.delete(&p.deletes, &p.delete_item_of).await?;
-            Stats::add(&self.stats.rows_deleted, deleted);
-            delta.rows_written += deleted;
-            refused_all.extend(
-                refused
-                    .into_iter()
-                    .map(|r| (r, "deletion refused by PostgreSQL")),
-            );
-        }
-        if p.unsure > 0 {
-            Stats::add(&self.stats.changes_unsure, p.unsure);
-            let mut r = self
-                .stats
-                .unsure_reason
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if r.is_none() {
-                *r = p.unsure_reason.take();
-            }
-        }
-        if !p.rows.is_empty() {
-            let (counts, refused) = sink.write(&p.rows, &p.item_of).await?;
-            if p.replaces && !refused.is_empty() {
-                // The item's new rows were refused: its old rows must not stay behind.
-                let (rows, item_of) = rows_of_items(&p, &refused);
-                let (deleted, _) = sink.delete(&rows, &item_of).await?;
-                Stats::add(&self.stats.rows_deleted, deleted);
-                delta.rows_written += deleted;
-            }
-            for (ti, c) in counts.iter().enumerate() {
-                self.stats
-                    .add_table(&self.plan.tables[ti].display_name(), c);
-                delta.rows_written += c.inserted + c.updated;
-                delta.rows_unchanged += c.unchanged();
-                Stats::add(&self.stats.rows_inserted, c.inserted);
-                Stats::add(&self.stats.rows_updated, c.updated);
-                Stats::add(&self.stats.rows_unchanged, c.unchanged());
-                Stats::add(&self.stats.collisions, c.collisions());
-            }
-            refused_all.extend(refused.into_iter().map(|r| (r, "refused by PostgreSQL")));
-        }
-        let refused_items: Vec<u32> = refused_all.iter().map(|(r, _)| r.item).collect();
-        let originals = p.items(&refused_items);
-        for ((r, kind), item) in refused_all.into_iter().zip(originals) {
-            // A coalesced page names the segment each item came from.
-            let segment = p.part_of(r.item).map(|k| p.parts[k].1).or(self.segment);
-            let reject = Reject {
-                table: None,
-                column: None,
-                kind,
-                reason: r.error,
-            };
-            let item = item.ok_or_else(|| {
-                Error::config(format!("internal error: item {} of a page is gone", r.item))
-            })?;
-            reject_lines.push(Rejects::line(&reject, self.key_attrs, &item, segment));
-            self.stats.count_reject(format!("-: {}", reject.kind));
-        }
-        delta.rejected = reject_lines.len() as u64;
-        let (rejects, store, d) = (self.rejects.clone(), store.clone(), delta);
-        tokio::task::spawn_blocking(move || {
-            store.commit_page(&rejects, &reject_lines, |cp| commit(cp, &d, &refused_items))
-        })
-        .await
-        .map_err(|e| Error::file(self.rejects.path(), e))??;
-        Ok(delta)
-    }
-}
-
-/// The rows of `p` that the refused items produced (to delete their keys).
-fn rows_of_items(p: &Prepared, refused: &[RefusedItem]) -> (Vec<Deletion>, Vec<u32>) {
-    let items: std::collections::HashSet<u32> = refused.iter().map(|r| r.item).collect();
-    p.rows
-        .iter()
-        .zip(&p.item_of)
-        .filter(|(_, i)| items.contains(i))
-        .map(|(r, &i)| (Deletion::by_key(r.clone()), i))
-        .unzip()
 }
 
 /// Scan every segment and transform every item, writing nothing: the source's limit.

@@ -68,6 +68,8 @@ mod target_env;
 mod tls;
 #[path = "suite/trust_local.rs"]
 mod trust_local;
+#[path = "suite/trust_rejects.rs"]
+mod trust_rejects;
 #[path = "suite/trust_state.rs"]
 mod trust_state;
 #[path = "suite/verify.rs"]

@@ -201,6 +201,12 @@ impl Checkpoint {
         }
     }
 
+    /// Rejected items recorded over all runs of this checkpoint: its segments' and stream's.
+    pub fn rejected(&self) -> u64 {
+        self.segments.iter().map(|s| s.rejected).sum::<u64>()
+            + self.stream.as_ref().map_or(0, |s| s.rejected)
+    }
+
     fn compute_checksum(&self) -> String {
         let mut c = self.clone();
         c.checksum = String::new();

@@ -7,11 +7,11 @@
 //! refused write (412) means another process changed it: the run stops (exit 1) rather than
 //! overwrite it. The lock is a lease ([`super::lock`]) renewed in the background.
 //!
-//! The rejects file is appended to locally (in a private folder under the temp directory) and
-//! the whole file is PUT before each checkpoint write that follows new reject lines, with
-//! `If-Match` on the version this process fetched or put last; a run that starts on another
-//! machine fetches it first, both in pieces (bounded memory). Rejects are meant to be few: a
-//! run rejecting many items re-uploads a growing file a few times a second (fix the mapping).
+//! The rejects file is appended to locally (in a private folder under the temp directory); in
+//! S3 it is a folder of numbered parts ([`parts`]): before each checkpoint write the lines
+//! that checkpoint counts and S3 does not hold yet are PUT as the next part, so the bytes
+//! uploaded add up to the file's length. A run fetches the parts first (in pieces, bounded
+//! memory), and removes its local copy when it ends ([`Storage::keeps_copies`]).
 //!
 //! The S3 calls run on a runtime of their own (one thread), so they can be made from
 //! synchronous code (the checkpoint flush) and from async code alike.
@@ -36,11 +36,13 @@ use crate::cli::AwsArgs;
 use crate::error::{Error, Result};
 
 mod lease;
+mod parts;
 
 /// What a PUT sends.
 enum Body {
     Bytes(Vec<u8>),
-    File(PathBuf),
+    /// `len` bytes of a file from `offset`, read in pieces.
+    Range(PathBuf, u64, u64),
 }
 
 /// The largest checkpoint read (a million segments with long cursors stay below it).
@@ -56,10 +58,9 @@ pub struct S3Dir {
     url: String,
     /// Whether this process may still write (see [`Fence`]).
     fence: Arc<Fence>,
-    /// The version of each copied file (the rejects) this process fetched or published last:
-    /// a publish replaces only it, so a process that lost the shard cannot replace the
-    /// rejects of the process that took it over.
-    copies: Mutex<std::collections::HashMap<String, Tag>>,
+    /// The parts of each copied file (the rejects) as this process fetched or published them
+    /// last: a publish adds the next one only if no other process did (see [`parts`]).
+    copies: Mutex<std::collections::HashMap<String, Vec<parts::Part>>>,
 }
 
 /// A failed S3 call (exit 1), named as such (an `Error::Source` would say "DynamoDB").
@@ -207,7 +208,11 @@ impl S3Dir {
         self.block(async move {
             let body = match body {
                 Body::Bytes(b) => ByteStream::from(b),
-                Body::File(p) => ByteStream::from_path(&p)
+                Body::Range(p, offset, len) => ByteStream::read_from()
+                    .path(&p)
+                    .offset(offset)
+                    .length(aws_sdk_s3::primitives::Length::Exact(len))
+                    .build()
                     .await
                     .map_err(|e| Error::file(&p, e))?,
             };
@@ -243,52 +248,6 @@ impl S3Dir {
             }
         })?
     }
-
-    /// Copy the object `name` into the new file `local` in pieces; false when absent.
-    fn download(&self, name: &str, local: &Path) -> Result<bool> {
-        Ok(self.download_tagged(name, local)?.is_some())
-    }
-
-    /// [`Self::download`], returning the object's ETag (None when absent).
-    fn download_tagged(&self, name: &str, local: &Path) -> Result<Option<String>> {
-        let shown = self.show(name);
-        let object = self.object(name);
-        let local = local.to_path_buf();
-        self.block(async move {
-            let Some(mut out) = object.await? else {
-                return Ok(None);
-            };
-            let etag = out.e_tag().unwrap_or_default().to_string();
-            let _ = std::fs::remove_file(&local);
-            let mut f = crate::private::open(
-                &local,
-                std::fs::OpenOptions::new().write(true).create_new(true),
-            )?;
-            use std::io::Write as _;
-            while let Some(chunk) = out.body.next().await {
-                let chunk = chunk.map_err(|e| s3_err(&format!("read {shown}"), e))?;
-                f.write_all(&chunk).map_err(|e| Error::file(&local, e))?;
-            }
-            f.sync_all().map_err(|e| Error::file(&local, e))?;
-            Ok(Some(etag))
-        })?
-    }
-
-    /// The version of the copy `name` this process fetched or published last.
-    fn copy_version(&self, name: &str) -> Result<Tag> {
-        let copies = self.copies.lock().unwrap_or_else(|p| p.into_inner());
-        copies.get(name).cloned().ok_or_else(|| {
-            Error::config(format!(
-                "internal error: {} published before it was fetched",
-                self.show(name)
-            ))
-        })
-    }
-
-    fn set_copy_version(&self, name: &str, tag: Tag) {
-        let mut copies = self.copies.lock().unwrap_or_else(|p| p.into_inner());
-        copies.insert(name.to_string(), tag);
-    }
 }
 
 /// Run `f` to completion on `rt` from any thread, async or not: on a thread of its own, so
@@ -318,8 +277,12 @@ impl Drop for S3Dir {
 }
 
 impl Storage for S3Dir {
+    /// A copied file (`*.jsonl`, the rejects) is the folder of its parts.
     fn show(&self, name: &str) -> String {
-        format!("{}/{name}", self.url)
+        match name.ends_with(".jsonl") {
+            true => format!("{}/{}", self.url, parts::folder(name)),
+            false => format!("{}/{name}", self.url),
+        }
     }
 
     fn read(&self, name: &str) -> Result<Option<(Vec<u8>, Tag)>> {
@@ -344,19 +307,9 @@ impl Storage for S3Dir {
         self.delete(name)
     }
 
+    /// Only copied files (the rejects) are renamed: their parts, copied inside S3.
     fn rename(&self, from: &str, to: &str) -> Result<bool> {
-        // Through a local file: the object (the rejects) may be large.
-        let part = self.local_dir()?.join(format!("{to}.part"));
-        if !self.download(from, &part)? {
-            return Ok(false);
-        }
-        let put = self.put_from(to, Body::File(part.clone()), &Tag::Absent);
-        let _ = std::fs::remove_file(&part);
-        if put?.is_none() {
-            return Err(Error::config(format!("{} exists already", self.show(to))));
-        }
-        self.delete(from)?;
-        Ok(true)
+        self.rename_parts(from, to)
     }
 
     fn list(&self) -> Result<Vec<String>> {
@@ -448,49 +401,28 @@ impl Storage for S3Dir {
     }
 
     fn publish(&self, name: &str, local: &Path) -> Result<()> {
-        self.fence.check(&self.show(name))?;
-        if !local.exists() {
-            return Ok(());
-        }
-        // Replace only the version this process fetched or published last: another process
-        // that took the shard over has changed it.
-        let expect = self.copy_version(name)?;
-        match self.put_from(name, Body::File(local.to_path_buf()), &expect)? {
-            Some(etag) => {
-                self.set_copy_version(name, Tag::ETag(etag));
-                Ok(())
-            }
-            None => Err(Error::file(
-                self.show(name),
-                "changed by another process since this run fetched or wrote it (conditional \
-                 write refused): two runs on one shard? This one stops; the stored checkpoint \
-                 stays valid",
-            )),
-        }
+        let len = match std::fs::metadata(local) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(Error::file(local, e)),
+        };
+        self.publish_parts(name, local, len)
+    }
+
+    fn publish_prefix(&self, name: &str, local: &Path, len: u64) -> Result<()> {
+        self.publish_parts(name, local, len)
+    }
+
+    fn keeps_copies(&self) -> bool {
+        true
     }
 
     fn fetch(&self, name: &str, local: &Path) -> Result<()> {
-        let _ = std::fs::remove_file(local);
-        match self.download_tagged(name, local)? {
-            Some(etag) => self.set_copy_version(name, Tag::ETag(etag)),
-            None => self.set_copy_version(name, Tag::Absent),
-        }
-        Ok(())
+        self.fetch_parts(name, local)
     }
 
     fn lines(&self, name: &str) -> Result<Option<u64>> {
-        let shown = self.show(name);
-        let object = self.object(name);
-        self.block(async move {
-            let Some(mut out) = object.await? else {
-                return Ok(None);
-            };
-            let mut count = super::storage::LineCount::default();
-            while let Some(chunk) = out.body.next().await {
-                count.feed(&chunk.map_err(|e| s3_err(&format!("read {shown}"), e))?);
-            }
-            Ok(Some(count.lines()))
-        })?
+        self.count_parts_lines(name)
     }
 
     fn secure(&self, _names: &Names) -> Result<()> {

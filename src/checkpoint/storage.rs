@@ -4,8 +4,10 @@
 //! holds the run's lock.
 //!
 //! The rejects file is appended to locally (fsynced line by line, see `crate::rejects`); a
-//! storage that is not the local disk keeps a copy, refreshed by `publish` before every
-//! checkpoint write and fetched back by `fetch` when a run starts on another machine.
+//! storage that is not the local disk keeps a copy (`keeps_copies`), brought up to the lines
+//! the checkpoint counts by `publish_prefix` before every checkpoint write, and fetched back
+//! by `fetch` when a run starts (on S3 only the new lines are uploaded each time: see
+//! `super::s3::parts`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,6 +83,18 @@ pub trait Storage: Send + Sync {
     /// Replaces only the version this process fetched or published last (refused, exit 1,
     /// when another process changed it); call `fetch` first.
     fn publish(&self, name: &str, local: &Path) -> Result<()>;
+    /// Make the stored `name` hold the first `len` bytes of the local file `local` (a file
+    /// only ever appended to, or cut back), from what this process fetched or published last:
+    /// on S3 only the bytes past it are uploaded. Nothing when `local` is `name` itself.
+    fn publish_prefix(&self, name: &str, local: &Path, len: u64) -> Result<()> {
+        let _ = len;
+        self.publish(name, local)
+    }
+    /// Whether the files `publish` and `fetch` copy are kept by the storage itself, so the
+    /// local copy can be removed once a run is over (S3); false when they are the same file.
+    fn keeps_copies(&self) -> bool {
+        false
+    }
     /// Replace `local` with the stored `name` (S3), or nothing when `local` is `name` itself.
     fn fetch(&self, name: &str, local: &Path) -> Result<()>;
     /// Before a run writes: create a local directory (owner-only), refuse to start when a

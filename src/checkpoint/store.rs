@@ -2,7 +2,7 @@
 //! its storage by `flush` (with the rejects first, when the storage keeps its own copy).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::storage::{Names, Storage, Tag};
@@ -22,10 +22,23 @@ pub struct Store {
     tag: Mutex<Tag>,
     state: Mutex<Checkpoint>,
     dirty: AtomicBool,
-    /// Reject lines appended since the rejects were last published to the storage.
-    rejects_dirty: AtomicBool,
     /// The local rejects file (the storage's copy is refreshed from it before a flush).
     rejects_local: PathBuf,
+    /// `--max-rejects`: rejected items recorded over all runs of the checkpoint (0: no limit).
+    max_rejects: u64,
+    /// Reject lines of committed pages not appended yet (see `commit_page`).
+    held: AtomicU64,
+    /// Appending reject lines failed: nothing more is recorded or saved.
+    broken: AtomicBool,
+}
+
+/// The error once appending reject lines failed (see `Store::commit_page`).
+fn broken(shown: &str) -> crate::error::Error {
+    crate::error::Error::file(
+        shown,
+        "not recorded: an earlier append to the rejects failed; the checkpoint saved last \
+         stays valid (run the same command again to resume)",
+    )
 }
 
 /// What a committed page adds to its segment.
@@ -55,8 +68,19 @@ impl Store {
             tag: Mutex::new(tag),
             state: Mutex::new(cp),
             dirty: AtomicBool::new(true),
-            rejects_dirty: AtomicBool::new(false),
             rejects_local,
+            max_rejects: 0,
+            held: AtomicU64::new(0),
+            broken: AtomicBool::new(false),
+        }
+    }
+
+    /// At most `max` rejected items recorded over all runs of the checkpoint (0: no limit):
+    /// see `commit_page`.
+    pub fn limit_rejects(self, max: u64) -> Store {
+        Store {
+            max_rejects: max,
+            ..self
         }
     }
 
@@ -107,21 +131,47 @@ impl Store {
     }
 
     /// Record a committed page (call only after the transaction holding its rows committed) as
-    /// one step: append its reject lines to `rejects` and change
-    /// the checkpoint with `f`, under the checkpoint's lock, so that no saved checkpoint holds
-    /// the one without the other (`rejects_bytes` marks where committed lines end).
+    /// one step, under the checkpoint's lock: `f` changes the checkpoint and returns the reject
+    /// lines to append now, and they are appended, so that no saved checkpoint holds the one
+    /// without the other (`rejects_bytes` marks where committed lines end). `adding`: the
+    /// page's rejected items; those `f` does not return yet are held (the follower records a
+    /// change's line once its shard's checkpoint position passes it) and count as recorded.
+    ///
+    /// A page that would take the rejects past `--max-rejects` is neither recorded nor
+    /// committed (`f` is not called): the error stops the run, and a resume reads the page
+    /// again. Once appending failed nothing more is recorded or saved: the checkpoint saved
+    /// last stays the run's last (what `f` changed is not saved without its lines).
     pub fn commit_page(
         &self,
         rejects: &crate::rejects::Rejects,
-        lines: &[String],
-        f: impl FnOnce(&mut Checkpoint),
+        adding: u64,
+        f: impl FnOnce(&mut Checkpoint) -> Vec<String>,
     ) -> Result<()> {
         let mut cp = self.lock();
-        if !lines.is_empty() {
-            cp.rejects_bytes = Some(rejects.append(lines)?);
-            self.rejects_dirty.store(true, Ordering::Release);
+        let shown = || match self.persist {
+            true => self.storage.show(&self.names.rejects),
+            false => rejects.path().display().to_string(),
+        };
+        if self.broken.load(Ordering::Acquire) {
+            return Err(broken(&shown()));
         }
-        f(&mut cp);
+        let held = self.held.load(Ordering::Acquire);
+        if adding > 0 {
+            let max = self.max_rejects;
+            crate::rejects::within_limit(cp.rejected(), held + adding, max, &shown())?;
+        }
+        let lines = f(&mut cp);
+        let held = (held + adding).saturating_sub(lines.len() as u64);
+        self.held.store(held, Ordering::Release);
+        if !lines.is_empty() {
+            match rejects.append(&lines) {
+                Ok(len) => cp.rejects_bytes = Some(len),
+                Err(e) => {
+                    self.broken.store(true, Ordering::Release);
+                    return Err(e);
+                }
+            }
+        }
         self.dirty.store(true, Ordering::Release);
         Ok(())
     }
@@ -151,13 +201,16 @@ impl Store {
         r
     }
 
-    /// Write the checkpoint if it changed since the last flush: first the rejects (when the
-    /// storage keeps its own copy), so that no stored checkpoint counts reject lines the
-    /// storage does not hold, then the checkpoint, replacing only the version this process
+    /// Write the checkpoint if it changed since the last flush: first the rejects it counts
+    /// (when the storage keeps its own copy), so that no stored checkpoint counts reject lines
+    /// the storage does not hold, then the checkpoint, replacing only the version this process
     /// wrote last.
     pub fn flush(&self) -> Result<()> {
         if !self.persist || !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
+        }
+        if self.broken.load(Ordering::Acquire) {
+            return Err(broken(&self.storage.show(&self.names.rejects)));
         }
         let r = self.write();
         if r.is_err() {
@@ -168,18 +221,25 @@ impl Store {
 
     fn write(&self) -> Result<()> {
         let mut cp = self.snapshot();
-        if self.rejects_dirty.swap(false, Ordering::AcqRel) {
-            let published = self
-                .storage
-                .publish(&self.names.rejects, &self.rejects_local);
-            if let Err(e) = published {
-                self.rejects_dirty.store(true, Ordering::Release);
-                return Err(e);
-            }
+        // The storage's copy holds exactly the lines this checkpoint counts (S3: the lines
+        // past what it holds are uploaded; nothing to do when it holds them already).
+        if let Some(len) = cp.rejects_bytes {
+            self.storage
+                .publish_prefix(&self.names.rejects, &self.rejects_local, len)?;
         }
         let bytes = cp.encode()?;
         let mut tag = self.tag.lock().unwrap_or_else(|p| p.into_inner());
         *tag = self.storage.write(&self.names.checkpoint, &bytes, &tag)?;
         Ok(())
+    }
+
+    /// After the run: remove the local copy of the rejects when the storage keeps its own (S3:
+    /// a run always fetches the stored ones first, so the copy, whole items, is never read
+    /// again; lines it holds past the stored ones belong to batches the checkpoint does not
+    /// count, which a resume reads again).
+    pub fn drop_local_copy(&self) {
+        if self.persist && self.storage.keeps_copies() {
+            let _ = std::fs::remove_file(&self.rejects_local);
+        }
     }
 }

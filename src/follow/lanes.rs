@@ -6,8 +6,10 @@
 //! `crate::changes`), so lanes need no order between them. A lane takes what is queued, up to
 //! `BATCH` changes from any shards, as one batch (`batch::prepare_changes`: the last
 //! operation per row wins, deletions before writes), commits it through `PageSink::apply`,
-//! and in the same step as the batch's reject lines completes the batch's tickets and writes
-//! the watermarks they move into the checkpoint (`super::tracker`). A flusher writes the
+//! and in the same step completes the batch's tickets, writes the watermarks they move into
+//! the checkpoint (`super::tracker`) and appends the reject lines of the changes those
+//! watermarks pass (a line waits in its shard's track until then: a resume re-applies every
+//! change past the checkpoint's position, and its line must not be in the file already). A flusher writes the
 //! checkpoint out at most every `FLUSH_EVERY`: a kill -9 re-applies at most what was
 //! committed since, which is harmless.
 
@@ -24,7 +26,7 @@ use crate::batch;
 use crate::changes::{ChangeKind, OldImages};
 use crate::checkpoint::{Checkpoint, Delta, Store};
 use crate::error::{Error, Result};
-use crate::pipeline::PageSink;
+use crate::pipeline::{PageSink, Rejected};
 use crate::plan::Plan;
 use crate::progress::Stats;
 use crate::rejects::Rejects;
@@ -98,9 +100,23 @@ async fn apply(job: &Arc<LaneJob>, writer: &mut Writer, batch: Vec<Ticketed>) ->
     let p = batch::prepare_changes(&job.plan, &job.key_attrs, job.old_images, changes, None);
     let tracks = job.tracks.clone();
     let k = kinds;
-    let record = move |cp: &mut Checkpoint, d: &Delta, _: &[u32]| {
-        let Some(s) = cp.stream.as_mut() else { return };
+    let record = move |cp: &mut Checkpoint, _: &Delta, _: &[u32], lines: Rejected| {
+        let Some(s) = cp.stream.as_mut() else {
+            return lines.into_iter().map(|(line, _)| line).collect();
+        };
         let mut t = tracks.lock().unwrap_or_else(|e| e.into_inner());
+        // A change's reject line waits for its shard's position to pass the change: written
+        // with the position that covers it, it is never written again by a resume.
+        let mut now = Vec::new();
+        for (line, i) in lines {
+            match tickets.get(i as usize) {
+                Some((shard, ticket)) => match t.get_mut(&**shard) {
+                    Some(track) => track.hold(*ticket, line),
+                    None => now.push(line),
+                },
+                None => now.push(line),
+            }
+        }
         let mut moved = BTreeSet::new();
         for (shard, ticket) in &tickets {
             if let Some(track) = t.get_mut(&**shard) {
@@ -110,15 +126,17 @@ async fn apply(job: &Arc<LaneJob>, writer: &mut Writer, batch: Vec<Ticketed>) ->
             }
         }
         for shard in moved {
-            if let Some(track) = t.get(&*shard) {
+            if let Some(track) = t.get_mut(&*shard) {
+                now.extend(track.release());
                 write_track(s, &shard, track);
             }
         }
         s.inserted += k[ChangeKind::Insert as usize];
         s.modified += k[ChangeKind::Modify as usize];
         s.removed += k[ChangeKind::Remove as usize];
-        s.rejected += d.rejected;
+        s.rejected += now.len() as u64;
         s.newest_applied_ms = s.newest_applied_ms.max(newest);
+        now
     };
     let sink = PageSink {
         plan: &job.plan,

@@ -179,14 +179,15 @@ impl Coordinator {
 
     /// Collect readers and lanes that ended; an error ends the run. Whether a reader ended.
     async fn reap(&mut self) -> Result<bool> {
-        for lane in &mut self.lanes {
-            if lane.is_finished() {
-                let r = lane
-                    .await
-                    .map_err(|e| Error::config(format!("a writer failed: {e}")))?;
-                r?;
-                return Err(Error::config("a writer of the follower ended early"));
-            }
+        // Taken out of the list: `close` awaits the others (a handle awaited twice panics).
+        if let Some(i) = self.lanes.iter().position(|l| l.is_finished()) {
+            let r = self
+                .lanes
+                .swap_remove(i)
+                .await
+                .map_err(|e| Error::config(format!("a writer failed: {e}")))?;
+            r?;
+            return Err(Error::config("a writer of the follower ended early"));
         }
         let done: Vec<String> = self
             .running

@@ -11,10 +11,15 @@
 //!
 //! Records older than the load (skipped) are complete as soon as they are dispatched.
 //!
+//! The reject lines of committed changes wait in their shard's track until the watermark
+//! passes them, and are written with it: so the rejects hold exactly the changes the
+//! checkpoint's position covers, and a resume that re-applies the others writes their lines
+//! once.
+//!
 //! The tracker also knows what lag and caught-up need: the oldest record not yet committed,
 //! and whether the reader last saw the shard's end.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// One shard's reading and committing progress.
 #[derive(Debug, Default)]
@@ -37,6 +42,8 @@ pub struct ShardTrack {
     pub empty_pages: u32,
     /// When the current run of empty pages began (ms since the epoch).
     pub empty_since_ms: Option<i64>,
+    /// Reject lines of committed changes, by ticket, waiting for the watermark to pass them.
+    held: BTreeMap<u64, Vec<String>>,
 }
 
 impl ShardTrack {
@@ -72,6 +79,18 @@ impl ShardTrack {
             moved = true;
         }
         moved
+    }
+
+    /// Keep the reject line of ticket `t`'s change until the watermark passes it.
+    pub fn hold(&mut self, t: u64, line: String) {
+        self.held.entry(t).or_default().push(line);
+    }
+
+    /// The held reject lines the watermark has passed (to be written with it).
+    pub fn release(&mut self) -> Vec<String> {
+        let later = self.held.split_off(&self.done_upto);
+        let passed = std::mem::replace(&mut self.held, later);
+        passed.into_values().flatten().collect()
     }
 
     /// Records dispatched and not yet committed.
@@ -141,6 +160,26 @@ mod tests {
         assert!(!s.complete(a));
         assert!(!s.complete(99));
         assert_eq!(s.committed_seq.as_deref(), Some("3000"));
+    }
+
+    #[test]
+    fn reject_lines_wait_for_the_watermark() {
+        let mut s = ShardTrack::default();
+        let (a, b, c) = (
+            s.dispatch("1".into(), None),
+            s.dispatch("2".into(), None),
+            s.dispatch("3".into(), None),
+        );
+        // b's and c's changes were rejected and committed before a's: their lines wait.
+        s.hold(b, "b".into());
+        s.complete(b);
+        s.hold(c, "c1".into());
+        s.hold(c, "c2".into());
+        s.complete(c);
+        assert!(s.release().is_empty(), "a's position not passed yet");
+        assert!(s.complete(a));
+        assert_eq!(s.release(), ["b", "c1", "c2"]);
+        assert!(s.release().is_empty(), "each line once");
     }
 
     #[test]

@@ -501,6 +501,8 @@ fn finish(
         failed,
     )?;
     outcome::print_resume_line(status, args.dry_run);
+    // Whole items: not left in the temp folder once S3 holds them (a run fetches them first).
+    run.store.drop_local_copy();
     ended.result?;
     Ok(outcome::exit_code(status, &cp))
 }

@@ -98,11 +98,14 @@ pub(super) async fn open_run(
     } else {
         (local_rejects.clone(), storage.show(&names.rejects))
     };
-    let store = Arc::new(if dry {
-        Store::in_memory(storage, names.clone(), local_rejects, cp)
-    } else {
-        Store::new(storage, names.clone(), local_rejects, tag, cp)
-    });
+    let store = Arc::new(
+        if dry {
+            Store::in_memory(storage, names.clone(), local_rejects, cp)
+        } else {
+            Store::new(storage, names.clone(), local_rejects, tag, cp)
+        }
+        .limit_rejects(args.max_rejects),
+    );
     Ok(Run {
         _lock: lock,
         store,
@@ -217,7 +220,17 @@ fn checkpoint_for(
                  last run did not commit (they are processed again)",
                 storage.show(&names.rejects)
             );
-            storage.publish(&names.rejects, local_rejects)?;
+            storage.publish_prefix(&names.rejects, local_rejects, n)?;
+        }
+        let there = std::fs::metadata(local_rejects).map_or(0, |m| m.len());
+        if there < n {
+            // Removed by hand: the count continues after what is there.
+            eprintln!(
+                "ddb2pg: {} holds {there} bytes of reject lines where the checkpoint counts {n}: \
+                 lines were removed outside ddb2pg; new ones are appended after what is there",
+                storage.show(&names.rejects)
+            );
+            cp.rejects_bytes = Some(there);
         }
     }
     Ok((cp, tag))

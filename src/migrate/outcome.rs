@@ -63,8 +63,7 @@ pub(super) fn status_of(ended: &Ended, facts: &Facts, cp: &Checkpoint) -> &'stat
 
 /// Rejects of any run of this checkpoint, not only this one.
 pub(super) fn rejected_total(cp: &Checkpoint) -> u64 {
-    cp.segments.iter().map(|s| s.rejected).sum::<u64>()
-        + cp.stream.as_ref().map_or(0, |s| s.rejected)
+    cp.rejected()
 }
 
 /// The summary of the run.

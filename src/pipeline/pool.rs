@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::{start_segment, write_page, Job, PageSink, Started, PAGES_IN_FLIGHT};
+use super::{start_segment, write_page, Job, PageSink, Rejected, Started, PAGES_IN_FLIGHT};
 use crate::batch::{Batch, Prepared};
 use crate::budget::{Budget, Reserved};
 use crate::checkpoint::{commit_segment, Checkpoint, Delta};
@@ -333,8 +333,10 @@ impl Group {
             stats: &job.stats,
             segment: None,
         };
-        let commit =
-            move |cp: &mut Checkpoint, d: &Delta, refused: &[u32]| record(cp, parts, d, refused);
+        let commit = move |cp: &mut Checkpoint, d: &Delta, refused: &[u32], lines: Rejected| {
+            record(cp, parts, d, refused);
+            lines.into_iter().map(|(line, _)| line).collect()
+        };
         let delta = out.apply(sink, page, &job.store, commit).await?;
         drop(reserved);
         Stats::add(&job.stats.items_committed, delta.items);

@@ -16,6 +16,7 @@ use crate::support::harness::{
     command, default_mapping_differences, moto_s3, new_database, run, sample_table, tempdir,
 };
 use crate::support::{pg, signal};
+use crate::trust_rejects::{put_part, rejects_named, stored_rejects};
 
 const LOCK: &str = "t.shard-0-of-2.lock";
 const REJECTS: &str = "t.shard-0-of-2.rejects.jsonl";
@@ -32,27 +33,6 @@ fn append(path: &Path, line: &str) {
         .open(path)
         .expect("open local rejects");
     f.write_all(line.as_bytes()).expect("append");
-}
-
-/// The stored object `name` under `dir` (s3://bucket/prefix), read with a plain client.
-async fn stored(dir: &str, name: &str) -> Vec<u8> {
-    let (bucket, prefix) = ddb2pg::source::s3::parse(dir).expect("s3 url");
-    let s3 = ddb2pg::source::s3::client(&no_aws(), &Some(moto_s3().to_string()))
-        .await
-        .expect("s3 client");
-    let out = s3
-        .get_object()
-        .bucket(bucket)
-        .key(format!("{prefix}/{name}"))
-        .send()
-        .await
-        .expect("get");
-    out.body
-        .collect()
-        .await
-        .expect("body")
-        .into_bytes()
-        .to_vec()
 }
 
 /// The lock `LOCK` replaced by a lease that ended long ago, as the second machine's clock
@@ -105,7 +85,7 @@ async fn a_stale_holder_cannot_replace_the_new_holders_rejects() {
         .publish(REJECTS, &local_a)
         .expect_err("a stale holder's rejects must not replace the new holder's");
     assert!(err.to_string().contains("another process"), "{err}");
-    assert_eq!(stored(&dir, REJECTS).await, b"a1\nb1\n");
+    assert_eq!(stored_rejects(&dir, REJECTS).await, b"a1\nb1\n");
 }
 
 /// Rows of the default mapping's table.
@@ -262,21 +242,10 @@ async fn a_large_stored_rejects_file_is_fetched_and_counted_in_bounded_memory() 
         }
         f.flush().expect("flush");
     }
-    let (bucket, prefix) = ddb2pg::source::s3::parse(&dir).expect("s3 url");
-    ddb2pg::source::s3::client(&no_aws(), &Some(moto_s3().to_string()))
+    let body = aws_sdk_s3::primitives::ByteStream::from_path(&file)
         .await
-        .expect("s3 client")
-        .put_object()
-        .bucket(bucket)
-        .key(format!("{prefix}/{}", names.rejects))
-        .body(
-            aws_sdk_s3::primitives::ByteStream::from_path(&file)
-                .await
-                .expect("body"),
-        )
-        .send()
-        .await
-        .expect("put rejects");
+        .expect("body");
+    put_part(&dir, &names.rejects, 1, body).await;
     // Counted by the checkpoint as committed (else the resume cuts them).
     let s3 = open(&dir);
     let (mut cp, tag) = Checkpoint::load_from(&s3, &names.checkpoint)
@@ -286,14 +255,13 @@ async fn a_large_stored_rejects_file_is_fetched_and_counted_in_bounded_memory() 
     s3.write(&names.checkpoint, &cp.encode().expect("encode"), &tag)
         .expect("checkpoint");
 
-    // A run of the shard on this machine fetches it; status counts its lines.
+    // A run of the shard on this machine fetches it (and removes its copy when it ends);
+    // status counts its lines.
     let again = run(&args);
     assert_eq!(again.code, 0, "{}", again.stderr);
     let local = s3.local_dir().expect("local dir").join(&names.rejects);
-    assert_eq!(
-        std::fs::metadata(&local).expect("fetched").len(),
-        lines * 1024
-    );
+    assert!(!local.exists(), "the local copy is removed");
+    assert_eq!(s3.lines(&names.rejects).expect("lines"), Some(lines));
     let (code, json) = status_of(&status);
     assert_eq!(code, 0, "{json}");
     assert_eq!(json["checkpoints"][0]["rejects_lines"], lines, "{json}");
@@ -498,7 +466,6 @@ async fn status_does_not_call_shards_complete_that_disagree_on_the_segment_total
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_lines_uploaded_before_a_first_checkpoint_are_not_kept_twice() {
-    use ddb2pg::checkpoint::Tag;
     let client = crate::support::ddb().await;
     let table = crate::support::harness::unique("rejfirst");
     crate::support::load_sample(&client, &table, 5, 40).await;
@@ -524,14 +491,9 @@ async fn reject_lines_uploaded_before_a_first_checkpoint_are_not_kept_twice() {
     let first = run(&args);
     assert_eq!(first.code, 4, "{}", first.stderr);
     let s3 = open(&dir);
-    let names = s3.list().expect("list");
-    let rejects = names
-        .iter()
-        .find(|n| n.ends_with(".shard-0-of-2.rejects.jsonl"))
-        .expect("rejects")
-        .clone();
+    let rejects = rejects_named(&s3.list().expect("list"), ".shard-0-of-2.json");
     let checkpoint = rejects.replace(".rejects.jsonl", ".json");
-    let (all, _) = s3.read(&rejects).expect("read").expect("present");
+    let all = stored_rejects(&dir, &rejects).await;
     let count = |b: &[u8]| b.iter().filter(|&&c| c == b'\n').count();
     let committed = count(&all);
     assert!(committed > 1, "{committed}");
@@ -543,13 +505,16 @@ async fn reject_lines_uploaded_before_a_first_checkpoint_are_not_kept_twice() {
     let mut fresh = Checkpoint::new(done.settings.clone());
     s3.write(&checkpoint, &fresh.encode().expect("encode"), &tag)
         .expect("checkpoint");
-    let (_, rtag) = s3.read(&rejects).expect("read").expect("present");
+    let copy = tempdir("rejfirst-copy").join("r.jsonl");
+    s3.rename(&rejects, "aside.rejects.jsonl")
+        .expect("set aside");
     let first_line = all.split_inclusive(|&c| c == b'\n').next().expect("a line");
-    s3.write(&rejects, first_line, &rtag).expect("rejects");
-    assert!(matches!(rtag, Tag::ETag(_)));
+    put_part(&dir, &rejects, 1, first_line.to_vec().into()).await;
+    s3.fetch(&rejects, &copy).expect("fetch");
+    assert_eq!(std::fs::read(&copy).expect("copy"), first_line);
     // The resume reads every item again and rejects each once more: each line once in all.
     let again = run(&args);
     assert_eq!(again.code, 4, "{}", again.stderr);
-    let (after, _) = s3.read(&rejects).expect("read").expect("present");
+    let after = stored_rejects(&dir, &rejects).await;
     assert_eq!(count(&after), committed, "{}", again.stderr);
 }

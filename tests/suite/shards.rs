@@ -520,7 +520,8 @@ async fn one_follower_takes_over_a_load_done_in_shards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shards_rejects_live_in_s3_and_a_resume_elsewhere_cuts_uncommitted_lines() {
-    use ddb2pg::checkpoint::{Storage, Tag};
+    use crate::trust_rejects::{keys_under, put_part, rejects_named, stored_rejects};
+    use ddb2pg::checkpoint::Storage;
     let client = crate::support::ddb().await;
     let table = unique("rejs3");
     crate::support::load_sample(&client, &table, 5, 40).await;
@@ -556,47 +557,48 @@ async fn a_shards_rejects_live_in_s3_and_a_resume_elsewhere_cuts_uncommitted_lin
     }
     let s3 = S3Dir::open(&dir, &no_aws(), &Some(moto_s3().to_string())).expect("s3 dir");
     let names = s3.list().expect("list");
-    let rejects: Vec<&String> = names
-        .iter()
-        .filter(|n| n.ends_with(".rejects.jsonl"))
-        .collect();
-    assert_eq!(rejects.len(), 2, "{names:?}");
-    let lines = |name: &str| -> Vec<u8> { s3.read(name).expect("read").expect("present").0 };
-    let total: usize = rejects
-        .iter()
-        .map(|n| lines(n).iter().filter(|&&b| b == b'\n').count())
-        .sum();
-    assert_eq!(total, 40, "every item rejected once, in its shard's object");
-    let r0 = rejects
-        .iter()
-        .find(|n| n.contains(".shard-0-of-2."))
-        .expect("shard 0's rejects")
-        .to_string();
-    let committed = lines(&r0);
+    let rejects = [".shard-0-of-2.json", ".shard-1-of-2.json"].map(|s| rejects_named(&names, s));
+    let count = |b: &[u8]| b.iter().filter(|&&b| b == b'\n').count();
+    let mut total = 0;
+    for r in &rejects {
+        total += count(&stored_rejects(&dir, r).await);
+    }
+    assert_eq!(total, 40, "every item rejected once, in its shard's parts");
+    let r0 = rejects[0].clone();
+    let committed = stored_rejects(&dir, &r0).await;
     let cp0 = r0.replace(".rejects.jsonl", ".json");
     let (saved, _) = Checkpoint::load_from(&s3, &cp0)
         .expect("load")
         .expect("present");
     assert_eq!(saved.rejects_bytes, Some(committed.len() as u64));
     // What a kill -9 between uploading a page's reject lines and writing the checkpoint leaves.
-    let (_, tag) = s3.read(&r0).expect("read").expect("present");
-    let mut longer = committed.clone();
-    longer.extend_from_slice(b"{\"uncommitted\":1}\n");
-    s3.write(&r0, &longer, &tag).expect("append");
-    assert!(matches!(tag, Tag::ETag(_)));
+    let folder = r0.replace(".jsonl", "/");
+    let parts = keys_under(&dir, &folder).await.len() as u64;
+    let uncommitted = b"{\"uncommitted\":1}\n".to_vec();
+    put_part(&dir, &r0, parts + 1, uncommitted.into()).await;
+    assert_eq!(stored_rejects(&dir, &r0).await.len(), committed.len() + 18);
     let (code, err) = shard_run("0/2", &[]);
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("removed") && err.contains(&dir), "{err}");
-    assert_eq!(lines(&r0), committed);
+    assert_eq!(stored_rejects(&dir, &r0).await, committed);
     // --restart sets the stored rejects aside (kept, renamed) and rejects the items again.
     let (code, err) = shard_run("0/2", &["--restart"]);
     assert_eq!(code, 4, "{err}");
-    assert_eq!(lines(&r0).len(), committed.len());
-    let aside = s3
-        .list()
-        .expect("list")
+    assert_eq!(stored_rejects(&dir, &r0).await.len(), committed.len());
+    let stem = r0.trim_end_matches(".jsonl");
+    let aside: std::collections::BTreeSet<String> = keys_under(&dir, &format!("{stem}."))
+        .await
         .into_iter()
-        .filter(|n| n.contains(".shard-0-of-2.rejects.") && !n.ends_with(".rejects.jsonl"))
-        .count();
-    assert_eq!(aside, 1, "{err}");
+        .filter_map(|k| k.split('/').next().map(String::from))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?} {err}");
+    assert_eq!(
+        stored_rejects(
+            &dir,
+            &format!("{}.jsonl", aside.iter().next().expect("aside"))
+        )
+        .await,
+        committed,
+        "the earlier rejects kept whole"
+    );
 }

@@ -1,0 +1,490 @@
+//! Rejects are bounded: `--max-rejects` stops a run (exit 1) before its rejects file grows past
+//! the limit, from an export (a hostile gzip of `{}` lines hits the default) or a table; a
+//! resume with a higher limit ends with every item once, in PostgreSQL or in the rejects; with
+//! an s3:// checkpoint dir the rejects are uploaded once each (numbered part objects, never one
+//! object PUT again), and no local copy of them is left in the working folder.
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::Path;
+
+use ddb2pg::checkpoint::{Checkpoint, Names, S3Dir, Storage};
+
+use crate::export::export_args;
+use crate::shards::{no_aws, s3_checkpoint_dir};
+use crate::support::harness::{
+    migrate_args, moto_s3, new_database, read_checkpoint, rejects_in, run, tempdir, unique,
+};
+use crate::support::pg;
+
+/// An export folder holding one gzipped data file of `lines` lines `{}` (not items).
+fn hostile_export(lines: usize) -> std::path::PathBuf {
+    let dir = tempdir("hostile-export");
+    let mut e = flate2::write::GzEncoder::new(
+        std::fs::File::create(dir.join("data.json.gz")).expect("create"),
+        flate2::Compression::best(),
+    );
+    for _ in 0..lines {
+        e.write_all(b"{}\n").expect("gz");
+    }
+    e.finish().expect("finish");
+    dir
+}
+
+fn rejected_total(cp: &Checkpoint) -> u64 {
+    cp.segments.iter().map(|s| s.rejected).sum::<u64>()
+        + cp.stream.as_ref().map_or(0, |s| s.rejected)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_export_stops_at_the_default_max_rejects_with_a_bounded_file() {
+    let export = hostile_export(200_000);
+    let gz = std::fs::metadata(export.join("data.json.gz"))
+        .expect("gz")
+        .len();
+    assert!(gz < 2048, "a {gz}-byte gzip");
+    let db = new_database().await;
+    let cp = tempdir("hostile-cp");
+    let out = run(&export_args(&export, &db, &cp));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let err = &out.stderr;
+    assert!(
+        err.contains("--max-rejects 10000") && err.contains(".rejects.jsonl"),
+        "names the limit and the file: {err}"
+    );
+    assert!(
+        err.contains("fix the mapping or the data") && err.contains("0 for no limit"),
+        "{err}"
+    );
+    let lines = rejects_in(&cp);
+    assert!(
+        !lines.is_empty() && lines.len() <= 10_000,
+        "{} lines",
+        lines.len()
+    );
+    let file = std::fs::read_dir(&cp)
+        .expect("dir")
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".rejects.jsonl"))
+        .expect("rejects file");
+    let bytes = file.metadata().expect("size").len();
+    assert!(bytes < 2 << 20, "a {bytes}-byte rejects file");
+    let saved = read_checkpoint(&cp);
+    assert_eq!(rejected_total(&saved), lines.len() as u64);
+    assert_eq!(saved.rejects_bytes, Some(bytes));
+    assert!(err.contains(&format!("{} rejected", lines.len())), "{err}");
+}
+
+/// A mapping of table `t` that rejects every item without `email` (4 of 5 sample items).
+fn email_mapping(dir: &Path) -> String {
+    let mapping = dir.join("m.toml");
+    std::fs::write(
+        &mapping,
+        "[[table]]\nname = \"rej\"\nkey = [\"pk\", \"sk\"]\n[table.columns]\n\
+         pk = { from = \"PK\", type = \"text\" }\nsk = { from = \"SK\", type = \"text\" }\n\
+         email = { from = \"email\", type = \"text\", required = true }\n",
+    )
+    .expect("mapping");
+    mapping.to_string_lossy().to_string()
+}
+
+/// The keys of the rows in `rej`, and of the rejects' lines; panics on a key in both or twice.
+async fn keys_once(db: &str, rejects: &[serde_json::Value]) -> BTreeSet<(String, String)> {
+    let rows = pg(db)
+        .await
+        .query("SELECT pk, sk FROM rej", &[])
+        .await
+        .expect("rows");
+    let mut seen = BTreeSet::new();
+    for r in rows {
+        assert!(seen.insert((r.get::<_, String>(0), r.get::<_, String>(1))));
+    }
+    for l in rejects {
+        let k = &l["key"];
+        let key = (
+            k["PK"]["S"].as_str().expect("PK").to_string(),
+            k["SK"]["S"].as_str().expect("SK").to_string(),
+        );
+        assert!(seen.insert(key.clone()), "{key:?} twice: {l}");
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_rejects_stops_a_scan_and_a_resume_with_a_higher_limit_ends_exactly_once() {
+    const N: u64 = 500;
+    let client = crate::support::ddb().await;
+    let table = unique("maxrej");
+    crate::support::load_sample(&client, &table, 3, N).await;
+    let db = new_database().await;
+    let work = tempdir("maxrej");
+    let map = email_mapping(&work);
+    let cp = work.join("cp");
+    let args = |limit: &str| {
+        let mut a = migrate_args(&table, &db, &cp);
+        a.extend(
+            [
+                "--mapping",
+                &map,
+                "--create-tables",
+                "--segments",
+                "4",
+                "--concurrency",
+                "2",
+                "--batch-size",
+                "20",
+                "--max-rejects",
+                limit,
+            ]
+            .map(String::from),
+        );
+        a
+    };
+    let first = run(&args("50"));
+    assert_eq!(first.code, 1, "{}", first.stderr);
+    assert_eq!(first.report["status"], "failed", "{}", first.stderr);
+    assert!(
+        first.stderr.contains("--max-rejects 50"),
+        "{}",
+        first.stderr
+    );
+    let stopped = read_checkpoint(&cp);
+    assert!(!stopped.complete);
+    let lines = rejects_in(&cp);
+    let counted = rejected_total(&stopped);
+    assert!(counted <= 50, "{counted} recorded past the limit of 50");
+    assert_eq!(
+        lines.len() as u64,
+        counted,
+        "the checkpoint counts the file"
+    );
+
+    // The same limit stops the resume at once; a higher one finishes.
+    let again = run(&args("50"));
+    assert_eq!(again.code, 1, "{}", again.stderr);
+    let done = run(&args("0"));
+    assert_eq!(done.code, 4, "{}", done.stderr);
+    assert_eq!(done.report["status"], "complete", "{}", done.stderr);
+    let lines = rejects_in(&cp);
+    assert_eq!(lines.len() as u64, N / 5 * 4);
+    assert_eq!(rejected_total(&read_checkpoint(&cp)), N / 5 * 4);
+    assert_eq!(keys_once(&db, &lines).await.len() as u64, N);
+}
+
+/// Every version of every object under `dir`'s `folder` (the bucket is versioned): key, size.
+async fn versions(dir: &str, folder: &str) -> Vec<(String, u64)> {
+    let (bucket, prefix) = ddb2pg::source::s3::parse(dir).expect("s3 url");
+    let s3 = ddb2pg::source::s3::client(&no_aws(), &Some(moto_s3().to_string()))
+        .await
+        .expect("s3 client");
+    let out = s3
+        .list_object_versions()
+        .bucket(bucket)
+        .prefix(format!("{prefix}/{folder}"))
+        .send()
+        .await
+        .expect("versions");
+    assert_ne!(out.is_truncated(), Some(true));
+    out.versions()
+        .iter()
+        .map(|v| {
+            (
+                v.key().unwrap_or_default().to_string(),
+                v.size().unwrap_or(0) as u64,
+            )
+        })
+        .collect()
+}
+
+async fn versioned(dir: &str) {
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    let (bucket, _) = ddb2pg::source::s3::parse(dir).expect("s3 url");
+    ddb2pg::source::s3::client(&no_aws(), &Some(moto_s3().to_string()))
+        .await
+        .expect("s3 client")
+        .put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("versioning");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_rejects_are_uploaded_once_each_and_no_local_copy_is_left() {
+    const N: u64 = 600;
+    let client = crate::support::ddb().await;
+    let table = unique("s3rej");
+    crate::support::load_sample(&client, &table, 4, N).await;
+    let db = new_database().await;
+    let dir = s3_checkpoint_dir().await;
+    versioned(&dir).await;
+    let work = tempdir("s3rej");
+    let map = email_mapping(&work);
+    // Slow enough (read units) for many checkpoint writes, each after new reject lines.
+    let args = |limit: &str| {
+        let mut a = migrate_args(&table, &db, Path::new(&dir));
+        a.extend(
+            [
+                "--s3-endpoint-url",
+                moto_s3(),
+                "--mapping",
+                &map,
+                "--create-tables",
+                "--segments",
+                "4",
+                "--batch-size",
+                "10",
+                "--concurrency",
+                "2",
+                "--max-read-units",
+                "4",
+                "--max-rejects",
+                limit,
+            ]
+            .map(String::from),
+        );
+        a
+    };
+    let first = run(&args("200"));
+    assert_eq!(first.code, 1, "{}", first.stderr);
+    let done = run(&args("0"));
+    assert_eq!(done.code, 4, "{}", done.stderr);
+
+    let s3 = S3Dir::open(&dir, &no_aws(), &Some(moto_s3().to_string())).expect("s3 dir");
+    let target_id = ddb2pg::pgconn::resolve(Some(&db))
+        .expect("target")
+        .identity();
+    let names = Names::new(
+        &table,
+        &format!("arn:aws:dynamodb:ddblocal:000000000000:table/{table}"),
+        &target_id,
+        None,
+    );
+    let (cp, _) = Checkpoint::load_from(&s3, &names.checkpoint)
+        .expect("load")
+        .expect("present");
+    assert!(cp.complete);
+    let size = cp.rejects_bytes.expect("counted");
+
+    // The parts: each PUT once (one version), their sizes adding up to the rejects' length.
+    let folder = names.rejects.trim_end_matches(".jsonl");
+    let all = versions(&dir, &format!("{folder}/")).await;
+    let keys: BTreeSet<&String> = all.iter().map(|(k, _)| k).collect();
+    assert_eq!(keys.len(), all.len(), "an object PUT twice: {all:?}");
+    assert!(all.len() >= 3, "several uploads: {all:?}");
+    assert!(
+        all.iter().all(|(k, _)| k.contains("/part-")),
+        "parts: {all:?}"
+    );
+    let uploaded: u64 = all.iter().map(|(_, n)| n).sum();
+    assert_eq!(uploaded, size, "bytes uploaded = the rejects' length");
+    eprintln!(
+        "rejects: {size} bytes in {} parts, {uploaded} bytes uploaded",
+        all.len()
+    );
+
+    // Fetched back whole: every rejected item once; status counts them.
+    let copy = tempdir("s3rej-copy").join("rejects.jsonl");
+    s3.fetch(&names.rejects, &copy).expect("fetch");
+    let text = std::fs::read_to_string(&copy).expect("fetched");
+    assert_eq!(text.len() as u64, size);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len() as u64, N / 5 * 4);
+    assert_eq!(keys_once(&db, &lines).await.len() as u64, N);
+    assert_eq!(
+        s3.lines(&names.rejects).expect("lines"),
+        Some(N / 5 * 4),
+        "counted as status counts"
+    );
+
+    // No copy of the rejects (whole items) left in the local working folder.
+    let local = s3.local_dir().expect("local dir").join(&names.rejects);
+    assert!(!local.exists(), "{} left behind", local.display());
+}
+
+/// A plain S3 client on moto, and `dir`'s bucket and prefix.
+async fn s3_of(dir: &str) -> (aws_sdk_s3::Client, String, String) {
+    let (bucket, prefix) = ddb2pg::source::s3::parse(dir).expect("s3 url");
+    let client = ddb2pg::source::s3::client(&no_aws(), &Some(moto_s3().to_string()))
+        .await
+        .expect("s3 client");
+    (client, bucket, prefix)
+}
+
+/// The keys (below `dir`'s prefix) of the objects whose key starts with `start`, sorted.
+pub(crate) async fn keys_under(dir: &str, start: &str) -> Vec<String> {
+    let (s3, bucket, prefix) = s3_of(dir).await;
+    let out = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(format!("{prefix}/{start}"))
+        .send()
+        .await
+        .expect("list");
+    let mut keys: Vec<String> = out
+        .contents()
+        .iter()
+        .filter_map(|o| o.key()?.strip_prefix(&format!("{prefix}/")))
+        .map(String::from)
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// The stored rejects `name` (`<stem>.rejects.jsonl`) under `dir`, read with a plain client:
+/// its parts `<stem>.rejects/part-*.jsonl` joined in name order.
+pub(crate) async fn stored_rejects(dir: &str, name: &str) -> Vec<u8> {
+    let (s3, bucket, prefix) = s3_of(dir).await;
+    let folder = format!("{}/", name.trim_end_matches(".jsonl"));
+    let mut all = Vec::new();
+    for key in keys_under(dir, &folder).await {
+        let out = s3
+            .get_object()
+            .bucket(&bucket)
+            .key(format!("{prefix}/{key}"))
+            .send()
+            .await
+            .expect("get");
+        all.extend(out.body.collect().await.expect("body").into_bytes());
+    }
+    all
+}
+
+/// Part `n` of the stored rejects `name` under `dir`, written with a plain client (as a run
+/// killed after uploading it leaves it).
+pub(crate) async fn put_part(
+    dir: &str,
+    name: &str,
+    n: u64,
+    body: aws_sdk_s3::primitives::ByteStream,
+) {
+    let (s3, bucket, prefix) = s3_of(dir).await;
+    let key = format!(
+        "{prefix}/{}/part-{n:08}.jsonl",
+        name.trim_end_matches(".jsonl")
+    );
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body)
+        .send()
+        .await
+        .expect("put part");
+}
+
+/// The rejects of the checkpoint `<stem>.json` in a listing whose name ends with `suffix`.
+pub(crate) fn rejects_named(listing: &[String], suffix: &str) -> String {
+    listing
+        .iter()
+        .find(|n| n.ends_with(suffix))
+        .unwrap_or_else(|| panic!("no *{suffix} in {listing:?}"))
+        .replace(".json", ".rejects.jsonl")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_parts_are_cut_back_to_the_checkpoint_and_strays_are_removed() {
+    const R: &str = "t.rejects.jsonl";
+    let dir = s3_checkpoint_dir().await;
+    let open = || S3Dir::open(&dir, &no_aws(), &Some(moto_s3().to_string())).expect("s3 dir");
+    let (a, b) = (open(), open());
+    let local = tempdir("parts-a").join(R);
+    a.fetch(R, &local).expect("fetch nothing");
+    assert!(!local.exists());
+    assert_eq!(a.lines(R).expect("lines"), None);
+    std::fs::write(&local, "a1\na2\n").expect("write");
+    a.publish_prefix(R, &local, 3).expect("first line");
+    a.publish(R, &local).expect("the rest");
+    std::fs::write(&local, "a1\na2\na3\n").expect("append");
+    a.publish(R, &local).expect("a third part");
+    let folder = R.trim_end_matches(".jsonl");
+    assert_eq!(
+        keys_under(&dir, folder).await,
+        (1..=3)
+            .map(|n| format!("{folder}/part-{n:08}.jsonl"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(a.lines(R).expect("lines"), Some(3));
+    assert_eq!(
+        a.show(R),
+        format!("{dir}/{folder}/"),
+        "shown as the folder of its parts"
+    );
+
+    // A part past a gap is not the file's, and goes at the next fetch.
+    put_part(&dir, R, 7, b"stray\n".to_vec().into()).await;
+    let local_b = tempdir("parts-b").join(R);
+    b.fetch(R, &local_b).expect("fetch");
+    assert_eq!(std::fs::read(&local_b).expect("fetched"), b"a1\na2\na3\n");
+    assert_eq!(keys_under(&dir, folder).await.len(), 3, "the stray removed");
+
+    // Cut back inside the second part: the third removed, the second replaced by its start.
+    std::fs::write(&local_b, "a1\na").expect("cut");
+    b.publish_prefix(R, &local_b, 4).expect("cut back");
+    assert_eq!(stored_rejects(&dir, R).await, b"a1\na");
+    assert_eq!(keys_under(&dir, folder).await.len(), 2);
+    // The first process's parts are not the stored ones any more: it cannot add its own.
+    std::fs::write(&local, "a1\na2\na3\nold\n").expect("append");
+    let err = a.publish(R, &local).expect_err("refused");
+    assert!(err.to_string().contains("another process"), "{err}");
+    assert_eq!(stored_rejects(&dir, R).await, b"a1\na");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_rejects_stops_the_follower_and_a_resume_applies_each_change_once() {
+    use aws_sdk_dynamodb::types::StreamViewType;
+    const N: u64 = 30;
+    let client = crate::support::ddb().await;
+    let table = unique("followrej");
+    crate::stream::create_table(&client, &table, Some(StreamViewType::NewAndOldImages)).await;
+    let db = new_database().await;
+    let work = tempdir("followrej");
+    let map = email_mapping(&work);
+    let cp = work.join("cp");
+    let args = |limit: &str| {
+        let mut a = migrate_args(&table, &db, &cp);
+        a.extend(
+            [
+                "--mapping",
+                &map,
+                "--create-tables",
+                "--follow",
+                "--until-caught-up",
+                "--max-rejects",
+                limit,
+            ]
+            .map(String::from),
+        );
+        a
+    };
+    let load = run(&args("10"));
+    assert_eq!(load.code, 0, "{}", load.stderr);
+    // 6 profiles (with an email) and 24 items the mapping rejects, through the stream.
+    for i in 0..N {
+        crate::support::put(&client, &table, &ddb2pg::sample::item(9, i)).await;
+    }
+    let stopped = run(&args("10"));
+    assert_eq!(stopped.code, 1, "{}", stopped.stderr);
+    assert!(
+        stopped.stderr.contains("--max-rejects 10 "),
+        "{}",
+        stopped.stderr
+    );
+    let recorded = rejected_total(&read_checkpoint(&cp));
+    assert!(recorded <= 10, "{recorded}");
+    assert_eq!(rejects_in(&cp).len() as u64, recorded);
+
+    let done = run(&args("0"));
+    assert_eq!(done.code, 4, "{}", done.stderr);
+    let lines = rejects_in(&cp);
+    assert_eq!(lines.len() as u64, N / 5 * 4);
+    assert_eq!(rejected_total(&read_checkpoint(&cp)), N / 5 * 4);
+    assert_eq!(keys_once(&db, &lines).await.len() as u64, N);
+}
