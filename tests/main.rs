@@ -66,6 +66,8 @@ mod target_env;
 mod tls;
 #[path = "suite/trust_local.rs"]
 mod trust_local;
+#[path = "suite/trust_shared.rs"]
+mod trust_shared;
 #[path = "suite/verify.rs"]
 mod verify;
 #[path = "suite/verify_export.rs"]
