@@ -214,7 +214,8 @@ impl Downloads {
                 Err(std::fs::TryLockError::Error(e)) => return Err(Error::file(&lock_path, e)),
             }
         }
-        // The folder itself is made by `source::s3::prepare`, its files under the run's lock.
+        // The folder itself is made by the download, under the run's lock (refused earlier,
+        // by `source::s3::prepare`, when someone else made it).
         Ok(Downloads { dir, lock })
     }
 

@@ -134,7 +134,18 @@ pub fn own_dir(path: &Path, holds: &str, instead: &str) -> Result<()> {
         Err(e) => return Err(Error::file(path, e)),
     }
     // Made now or found: look at what is there (not through a link).
-    let m = fs::symlink_metadata(path).map_err(|e| Error::file(path, e))?;
+    check_own_dir(path, holds, instead)
+}
+
+/// As [`own_dir`], without creating anything: a missing folder is fine (it is made later),
+/// one that exists is refused as `own_dir` refuses it. To refuse early, before the target is
+/// touched, a folder that is made only once the run holds its lock.
+pub fn check_own_dir(path: &Path, holds: &str, instead: &str) -> Result<()> {
+    let m = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::file(path, e)),
+    };
     if m.file_type().is_symlink() {
         return Err(symlink_refused(path));
     }

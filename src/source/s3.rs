@@ -5,10 +5,11 @@
 //! the objects below `prefix/` (refusing keys that would land outside the folder) and reads the
 //! export's two manifests into memory (each refused past its cap, by its listed size before
 //! it is fetched: `export::manifest_cap`), which gives the export's identity, and so the
-//! checkpoint and lock names. It also makes the download folder, this user's own, 0700, or
-//! refuses it when someone else made it (`crate::private::own_dir`), before anything touches
-//! the target. Then, under the lock, [`Download::run`] writes the files (see `fetch`: runs on
-//! one host that share the folder take turns, and never replace a copy another has checked).
+//! checkpoint and lock names. It also refuses a download folder that exists and is not this
+//! user's own with mode 0700 (`crate::private::check_own_dir`), before anything touches the
+//! target. Then, under the lock, [`Download::run`] makes the folder (`own_dir`) and writes the
+//! files (see `fetch`: runs on one host that share the folder take turns, and never replace a
+//! copy another has checked).
 //!
 //! Only what the export reads is downloaded: the manifests of its folder and the data files
 //! `manifest-files.json` lists (for a folder without manifests, the `.json` / `.json.gz` files
@@ -127,12 +128,9 @@ pub async fn prepare(
         .filter(|o| wanted.contains(&o.path))
         .cloned()
         .collect();
-    // The download folder is checked (made, or refused when it is not ours) now, before
-    // anything touches the target; its files are written by `Download::run`, under the lock.
-    if let Some(parent) = dest.parent() {
-        crate::private::dir(parent)?;
-    }
-    crate::private::own_dir(dest, fetch::HOLDS, fetch::INSTEAD)?;
+    // A download folder someone else made is refused now, before anything touches the
+    // target; the folder and its files are made by `Download::run`, under the lock.
+    crate::private::check_own_dir(dest, fetch::HOLDS, fetch::INSTEAD)?;
     Ok(Download {
         export,
         client,
