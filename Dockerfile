@@ -27,6 +27,12 @@ COPY --from=build /src/target/release/ddb2pg /usr/local/bin/ddb2pg
 # downloads) go to the temp folder: mount a writable, size-limited volume at /tmp when the
 # root filesystem is read-only (deploy/ does).
 WORKDIR /work
+# /tmp declared a volume: on ECS/Fargate (platform 1.4+) a task volume mounted there is
+# root-owned 0755 unless the image declares the path with VOLUME, in which case ECS copies
+# the image's /tmp into it, mode included (distroless: 1777), so user 65532 can make its
+# working folder there. Docker without -v gives it an anonymous writable volume; Kubernetes
+# ignores it (deploy/kubernetes mounts an emptyDir).
+VOLUME ["/tmp"]
 # distroless's nonroot user, by number: a kubelet asked for runAsNonRoot can only check a
 # numeric user ("image has non-numeric user, cannot verify user is non-root" otherwise).
 USER 65532:65532

@@ -1,10 +1,13 @@
 //! The local copies of an `s3://` export: `<checkpoint-dir>/s3-<bucket_prefix>/`, owner-only
 //! (see `crate::private`), removed once a run completes unless `--keep-downloads`.
 //!
-//! Runs of one export into different targets share the copies (their checkpoints differ, the
-//! folder does not): each holds a shared lock on `<checkpoint-dir>/s3-<bucket_prefix>.lock`
-//! while it reads them, and the copies are removed only when the lock can be made exclusive,
-//! so a run never deletes what another is still reading.
+//! Runs of one export on one host share the copies: shards with one checkpoint directory (or
+//! any s3:// one, whose working folder is in the temp directory), and loads into different
+//! targets (their checkpoints differ, the folder does not). Each holds a shared lock on
+//! `<checkpoint-dir>/s3-<bucket_prefix>.lock` while it reads them, and the copies are removed
+//! only when the lock can be made exclusive, so a run never deletes what another is still
+//! reading. They take turns downloading (`source::s3`'s `fetch`), so none replaces a copy
+//! another has checked.
 //!
 //! A copy is read as the very file whose MD5 (or size) was checked. The check (a fresh
 //! download, or a copy already there) records the checked file's identity as its handle
@@ -105,6 +108,12 @@ impl Seal {
     pub fn same_file(&self, other: &Seal) -> bool {
         (self.dev, self.ino) == (other.dev, other.ino)
     }
+
+    /// Whether `other` is the same file with the same size and modification time: what a
+    /// rename keeps (it changes only the change time).
+    pub fn same_contents(&self, other: &Seal) -> bool {
+        self.same_file(other) && (self.size, self.mtime) == (other.size, other.mtime)
+    }
 }
 
 /// The copies this process checked, by path.
@@ -150,11 +159,15 @@ pub fn open_checked(path: &Path) -> Result<File> {
             path,
             format!(
                 "this downloaded copy {what} after its MD5 was checked (it was {} bytes, is \
-                 {}): refused, nothing was read from it. Something other than this run writes \
-                 to the download folder: make sure only you and ddb2pg can (see README, \
-                 Security), then run the same command again: the copy is checked again and \
-                 fetched again",
-                want.size, now.size
+                 {}): refused, nothing was read from it. The download folder is yours and \
+                 0700, so a process running as you (or as root) wrote there: ddb2pg runs on \
+                 this machine that download the same export (shards, other targets) take \
+                 turns and never replace a copy another has checked, so look for another \
+                 program writing into {}, or an older ddb2pg reading the same export. Then run \
+                 the same command again: the copy is checked again and fetched again",
+                want.size,
+                now.size,
+                path.parent().unwrap_or(path).display()
             ),
         ));
     }
@@ -201,7 +214,8 @@ impl Downloads {
                 Err(std::fs::TryLockError::Error(e)) => return Err(Error::file(&lock_path, e)),
             }
         }
-        // The folder itself is made by the download, under the run's lock.
+        // The folder itself is made by the download, under the run's lock (refused earlier,
+        // by `source::s3::prepare`, when someone else made it).
         Ok(Downloads { dir, lock })
     }
 

@@ -3,21 +3,27 @@
 //!
 //! They are created owner-only (files 0600, directories 0700) and never through a symbolic
 //! link: files are opened with `O_NOFOLLOW`, and a link in the place of a file or directory
-//! ddb2pg writes is refused with exit 2, naming it. An existing file that grants group or others
-//! any access is tightened when opened for writing.
+//! ddb2pg writes is refused with exit 2, naming it. An existing file of the run that belongs
+//! to another user is refused (exit 2, naming it and its owner: in a folder others may add
+//! names to, it may have been put there first); one of ours that grants group or others any
+//! access is tightened when opened for writing.
 //!
 //! Directories come in two kinds:
 //! - The checkpoint directory, named by the user ([`dir`]): an existing one open to others is
 //!   tightened when it holds only ddb2pg's files. One that another user controls (owned by
-//!   someone else than us or root, or writable by others without the sticky bit, so that they
-//!   could rename or replace our files) is refused with exit 2; one that others can only read
-//!   or, like /tmp, only add their own names to, is used with a warning.
+//!   someone else than us or root, or, without the sticky bit, writable by others or by a
+//!   group we are not in, so that they could rename or replace our files) is refused with
+//!   exit 2. One only its owner and a group of ours can write to is used (a Kubernetes volume
+//!   with `fsGroup`: root-owned, mode 2775, the pod's group): that group's members are trusted
+//!   as much as we are. One that others can only read or, like /tmp, only add their own names
+//!   to, is used with a warning.
 //! - Folders ddb2pg names itself in a place others may write to ([`own_dir`]): the S3 working
 //!   folder in the temp directory, an `s3://` export's download folder, verify's copies. Their
 //!   names are predictable, so another local user could make one first and then read or swap
 //!   what ddb2pg puts there: such a folder is created fresh (mode 0700), or used only when it
-//!   already is ours with mode 0700. Anything else is refused with exit 2, naming the folder,
-//!   its owner and mode, and what to do. Never "warn and use".
+//!   already is ours with permission bits 0700 (a setgid bit inherited from the parent, as in
+//!   a Kubernetes `fsGroup` volume, grants nothing and is ignored). Anything else is refused
+//!   with exit 2, naming the folder, its owner and mode, and what to do. Never "warn and use".
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -51,11 +57,27 @@ pub fn refuse_symlink(path: &Path) -> Result<()> {
     }
 }
 
-/// Tighten an existing regular file open to others to 0600 (a missing one is fine; links are
-/// left alone: see `refuse_symlink`).
+/// Check a file of the run before it is used: one that belongs to another user is refused
+/// (exit 2, naming it and its owner): in a folder others may add names to (sticky, like /tmp)
+/// another user could have put it there first, a checkpoint marking segments done or a lock
+/// naming a holder, and ddb2pg never reads or writes a file it did not make. An existing one
+/// open to others is tightened to 0600. A missing one is fine; links are left alone (see
+/// `refuse_symlink`).
 pub fn tighten_file(path: &Path) -> Result<()> {
     #[cfg(unix)]
     if let Ok(m) = fs::symlink_metadata(path) {
+        use std::os::unix::fs::MetadataExt;
+        let (owner, me) = (m.uid(), uid());
+        if m.is_file() && owner != me {
+            return Err(Error::config(format!(
+                "{} belongs to user {owner}, not to you (user {me}): ddb2pg uses only files it \
+                 made itself, and in a folder others can add files to, another user may have put \
+                 this one there first to steer the run. Refused; nothing was read from it or \
+                 written. Remove it if you know it is a leftover (a run as user {owner}), or give \
+                 --checkpoint-dir a folder of your own",
+                path.display()
+            )));
+        }
         if m.is_file() && m.permissions().mode() & 0o077 != 0 {
             fs::set_permissions(path, fs::Permissions::from_mode(FILE_MODE))
                 .map_err(|e| Error::file(path, e))?;
@@ -112,7 +134,18 @@ pub fn own_dir(path: &Path, holds: &str, instead: &str) -> Result<()> {
         Err(e) => return Err(Error::file(path, e)),
     }
     // Made now or found: look at what is there (not through a link).
-    let m = fs::symlink_metadata(path).map_err(|e| Error::file(path, e))?;
+    check_own_dir(path, holds, instead)
+}
+
+/// As [`own_dir`], without creating anything: a missing folder is fine (it is made later),
+/// one that exists is refused as `own_dir` refuses it. To refuse early, before the target is
+/// touched, a folder that is made only once the run holds its lock.
+pub fn check_own_dir(path: &Path, holds: &str, instead: &str) -> Result<()> {
+    let m = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::file(path, e)),
+    };
     if m.file_type().is_symlink() {
         return Err(symlink_refused(path));
     }
@@ -126,7 +159,9 @@ pub fn own_dir(path: &Path, holds: &str, instead: &str) -> Result<()> {
     {
         use std::os::unix::fs::MetadataExt;
         let (owner, mode, me) = (m.uid(), m.mode() & 0o7777, uid());
-        if owner != me || mode != DIR_MODE {
+        // The permission bits only: a setgid bit inherited from the parent (a Kubernetes
+        // emptyDir with fsGroup is 2777, so ours is 2700) grants no one any access.
+        if owner != me || mode & 0o777 != DIR_MODE {
             return Err(Error::config(format!(
                 "{}: this folder already exists, owned by user {owner} with mode {mode:04o}; \
                  ddb2pg keeps {holds} there and uses it only when it is yours (user {me}) with \
@@ -212,28 +247,57 @@ fn existing_dir(path: &Path, m: &fs::Metadata) -> Result<()> {
 }
 
 /// Refuse a checkpoint directory another user controls: owned by someone else than this user
-/// or root, or writable by others without the sticky bit (they could rename or replace the
-/// files in it) unless it holds only ddb2pg's files and is ours (then it is tightened).
+/// or root, or, without the sticky bit, writable by others or by a group this user is not in
+/// (they could rename or replace the files in it), unless it holds only ddb2pg's files and is
+/// ours (then it is tightened). A folder only its owner (us or root) and a group of ours can
+/// write to is used: a Kubernetes volume with `fsGroup` is root-owned, group-writable by the
+/// pod's group (mode 2775).
 #[cfg(unix)]
 fn refuse_controlled_by_others(path: &Path, m: &fs::Metadata) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let (owner, mode, me) = (m.uid(), m.mode() & 0o7777, uid());
+    let (owner, group, mode, me) = (m.uid(), m.gid(), m.mode() & 0o7777, uid());
     let foreign = owner != me && owner != 0;
-    let writable = mode & 0o022 != 0 && mode & 0o1000 == 0;
-    if foreign || (writable && !only_ours(path, m)) {
+    let sticky = mode & 0o1000 != 0;
+    let others_write = mode & 0o002 != 0 && !sticky;
+    let group_write = mode & 0o020 != 0 && !sticky && !in_group(group);
+    if foreign || ((others_write || group_write) && !only_ours(path, m)) {
+        let who = if foreign {
+            "another user controls it".to_string()
+        } else if others_write {
+            "any user can write to it".to_string()
+        } else {
+            format!("the members of group {group}, which you are not in, can write to it")
+        };
         return Err(Error::config(format!(
-            "{} belongs to user {owner} with mode {mode:04o}: {}, so they could read, rename or \
-             replace the checkpoint, lock, rejects and export copies ddb2pg keeps there. \
-             Refused; nothing was written. Give --checkpoint-dir a folder of your own (user {me})",
+            "{} belongs to user {owner} (group {group}) with mode {mode:04o}: {who}, so they \
+             could read, rename or replace the checkpoint, lock, rejects and export copies \
+             ddb2pg keeps there. Refused; nothing was written. Give --checkpoint-dir a folder of \
+             your own (user {me}), or one only you and a group you are in can write to",
             path.display(),
-            if foreign {
-                "another user controls it"
-            } else {
-                "others can write to it"
-            }
         )));
     }
     Ok(())
+}
+
+/// Whether this process is in group `gid` (its effective group or a supplementary one).
+#[cfg(unix)]
+pub fn in_group(gid: u32) -> bool {
+    // SAFETY: getegid has no preconditions and cannot fail.
+    if unsafe { libc::getegid() } == gid {
+        return true;
+    }
+    // SAFETY: with a size of 0 getgroups only counts the groups.
+    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    let Ok(len) = usize::try_from(n) else {
+        return false;
+    };
+    let mut groups: Vec<libc::gid_t> = vec![0; len];
+    // SAFETY: `groups` has room for `n` entries, as passed.
+    let got = unsafe { libc::getgroups(n, groups.as_mut_ptr()) };
+    let Ok(got) = usize::try_from(got) else {
+        return false;
+    };
+    groups.iter().take(got).any(|&g| g == gid)
 }
 
 /// Open `path` with `options`, creating it 0600 and never through a symbolic link (the open
@@ -343,7 +407,7 @@ mod tests {
         // A folder others may write to and that holds more than ddb2pg's files is refused.
         fs::set_permissions(&project, fs::Permissions::from_mode(0o777)).expect("chmod");
         let err = dir(&project).expect_err("refused").to_string();
-        assert!(err.contains("others can write to it"), "{err}");
+        assert!(err.contains("any user can write to it"), "{err}");
         // A sticky one (like /tmp) is used: others cannot rename or remove our files there.
         fs::set_permissions(&project, fs::Permissions::from_mode(0o1777)).expect("chmod");
         dir(&project).expect("sticky");
@@ -383,6 +447,33 @@ mod tests {
     }
 
     #[test]
+    fn a_setgid_parent_and_a_group_of_ours_are_fine() {
+        use std::os::unix::fs::MetadataExt;
+        // A folder made inside a setgid parent (a Kubernetes emptyDir with fsGroup is 2777)
+        // inherits the bit: 2700 is still this user's alone.
+        let d = tempdir("setgid");
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o2777)).expect("chmod");
+        let made = d.join("made");
+        own_dir(&made, "copies", "set TMPDIR").expect("created in a setgid parent");
+        let m = fs::symlink_metadata(&made).expect("stat");
+        assert_eq!(m.mode() & 0o7777, 0o2700, "inherited setgid");
+        own_dir(&made, "copies", "set TMPDIR").expect("ours, 2700: used again");
+        // A checkpoint folder only its owner and a group of ours can write to (a volume with
+        // fsGroup: 2775), holding more than ddb2pg's files (lost+found): used, left as it is.
+        let shared = d.join("shared");
+        fs::create_dir(&shared).expect("mkdir");
+        fs::create_dir(shared.join("lost+found")).expect("mkdir");
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o2775)).expect("chmod");
+        assert!(in_group(fs::symlink_metadata(&shared).expect("stat").gid()));
+        dir(&shared).expect("group-writable by a group of ours");
+        assert_eq!(mode(&shared), 0o775);
+        // Writable by anyone: refused, and the message says so.
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o2777)).expect("chmod");
+        let err = dir(&shared).expect_err("refused").to_string();
+        assert!(err.contains("any user can write to it"), "{err}");
+    }
+
+    #[test]
     fn folders_of_another_user_are_refused() {
         // Only root can give a folder away.
         if uid() != 0 {
@@ -398,5 +489,29 @@ mod tests {
         assert!(err.contains("owned by user 65534"), "{err}");
         let err = dir(&theirs).expect_err("refused").to_string();
         assert!(err.contains("another user controls it"), "{err}");
+        // Writable by a group we are not in (root is in group 0 only): refused, naming it.
+        let grouped = d.join("grouped");
+        fs::create_dir(&grouped).expect("mkdir");
+        fs::create_dir(grouped.join("lost+found")).expect("mkdir");
+        std::os::unix::fs::chown(&grouped, Some(0), Some(65532)).expect("chown");
+        fs::set_permissions(&grouped, fs::Permissions::from_mode(0o2775)).expect("chmod");
+        if !in_group(65532) {
+            let err = dir(&grouped).expect_err("refused").to_string();
+            assert!(
+                err.contains("members of group 65532, which you are not in"),
+                "{err}"
+            );
+        }
+        // A file of another user in a folder of ours: refused by name, not read or changed.
+        let planted = d.join("app-0123456789ab.json");
+        fs::write(&planted, "{}").expect("write");
+        fs::set_permissions(&planted, fs::Permissions::from_mode(0o644)).expect("chmod");
+        std::os::unix::fs::chown(&planted, Some(65534), None).expect("chown");
+        let err = tighten_file(&planted).expect_err("refused").to_string();
+        assert!(
+            err.contains("app-0123456789ab.json") && err.contains("belongs to user 65534"),
+            "{err}"
+        );
+        assert_eq!(mode(&planted), 0o644, "left as it is");
     }
 }

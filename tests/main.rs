@@ -70,6 +70,8 @@ mod tls;
 mod trust_local;
 #[path = "suite/trust_rejects.rs"]
 mod trust_rejects;
+#[path = "suite/trust_shared.rs"]
+mod trust_shared;
 #[path = "suite/trust_state.rs"]
 mod trust_state;
 #[path = "suite/verify.rs"]

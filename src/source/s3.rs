@@ -1,37 +1,39 @@
 //! `--export s3://bucket/prefix`: the export's manifests and data files are downloaded (streamed
 //! to disk) into a folder next to the checkpoint, then read as a local export.
 //!
-//! In two steps, so that nothing is written before the run holds its lock: [`prepare`] lists
+//! In two steps, so that no file is written before the run holds its lock: [`prepare`] lists
 //! the objects below `prefix/` (refusing keys that would land outside the folder) and reads the
 //! export's two manifests into memory (each refused past its cap, by its listed size before
 //! it is fetched: `export::manifest_cap`), which gives the export's identity, and so the
-//! checkpoint and lock names; then, under the lock, [`Download::run`] writes the files.
+//! checkpoint and lock names. It also refuses a download folder that exists and is not this
+//! user's own with mode 0700 (`crate::private::check_own_dir`), before anything touches the
+//! target. Then, under the lock, [`Download::run`] makes the folder (`own_dir`) and writes the
+//! files (see `fetch`: runs on one host that share the folder take turns, and never replace a
+//! copy another has checked).
 //!
 //! Only what the export reads is downloaded: the manifests of its folder and the data files
 //! `manifest-files.json` lists (for a folder without manifests, the `.json` / `.json.gz` files
 //! in it and in its `data/`, which is what a local folder is read as). Other objects under the
-//! prefix are not fetched.
+//! prefix are not fetched. Every shard of an export downloads all of them (a shard's segments
+//! are known only later, once its checkpoint is read); siblings on one host share the copies.
 //!
 //! A file already there with the right size is kept when its MD5 is the manifest's
 //! `md5Checksum` (else the object's ETag, when that is an MD5), so a resume fetches only what
 //! is missing or damaged. Each data file checked (fetched, or found intact) is sealed
 //! (`crate::downloads::seal`) from the handle that was checked, so the reader refuses it if it
-//! is swapped or changed afterwards. The download folder itself is this user's own, 0700
-//! (`crate::private::own_dir`); folders below it are created 0700 and files 0600, never
-//! through a symbolic link (see `crate::private`).
+//! is swapped or changed afterwards. Folders below the download folder are created 0700 and
+//! files 0600, never through a symbolic link (see `crate::private`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::Client;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
-use md5::{Digest, Md5};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::export::{self, Export, Tree};
 use crate::cli::AwsArgs;
 use crate::error::{Error, Result};
+
+mod fetch;
 
 /// `s3://bucket/prefix` split; None when `s` is not an s3 URL.
 pub fn parse(s: &str) -> Option<(String, String)> {
@@ -126,6 +128,9 @@ pub async fn prepare(
         .filter(|o| wanted.contains(&o.path))
         .cloned()
         .collect();
+    // A download folder someone else made is refused now, before anything touches the
+    // target; the folder and its files are made by `Download::run`, under the lock.
+    crate::private::check_own_dir(dest, fetch::HOLDS, fetch::INSTEAD)?;
     Ok(Download {
         export,
         client,
@@ -273,268 +278,6 @@ impl Tree for Listing<'_> {
     }
 }
 
-impl Download {
-    /// Write the export into its folder: the manifests as `prepare` read them, and each data
-    /// file not already there intact; each data file is sealed as checked. Call it under the
-    /// run's lock.
-    pub async fn run(&self) -> Result<()> {
-        crate::private::own_dir(
-            &self.dest,
-            "the downloaded copies of an s3:// export",
-            "give --checkpoint-dir a folder of your own",
-        )?;
-        let md5: HashMap<&PathBuf, &String> = self
-            .export
-            .files
-            .iter()
-            .zip(&self.export.md5)
-            .filter_map(|(f, m)| Some((f, m.as_ref()?)))
-            .collect();
-        for o in &self.objects {
-            if let Some(dir) = o.path.parent() {
-                crate::private::dir(dir)?;
-            }
-            if let Some(text) = self.manifests.get(&o.path) {
-                let tmp = part_path(&o.path);
-                {
-                    use std::io::Write as _;
-                    crate::private::create(&tmp)?
-                        .write_all(text.as_bytes())
-                        .map_err(|e| Error::file(&tmp, e))?;
-                }
-                rename(&tmp, &o.path).await?;
-                continue;
-            }
-            let expected = match md5.get(&o.path) {
-                Some(m) => Some(Expected::Manifest(decode_md5(m, &o.key)?)),
-                None => o.etag.as_deref().and_then(etag_md5).map(Expected::ETag),
-            };
-            if self.intact(o, expected.as_ref()).await? {
-                continue;
-            }
-            self.fetch(o, expected.as_ref()).await?;
-        }
-        Ok(())
-    }
-
-    /// Whether the file is already there, with the object's size and the expected MD5 (then
-    /// sealed as the handle checked shows it).
-    async fn intact(&self, o: &Object, expected: Option<&Expected>) -> Result<bool> {
-        let Some(file) = open_copy(&o.path)? else {
-            return Ok(false);
-        };
-        let meta = file.metadata().map_err(|e| Error::file(&o.path, e))?;
-        if !meta.is_file() || meta.len() != o.size {
-            return Ok(false);
-        }
-        let ok = match expected {
-            None => true,
-            Some(expected) => handle_md5(&o.path, file).await? == expected.digest(),
-        };
-        if ok {
-            crate::downloads::seal(&o.path, crate::downloads::Seal::of(&meta));
-        } else if let Some(expected) = expected {
-            eprintln!(
-                "ddb2pg: {}: its content is not what {} says (MD5 differs, size is right): \
-                 fetching it again",
-                o.path.display(),
-                expected.source()
-            );
-        }
-        Ok(ok)
-    }
-
-    /// Stream one object to its file, via a tmp file of this process renamed when complete and
-    /// checked.
-    async fn fetch(&self, o: &Object, expected: Option<&Expected>) -> Result<()> {
-        let (bucket, key) = (&self.bucket, &o.key);
-        let tmp = part_path(&o.path);
-        let got = self.stream_to(o, &tmp).await;
-        let (digest, written) = match got {
-            Ok(d) => d,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(e);
-            }
-        };
-        match expected {
-            Some(Expected::Manifest(want)) if digest != *want => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(Error::file(
-                    &o.path,
-                    format!(
-                        "s3://{bucket}/{key} was downloaded, but its MD5 is {} where the \
-                         manifest's md5Checksum is {}: the object is damaged or is not the file \
-                         the manifest lists. Nothing was read from it; check the export (or \
-                         export the table again)",
-                        STANDARD.encode(digest),
-                        STANDARD.encode(want)
-                    ),
-                ));
-            }
-            Some(Expected::ETag(want)) if digest != *want => eprintln!(
-                "ddb2pg: s3://{bucket}/{key}: its ETag is not its MD5 (an object encrypted \
-                 with SSE-KMS?): its content could not be checked"
-            ),
-            _ => {}
-        }
-        rename(&tmp, &o.path).await?;
-        // Sealed as the file just written, found again under its name.
-        let found = open_copy(&o.path)?
-            .map(|f| f.metadata().map_err(|e| Error::file(&o.path, e)))
-            .transpose()?
-            .map(|m| crate::downloads::Seal::of(&m));
-        match found {
-            Some(seal) if seal.same_file(&written) => {
-                crate::downloads::seal(&o.path, seal);
-                Ok(())
-            }
-            _ => Err(Error::file(
-                &o.path,
-                "was replaced by another file as soon as it was downloaded: something other \
-                 than this run writes to the download folder. Nothing was read from it; make \
-                 sure only you and ddb2pg can write there, then run the same command again",
-            )),
-        }
-    }
-
-    /// Write the object's body to `tmp`; returns its MD5 and what the written file is.
-    async fn stream_to(
-        &self,
-        o: &Object,
-        tmp: &Path,
-    ) -> Result<([u8; 16], crate::downloads::Seal)> {
-        let (bucket, key) = (&self.bucket, &o.key);
-        let out = self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| {
-                s3_err(
-                    &format!("get s3://{bucket}/{key}"),
-                    aws_sdk_s3::error::DisplayErrorContext(e),
-                )
-            })?;
-        let mut f = tokio::fs::File::from_std(crate::private::create(tmp)?);
-        let mut hash = Md5::new();
-        let mut body = out.body;
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|e| s3_err(&format!("read s3://{bucket}/{key}"), e))?
-        {
-            hash.update(&chunk);
-            f.write_all(&chunk).await.map_err(|e| Error::file(tmp, e))?;
-        }
-        f.sync_all().await.map_err(|e| Error::file(tmp, e))?;
-        let meta = f.metadata().await.map_err(|e| Error::file(tmp, e))?;
-        Ok((digest(hash), crate::downloads::Seal::of(&meta)))
-    }
-}
-
-/// An MD5 a data file must have, and where it comes from.
-enum Expected {
-    /// The manifest's `md5Checksum`: a mismatch after a fresh download is an error.
-    Manifest([u8; 16]),
-    /// The object's ETag, which is its MD5 unless it was uploaded in parts or encrypted with
-    /// SSE-KMS: a mismatch after a fresh download is only reported.
-    ETag([u8; 16]),
-}
-
-impl Expected {
-    fn digest(&self) -> [u8; 16] {
-        match self {
-            Expected::Manifest(d) | Expected::ETag(d) => *d,
-        }
-    }
-    fn source(&self) -> &'static str {
-        match self {
-            Expected::Manifest(_) => "the manifest's md5Checksum",
-            Expected::ETag(_) => "the object's ETag",
-        }
-    }
-}
-
-/// A manifest's `md5Checksum` (base64 of 16 bytes).
-fn decode_md5(b64: &str, key: &str) -> Result<[u8; 16]> {
-    STANDARD
-        .decode(b64)
-        .ok()
-        .and_then(|b| <[u8; 16]>::try_from(b).ok())
-        .ok_or_else(|| {
-            Error::config(format!(
-                "manifest-files.json: the md5Checksum of {key} is {b64:?}, not the base64 of an \
-                 MD5: the manifest is damaged"
-            ))
-        })
-}
-
-/// An ETag that is an MD5 (32 hex digits: a single-part upload); None for a multipart ETag.
-fn etag_md5(etag: &str) -> Option<[u8; 16]> {
-    if etag.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(etag.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-fn digest(hash: Md5) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    out.copy_from_slice(hash.finalize().as_slice());
-    out
-}
-
-/// A copy opened for reading, never through a symbolic link; None when there is none (or a
-/// link: it is replaced by the download).
-fn open_copy(path: &Path) -> Result<Option<std::fs::File>> {
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NOFOLLOW);
-    }
-    match options.open(path) {
-        Ok(f) => Ok(Some(f)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) if crate::private::is_symlink_error(&e) => Ok(None),
-        Err(e) => Err(Error::file(path, e)),
-    }
-}
-
-/// The MD5 of what `file` (open at `path`) holds.
-async fn handle_md5(path: &Path, file: std::fs::File) -> Result<[u8; 16]> {
-    let mut f = tokio::fs::File::from_std(file);
-    let mut hash = Md5::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).await.map_err(|e| Error::file(path, e))?;
-        if n == 0 {
-            return Ok(digest(hash));
-        }
-        hash.update(&buf[..n]);
-    }
-}
-
-/// `<path>.<pid>.part`: a download in progress, this process's own.
-fn part_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(format!(".{}.part", std::process::id()));
-    PathBuf::from(s)
-}
-
-async fn rename(tmp: &Path, path: &Path) -> Result<()> {
-    tokio::fs::rename(tmp, path)
-        .await
-        .map_err(|e| Error::file(path, e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,22 +290,6 @@ mod tests {
         );
         assert_eq!(super::parse("s3://b"), Some(("b".into(), "".into())));
         assert_eq!(super::parse("/local/dir"), None);
-    }
-
-    #[test]
-    fn checksums_of_real_manifests_and_etags() {
-        // A real export's manifest line (shared/real-data, scylla-migrator's S3ExportTest).
-        let d = decode_md5("rzAeIrtALbOlNdK5Hh8tgA==", "k").expect("md5");
-        assert_eq!(etag_md5("af301e22bb402db3a535d2b91e1f2d80"), Some(d));
-        // Multipart ETags are not an MD5 of the object.
-        assert_eq!(etag_md5("d1663e415aedcbf3c4977cde7002d2bf-1"), None);
-        assert_eq!(etag_md5("zz301e22bb402db3a535d2b91e1f2d80"), None);
-        assert!(decode_md5("not base64!", "k").is_err());
-        assert!(decode_md5("aGVsbG8=", "k").is_err());
-        assert_eq!(
-            digest(Md5::new()),
-            etag_md5("d41d8cd98f00b204e9800998ecf8427e").expect("e")
-        );
     }
 
     #[test]

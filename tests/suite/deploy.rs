@@ -140,6 +140,28 @@ fn the_image_runs_as_a_numeric_non_root_user_from_base_images_pinned_by_digest()
     }
 }
 
+/// On Fargate (platform 1.4+) a task volume with a name only is root-owned 0755, so user
+/// 65532 could not make its working folder in /tmp; ECS copies the image's /tmp (distroless:
+/// 1777) into it only when the image declares that path a `VOLUME`.
+#[test]
+fn the_image_declares_tmp_a_volume_so_fargate_keeps_it_writable() {
+    let text = std::fs::read_to_string(repo_file("Dockerfile")).expect("Dockerfile");
+    let run_stage = text.rsplit("\nFROM ").next().unwrap_or("");
+    assert!(
+        run_stage.lines().any(|l| l.trim() == r#"VOLUME ["/tmp"]"#),
+        "the run stage declares VOLUME [\"/tmp\"]"
+    );
+    let batch = json_file("deploy/aws-batch/job-definition.json");
+    let mounts = batch["containerProperties"]["mountPoints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        mounts.iter().any(|m| m["containerPath"] == "/tmp"),
+        "the Fargate definition mounts its task volume at the image's VOLUME path"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The Kubernetes Job: the Pod Security "restricted" profile, bounded writable storage.
 // ---------------------------------------------------------------------------------------------
