@@ -425,6 +425,10 @@ impl Storage for S3Dir {
         self.count_parts_lines(name)
     }
 
+    fn holds(&self, name: &str) -> Result<bool> {
+        Ok(self.has_parts(name)? || self.list()?.iter().any(|n| n == name))
+    }
+
     fn secure(&self, _names: &Names) -> Result<()> {
         Ok(())
     }

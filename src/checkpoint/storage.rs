@@ -64,6 +64,11 @@ pub trait Storage: Send + Sync {
     fn rename(&self, from: &str, to: &str) -> Result<bool>;
     /// The names of the documents in this storage.
     fn list(&self) -> Result<Vec<String>>;
+    /// Whether `name` is stored (a copied file such as the rejects included, which S3 keeps
+    /// as a folder of parts that `list` does not show).
+    fn holds(&self, name: &str) -> Result<bool> {
+        Ok(self.list()?.iter().any(|n| n == name))
+    }
     /// Take the lock `name` for this process, or fail (exit 2) naming the live holder. `lease`:
     /// how long an S3 lock stays valid without renewal (it is renewed every third of it).
     fn lock(&self, name: &str, lease: Duration) -> Result<Box<dyn Held>>;

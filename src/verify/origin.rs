@@ -202,22 +202,21 @@ fn is_s3(dir: &Path) -> bool {
     dir.to_string_lossy().starts_with("s3://")
 }
 
-/// The rejects files of `names` that `--checkpoint-dir` holds, as shown.
+/// The rejects files of `names` that `--checkpoint-dir` holds, as shown (on S3 a folder of
+/// parts, see `checkpoint::s3`).
 fn existing_rejects(args: &VerifyArgs, names: &[Names]) -> Result<Vec<String>> {
+    // A local folder that does not exist (nothing migrated with it) holds none.
+    if !is_s3(&args.checkpoint_dir) && !args.checkpoint_dir.exists() {
+        return Ok(Vec::new());
+    }
     let storage = checkpoint_storage(args)?;
-    let listed: std::collections::BTreeSet<String> = match storage.list() {
-        Ok(names) => names.into_iter().collect(),
-        // A local folder that does not exist (nothing migrated with it) holds none.
-        Err(_) if !args.checkpoint_dir.exists() && !is_s3(&args.checkpoint_dir) => {
-            Default::default()
+    let mut shown = Vec::new();
+    for n in names {
+        if storage.holds(&n.rejects)? {
+            shown.push(storage.show(&n.rejects));
         }
-        Err(e) => return Err(e),
-    };
-    Ok(names
-        .iter()
-        .filter(|n| listed.contains(&n.rejects))
-        .map(|n| storage.show(&n.rejects))
-        .collect())
+    }
+    Ok(shown)
 }
 
 /// This run's own folder for s3:// copies (owner-only, like migrate's), so that a migrate of

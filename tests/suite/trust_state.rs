@@ -343,12 +343,19 @@ async fn verify_reads_the_rejects_of_an_s3_checkpoint_folder() {
     let migrated = run_at(&cwd, &args);
     assert_eq!(migrated.code, Some(4), "{}", migrated.stderr);
     let storage = S3Dir::open(&dir, &no_aws(), &Some(moto_s3().to_string())).expect("s3 dir");
-    let rejects = storage
+    // The rejects are a folder of parts beside the checkpoint `<stem>.json`.
+    let checkpoint = storage
         .list()
         .expect("list")
         .into_iter()
-        .find(|n| n.ends_with(".rejects.jsonl"))
-        .expect("a rejects object");
+        .find(|n| n.ends_with(".json") && !n.ends_with(".report.json"))
+        .expect("a checkpoint object");
+    let rejects = format!("{}.rejects.jsonl", checkpoint.trim_end_matches(".json"));
+    assert_eq!(
+        storage.lines(&rejects).expect("count"),
+        Some(1),
+        "one reject stored"
+    );
 
     let verify: Vec<String> = [
         "verify",

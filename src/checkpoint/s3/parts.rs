@@ -254,6 +254,11 @@ impl S3Dir {
         })?
     }
 
+    /// Whether `name` has parts stored.
+    pub(super) fn has_parts(&self, name: &str) -> Result<bool> {
+        Ok(!self.list_parts(name)?.is_empty())
+    }
+
     /// The non-empty lines of the stored file `name`, read in pieces; None without parts.
     pub(super) fn count_parts_lines(&self, name: &str) -> Result<Option<u64>> {
         let (parts, _) = chain(self.list_parts(name)?);
