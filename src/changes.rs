@@ -23,7 +23,15 @@
 //! delete are derived from the item's key attributes, in every table whose key columns all
 //! come from them ([`key_rows`]); such a row is keyed by exactly the item's key, so it can only
 //! be the item's, and it is deleted whatever it holds (`Always`). A deletion that cannot be
-//! derived is rejected with the reason, never dropped.
+//! derived is rejected with the reason, never dropped. An old image the mapping rejects (a
+//! value of a type this ddb2pg does not know where the mapping reads, say) made no rows, since
+//! a load or the change that wrote it was rejected too: its key rows are deleted all the same
+//! when they can be derived, and nothing else.
+//!
+//! **The same item gives the same rows, or the same reject, however it arrives** (table scan,
+//! export, stream): an image is mapped by the transform the scan path uses. A value of an
+//! unknown type in a stream image is kept as the SDK's `Unknown`, as in a Scan response, so
+//! the item is rejected only when the mapping reads that value.
 //!
 //! **Changes of different items commute**: a write and a conditional delete of the same row by
 //! two items end the same in either order unless both map that row identically (the limit
@@ -54,9 +62,9 @@ pub struct Change {
     pub old: Option<Item>,
     /// The item after the change (absent for a deletion).
     pub new: Option<Item>,
-    /// A value of a type this ddb2pg does not know in the record (the images lack it): the
-    /// change is rejected with the reason, as the scan path rejects such an item, never
-    /// written with the value as NULL.
+    /// A value of a type this ddb2pg does not know where the record cannot hold one (its
+    /// Keys), or anywhere when this SDK cannot represent it (the images then lack it): the
+    /// change is rejected with the reason, never written with the value as NULL.
     pub unreadable: Option<Unreadable>,
 }
 
@@ -264,3 +272,5 @@ pub fn key_rows(plan: &Plan, keys: &Item, out: &mut Vec<Row>) -> Result<(), Reje
 mod sequence_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unknown_tests;

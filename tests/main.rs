@@ -62,6 +62,8 @@ mod status_config;
 mod stream;
 #[path = "suite/stream_double.rs"]
 mod stream_double;
+#[path = "suite/stream_unknown_types.rs"]
+mod stream_unknown_types;
 #[path = "suite/target_env.rs"]
 mod target_env;
 #[path = "suite/tls.rs"]

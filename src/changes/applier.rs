@@ -206,37 +206,7 @@ impl<'a> Applier<'a> {
                 unsure: None,
             };
         }
-        let mut rejected = None;
-        let mut unsure = None;
-        // Deletions: what the old image maps to; without one, what the keys can have.
-        self.scratch.clear();
-        let mut always = false;
-        match (&change.old, self.old_images, &change.new) {
-            (Some(old), _, _) => {
-                // An old image that was itself rejected had no rows.
-                let _ = transform(self.plan, old, &mut self.scratch);
-            }
-            (None, OldImages::Complete, Some(_)) => {}
-            (None, _, new) => {
-                always = true;
-                let derived = match &change.keys {
-                    Some(k) => key_rows(self.plan, k, &mut self.scratch),
-                    None => Err(Reject {
-                        table: None,
-                        column: None,
-                        kind: "cannot map a deletion",
-                        reason: "the change has no Keys and no old image".into(),
-                    }),
-                };
-                // A new image without a known old one: its own rows are written below; only
-                // a deletion must be derivable, an update is counted as unsure.
-                match (derived, new) {
-                    (Err(r), None) => rejected = Some(r),
-                    (Err(r), Some(_)) => unsure = Some(r.reason),
-                    (Ok(()), _) => {}
-                }
-            }
-        }
+        let (always, mut rejected, unsure) = self.old_rows(change);
         let old = std::mem::take(&mut self.scratch);
         if always {
             for row in old {
@@ -264,6 +234,50 @@ impl<'a> Applier<'a> {
             skipped,
             rejected,
             unsure,
+        }
+    }
+
+    /// The rows `change` replaces, into `scratch`: what its old image maps to, or without one
+    /// (or with one the mapping rejects: it made no rows) the rows its keys can have. Returns
+    /// whether those are deleted whatever they hold, a reject (a deletion that cannot be
+    /// mapped) and the reason an update is unsure (its old rows cannot be derived).
+    fn old_rows(&mut self, change: &Change) -> (bool, Option<Reject>, Option<String>) {
+        self.scratch.clear();
+        let from_keys = match (&change.old, self.old_images, &change.new) {
+            // An old image the mapping rejects (a value of an unknown type it reads, say) made
+            // no rows, as its load or earlier change was rejected too; the rows its keys can
+            // have are deleted all the same when they can be derived (only this item's).
+            (Some(old), _, _) => match transform(self.plan, old, &mut self.scratch) {
+                Ok(_) => return (false, None, None),
+                Err(_) => {
+                    let derived = change
+                        .keys
+                        .as_ref()
+                        .map(|k| key_rows(self.plan, k, &mut self.scratch));
+                    if !matches!(derived, Some(Ok(()))) {
+                        self.scratch.clear();
+                    }
+                    return (true, None, None);
+                }
+            },
+            (None, OldImages::Complete, Some(_)) => return (false, None, None),
+            (None, _, new) => (change.keys.as_ref(), new),
+        };
+        let derived = match from_keys.0 {
+            Some(k) => key_rows(self.plan, k, &mut self.scratch),
+            None => Err(Reject {
+                table: None,
+                column: None,
+                kind: "cannot map a deletion",
+                reason: "the change has no Keys and no old image".into(),
+            }),
+        };
+        // A new image without a known old one: its own rows are written by the caller; only a
+        // deletion must be derivable, an update is counted as unsure.
+        match (derived, from_keys.1) {
+            (Err(r), None) => (true, Some(r), None),
+            (Err(r), Some(_)) => (true, None, Some(r.reason)),
+            (Ok(()), _) => (true, None, None),
         }
     }
 

@@ -414,8 +414,10 @@ fn malformed(what: &str) -> ReadError {
 type Image = std::collections::HashMap<String, StreamValue>;
 
 /// A stream image as an item (the Streams SDK has its own, identical, value type). A value of
-/// a type the SDK does not know (`Unknown`: newer than this ddb2pg) is left out: the change is
-/// rejected (see [`unreadable`]), and its reject line shows the item without it.
+/// a type the SDK does not know (`Unknown`: newer than this ddb2pg) becomes the DynamoDB SDK's
+/// `Unknown`, as a Scan response's value of that type does: the transform rejects the item
+/// only if the mapping reads it, as on the scan path. (Without one, see [`unknown_value`], the
+/// value is left out and [`unreadable`] rejects the change.)
 fn item(image: Image) -> Item {
     image
         .into_iter()
@@ -436,23 +438,59 @@ fn value(v: StreamValue) -> Option<AttributeValue> {
         StreamValue::S(s) => AttributeValue::S(s),
         StreamValue::Ss(s) => AttributeValue::Ss(s),
         // A value type newer than this SDK (none exists today).
-        _ => return None,
+        _ => return unknown_value().cloned(),
     })
 }
 
-/// Why a record cannot be applied as read: the first value of an unknown type in its keys, old
-/// image or new image, with its path (`a.b[3]`, as the scan path names one).
+/// The DynamoDB SDK's `AttributeValue::Unknown`, which only the SDK can build: what its own
+/// Scan deserializer makes of a value with a type tag it does not know. Made once. None if
+/// this SDK makes none (a future SDK): then a stream value of an unknown type is left out and
+/// its change rejected (see [`unreadable`]).
+pub(crate) fn unknown_value() -> Option<&'static AttributeValue> {
+    use aws_sdk_dynamodb::config::{ConfigBag, RuntimePlugin};
+    use aws_sdk_dynamodb::operation::scan::{Scan, ScanOutput};
+    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+    use aws_smithy_runtime_api::client::ser_de::{DeserializeResponse, SharedResponseDeserializer};
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+    static UNKNOWN: std::sync::OnceLock<Option<AttributeValue>> = std::sync::OnceLock::new();
+    UNKNOWN
+        .get_or_init(|| {
+            let layer = Scan::new().config()?;
+            let sdk = layer.load::<SharedResponseDeserializer>()?;
+            let body = SdkBody::from(r#"{"Items":[{"v":{"QQ":"?"}}],"Count":1}"#);
+            let response = HttpResponse::new(StatusCode::try_from(200).ok()?, body);
+            let out = sdk
+                .deserialize_nonstreaming_with_config(&response, &ConfigBag::base())
+                .ok()?
+                .downcast::<ScanOutput>()
+                .ok()?;
+            let v = out.items?.into_iter().next()?.remove("v")?;
+            v.is_unknown().then_some(v)
+        })
+        .as_ref()
+}
+
+/// Why a record cannot be applied as read: a value of an unknown type in its keys (which are
+/// strings, numbers or binary: the record is malformed), with its path (`a.b[3]`, as the
+/// scan path names one). In its images such a value is the transform's to judge (see
+/// [`item`]), unless this SDK cannot represent it: then the first one found rejects the new
+/// image, or in the old image the whole change (its old rows cannot be known).
 fn unreadable(
     keys: &Option<Image>,
     old: &Option<Image>,
     new: &Option<Image>,
 ) -> Option<Unreadable> {
     let found = |image: &Option<Image>| image.as_ref().and_then(unknown_in);
-    let (part, path, whole) = match (found(keys), found(old), found(new)) {
-        (Some(p), _, _) => ("Keys", p, true),
-        (None, Some(p), _) => ("OldImage", p, true),
-        (None, None, Some(p)) => ("NewImage", p, false),
-        (None, None, None) => return None,
+    let images = unknown_value().is_none();
+    let (part, path, whole) = match (found(keys), images) {
+        (Some(p), _) => ("Keys", p, true),
+        (None, false) => return None,
+        (None, true) => match (found(old), found(new)) {
+            (Some(p), _) => ("OldImage", p, true),
+            (None, Some(p)) => ("NewImage", p, false),
+            (None, None) => return None,
+        },
     };
     let what = match whole {
         true => "nothing of the change is applied",
