@@ -82,6 +82,30 @@ impl Settings {
     }
 }
 
+/// What is wrong with a stored checkpoint ([`Checkpoint::inspect`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bad {
+    /// Not JSON, a checksum mismatch, counts that disagree.
+    Damaged(String),
+    /// Another format version.
+    Version(u32),
+    /// Something no ddb2pg writes (an impossible shard).
+    NotOurs(String),
+}
+
+impl std::fmt::Display for Bad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bad::Damaged(why) => write!(f, "damaged ({why})"),
+            Bad::Version(v) => write!(
+                f,
+                "format version {v}, this ddb2pg reads version {VERSION} (written by another ddb2pg)"
+            ),
+            Bad::NotOurs(why) => write!(f, "{why}: not written by ddb2pg"),
+        }
+    }
+}
+
 /// Progress of one segment, as committed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentState {
@@ -226,39 +250,50 @@ impl Checkpoint {
     /// error that names it and the way out, never a silent start-over.
     pub fn decode(bytes: &[u8], at: &str) -> Result<Checkpoint> {
         let at = printable(at);
-        let damaged = |why: String| {
-            Error::config(format!(
-                "checkpoint {at} is damaged ({why}); it cannot be trusted for a resume. \
-                 Run again with --restart to discard it and start over (upserts are idempotent, \
-                 so rows already written are not duplicated)"
-            ))
-        };
-        let cp: Checkpoint =
-            serde_json::from_slice(bytes).map_err(|e| damaged(format!("not valid JSON: {e}")))?;
+        Checkpoint::inspect(bytes).map_err(|bad| {
+            Error::config(match bad {
+                Bad::Damaged(why) => format!(
+                    "checkpoint {at} is damaged ({why}); it cannot be trusted for a resume. \
+                     Run again with --restart to discard it and start over (upserts are \
+                     idempotent, so rows already written are not duplicated)"
+                ),
+                Bad::Version(v) => format!(
+                    "checkpoint {at} has format version {v}, this ddb2pg reads version \
+                     {VERSION}; finish the run with the ddb2pg that wrote it, or use --restart"
+                ),
+                Bad::NotOurs(why) => format!(
+                    "checkpoint {at} {why}: it was not written by ddb2pg. Remove it (and check \
+                     who can write this folder or prefix), then run again"
+                ),
+            })
+        })
+    }
+
+    /// A stored document parsed and checked, or what is wrong with it, without advice (for
+    /// `status`, which shows it beside the readable ones).
+    pub fn inspect(bytes: &[u8]) -> std::result::Result<Checkpoint, Bad> {
+        let cp: Checkpoint = serde_json::from_slice(bytes)
+            .map_err(|e| Bad::Damaged(format!("not valid JSON: {e}")))?;
         if cp.version != VERSION {
-            return Err(Error::config(format!(
-                "checkpoint {at} has format version {}, this ddb2pg reads version {VERSION}; \
-                 finish the run with the ddb2pg that wrote it, or use --restart",
-                cp.version
-            )));
+            return Err(Bad::Version(cp.version));
         }
         if cp.checksum != cp.compute_checksum() {
-            return Err(damaged("checksum mismatch".into()));
+            return Err(Bad::Damaged("checksum mismatch".into()));
         }
         if cp.segments.len() != cp.settings.segments as usize {
-            return Err(damaged("segment count does not match its settings".into()));
+            return Err(Bad::Damaged(
+                "segment count does not match its settings".into(),
+            ));
         }
         if let Some(why) = cp.settings.shard.and_then(|s| s.check().err()) {
             let s = cp.settings.shard.unwrap_or(Shard { index: 0, count: 0 });
-            return Err(Error::config(format!(
-                "checkpoint {at} says it is shard {}/{}, which no ddb2pg run can be ({why}): it \
-                 was not written by ddb2pg. Remove it (and check who can write this folder or \
-                 prefix), then run again",
+            return Err(Bad::NotOurs(format!(
+                "says it is shard {}/{}, which no ddb2pg run can be ({why})",
                 s.index, s.count
             )));
         }
         if cp.settings.segments > MAX_SEGMENTS {
-            return Err(damaged(format!(
+            return Err(Bad::Damaged(format!(
                 "{} segments, more than the {MAX_SEGMENTS} ddb2pg scans",
                 cp.settings.segments
             )));

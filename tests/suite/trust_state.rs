@@ -499,3 +499,51 @@ async fn verify_of_an_s3_export_with_an_s3_checkpoint_folder_writes_nothing_unde
         "verify wrote under its working directory (s3://… taken for a local path): {left:?}"
     );
 }
+
+#[test]
+fn status_lists_every_checkpoint_beside_one_it_cannot_read() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = temp_dir("status-junk");
+    let good = "t-0123456789ab.json";
+    craft_checkpoint(&dir, good, None);
+    std::fs::write(dir.join("junk.json"), "{}").expect("junk");
+    let d = dir.to_string_lossy().to_string();
+    for json in [false, true] {
+        let mut args = vec!["--checkpoint-dir", d.as_str()];
+        if json {
+            args.push("--json");
+        }
+        let (code, out, err, _) = status(&args, Duration::from_secs(20));
+        assert!(!err.contains("panicked"), "{err}");
+        // Exit 2 (a damaged checkpoint), once every checkpoint is listed.
+        assert_eq!(code, Some(2), "json {json}: {out}{err}");
+        assert!(out.contains(good), "the readable one is listed:\n{out}");
+        assert!(out.contains("junk.json"), "the bad one is listed:\n{out}");
+        assert!(err.contains("junk.json"), "and named on stderr:\n{err}");
+        assert!(
+            !out.contains("--restart") && !err.contains("--restart"),
+            "no advice status cannot take:\n{out}{err}"
+        );
+        if json {
+            let v: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
+            let all = v.as_array().expect("an array of checkpoints");
+            assert_eq!(all.len(), 2, "{v}");
+            let bad = all
+                .iter()
+                .find(|c| {
+                    c["checkpoint"]
+                        .as_str()
+                        .is_some_and(|s| s.ends_with("/junk.json"))
+                })
+                .expect("junk entry");
+            assert!(bad["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+        }
+    }
+    // A name that is not UTF-8 is not read (ddb2pg never writes one): the rest is listed.
+    std::fs::remove_file(dir.join("junk.json")).expect("rm junk");
+    let odd = dir.join(std::ffi::OsStr::from_bytes(b"x\xff.json"));
+    std::fs::write(&odd, "").expect("odd name");
+    let (code, out, err, _) = status(&["--checkpoint-dir", &d], Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains(good), "{out}");
+}
