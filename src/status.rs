@@ -90,7 +90,7 @@ pub fn describe(
             "shards_open": shards.get("open").copied().unwrap_or(0),
             "shards_closed": shards.get("closed").copied().unwrap_or(0),
             // Lag as of the last commit: now minus the newest applied record's creation.
-            "lag_s": st.newest_applied_ms.map(|t| (now_ms - t).max(0) as f64 / 1000.0),
+            "lag_s": st.newest_applied_ms.map(|t| now_ms.saturating_sub(t).max(0) as f64 / 1000.0),
             "caught_up_at": st.caught_up_at,
         })
     });
@@ -478,6 +478,61 @@ fn print_checkpoint(d: &serde_json::Value) {
 mod tests {
     use super::*;
     use crate::checkpoint::Settings;
+
+    #[test]
+    fn crafted_counts_and_times_are_refused_not_overflowed() {
+        let dir = std::env::temp_dir().join(format!("ddb2pg-status-big-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let storage = LocalDir::new(&dir);
+        let settings = Settings {
+            source: "arn:t".into(),
+            target: "postgres://u@h:5432/d".into(),
+            mapping: "m".into(),
+            segments: 2,
+            shard: None,
+        };
+        let name = "t-0123.json";
+        let names = Names::of_checkpoint(name).expect("names");
+        type Craft = fn(&mut Checkpoint);
+        let crafts: [(&str, Craft); 4] = [
+            ("items", |cp| {
+                cp.segments.iter_mut().for_each(|s| s.items = u64::MAX)
+            }),
+            ("newest_applied_ms", |cp| {
+                cp.stream = Some(crate::checkpoint::StreamState {
+                    newest_applied_ms: Some(i64::MIN),
+                    ..Default::default()
+                })
+            }),
+            ("follow_from", |cp| {
+                cp.stream = Some(crate::checkpoint::StreamState {
+                    follow_from: u64::MAX,
+                    ..Default::default()
+                })
+            }),
+            ("runs", |cp| cp.segments[0].runs = u32::MAX),
+        ];
+        for (what, craft) in crafts {
+            let mut cp = Checkpoint::new(settings.clone());
+            craft(&mut cp);
+            cp.save(&dir.join(name)).expect("save");
+            let got = describe(&storage, &names);
+            let why = got.expect_err(what);
+            assert!(
+                why.contains("damaged") && why.contains(what),
+                "{what}: {why}"
+            );
+        }
+        // At the bounds: shown, the sums within a u64.
+        let mut cp = Checkpoint::new(settings);
+        cp.segments
+            .iter_mut()
+            .for_each(|s| s.items = crate::checkpoint::MAX_COUNT);
+        cp.save(&dir.join(name)).expect("save");
+        let d = describe(&storage, &names).expect("shown");
+        assert_eq!(d["items"], 2 * crate::checkpoint::MAX_COUNT);
+    }
 
     #[test]
     fn a_name_must_agree_with_the_shard_its_checkpoint_records() {

@@ -14,6 +14,7 @@
 //! dies, files 0600 never through a symbolic link) or an S3 prefix (`s3`: conditional writes,
 //! a lock with a renewed lease, see [`lock`]), chosen by `--checkpoint-dir DIR|s3://bucket/prefix`.
 
+mod check;
 mod local;
 pub mod lock;
 mod s3;
@@ -28,6 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::shard::Shard;
 
+pub use check::Bad;
 pub use local::{LocalDir, Lock};
 pub use s3::S3Dir;
 pub use storage::{open, Held, LockState, Names, Storage, Tag};
@@ -36,6 +38,11 @@ pub use store::{Delta, Store};
 pub const VERSION: u32 = 1;
 /// The most scan segments a run has (`--segments`' bound).
 pub const MAX_SEGMENTS: u32 = 1_000_000;
+/// The largest count a checkpoint may hold (per segment, and per kind for the stream): 2^43,
+/// about 8.8 x 10^12 items; [`MAX_SEGMENTS`] of them still sum within a u64.
+pub const MAX_COUNT: u64 = 1 << 43;
+/// The latest time a checkpoint may hold: 9999-12-31T23:59:59Z (epoch seconds).
+pub const MAX_EPOCH_S: u64 = 253_402_300_799;
 
 /// The settings a checkpoint is only valid under. Shown to the user when they differ.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,30 +86,6 @@ impl Settings {
         let shard = |s: &Option<Shard>| s.map_or("none".to_string(), |s| s.to_string());
         cmp("shard", &shard(&self.shard), &shard(&now.shard));
         d
-    }
-}
-
-/// What is wrong with a stored checkpoint ([`Checkpoint::inspect`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Bad {
-    /// Not JSON, a checksum mismatch, counts that disagree.
-    Damaged(String),
-    /// Another format version.
-    Version(u32),
-    /// Something no ddb2pg writes (an impossible shard).
-    NotOurs(String),
-}
-
-impl std::fmt::Display for Bad {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Bad::Damaged(why) => write!(f, "damaged ({why})"),
-            Bad::Version(v) => write!(
-                f,
-                "format version {v}, this ddb2pg reads version {VERSION} (written by another ddb2pg)"
-            ),
-            Bad::NotOurs(why) => write!(f, "{why}: not written by ddb2pg"),
-        }
     }
 }
 
@@ -244,61 +227,6 @@ impl Checkpoint {
         self.checksum = self.compute_checksum();
         serde_json::to_vec_pretty(self)
             .map_err(|e| Error::config(format!("internal error: checkpoint not encodable: {e}")))
-    }
-
-    /// Parse and check a stored document; `at` names it in messages. A damaged document is an
-    /// error that names it and the way out, never a silent start-over.
-    pub fn decode(bytes: &[u8], at: &str) -> Result<Checkpoint> {
-        let at = printable(at);
-        Checkpoint::inspect(bytes).map_err(|bad| {
-            Error::config(match bad {
-                Bad::Damaged(why) => format!(
-                    "checkpoint {at} is damaged ({why}); it cannot be trusted for a resume. \
-                     Run again with --restart to discard it and start over (upserts are \
-                     idempotent, so rows already written are not duplicated)"
-                ),
-                Bad::Version(v) => format!(
-                    "checkpoint {at} has format version {v}, this ddb2pg reads version \
-                     {VERSION}; finish the run with the ddb2pg that wrote it, or use --restart"
-                ),
-                Bad::NotOurs(why) => format!(
-                    "checkpoint {at} {why}: it was not written by ddb2pg. Remove it (and check \
-                     who can write this folder or prefix), then run again"
-                ),
-            })
-        })
-    }
-
-    /// A stored document parsed and checked, or what is wrong with it, without advice (for
-    /// `status`, which shows it beside the readable ones).
-    pub fn inspect(bytes: &[u8]) -> std::result::Result<Checkpoint, Bad> {
-        let cp: Checkpoint = serde_json::from_slice(bytes)
-            .map_err(|e| Bad::Damaged(format!("not valid JSON: {e}")))?;
-        if cp.version != VERSION {
-            return Err(Bad::Version(cp.version));
-        }
-        if cp.checksum != cp.compute_checksum() {
-            return Err(Bad::Damaged("checksum mismatch".into()));
-        }
-        if cp.segments.len() != cp.settings.segments as usize {
-            return Err(Bad::Damaged(
-                "segment count does not match its settings".into(),
-            ));
-        }
-        if let Some(why) = cp.settings.shard.and_then(|s| s.check().err()) {
-            let s = cp.settings.shard.unwrap_or(Shard { index: 0, count: 0 });
-            return Err(Bad::NotOurs(format!(
-                "says it is shard {}/{}, which no ddb2pg run can be ({why})",
-                s.index, s.count
-            )));
-        }
-        if cp.settings.segments > MAX_SEGMENTS {
-            return Err(Bad::Damaged(format!(
-                "{} segments, more than the {MAX_SEGMENTS} ddb2pg scans",
-                cp.settings.segments
-            )));
-        }
-        Ok(cp)
     }
 
     /// Read a local checkpoint file. `Ok(None)` when there is none. Never touches the tmp file:
