@@ -130,7 +130,7 @@ impl Lease {
 }
 
 /// A token unlikely to repeat: time, pid and an address, hashed.
-fn rand_token() -> u64 {
+pub(crate) fn rand_token() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

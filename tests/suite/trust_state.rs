@@ -547,3 +547,57 @@ fn status_lists_every_checkpoint_beside_one_it_cannot_read() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains(good), "{out}");
 }
+
+/// Two `verify` pods on one database are each PID 1: a verify must not drop a scratch table
+/// another one (of the same PID) is comparing in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verify_as_pid_1_leaves_another_pid_1s_scratch_tables_alone() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return; // a PID namespace needs root
+    }
+    let table = sample_table(20).await;
+    let db = new_database().await;
+    let cp = temp_dir("verify-pid1");
+    let args: Vec<String> = migrate_args(&table, &db, &cp);
+    let r = run_at(&cp, &args);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    // Another pod's scratch tables, as a verify that is PID 1 names them today or did before.
+    let c = pg(&db).await;
+    let theirs = ["ddb2pg_verify_1_0", "ddb2pg_verify_1_0000000000000000_0"];
+    for t in theirs {
+        c.batch_execute(&format!(
+            "CREATE UNLOGGED TABLE {t} (x int); INSERT INTO {t} VALUES (7)"
+        ))
+        .await
+        .expect("their scratch table");
+    }
+    let mut verify = std::process::Command::new("unshare");
+    crate::support::clean_env(&mut verify);
+    let out = verify
+        .args(["--pid", "--fork", crate::support::ddb2pg_exe()])
+        .args(["verify", "--table", &table, "--target", &db])
+        .args(["--endpoint-url", &services().endpoint])
+        .output()
+        .expect("verify as PID 1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for t in theirs {
+        let n: i64 = c
+            .query_one(&format!("SELECT count(*) FROM {t}"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{t} was dropped by the other verify: {e}"))
+            .get(0);
+        assert_eq!(n, 1, "{t}");
+    }
+    // And its own are gone.
+    let left: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'ddb2pg_verify_%'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, theirs.len() as i64);
+}
