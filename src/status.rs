@@ -156,10 +156,12 @@ fn shards_of(
         .first()
         .and_then(|(_, d)| d["settings"]["segments"].as_u64());
     let problem = disagreement(&mine);
-    let mut rows = Vec::new();
+    let by_shard: std::collections::HashMap<Shard, &serde_json::Value> =
+        mine.iter().map(|(s, d)| (*s, *d)).collect();
+    let mut rows = Vec::with_capacity(count as usize);
     for index in 0..count {
         let shard = Shard { index, count };
-        let d = mine.iter().find(|(s, _)| *s == shard).map(|(_, d)| *d);
+        let d = by_shard.get(&shard).copied();
         let lock_name = format!("{base}{}.lock", shard.suffix());
         // A shard not started has no lock: only locks the listing holds are read.
         let running = match listed.contains(&lock_name) {
@@ -177,7 +179,7 @@ fn shards_of(
             "state": state,
             "items": d.map_or(0, |d| d["items"].as_u64().unwrap_or(0)),
             "segments_done": d.map_or(0, |d| d["segments_done"].as_u64().unwrap_or(0)),
-            "segments": shard.segments(total.unwrap_or(0) as u32).len(),
+            "segments": shard.segment_count(total.unwrap_or(0) as u32),
             "lock_holder": if running.running { running.holder } else { None },
         }));
     }

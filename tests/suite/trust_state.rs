@@ -601,3 +601,28 @@ async fn a_verify_as_pid_1_leaves_another_pid_1s_scratch_tables_alone() {
         .get(0);
     assert_eq!(left, theirs.len() as i64);
 }
+
+#[test]
+fn status_lists_a_migration_of_100000_shards_quickly() {
+    let dir = temp_dir("status-100k");
+    let name = "t-0123456789ab.shard-7-of-100000.json";
+    craft_checkpoint(
+        &dir,
+        name,
+        Some(Shard {
+            index: 7,
+            count: 100_000,
+        }),
+    );
+    let d = dir.to_string_lossy().to_string();
+    let (code, out, err, took) =
+        status(&["--json", "--checkpoint-dir", &d], Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(took < Duration::from_secs(10), "status took {took:?}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
+    let m = &v["migrations"][0];
+    assert_eq!(m["shards_total"], 100_000, "{m}");
+    assert_eq!(m["shards_not_started"], 99_999);
+    assert_eq!(m["shards"].as_array().map(Vec::len), Some(100_000));
+    eprintln!("status of 100,000 shards: {took:?}");
+}
