@@ -55,7 +55,7 @@ pub fn describe(
     let lock = storage.lock_state(&names.lock);
     let lock_problem = lock.problem.as_ref().map(|p| {
         format!(
-            "{} (holder {}) is not one ddb2pg writes: {p}",
+            "{} (holder {}) is not a lease ddb2pg grants: {p}",
             printable(&storage.show(&names.lock)),
             printable(lock.holder.as_deref().unwrap_or("unknown"))
         )
