@@ -71,10 +71,10 @@ impl Fence {
 /// What is wrong with the lease `shown` (a URL) that no ddb2pg grants (`why`), and what to do.
 pub(super) fn not_ddb2pgs(why: &str, shown: &str) -> String {
     format!(
-        "{why}. It would block every run. Delete it (aws s3 rm {}) only if no ddb2pg run of \
-         this checkpoint is alive (`ddb2pg status` on this prefix shows the holder; a holder's \
-         machine with a clock far ahead: fix its clock), then run again; and check who can \
-         write this prefix",
+        "{why}. It would block every run. Only if no ddb2pg run of this checkpoint is alive \
+         (`ddb2pg status` on this prefix shows the holder), delete it (aws s3 rm {}) and run \
+         again; if its holder runs on a machine whose clock is ahead, fix that clock. And check \
+         who can write this prefix",
         printable(shown)
     )
 }
