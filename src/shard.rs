@@ -17,10 +17,12 @@ use crate::error::{Error, Result};
 pub const INDEX_VARS: [&str; 2] = ["JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX"];
 /// AWS Batch's array size: N, when `--shards` is not given a number.
 pub const SIZE_VAR: &str = "AWS_BATCH_JOB_ARRAY_SIZE";
-/// The most shards a migration is split in (AWS Batch's largest array job): more is refused.
-pub const MAX_SHARDS: u32 = 10_000;
+/// The most shards a migration is split in (a Kubernetes Indexed Job's most completions; AWS
+/// Batch's arrays stop at 10,000): more is refused. `status` lists every shard up to N in time
+/// linear in N, and reads only what the folder holds.
+pub const MAX_SHARDS: u32 = 100_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Shard {
     pub index: u32,
     pub count: u32,
@@ -106,6 +108,14 @@ impl Shard {
         (self.index..total).step_by(self.count as usize).collect()
     }
 
+    /// How many of `total` segments are this shard's (`segments(total).len()`, not built).
+    pub fn segment_count(&self, total: u32) -> u32 {
+        match total > self.index {
+            true => (total - self.index - 1) / self.count + 1,
+            false => 0,
+        }
+    }
+
     /// The suffix of this shard's checkpoint, lock and rejects names.
     pub fn suffix(&self) -> String {
         format!(".shard-{}-of-{}", self.index, self.count)
@@ -150,11 +160,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_kubernetes_indexed_job_of_100000_pods_is_a_shard_count() {
+        assert!(Shard::new(99_999, 100_000).is_ok());
+        assert!(Shard::new(0, 100_001).is_err());
+        for total in [0, 1, 7, 64, 100_000] {
+            for (index, count) in [(0, 1), (2, 4), (6, 7), (99_999, 100_000)] {
+                let s = Shard { index, count };
+                assert_eq!(s.segment_count(total) as usize, s.segments(total).len());
+            }
+        }
+    }
+
+    #[test]
     fn parse_and_ownership() {
         let s = Shard::parse("1/4").expect("parse");
         assert_eq!(s.segments(10), vec![1, 5, 9]);
         assert!(s.owns(5) && !s.owns(4));
-        for bad in ["4/4", "1", "a/2", "0/0", "-1/3", "0/10001", "0/4294967295"] {
+        for bad in ["4/4", "1", "a/2", "0/0", "-1/3", "0/100001", "0/4294967295"] {
             assert!(Shard::parse(bad).is_err(), "{bad}");
         }
         // Every segment has exactly one owner.

@@ -7,6 +7,12 @@
 //! shard's lock is read only when the listing holds it. Text output shows names, holders and
 //! settings through `checkpoint::printable` (control characters escaped); `--json` escapes
 //! them as JSON does.
+//!
+//! A checkpoint that cannot be shown (damaged, not ddb2pg's, a name that disagrees with its
+//! shard, unreadable) is one entry with its `error` (a reason, no advice meant for `migrate`)
+//! among the others, never the end of the listing: whoever can write the folder must not hide
+//! the other checkpoints with one junk file. The exit code is then 2, after the listing, with
+//! the failing names on stderr. A local name that is not UTF-8 is skipped (ddb2pg writes none).
 
 /// `println!` that ends quietly when stdout is closed (`ddb2pg status | head`), instead of
 /// panicking on the broken pipe; what it prints is redacted (a checkpoint's target).
@@ -29,18 +35,27 @@ use crate::cli::{AwsArgs, StatusArgs};
 use crate::error::{Error, Result};
 use crate::shard::Shard;
 
-/// One checkpoint as JSON (the `--json` form; the text form is printed from it).
-pub fn describe(storage: &dyn Storage, names: &Names) -> Result<serde_json::Value> {
+/// One checkpoint as JSON (the `--json` form; the text form is printed from it), or why it
+/// cannot be shown (a reason without advice: `status` lists it beside the others).
+pub fn describe(
+    storage: &dyn Storage,
+    names: &Names,
+) -> std::result::Result<serde_json::Value, String> {
     let at = storage.show(&names.checkpoint);
-    let (cp, _) = Checkpoint::load_from(storage, &names.checkpoint)?
-        .ok_or_else(|| Error::config(format!("no checkpoint at {}", printable(&at))))?;
-    name_agrees(&at, names, &cp)?;
-    let rejects_lines = storage.lines(&names.rejects)?;
+    let cp = match storage.read(&names.checkpoint) {
+        Err(e) => return Err(format!("cannot be read: {e}")),
+        Ok(None) => return Err("not found (removed, or renamed while status ran)".into()),
+        Ok(Some((bytes, _))) => Checkpoint::inspect(&bytes).map_err(|bad| bad.to_string())?,
+    };
+    name_agrees(names, &cp)?;
+    let rejects_lines = storage
+        .lines(&names.rejects)
+        .map_err(|e| format!("its rejects file cannot be read: {e}"))?;
     let rejects = rejects_lines.unwrap_or(0);
     let lock = storage.lock_state(&names.lock);
     let lock_problem = lock.problem.as_ref().map(|p| {
         format!(
-            "{} (holder {}) is not one ddb2pg writes: {p}",
+            "{} (holder {}) is not a lease ddb2pg grants: {p}",
             printable(&storage.show(&names.lock)),
             printable(lock.holder.as_deref().unwrap_or("unknown"))
         )
@@ -75,7 +90,7 @@ pub fn describe(storage: &dyn Storage, names: &Names) -> Result<serde_json::Valu
             "shards_open": shards.get("open").copied().unwrap_or(0),
             "shards_closed": shards.get("closed").copied().unwrap_or(0),
             // Lag as of the last commit: now minus the newest applied record's creation.
-            "lag_s": st.newest_applied_ms.map(|t| (now_ms - t).max(0) as f64 / 1000.0),
+            "lag_s": st.newest_applied_ms.map(|t| now_ms.saturating_sub(t).max(0) as f64 / 1000.0),
             "caught_up_at": st.caught_up_at,
         })
     });
@@ -106,20 +121,18 @@ pub fn describe(storage: &dyn Storage, names: &Names) -> Result<serde_json::Valu
 
 /// The shard a checkpoint's name says (`.shard-I-of-N`, valid) must be the one it records:
 /// `status` lists a migration's shards from the names.
-fn name_agrees(at: &str, names: &Names, cp: &Checkpoint) -> Result<()> {
+fn name_agrees(names: &Names, cp: &Checkpoint) -> std::result::Result<(), String> {
     let stem = names.checkpoint.trim_end_matches(".json");
     let named = Shard::from_suffix(stem).map(|(_, s)| s);
     if named == cp.settings.shard {
         return Ok(());
     }
     let shown = |s: Option<Shard>| s.map_or("no shard".to_string(), |s| format!("shard {s}"));
-    Err(Error::config(format!(
-        "checkpoint {}: its name says {}, its content {}: renamed, or not written by ddb2pg. \
-         Remove it (or give it its name back), then run again",
-        printable(at),
+    Err(format!(
+        "its name says {}, its content {}: renamed, or not written by ddb2pg",
         shown(named),
         shown(cp.settings.shard)
-    )))
+    ))
 }
 
 /// The shards of one migration (checkpoints sharing a base name): every shard 0..N with its
@@ -143,10 +156,12 @@ fn shards_of(
         .first()
         .and_then(|(_, d)| d["settings"]["segments"].as_u64());
     let problem = disagreement(&mine);
-    let mut rows = Vec::new();
+    let by_shard: std::collections::HashMap<Shard, &serde_json::Value> =
+        mine.iter().map(|(s, d)| (*s, *d)).collect();
+    let mut rows = Vec::with_capacity(count as usize);
     for index in 0..count {
         let shard = Shard { index, count };
-        let d = mine.iter().find(|(s, _)| *s == shard).map(|(_, d)| *d);
+        let d = by_shard.get(&shard).copied();
         let lock_name = format!("{base}{}.lock", shard.suffix());
         // A shard not started has no lock: only locks the listing holds are read.
         let running = match listed.contains(&lock_name) {
@@ -164,7 +179,7 @@ fn shards_of(
             "state": state,
             "items": d.map_or(0, |d| d["items"].as_u64().unwrap_or(0)),
             "segments_done": d.map_or(0, |d| d["segments_done"].as_u64().unwrap_or(0)),
-            "segments": shard.segments(total.unwrap_or(0) as u32).len(),
+            "segments": shard.segment_count(total.unwrap_or(0) as u32),
             "lock_holder": if running.running { running.holder } else { None },
         }));
     }
@@ -259,7 +274,8 @@ fn open(args: &StatusArgs) -> Result<Opened> {
 }
 
 /// Print every checkpoint of `--checkpoint-dir` (or the one file given), and for a migration
-/// split in shards, every shard's state; exit code 0.
+/// split in shards, every shard's state; exit code 0, or an error (exit 2) after the listing
+/// when a checkpoint could not be shown.
 pub fn run(args: &StatusArgs) -> Result<u8> {
     let Opened {
         storage,
@@ -272,17 +288,25 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
             args.checkpoint_dir.display()
         )));
     }
-    let described: Vec<(Names, serde_json::Value)> = names
-        .into_iter()
-        .map(|n| describe(storage.as_ref(), &n).map(|d| (n, d)))
-        .collect::<Result<_>>()?;
+    let mut described: Vec<(Names, serde_json::Value)> = Vec::new();
+    let mut unreadable: Vec<serde_json::Value> = Vec::new();
+    for n in names {
+        match describe(storage.as_ref(), &n) {
+            Ok(d) => described.push((n, d)),
+            Err(why) => unreadable.push(json!({
+                "checkpoint": storage.show(&n.checkpoint),
+                "error": why,
+            })),
+        }
+    }
     let mut bases: Vec<&str> = described.iter().map(|(n, _)| n.base.as_str()).collect();
     bases.dedup();
     let migrations: Vec<serde_json::Value> = bases
         .iter()
         .filter_map(|b| shards_of(storage.as_ref(), b, &described, &listed))
         .collect();
-    let all: Vec<serde_json::Value> = described.into_iter().map(|(_, d)| d).collect();
+    let mut all: Vec<serde_json::Value> = described.into_iter().map(|(_, d)| d).collect();
+    all.extend(unreadable.iter().cloned());
     if args.json {
         let out = match (all.len(), migrations.is_empty()) {
             (1, true) => all[0].clone(),
@@ -293,15 +317,46 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
             "{}",
             serde_json::to_string_pretty(&out).map_err(|e| Error::config(e.to_string()))?
         );
-        return Ok(0);
+    } else {
+        for m in &migrations {
+            print_shards(m);
+        }
+        for d in &all {
+            match d["error"].as_str() {
+                Some(why) => print_unreadable(d, why),
+                None => print_checkpoint(d),
+            }
+        }
     }
-    for m in &migrations {
-        print_shards(m);
+    match unreadable.is_empty() {
+        true => Ok(0),
+        false => Err(unreadable_error(&unreadable)),
     }
-    for d in &all {
-        print_checkpoint(d);
+}
+
+/// Exit 2 after the listing, naming the checkpoints that could not be shown (the first few).
+fn unreadable_error(unreadable: &[serde_json::Value]) -> Error {
+    const NAMED: usize = 5;
+    let mut lines: Vec<String> = unreadable
+        .iter()
+        .take(NAMED)
+        .map(|u| format!("  - {}: {}", text(&u["checkpoint"]), text(&u["error"])))
+        .collect();
+    if unreadable.len() > NAMED {
+        lines.push(format!("  - and {} more", unreadable.len() - NAMED));
     }
-    Ok(0)
+    Error::config(format!(
+        "{} checkpoint(s) could not be shown (listed with the others):\n{}\nA run of such a \
+         checkpoint refuses it too; if ddb2pg did not write it, remove it and check who can \
+         write this folder or prefix",
+        unreadable.len(),
+        lines.join("\n")
+    ))
+}
+
+fn print_unreadable(d: &serde_json::Value, why: &str) {
+    out!("{}", text(&d["checkpoint"]));
+    out!("  error    {}", printable(why));
 }
 
 fn print_shards(m: &serde_json::Value) {
@@ -427,6 +482,61 @@ mod tests {
     use crate::checkpoint::Settings;
 
     #[test]
+    fn crafted_counts_and_times_are_refused_not_overflowed() {
+        let dir = std::env::temp_dir().join(format!("ddb2pg-status-big-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let storage = LocalDir::new(&dir);
+        let settings = Settings {
+            source: "arn:t".into(),
+            target: "postgres://u@h:5432/d".into(),
+            mapping: "m".into(),
+            segments: 2,
+            shard: None,
+        };
+        let name = "t-0123.json";
+        let names = Names::of_checkpoint(name).expect("names");
+        type Craft = fn(&mut Checkpoint);
+        let crafts: [(&str, Craft); 4] = [
+            ("items", |cp| {
+                cp.segments.iter_mut().for_each(|s| s.items = u64::MAX)
+            }),
+            ("newest_applied_ms", |cp| {
+                cp.stream = Some(crate::checkpoint::StreamState {
+                    newest_applied_ms: Some(i64::MIN),
+                    ..Default::default()
+                })
+            }),
+            ("follow_from", |cp| {
+                cp.stream = Some(crate::checkpoint::StreamState {
+                    follow_from: u64::MAX,
+                    ..Default::default()
+                })
+            }),
+            ("runs", |cp| cp.segments[0].runs = u32::MAX),
+        ];
+        for (what, craft) in crafts {
+            let mut cp = Checkpoint::new(settings.clone());
+            craft(&mut cp);
+            cp.save(&dir.join(name)).expect("save");
+            let got = describe(&storage, &names);
+            let why = got.expect_err(what);
+            assert!(
+                why.contains("damaged") && why.contains(what),
+                "{what}: {why}"
+            );
+        }
+        // At the bounds: shown, the sums within a u64.
+        let mut cp = Checkpoint::new(settings);
+        cp.segments
+            .iter_mut()
+            .for_each(|s| s.items = crate::checkpoint::MAX_COUNT);
+        cp.save(&dir.join(name)).expect("save");
+        let d = describe(&storage, &names).expect("shown");
+        assert_eq!(d["items"], 2 * crate::checkpoint::MAX_COUNT);
+    }
+
+    #[test]
     fn a_name_must_agree_with_the_shard_its_checkpoint_records() {
         let dir = std::env::temp_dir().join(format!("ddb2pg-status-name-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -453,7 +563,7 @@ mod tests {
             let got = describe(&storage, &names);
             assert_eq!(got.is_ok(), ok, "{name}: {got:?}");
             if let Err(e) = got {
-                assert!(e.to_string().contains("its name says"), "{e}");
+                assert!(e.contains("its name says"), "{e}");
             }
         }
     }

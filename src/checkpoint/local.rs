@@ -88,7 +88,9 @@ impl Storage for LocalDir {
             .map_err(|e| {
                 Error::config(format!("checkpoint directory {}: {e}", self.dir.display()))
             })?
-            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().to_string()))
+            // A name that is not UTF-8 is none ddb2pg writes (and a lossy copy would name
+            // another file): skipped.
+            .filter_map(|e| e.ok().and_then(|e| e.file_name().into_string().ok()))
             .collect();
         v.sort();
         Ok(v)

@@ -97,7 +97,8 @@ impl Lease {
         (self.expires_at > limit).then(|| {
             format!(
                 "it ends in {} s, but a ddb2pg lease lasts at most {MAX_LEASE_S} s (renewed \
-                 while its run lives)",
+                 while its run lives): either ddb2pg did not write it, or its holder's clock is \
+                 more than {CLOCK_SLACK_S} s ahead of this machine's",
                 self.expires_at - now
             )
         })
@@ -130,7 +131,7 @@ impl Lease {
 }
 
 /// A token unlikely to repeat: time, pid and an address, hashed.
-fn rand_token() -> u64 {
+pub(crate) fn rand_token() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -189,6 +190,11 @@ mod tests {
             panic!("invalid")
         };
         assert!(why.contains("3600"), "{why}");
+        // A live holder whose clock is far ahead is one reason, not only a foreign writer.
+        assert!(
+            why.contains("clock is more than 300 s ahead") && why.contains("did not write"),
+            "{why}"
+        );
         assert!(matches!(
             Lease::found(Some(&l), u64::MAX),
             Found::Expired { ago_s: 0, .. }

@@ -14,6 +14,7 @@
 //! dies, files 0600 never through a symbolic link) or an S3 prefix (`s3`: conditional writes,
 //! a lock with a renewed lease, see [`lock`]), chosen by `--checkpoint-dir DIR|s3://bucket/prefix`.
 
+mod check;
 mod local;
 pub mod lock;
 mod s3;
@@ -28,6 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::shard::Shard;
 
+pub use check::Bad;
 pub use local::{LocalDir, Lock};
 pub use s3::S3Dir;
 pub use storage::{open, Held, LockState, Names, Storage, Tag};
@@ -36,6 +38,11 @@ pub use store::{Delta, Store};
 pub const VERSION: u32 = 1;
 /// The most scan segments a run has (`--segments`' bound).
 pub const MAX_SEGMENTS: u32 = 1_000_000;
+/// The largest count a checkpoint may hold (per segment, and per kind for the stream): 2^43,
+/// about 8.8 x 10^12 items; [`MAX_SEGMENTS`] of them still sum within a u64.
+pub const MAX_COUNT: u64 = 1 << 43;
+/// The latest time a checkpoint may hold: 9999-12-31T23:59:59Z (epoch seconds).
+pub const MAX_EPOCH_S: u64 = 253_402_300_799;
 
 /// The settings a checkpoint is only valid under. Shown to the user when they differ.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,50 +227,6 @@ impl Checkpoint {
         self.checksum = self.compute_checksum();
         serde_json::to_vec_pretty(self)
             .map_err(|e| Error::config(format!("internal error: checkpoint not encodable: {e}")))
-    }
-
-    /// Parse and check a stored document; `at` names it in messages. A damaged document is an
-    /// error that names it and the way out, never a silent start-over.
-    pub fn decode(bytes: &[u8], at: &str) -> Result<Checkpoint> {
-        let at = printable(at);
-        let damaged = |why: String| {
-            Error::config(format!(
-                "checkpoint {at} is damaged ({why}); it cannot be trusted for a resume. \
-                 Run again with --restart to discard it and start over (upserts are idempotent, \
-                 so rows already written are not duplicated)"
-            ))
-        };
-        let cp: Checkpoint =
-            serde_json::from_slice(bytes).map_err(|e| damaged(format!("not valid JSON: {e}")))?;
-        if cp.version != VERSION {
-            return Err(Error::config(format!(
-                "checkpoint {at} has format version {}, this ddb2pg reads version {VERSION}; \
-                 finish the run with the ddb2pg that wrote it, or use --restart",
-                cp.version
-            )));
-        }
-        if cp.checksum != cp.compute_checksum() {
-            return Err(damaged("checksum mismatch".into()));
-        }
-        if cp.segments.len() != cp.settings.segments as usize {
-            return Err(damaged("segment count does not match its settings".into()));
-        }
-        if let Some(why) = cp.settings.shard.and_then(|s| s.check().err()) {
-            let s = cp.settings.shard.unwrap_or(Shard { index: 0, count: 0 });
-            return Err(Error::config(format!(
-                "checkpoint {at} says it is shard {}/{}, which no ddb2pg run can be ({why}): it \
-                 was not written by ddb2pg. Remove it (and check who can write this folder or \
-                 prefix), then run again",
-                s.index, s.count
-            )));
-        }
-        if cp.settings.segments > MAX_SEGMENTS {
-            return Err(damaged(format!(
-                "{} segments, more than the {MAX_SEGMENTS} ddb2pg scans",
-                cp.settings.segments
-            )));
-        }
-        Ok(cp)
     }
 
     /// Read a local checkpoint file. `Ok(None)` when there is none. Never touches the tmp file:

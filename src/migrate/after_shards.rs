@@ -34,11 +34,13 @@ pub(super) fn adopt(
     let count = first.count;
     let status = format!("ddb2pg status --checkpoint-dir {}", storage.show(""));
     let status = status.trim_end_matches('/');
+    let done: std::collections::HashSet<Shard> = shards
+        .iter()
+        .filter(|(_, cp)| cp.complete)
+        .map(|(s, _)| *s)
+        .collect();
     for index in 0..count {
-        let done = shards
-            .iter()
-            .any(|(s, cp)| *s == (Shard { index, count }) && cp.complete);
-        if !done {
+        if !done.contains(&Shard { index, count }) {
             return Err(Error::config(format!(
                 "--follow: this table was loaded in {count} shards and shard {index}/{count} is \
                  not done; run --follow (without --shard) once every shard is done (see `{status}`)"

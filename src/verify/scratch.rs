@@ -88,12 +88,15 @@ async fn compared_as(client: &Client, base: &str) -> Option<String> {
     client.prepare(&probe).await.err().map(|_| "text".into())
 }
 
-/// Create the scratch tables (named after this process, so two verify runs do not meet); on an
-/// error, those created are dropped.
+/// Create the scratch tables, named after this run (`ddb2pg_verify_<pid>_<16 hex random>_<i>`:
+/// the pid alone is 1 in every container, so two `verify` pods on one database would meet);
+/// a name already taken is an error, never dropped (it is another run's). On an error, those
+/// created are dropped.
 pub async fn create(client: &Client, plan: &Plan) -> Result<Vec<ScratchTable>> {
+    let run = run_name();
     let mut out = Vec::new();
     for (i, t) in plan.tables.iter().enumerate() {
-        match create_one(client, t, i).await {
+        match create_one(client, t, &format!("{run}_{i}")).await {
             Ok(s) => out.push(s),
             Err(e) => {
                 drop_all(client, &out).await;
@@ -104,8 +107,18 @@ pub async fn create(client: &Client, plan: &Plan) -> Result<Vec<ScratchTable>> {
     Ok(out)
 }
 
-async fn create_one(client: &Client, t: &TablePlan, i: usize) -> Result<ScratchTable> {
-    let name = format!("ddb2pg_verify_{}_{i}", std::process::id());
+/// This run's prefix of scratch table names: at most 14 + 10 + 1 + 16 bytes, so that with
+/// `_<table index>` it stays within PostgreSQL's 63.
+fn run_name() -> String {
+    format!(
+        "ddb2pg_verify_{}_{:016x}",
+        std::process::id(),
+        crate::checkpoint::lock::rand_token()
+    )
+}
+
+async fn create_one(client: &Client, t: &TablePlan, name: &str) -> Result<ScratchTable> {
+    let name = name.to_string();
     let mut columns = Vec::new();
     for c in &t.columns {
         columns.push(column_type(client, t, &c.name).await?);
@@ -135,7 +148,7 @@ async fn create_one(client: &Client, t: &TablePlan, i: usize) -> Result<ScratchT
         .collect();
     client
         .batch_execute(&format!(
-            "DROP TABLE IF EXISTS {name}; CREATE UNLOGGED TABLE {name} \
+            "CREATE UNLOGGED TABLE {name} \
              ({seq} int8, {gen} int4, {del} bool, {})",
             typed.join(", ")
         ))
@@ -155,7 +168,7 @@ async fn create_one(client: &Client, t: &TablePlan, i: usize) -> Result<ScratchT
     })
 }
 
-/// Drop the scratch tables (best effort: they are unlogged, and named after the process).
+/// Drop this run's scratch tables, and no others (best effort: they are unlogged).
 pub async fn drop_all(client: &Client, scratch: &[ScratchTable]) {
     for s in scratch {
         let _ = client
@@ -316,6 +329,18 @@ fn copy_line(context: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_names_differ_per_run_and_fit_postgres() {
+        let (a, b) = (run_name(), run_name());
+        assert_ne!(a, b);
+        assert!(a.starts_with(&format!("ddb2pg_verify_{}_", std::process::id())));
+        // The longest: a pid of 10 digits and a table index of 6.
+        let longest = format!("ddb2pg_verify_{}_{:016x}_{}", u32::MAX, u64::MAX, 999_999);
+        assert!(longest.len() <= 63, "{}", longest.len());
+    }
+
     #[test]
     fn the_line_a_copy_failed_at() {
         let line = super::copy_line;

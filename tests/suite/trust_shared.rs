@@ -164,6 +164,13 @@ async fn a_checkpoint_another_user_put_in_a_sticky_folder_is_refused_by_name() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.ends_with(".json"))
         .expect("a checkpoint");
+    // The target as before any run, so that a refused run's table would show.
+    let t = ddb2pg::plan::default_table_name(&table);
+    pg(&db)
+        .await
+        .batch_execute(&format!("DROP TABLE \"{t}\""))
+        .await
+        .expect("drop");
     let sticky = tempdir("shared-sticky");
     give(&sticky, 0, 0, 0o1777);
     let planted = sticky.join(&name);
@@ -182,6 +189,10 @@ async fn a_checkpoint_another_user_put_in_a_sticky_folder_is_refused_by_name() {
             "{who}: {stderr}"
         );
         assert_eq!(std::fs::read_to_string(&planted).expect("read"), "{}");
+        // Refused before the target is touched: the mapping's table was not created.
+        let sql = format!("SELECT count(*) FROM pg_tables WHERE tablename = '{t}'");
+        let made = count(&db, &sql).await;
+        assert_eq!(made, 0, "{who}: the table was created before the refusal");
     }
 }
 

@@ -506,3 +506,130 @@ async fn verify_of_an_s3_export_with_an_s3_checkpoint_folder_writes_nothing_unde
         "verify wrote under its working directory (s3://… taken for a local path): {left:?}"
     );
 }
+
+#[test]
+fn status_lists_every_checkpoint_beside_one_it_cannot_read() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = temp_dir("status-junk");
+    let good = "t-0123456789ab.json";
+    craft_checkpoint(&dir, good, None);
+    std::fs::write(dir.join("junk.json"), "{}").expect("junk");
+    let d = dir.to_string_lossy().to_string();
+    for json in [false, true] {
+        let mut args = vec!["--checkpoint-dir", d.as_str()];
+        if json {
+            args.push("--json");
+        }
+        let (code, out, err, _) = status(&args, Duration::from_secs(20));
+        assert!(!err.contains("panicked"), "{err}");
+        // Exit 2 (a damaged checkpoint), once every checkpoint is listed.
+        assert_eq!(code, Some(2), "json {json}: {out}{err}");
+        assert!(out.contains(good), "the readable one is listed:\n{out}");
+        assert!(out.contains("junk.json"), "the bad one is listed:\n{out}");
+        assert!(err.contains("junk.json"), "and named on stderr:\n{err}");
+        assert!(
+            !out.contains("--restart") && !err.contains("--restart"),
+            "no advice status cannot take:\n{out}{err}"
+        );
+        if json {
+            let v: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
+            let all = v.as_array().expect("an array of checkpoints");
+            assert_eq!(all.len(), 2, "{v}");
+            let bad = all
+                .iter()
+                .find(|c| {
+                    c["checkpoint"]
+                        .as_str()
+                        .is_some_and(|s| s.ends_with("/junk.json"))
+                })
+                .expect("junk entry");
+            assert!(bad["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+        }
+    }
+    // A name that is not UTF-8 is not read (ddb2pg never writes one): the rest is listed.
+    std::fs::remove_file(dir.join("junk.json")).expect("rm junk");
+    let odd = dir.join(std::ffi::OsStr::from_bytes(b"x\xff.json"));
+    std::fs::write(&odd, "").expect("odd name");
+    let (code, out, err, _) = status(&["--checkpoint-dir", &d], Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains(good), "{out}");
+}
+
+/// Two `verify` pods on one database are each PID 1: a verify must not drop a scratch table
+/// another one (of the same PID) is comparing in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verify_as_pid_1_leaves_another_pid_1s_scratch_tables_alone() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return; // a PID namespace needs root
+    }
+    let table = sample_table(20).await;
+    let db = new_database().await;
+    let cp = temp_dir("verify-pid1");
+    let args: Vec<String> = migrate_args(&table, &db, &cp);
+    let r = run_at(&cp, &args);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    // Another pod's scratch tables, as a verify that is PID 1 names them today or did before.
+    let c = pg(&db).await;
+    let theirs = ["ddb2pg_verify_1_0", "ddb2pg_verify_1_0000000000000000_0"];
+    for t in theirs {
+        c.batch_execute(&format!(
+            "CREATE UNLOGGED TABLE {t} (x int); INSERT INTO {t} VALUES (7)"
+        ))
+        .await
+        .expect("their scratch table");
+    }
+    let mut verify = std::process::Command::new("unshare");
+    crate::support::clean_env(&mut verify);
+    let out = verify
+        .args(["--pid", "--fork", crate::support::ddb2pg_exe()])
+        .args(["verify", "--table", &table, "--target", &db])
+        .args(["--endpoint-url", &services().endpoint])
+        .output()
+        .expect("verify as PID 1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for t in theirs {
+        let n: i64 = c
+            .query_one(&format!("SELECT count(*) FROM {t}"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{t} was dropped by the other verify: {e}"))
+            .get(0);
+        assert_eq!(n, 1, "{t}");
+    }
+    // And its own are gone.
+    let left: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'ddb2pg_verify_%'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, theirs.len() as i64);
+}
+
+#[test]
+fn status_lists_a_migration_of_100000_shards_quickly() {
+    let dir = temp_dir("status-100k");
+    let name = "t-0123456789ab.shard-7-of-100000.json";
+    craft_checkpoint(
+        &dir,
+        name,
+        Some(Shard {
+            index: 7,
+            count: 100_000,
+        }),
+    );
+    let d = dir.to_string_lossy().to_string();
+    let (code, out, err, took) =
+        status(&["--json", "--checkpoint-dir", &d], Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(took < Duration::from_secs(10), "status took {took:?}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
+    let m = &v["migrations"][0];
+    assert_eq!(m["shards_total"], 100_000, "{m}");
+    assert_eq!(m["shards_not_started"], 99_999);
+    assert_eq!(m["shards"].as_array().map(Vec::len), Some(100_000));
+    eprintln!("status of 100,000 shards: {took:?}");
+}

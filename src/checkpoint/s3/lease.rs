@@ -71,9 +71,10 @@ impl Fence {
 /// What is wrong with the lease `shown` (a URL) that no ddb2pg grants (`why`), and what to do.
 pub(super) fn not_ddb2pgs(why: &str, shown: &str) -> String {
     format!(
-        "{why}: it was written by something else (or on a machine whose clock is far ahead), and \
-         would block every run. If no ddb2pg run of this checkpoint is alive, delete it (aws s3 \
-         rm {}) and run again; and check who can write this prefix",
+        "{why}. It would block every run. Only if no ddb2pg run of this checkpoint is alive \
+         (`ddb2pg status` on this prefix shows the holder), delete it (aws s3 rm {}) and run \
+         again; if its holder runs on a machine whose clock is ahead, fix that clock. And check \
+         who can write this prefix",
         printable(shown)
     )
 }
@@ -96,7 +97,7 @@ impl S3Dir {
             }
             Found::Invalid { holder, why } => {
                 return Err(Error::config(format!(
-                    "lock {} (holder {}) is not one ddb2pg writes: {}",
+                    "lock {} (holder {}) cannot be taken over or waited for: {}",
                     self.show(name),
                     printable(holder),
                     not_ddb2pgs(why, &self.show(name))
