@@ -6,8 +6,9 @@
 //! Error messages never contain a password or a piece of one: they name the keyword, not its
 //! value. Where libpq would read part of a password as something else, the target is refused
 //! and nothing of it quoted: a URI with an unencoded `@` after its credentials' `@` (libpq ends
-//! the password at the first `@`, making the rest a host or port) or a `/` in the password (libpq
-//! then finds no credentials at all), and an unknown keyword right after an unquoted password
+//! the password at the first `@`, making the rest a host or port; an `@` in the database name
+//! after the credentials is the name's) or a `/` in the password (libpq then finds no
+//! credentials at all), and an unknown keyword right after an unquoted password
 //! (`password=two words=x`, `password="two words"`: libpq quotes with single quotes only).
 
 use crate::error::{Error, Result};
@@ -229,16 +230,21 @@ const ENCODE_HINT: &str = "a user name, password or database name holding \"@\",
 /// libpq ends the credentials at the first `@` before any `/`. An unencoded `@` after that
 /// (before the query) means a password (or user name) holding `@` or `/`, whose rest libpq
 /// would read as a host, port or database name and show: refused, quoting nothing of it.
+/// Except an `@` in the database name of a URI with credentials, when no `/` follows it
+/// (`postgres://u@h/db@x`: libpq's database `db@x`; `u@x:5/MARK@h/db` is a password with `/`).
+/// Without credentials (`postgres://h:5/db@x`) it cannot be told from a password with a `/`
+/// (`postgres://u:5/MARK@h`): refused.
 fn check_at_signs(rest: &str) -> Result<()> {
-    let after_credentials = match rest.find(['@', '/']) {
-        Some(at) if rest.as_bytes()[at] == b'@' => &rest[at + 1..],
-        _ => rest,
+    let (credentials, after) = match rest.find(['@', '/']) {
+        Some(at) if rest.as_bytes()[at] == b'@' => (true, &rest[at + 1..]),
+        _ => (false, rest),
     };
-    let before_query = after_credentials
-        .split('?')
-        .next()
-        .unwrap_or(after_credentials);
-    if before_query.contains('@') {
+    let before_query = after.split('?').next().unwrap_or(after);
+    let (netloc, path) = before_query.split_once('/').unwrap_or((before_query, ""));
+    let in_path = path
+        .rfind('@')
+        .is_some_and(|at| !credentials || path[at..].contains('/'));
+    if netloc.contains('@') || in_path {
         return Err(Error::config(format!(
             "the target URL has an \"@\" in its host, port or database name; {ENCODE_HINT}"
         )));
@@ -481,6 +487,11 @@ mod tests {
             ("postgres://u:S3cr/MARK@h/db", "%2F", &["S3cr", "MARK"]),
             ("postgres://u:5432/MARK@h/db", "%2F", &["MARK"]),
             ("postgres://u:S3cr?x/MARK@h/db", "%2F", &["S3cr", "MARK"]),
+            // A user name with an '@' and a password with a '/': libpq would read "5" as the
+            // port and "MARK@h/db" as the database.
+            ("postgres://u@x:5/MARK@h/db", "%2F", &["MARK"]),
+            ("postgres://u:5/MARK@h", "%2F", &["MARK"]),
+            ("postgres://u:S3?MARK@h@x/db", "%40", &["MARK"]),
             (
                 "host=h password=S3cr3t MARK=1",
                 "single quotes",
@@ -521,6 +532,26 @@ mod tests {
                 ("password", "S3cr@t/Part"),
                 ("host", "h"),
                 ("dbname", "db")
+            ])
+        );
+        // An '@' in the database name after the credentials, as libpq reads it.
+        assert_eq!(
+            kv("postgres://postgres@127.0.0.1:42041/db@x"),
+            pairs(&[
+                ("user", "postgres"),
+                ("host", "127.0.0.1"),
+                ("port", "42041"),
+                ("dbname", "db@x")
+            ])
+        );
+        assert_eq!(
+            kv("postgres://u:pw@h/d@b?user=me@srv"),
+            pairs(&[
+                ("user", "u"),
+                ("password", "pw"),
+                ("host", "h"),
+                ("dbname", "d@b"),
+                ("user", "me@srv")
             ])
         );
         let e = parse("host=h password='two words' sslmdoe=require").expect_err("typo");

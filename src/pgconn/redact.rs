@@ -28,40 +28,70 @@ fn redact_userinfo(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find("://") {
+        let scheme = rest[..i].to_ascii_lowercase();
+        let postgres = scheme.ends_with("postgres") || scheme.ends_with("postgresql");
         out.push_str(&rest[..i + 3]);
         rest = &rest[i + 3..];
-        // This URI: up to the next one or the end of its line.
-        let next = rest.find("://").unwrap_or(rest.len());
-        let scope_end = rest[..next].find(['\n', '\r']).unwrap_or(next);
-        let scope = &rest[..scope_end];
-        // The credentials end at the last '@' before the path's '/' (a blank, quote or '?' may
-        // be part of the password). A password with a '/' makes that '/' look like the path's:
-        // its end is then an '@' of the "path" (before the query, or followed by a host and
-        // '/database'), up to a blank or quote. At worst more than the password is hidden.
-        let auth_end = scope.find('/').unwrap_or(scope.len());
-        let tail = &scope[auth_end..];
-        let tail = &tail[..tail
-            .find(|c: char| c == '"' || c == '\'' || c.is_whitespace())
-            .unwrap_or(tail.len())];
-        let path_end = tail.find('?').unwrap_or(tail.len());
-        let reach = match tail[..path_end].contains('@') {
-            true => Some(path_end),
-            false => tail
-                .rfind('@')
-                .filter(|&at| tail[at..].contains('/'))
-                .map(|at| at + 1),
-        };
-        let region = &scope[..auth_end + reach.unwrap_or(0)];
-        if let (Some(at), Some(colon)) = (region.rfind('@'), region.find(':')) {
-            if colon < at {
-                out.push_str(&rest[..colon + 1]);
-                out.push_str("***");
-                rest = &rest[at..];
-            }
+        let scope = &rest[..scope_end(rest, postgres)];
+        if let Some((colon, at)) = credentials(scope) {
+            out.push_str(&rest[..colon + 1]);
+            out.push_str("***");
+            rest = &rest[at..];
         }
     }
     out.push_str(rest);
     out
+}
+
+/// Where the URI at the start of `rest` (after its `://`) may end. Another scheme's URI: at the
+/// next `://` or line end. A `postgres[ql]://` URI's password may hold `://` (libpq reads it as
+/// part of the password) and, in a quoted argument, line breaks: its scope is its line, and
+/// when that line holds neither `@` nor `/` (the credentials are not closed on it), up to the
+/// end of the line holding the next `@` or `/`.
+fn scope_end(rest: &str, postgres: bool) -> usize {
+    let line_end = |from: usize| {
+        rest[from..]
+            .find(['\n', '\r'])
+            .map_or(rest.len(), |e| from + e)
+    };
+    if !postgres {
+        let next = rest.find("://").unwrap_or(rest.len());
+        return rest[..next].find(['\n', '\r']).unwrap_or(next);
+    }
+    let first = line_end(0);
+    if rest[..first].contains(['@', '/']) {
+        return first;
+    }
+    rest.find(['@', '/']).map_or(first, line_end)
+}
+
+/// In a URI's scope (the text after `://`): the byte offsets of the `:` that starts a password
+/// and of the `@` that ends it, if the URI has one.
+///
+/// The credentials end at the last `@` before the path's `/` (a blank, quote or `?` may be part
+/// of the password). A password with a `/` makes that `/` look like the path's: its end is then
+/// an `@` of the "path" (before the query, or followed by a host and `/database`), up to a blank
+/// or quote. An `@` in a path followed by no `/`, after an authority holding the credentials'
+/// `@`, is the database name's (libpq reads it so). At worst more than the password is hidden.
+fn credentials(scope: &str) -> Option<(usize, usize)> {
+    let auth_end = scope.find('/').unwrap_or(scope.len());
+    let tail = &scope[auth_end..];
+    let tail = &tail[..tail
+        .find(|c: char| c == '"' || c == '\'' || c.is_whitespace())
+        .unwrap_or(tail.len())];
+    let path_end = tail.find('?').unwrap_or(tail.len());
+    let path = &tail[..path_end];
+    let reach = match path.rfind('@') {
+        Some(at) if scope[..auth_end].contains('@') && !path[at..].contains('/') => None,
+        Some(_) => Some(path_end),
+        None => tail
+            .rfind('@')
+            .filter(|&at| tail[at..].contains('/'))
+            .map(|at| at + 1),
+    };
+    let region = &scope[..auth_end + reach.unwrap_or(0)];
+    let (at, colon) = (region.rfind('@')?, region.find(':')?);
+    (colon < at).then_some((colon, at))
 }
 
 /// Every `password = value` and `sslpassword = value` (any case) -> `password=***`.
@@ -130,45 +160,72 @@ fn redact_encoded_keys(s: &str) -> String {
     out
 }
 
-/// Length of a value at the start of `v`: single-quoted (with backslash escapes) up to its
-/// closing quote; else up to a blank (and, `in_query`, a `&` or `#`). A double quote ends the
-/// value when it closes an enclosing string (the value's last character, or before `,;)}]`);
-/// anywhere else it is part of a value libpq reads differently than it looks (libpq quotes with
-/// single quotes only): the rest of the line is hidden.
+/// Length of a value at the start of `v`: single-quoted up to its closing quote
+/// ([`quoted_len`]); else up to a blank (and, `in_query`, a `&` or `#`) that no backslash
+/// escapes ([`unquoted_len`]). A double quote ends the value when it closes an enclosing string
+/// (the value's last character, or before `,;)}]`); anywhere else it is part of a value libpq
+/// reads differently than it looks (libpq quotes with single quotes only): the rest of the line
+/// is hidden.
 fn value_len(v: &str, in_query: bool) -> usize {
-    let mut chars = v.char_indices();
-    if v.starts_with('\'') {
-        chars.next();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => {
-                    chars.next();
-                }
-                '\'' => return i + 1,
-                _ => {}
-            }
-        }
-        return v.len();
+    if let Some(quoted) = v.strip_prefix('\'') {
+        return 1 + quoted_len(quoted);
     }
-    let mut end = v.len();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '\\' => {
-                chars.next();
-            }
-            c if c.is_whitespace() || (in_query && "&#".contains(c)) => {
-                end = i;
-                break;
-            }
-            _ => {}
-        }
-    }
+    let end = unquoted_len(v, in_query);
     let token = &v[..end];
     match token.find('"') {
         None => end,
         Some(q) if q > 0 && token[q + 1..].chars().all(|c| ",;)}]\"".contains(c)) => q,
         Some(_) => v.find(['\n', '\r']).unwrap_or(v.len()),
     }
+}
+
+/// Backslashes may be libpq's escapes (`\'` a quote, `\\` a backslash) or doubled by the
+/// formatting around the value (`{:?}`, JSON: a raw `\'` shows as `\\'`). After an odd run of
+/// backslashes a character is escaped either way. After an even run it is not in raw text but
+/// may be in formatted text: there a value does not end (hide more).
+///
+/// The rest of a single-quoted value (after its opening quote), up to and with its closing
+/// quote. A quote after an even run of backslashes leaves the end unsure: the value then ends
+/// at the next quote after no backslash, or where a formatted string would end (a double quote
+/// after no odd run, a line break), or at the end of the text.
+fn quoted_len(v: &str) -> usize {
+    let (mut run, mut unsure) = (0, false);
+    for (i, c) in v.char_indices() {
+        match c {
+            '\\' => {
+                run += 1;
+                continue;
+            }
+            _ if run % 2 == 1 => {}
+            '\'' if run > 0 => unsure = true,
+            '\'' => return i + 1,
+            '"' | '\n' | '\r' if unsure => return i,
+            _ => {}
+        }
+        run = 0;
+    }
+    v.len()
+}
+
+/// An unquoted value's length: up to a line break, or a blank (`in_query`: also `&`, `#`) after
+/// no backslash (after an even run it may be an escaped blank of formatted text: hide more).
+fn unquoted_len(v: &str, in_query: bool) -> usize {
+    let mut run = 0;
+    for (i, c) in v.char_indices() {
+        match c {
+            '\\' => {
+                run += 1;
+                continue;
+            }
+            _ if run % 2 == 1 => {}
+            '\n' | '\r' => return i,
+            c if c.is_whitespace() && run == 0 => return i,
+            '&' | '#' if in_query => return i,
+            _ => {}
+        }
+        run = 0;
+    }
+    v.len()
 }
 
 #[cfg(test)]
@@ -277,12 +334,59 @@ mod shapes {
                 &["S3cr", "MA", "RK"],
             ),
             ("postgres://u:p@ssTAIL@h:5432/db", &["ssTAIL"]),
+            // A "://" in the password does not start another URI; a quoted argument may hold
+            // a line break.
+            (
+                "error: unexpected argument 'postgres://u:a://bS3cr3t@h/db' found",
+                &["bS3cr3t"],
+            ),
+            ("postgresql://u:x://y://S3cr3tZ@h/db", &["y:", "S3cr3tZ"]),
+            ("postgres://u:aS3C\nR3Tb@h/db", &["aS3C", "R3Tb"]),
+            (
+                "postgres://u:aS3C\r\nMA\nR3Tb@h/db",
+                &["aS3C", "MA", "R3Tb"],
+            ),
+            // Backslashes doubled by JSON or `{:?}`: `\\ ` may be an escaped blank.
+            (r"host=h password=SE\\ CRET", &["SE", "CRET"]),
+            (
+                r#""target": "host=h password='a\\' bS3cr3t'""#,
+                &["bS3cr3t"],
+            ),
+            (r"host=h password='a\\' bS3cr3t", &["bS3cr3t"]),
         ] {
             let r = redact(s);
             for secret in secrets {
                 assert!(!r.contains(secret), "{s} -> {r}");
             }
         }
+    }
+
+    /// Targets as `{:?}` and JSON show them (backslashes doubled, quotes escaped): the
+    /// password is hidden in the escaped text as in the raw one.
+    #[test]
+    fn escaped_text_hides_the_password_too() {
+        for (raw, secrets) in [
+            (r"host=h password='a\' bS3cr3t' user=u", &["bS3cr3t"][..]),
+            (r"host=h password=SE\ CR3T user=u", &["SE", "CR3T"]),
+            (r"host=h password='a\\\' S3c\\' MARK'", &["S3c", "MARK"]),
+            (r"host=h password=a\\\ S3c\ MARK", &["S3c", "MARK"]),
+            ("host=h password='S3c\nMARK'", &["S3c", "MARK"]),
+            ("postgres://u:S3c\nMARK@h/db", &["S3c", "MARK"]),
+        ] {
+            let debug = format!("{raw:?}");
+            let json = serde_json::json!({ "target": raw, "n": 1 }).to_string();
+            for s in [raw.to_string(), debug, json] {
+                let r = redact(&s);
+                for secret in secrets {
+                    assert!(!r.contains(secret), "{s} -> {r}");
+                }
+            }
+        }
+        // What follows the escaped string is kept.
+        assert_eq!(
+            redact(&serde_json::json!({ "target": r"password='a\' b'", "n": 1 }).to_string()),
+            r#"{"n":1,"target":"password=***"}"#
+        );
     }
 
     #[test]
@@ -294,6 +398,12 @@ mod shapes {
             "cannot connect (postgres://u@h:5432/db): database \"x@y\" does not exist",
             "postgres://me@srv@host:5432/db",
             "-> postgres://postgres@127.0.0.1:5432/db table t",
+            // An '@' in the database name of a URI whose credentials hold no password.
+            "postgres://postgres@127.0.0.1:42041/db@x",
+            "postgres://postgres@127.0.0.1:42041/db@x?user=me@srv",
+            // Other URIs on the line, on the next line.
+            "see postgres://u@h/db and https://me@example.com/a:b",
+            "postgres://h:5432\nnext line",
         ] {
             assert_eq!(redact(s), s);
         }

@@ -25,6 +25,9 @@ enum Via {
     Toml,
     /// `PGPASSWORD=TEXT`, the target a plain URI of the test database.
     PgPassword,
+    /// An argument the command does not take (clap's usage error quotes it), after `--target`
+    /// with a plain URI of the test database.
+    Stray,
 }
 
 /// What the run does with the form.
@@ -64,7 +67,7 @@ const fn form(
 }
 
 use Then::{Connects, Refused};
-use Via::{Arg, DatabaseUrl, PgPassword, Toml};
+use Via::{Arg, DatabaseUrl, PgPassword, Stray, Toml};
 
 /// A database whose name holds words that look like a password setting: the name is shown
 /// (the `->` line, errors, the report's target, status) and must be redacted everywhere alike.
@@ -99,6 +102,10 @@ const FORMS: &[Form] = &[
     form("uri_not_utf8", Arg, "postgres://postgres:S3cr{ff}MARK@{host}:{port}/{db}", &["S3cr", "MARK"], Refused("UTF-8")),
     form("uri_very_long_password", Arg, "postgres://postgres:{long}@{host}:{port}/{db}", &["S3cr3tMARK"], Connects),
     form("uri_nonexistent_db_with_words", Arg, "postgres://postgres@{host}:{port}/{db}_missing password=S3cr3tMARK", &["S3cr3tMARK"], Refused("does not exist")),
+    // What the second review found.
+    form("stray_uri_with_scheme_in_password", Stray, "postgres://postgres:a://bS3cr3tMARK@{host}:{port}/{db}", &["S3cr3tMARK"], Refused("unexpected argument")),
+    form("stray_uri_with_newline_in_password", Stray, "postgres://postgres:S3cr3t\nMARK@{host}:{port}/{db}", &["S3cr3t", "MARK"], Refused("unexpected argument")),
+    form("uri_at_in_database_name", Arg, "postgres://postgres:S3cr3tMARK@{host}:{port}/{db}@x", &["S3cr3tMARK"], Refused("\"{db}@x\" does not exist")),
 ];
 
 /// Where the test database is: `{host}`, `{port}`, `{db}`.
@@ -257,6 +264,7 @@ async fn exercise(f: &Form, table: &str, n: u64) -> Seen {
             env.push(("PGPASSWORD", text));
             args.extend(["--target".into(), plain.into()]);
         }
+        Via::Stray => args.extend(["--target".into(), plain.into(), text]),
         Via::Toml => {
             let file = dir.join("ddb2pg.toml");
             let mut toml = format!(
@@ -281,7 +289,8 @@ async fn exercise(f: &Form, table: &str, n: u64) -> Seen {
     seen.add("report", report);
     match f.then {
         Then::Refused(why) => {
-            seen.want(code == 2 && stderr.contains(why), || {
+            let why = expand(why, &at).to_string_lossy().into_owned();
+            seen.want(code == 2 && stderr.contains(&why), || {
                 format!(
                     "{}: wanted exit 2 and {why:?}, got {code}:\n{stderr}",
                     f.name
