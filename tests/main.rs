@@ -44,6 +44,8 @@ mod overlap;
 mod paths;
 #[path = "suite/redaction.rs"]
 mod redaction;
+#[path = "suite/report_s3.rs"]
+mod report_s3;
 #[path = "suite/resume.rs"]
 mod resume;
 #[path = "suite/review16.rs"]
@@ -76,6 +78,8 @@ mod trust_rejects;
 mod trust_shared;
 #[path = "suite/trust_state.rs"]
 mod trust_state;
+#[path = "suite/trust_verify.rs"]
+mod trust_verify;
 #[path = "suite/verify.rs"]
 mod verify;
 #[path = "suite/verify_export.rs"]

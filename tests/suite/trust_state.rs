@@ -2,8 +2,8 @@
 //! lock, a stream record) is checked before it is used, and the run's lock is held before the
 //! target is touched: crafted checkpoints and locks end with a clear message and exit 2 (never
 //! a panic, an endless loop, or a wait without end), names from outside are printed with their
-//! control characters escaped, `--lock-wait` is bounded, `verify` reads an s3:// checkpoint
-//! folder like `migrate`, and a stream value of an unknown type is rejected with the reason.
+//! control characters escaped, `--lock-wait` is bounded, and a stream value of an unknown type
+//! is rejected with the reason. `verify`'s part is in `trust_verify.rs`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use crate::shards::{no_aws, s3_checkpoint_dir};
 use crate::support::harness::{migrate_args, moto_s3, sample_table};
 use crate::support::stream_double::{synthetic, Config, StreamDouble};
 use crate::support::{
-    ddb, ddb2pg_command, new_database, pg, put, s, services, temp_dir, unique_name, Migration,
+    ddb, ddb2pg_command, new_database, pg, services, temp_dir, unique_name, Migration,
 };
 
 const ESC: char = '\u{1b}';
@@ -53,14 +53,14 @@ fn status(args: &[&str], limit: Duration) -> (Option<i32>, String, String, Durat
 }
 
 /// What a run in `cwd` did: exit code, stderr, report.
-struct Ran {
-    code: Option<i32>,
-    stderr: String,
-    report: Option<serde_json::Value>,
+pub(crate) struct Ran {
+    pub(crate) code: Option<i32>,
+    pub(crate) stderr: String,
+    pub(crate) report: Option<serde_json::Value>,
 }
 
 /// `ddb2pg <args> --report <cwd>/report.json` run to its end with `cwd` as working directory.
-fn run_at(cwd: &Path, args: &[String]) -> Ran {
+pub(crate) fn run_at(cwd: &Path, args: &[String]) -> Ran {
     let report = cwd.join("report.json");
     let _ = std::fs::remove_file(&report);
     let out = ddb2pg_command()
@@ -327,69 +327,6 @@ async fn a_second_migrate_takes_the_lock_before_it_touches_the_target() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_reads_the_rejects_of_an_s3_checkpoint_folder() {
-    let table = sample_table(30).await;
-    put(
-        &ddb().await,
-        &table,
-        &crate::support::item("BAD#1", "X", vec![("bad", s("nul\u{0}"))]),
-    )
-    .await;
-    let db = new_database().await;
-    let dir = s3_checkpoint_dir().await;
-    let cwd = temp_dir("verify-s3");
-    let mut args = migrate_args(&table, &db, Path::new(&dir));
-    args.extend(["--s3-endpoint-url".to_string(), moto_s3().to_string()]);
-    let migrated = run_at(&cwd, &args);
-    assert_eq!(migrated.code, Some(4), "{}", migrated.stderr);
-    let storage = S3Dir::open(&dir, &no_aws(), &Some(moto_s3().to_string())).expect("s3 dir");
-    // The rejects are a folder of parts beside the checkpoint `<stem>.json`.
-    let checkpoint = storage
-        .list()
-        .expect("list")
-        .into_iter()
-        .find(|n| n.ends_with(".json") && !n.ends_with(".report.json"))
-        .expect("a checkpoint object");
-    let rejects = format!("{}.rejects.jsonl", checkpoint.trim_end_matches(".json"));
-    assert_eq!(
-        storage.lines(&rejects).expect("count"),
-        Some(1),
-        "one reject stored"
-    );
-
-    let verify: Vec<String> = [
-        "verify",
-        "--table",
-        &table,
-        "--target",
-        &db,
-        "--endpoint-url",
-        &services().endpoint,
-        "--checkpoint-dir",
-        &dir,
-        "--s3-endpoint-url",
-        moto_s3(),
-        "--progress",
-        "none",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let v = run_at(&cwd, &verify);
-    assert_eq!(v.code, Some(0), "{}", v.stderr);
-    let report = v.report.as_ref().expect("a report");
-    assert_eq!(
-        report["rejects_files"],
-        serde_json::json!([storage.show(&rejects)]),
-        "{report}"
-    );
-    assert!(
-        !cwd.join("s3:").exists(),
-        "verify took s3://… for a local path"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_value_of_an_unknown_type_is_rejected_with_the_reason() {
     let client = ddb().await;
     let table = unique_name("unknowntype");
@@ -459,54 +396,6 @@ async fn a_stream_value_of_an_unknown_type_is_rejected_with_the_reason() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_of_an_s3_export_with_an_s3_checkpoint_folder_writes_nothing_under_its_cwd() {
-    let export = temp_dir("trust-export");
-    crate::export::write_export(&export, 0..60, 25);
-    let (s3, bucket) = crate::export::new_bucket().await;
-    crate::export::upload(&s3, &bucket, "exports/app", &export).await;
-    let url = format!("s3://{bucket}/exports/app");
-    let db = new_database().await;
-    let dir = s3_checkpoint_dir().await;
-    let cwd = temp_dir("verify-s3-export");
-    let mut migrate = crate::export::export_args(Path::new(&url), &db, Path::new(&dir));
-    migrate.extend(["--s3-endpoint-url".to_string(), moto_s3().to_string()]);
-    let migrated = run_at(&cwd, &migrate);
-    assert_eq!(migrated.code, Some(0), "{}", migrated.stderr);
-
-    let verify: Vec<String> = [
-        "verify",
-        "--export",
-        &url,
-        "--key",
-        "PK,SK",
-        "--target",
-        &db,
-        "--checkpoint-dir",
-        &dir,
-        "--s3-endpoint-url",
-        moto_s3(),
-        "--progress",
-        "none",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let v = run_at(&cwd, &verify);
-    assert_eq!(v.code, Some(0), "{}", v.stderr);
-    assert_eq!(v.report.as_ref().expect("report")["status"], "identical");
-    let left: Vec<String> = std::fs::read_dir(&cwd)
-        .expect("cwd")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|n| n != "report.json")
-        .collect();
-    assert!(
-        left.is_empty(),
-        "verify wrote under its working directory (s3://… taken for a local path): {left:?}"
-    );
-}
-
 #[test]
 fn status_lists_every_checkpoint_beside_one_it_cannot_read() {
     use std::os::unix::ffi::OsStrExt as _;
@@ -557,58 +446,6 @@ fn status_lists_every_checkpoint_beside_one_it_cannot_read() {
 
 /// Two `verify` pods on one database are each PID 1: a verify must not drop a scratch table
 /// another one (of the same PID) is comparing in.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_verify_as_pid_1_leaves_another_pid_1s_scratch_tables_alone() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return; // a PID namespace needs root
-    }
-    let table = sample_table(20).await;
-    let db = new_database().await;
-    let cp = temp_dir("verify-pid1");
-    let args: Vec<String> = migrate_args(&table, &db, &cp);
-    let r = run_at(&cp, &args);
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
-    // Another pod's scratch tables, as a verify that is PID 1 names them today or did before.
-    let c = pg(&db).await;
-    let theirs = ["ddb2pg_verify_1_0", "ddb2pg_verify_1_0000000000000000_0"];
-    for t in theirs {
-        c.batch_execute(&format!(
-            "CREATE UNLOGGED TABLE {t} (x int); INSERT INTO {t} VALUES (7)"
-        ))
-        .await
-        .expect("their scratch table");
-    }
-    let mut verify = std::process::Command::new("unshare");
-    crate::support::clean_env(&mut verify);
-    let out = verify
-        .args(["--pid", "--fork", crate::support::ddb2pg_exe()])
-        .args(["verify", "--table", &table, "--target", &db])
-        .args(["--endpoint-url", &services().endpoint])
-        .output()
-        .expect("verify as PID 1");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    for t in theirs {
-        let n: i64 = c
-            .query_one(&format!("SELECT count(*) FROM {t}"), &[])
-            .await
-            .unwrap_or_else(|e| panic!("{t} was dropped by the other verify: {e}"))
-            .get(0);
-        assert_eq!(n, 1, "{t}");
-    }
-    // And its own are gone.
-    let left: i64 = c
-        .query_one(
-            "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'ddb2pg_verify_%'",
-            &[],
-        )
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(left, theirs.len() as i64);
-}
-
 #[test]
 fn status_lists_a_migration_of_100000_shards_quickly() {
     let dir = temp_dir("status-100k");
