@@ -72,7 +72,10 @@ async fn a_hostile_export_stops_at_the_default_max_rejects_with_a_bounded_file()
     let saved = read_checkpoint(&cp);
     assert_eq!(rejected_total(&saved), lines.len() as u64);
     assert_eq!(saved.rejects_bytes, Some(bytes));
-    assert!(err.contains(&format!("{} rejected", lines.len())), "{err}");
+    assert!(
+        err.contains(&format!("{} over all runs", lines.len())),
+        "{err}"
+    );
 }
 
 /// A mapping of table `t` that rejects every item without `email` (4 of 5 sample items).
@@ -396,6 +399,94 @@ async fn a_missing_s3_part_stops_the_run_and_no_later_part_is_deleted() {
         text.iter().filter(|&&b| b == b'\n').count() as u64,
         N / 5 * 4
     );
+}
+
+/// The whole numbers in `text`.
+fn numbers(text: &str) -> Vec<u64> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_max_rejects_error_names_only_counts_the_saved_checkpoint_keeps() {
+    let export = hostile_export(2_000);
+    let db = new_database().await;
+    let cp = tempdir("maxrej-counts");
+    let mut args = export_args(&export, &db, &cp);
+    args.extend(["--batch-size", "50", "--max-rejects", "400"].map(String::from));
+    let out = run(&args);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let saved = rejected_total(&read_checkpoint(&cp));
+    assert_eq!(
+        rejects_in(&cp).len() as u64,
+        saved,
+        "the file holds what it counts"
+    );
+    assert_eq!(out.report["rejected_total"], saved);
+    let err = &out.stderr;
+    let stopped = err
+        .split_once("stopped:")
+        .map(|(_, s)| s.lines().next().unwrap_or(""))
+        .unwrap_or_else(|| panic!("no stop: {err}"));
+    assert!(stopped.contains("--max-rejects 400"), "{stopped}");
+    for n in numbers(stopped) {
+        assert!(
+            n == 400 || n == 0 || n == saved,
+            "{n} in {stopped:?}; saved {saved}"
+        );
+    }
+    assert!(err.contains(&format!("{saved} over all runs")), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_past_max_rejects_says_what_a_dry_run_did() {
+    let export = hostile_export(200);
+    let db = new_database().await;
+    for batch in ["100", "4"] {
+        let cp = tempdir("dry-maxrej");
+        let mut args = export_args(&export, &db, &cp);
+        args.extend(["--dry-run", "--max-rejects", "10", "--batch-size", batch].map(String::from));
+        let out = run(&args);
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        let err = &out.stderr;
+        assert!(
+            err.contains("--max-rejects 10") && err.contains("dry run"),
+            "{err}"
+        );
+        for wrong in [
+            "checkpoint saved",
+            "runs of this checkpoint",
+            "resume with",
+            "to resume",
+            "\n  checkpoint ",
+        ] {
+            assert!(!err.contains(wrong), "{wrong:?} in {err}");
+        }
+        // Every rejects file it names exists; nothing else is left in the checkpoint folder.
+        for word in err.split_whitespace() {
+            let word = word.trim_end_matches([',', ';', ':', ')', '.']);
+            if word.ends_with(".jsonl") {
+                assert!(Path::new(word).exists(), "{word} named but absent: {err}");
+            }
+        }
+        let left: Vec<String> = std::fs::read_dir(&cp)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            left.iter().all(|n| n.ends_with(".dry-run.jsonl")),
+            "{left:?}"
+        );
+        let found = left.first().map_or(0, |n| {
+            std::fs::read_to_string(cp.join(n)).map_or(0, |t| t.lines().count())
+        });
+        assert!(found <= 10, "{found} lines");
+        assert_eq!(found > 0, batch == "4", "{left:?}");
+    }
 }
 
 /// A plain S3 client on moto, and `dir`'s bucket and prefix.
