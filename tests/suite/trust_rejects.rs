@@ -399,6 +399,28 @@ async fn a_missing_s3_part_stops_the_run_and_no_later_part_is_deleted() {
         text.iter().filter(|&&b| b == b'\n').count() as u64,
         N / 5 * 4
     );
+
+    // Or, as it also says, --restart: the gapped parts set aside, every item rejected again.
+    s3.delete_object()
+        .bucket(&bucket)
+        .key(&second)
+        .send()
+        .await
+        .expect("delete part 2");
+    let mut restart = args.clone();
+    restart.push("--restart".to_string());
+    let restarted = run(&restart);
+    assert_eq!(restarted.code, 4, "{}", restarted.stderr);
+    assert!(
+        restarted.stderr.contains("earlier rejects are kept"),
+        "{}",
+        restarted.stderr
+    );
+    let text = stored_rejects(&dir, &names.rejects).await;
+    assert_eq!(
+        text.iter().filter(|&&b| b == b'\n').count() as u64,
+        N / 5 * 4
+    );
 }
 
 /// The whole numbers in `text`.

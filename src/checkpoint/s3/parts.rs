@@ -194,7 +194,8 @@ impl S3Dir {
         let (parts, strays) = chain(self.list_parts(name)?);
         if let Some(&last) = strays.last() {
             let end = parts.last().map_or(0, |p| p.start + p.len);
-            if !committed.is_some_and(|c| end >= c) {
+            // The parts before the gap must hold every byte the checkpoint counts.
+            if committed.is_none_or(|c| end < c) {
                 return Err(self.gap(name, parts.len() as u64 + 1, last, end, committed));
             }
         }
