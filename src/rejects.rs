@@ -8,7 +8,10 @@
 //! all runs of a checkpoint (the checkpoint counts them per segment and for the stream) may not
 //! pass it. The batch that would is not recorded and the run stops (exit 1): the checkpoint
 //! does not move past that batch, so a resume with a higher limit reads it again and records
-//! its rejects then, each once.
+//! its rejects then, each once. The error names no count of the moment it was raised: batches
+//! committing beside the one that passed the limit may still be recorded (each within it), so
+//! the true count is the saved checkpoint's, which the summary prints. A dry run (which starts
+//! from nothing, records into its own file and saves no checkpoint) gets its own message.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -27,24 +30,52 @@ use crate::value::{self, Item};
 /// bound that export (every line of it is rejected).
 pub const DEFAULT_MAX: u64 = 10_000;
 
+/// Where a run that passed `--max-rejects` keeps its rejects, for [`within_limit`]'s message.
+pub enum Kept<'a> {
+    /// A real run: the rejects file (a path or an s3:// folder), as shown.
+    Run(&'a str),
+    /// A dry run: its own rejects file, None while it holds no line (it is not created then).
+    DryRun(Option<&'a Path>),
+}
+
 /// Whether `adding` more rejected items after the `recorded` ones stay within `max` (0: no
-/// limit); else the error that stops the run (exit 1), naming the count, the limit, the
-/// rejects file `shown` and what to do.
-pub fn within_limit(recorded: u64, adding: u64, max: u64, shown: &str) -> Result<()> {
-    let total = recorded.saturating_add(adding);
-    if max == 0 || total <= max {
+/// limit); else the error that stops the run (exit 1), naming the limit, where the rejects
+/// recorded so far are (`kept`) and what to do.
+pub fn within_limit(recorded: u64, adding: u64, max: u64, kept: Kept) -> Result<()> {
+    if max == 0 || recorded.saturating_add(adding) <= max {
         return Ok(());
     }
-    Err(Error::file(
-        shown,
-        format!(
-            "stopped: {total} items rejected over the runs of this checkpoint, more than \
-             --max-rejects {max} allows; the batch that passed it is not recorded ({recorded} \
-             rejected items are in the file, each with its reason). Look at the reasons, \
-             fix the mapping or the data and run the same command again, or resume with a \
-             higher --max-rejects (0 for no limit)"
+    Err(match kept {
+        Kept::Run(shown) => Error::file(
+            shown,
+            format!(
+                "stopped: more than --max-rejects {max} items rejected over the runs of this \
+                 checkpoint; the batch that passed the limit is not recorded. The file holds \
+                 exactly the rejected items the saved checkpoint counts (the summary above \
+                 counts them), each with its reason. Look at the reasons, fix the mapping or the data and \
+                 run the same command again, or resume with a higher --max-rejects (0 for no \
+                 limit)"
+            ),
         ),
-    ))
+        Kept::DryRun(file) => {
+            let found = match file {
+                Some(p) => format!(
+                    "the items rejected before it are in {}, each with its reason",
+                    p.display()
+                ),
+                None => "no rejected item was written".to_string(),
+            };
+            Error::file(
+                "dry run",
+                format!(
+                    "stopped: more than --max-rejects {max} items rejected (a real run from the \
+                     start would stop here too); the batch that passed the limit is not \
+                     recorded, {found}. Nothing was saved: fix the mapping or the data and try \
+                     the dry run again, or give a higher --max-rejects (0 for no limit)"
+                ),
+            )
+        }
+    })
 }
 
 pub struct Rejects {
@@ -153,20 +184,47 @@ mod tests {
 
     #[test]
     fn the_limit_counts_every_run_and_zero_is_none() {
-        assert!(within_limit(0, 10, 10, "f").is_ok());
-        assert!(within_limit(9_990, 10, 10_000, "f").is_ok());
-        assert!(within_limit(u64::MAX, 5, 0, "f").is_ok(), "0: no limit");
-        let e = within_limit(8, 3, 10, "/x/t.rejects.jsonl").expect_err("past the limit");
+        let run = Kept::Run("/x/t.rejects.jsonl");
+        assert!(within_limit(0, 10, 10, Kept::Run("f")).is_ok());
+        assert!(within_limit(9_990, 10, 10_000, Kept::Run("f")).is_ok());
+        assert!(
+            within_limit(u64::MAX, 5, 0, Kept::Run("f")).is_ok(),
+            "0: no limit"
+        );
+        let e = within_limit(8, 3, 10, run).expect_err("past the limit");
         assert_eq!(e.exit_code(), 1);
         let text = e.to_string();
         for part in [
             "/x/t.rejects.jsonl:",
-            "11 items rejected",
-            "--max-rejects 10 ",
-            "(8 rejected items are in the file",
+            "more than --max-rejects 10 items rejected over the runs of this checkpoint",
+            "the saved checkpoint counts",
             "higher --max-rejects (0 for no limit)",
         ] {
             assert!(text.contains(part), "{part:?} in {text}");
         }
+        // Counts of the moment (8 recorded, 11 with the batch) may be stale by the end.
+        assert!(!text.contains('8') && !text.contains("11"), "{text}");
+    }
+
+    #[test]
+    fn a_dry_run_past_the_limit_names_only_what_it_wrote() {
+        let none = within_limit(0, 11, 10, Kept::DryRun(None)).expect_err("past");
+        let file = Path::new("/x/t.rejects.dry-run.jsonl");
+        let some = within_limit(4, 7, 10, Kept::DryRun(Some(file))).expect_err("past");
+        for e in [&none, &some] {
+            assert_eq!(e.exit_code(), 1);
+            let text = e.to_string();
+            assert!(
+                text.starts_with("dry run: stopped: more than --max-rejects 10"),
+                "{text}"
+            );
+            for wrong in ["resume", "runs of this checkpoint", "saved checkpoint"] {
+                assert!(!text.contains(wrong), "{wrong:?} in {text}");
+            }
+        }
+        assert!(none.to_string().contains("no rejected item was written"));
+        assert!(some
+            .to_string()
+            .contains("are in /x/t.rejects.dry-run.jsonl"));
     }
 }

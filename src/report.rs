@@ -58,6 +58,9 @@ pub struct Report {
     /// Changes without an old image whose old rows could not be found (may have left rows).
     pub changes_unsure: u64,
     pub unsure_reason: Option<String>,
+    /// `--dry-run`: nothing persists, no checkpoint is written (for the human summary).
+    #[serde(skip)]
+    pub dry_run: bool,
     /// An s3:// export: where its downloaded copies are, and whether they were removed.
     pub downloads: Option<crate::downloads::Outcome>,
     /// `--follow`: the stream's changes applied by this run, shards, lag.
@@ -93,6 +96,7 @@ impl Report {
             "dry_run" => {
                 "dry run: this is what would happen; every batch was rolled back, nothing persists"
             }
+            _ if self.dry_run => "dry run failed: every batch was rolled back, nothing persists",
             _ => "migration failed: checkpoint saved",
         };
         eprintln!("ddb2pg: {head}");
@@ -169,12 +173,19 @@ impl Report {
             );
         }
         if self.rejected_total > 0 {
-            eprintln!(
-                "  REJECTED {} items in this run, {} over all runs of this checkpoint; reasons in {}",
-                self.rejected,
-                self.rejected_total,
-                self.rejects_file.as_deref().unwrap_or("the rejects file")
-            );
+            let file = self.rejects_file.as_deref().unwrap_or("the rejects file");
+            if self.dry_run {
+                eprintln!(
+                    "  REJECTED {} items (dry run); reasons in {file}",
+                    self.rejected
+                );
+            } else {
+                eprintln!(
+                    "  REJECTED {} items in this run, {} over all runs of this checkpoint; \
+                     reasons in {file}",
+                    self.rejected, self.rejected_total
+                );
+            }
             for (k, n) in &self.rejects_by_reason {
                 eprintln!("    {n:>8}  {k}");
             }
@@ -188,6 +199,8 @@ impl Report {
                 Some(why) => eprintln!("  export copies kept in {} ({why})", d.dir),
             }
         }
-        eprintln!("  checkpoint {}", self.checkpoint);
+        if !self.dry_run {
+            eprintln!("  checkpoint {}", self.checkpoint);
+        }
     }
 }

@@ -129,7 +129,7 @@ impl Storage for LocalDir {
         Ok(())
     }
 
-    fn fetch(&self, _name: &str, _local: &Path) -> Result<()> {
+    fn fetch(&self, _name: &str, _local: &Path, _committed: Option<u64>) -> Result<()> {
         Ok(())
     }
 

@@ -417,8 +417,8 @@ impl Storage for S3Dir {
         true
     }
 
-    fn fetch(&self, name: &str, local: &Path) -> Result<()> {
-        self.fetch_parts(name, local)
+    fn fetch(&self, name: &str, local: &Path, committed: Option<u64>) -> Result<()> {
+        self.fetch_parts(name, local, committed)
     }
 
     fn lines(&self, name: &str) -> Result<Option<u64>> {

@@ -101,7 +101,9 @@ pub trait Storage: Send + Sync {
         false
     }
     /// Replace `local` with the stored `name` (S3), or nothing when `local` is `name` itself.
-    fn fetch(&self, name: &str, local: &Path) -> Result<()>;
+    /// `committed`: the length of `name` the checkpoint counts (None: no checkpoint counts it);
+    /// S3 stops (exit 1, deleting nothing) when part of those bytes is missing.
+    fn fetch(&self, name: &str, local: &Path, committed: Option<u64>) -> Result<()>;
     /// Before a run writes: create a local directory (owner-only), refuse to start when a
     /// document of the run is unsafe to write (a symbolic link), tighten permissions.
     fn secure(&self, names: &Names) -> Result<()>;

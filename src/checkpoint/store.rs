@@ -157,8 +157,15 @@ impl Store {
         }
         let held = self.held.load(Ordering::Acquire);
         if adding > 0 {
-            let max = self.max_rejects;
-            crate::rejects::within_limit(cp.rejected(), held + adding, max, &shown())?;
+            use crate::rejects::{within_limit, Kept};
+            let (recorded, max) = (cp.rejected(), self.max_rejects);
+            let shown = shown();
+            let kept = match self.persist {
+                true => Kept::Run(&shown),
+                // A dry run's file is created by its first append.
+                false => Kept::DryRun(Some(rejects.path()).filter(|p| p.exists())),
+            };
+            within_limit(recorded, held + adding, max, kept)?;
         }
         let lines = f(&mut cp);
         let held = (held + adding).saturating_sub(lines.len() as u64);

@@ -205,7 +205,8 @@ fn checkpoint_for(
         return Ok((cp, tag));
     }
     // A run on another machine: the stored rejects become the local file appended to.
-    storage.fetch(&names.rejects, local_rejects)?;
+    let committed = cp.rejects_bytes.filter(|_| !fresh);
+    storage.fetch(&names.rejects, local_rejects, committed)?;
     if fresh {
         // Lines already there (a checkpoint removed by hand) stay; the count starts after them.
         let there = std::fs::metadata(local_rejects).map_or(0, |m| m.len());

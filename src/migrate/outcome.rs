@@ -130,6 +130,7 @@ pub(super) fn report(
             .lock()
             .map(|r| r.clone())
             .unwrap_or_default(),
+        dry_run: args.dry_run,
         downloads,
         follow: ended
             .stream_arn

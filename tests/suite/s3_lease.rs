@@ -69,13 +69,13 @@ async fn a_stale_holder_cannot_replace_the_new_holders_rejects() {
         tempdir("lease-b").join(REJECTS),
     );
     let _held_a = a.lock(LOCK, Duration::from_secs(60)).expect("a locks");
-    a.fetch(REJECTS, &local_a).expect("a fetches");
+    a.fetch(REJECTS, &local_a, None).expect("a fetches");
     append(&local_a, "a1\n");
     a.publish(REJECTS, &local_a).expect("a publishes");
 
     expire_lock(&dir).await;
     let _held_b = b.lock(LOCK, Duration::from_secs(60)).expect("b takes over");
-    b.fetch(REJECTS, &local_b).expect("b fetches");
+    b.fetch(REJECTS, &local_b, None).expect("b fetches");
     append(&local_b, "b1\n");
     b.publish(REJECTS, &local_b).expect("b publishes");
 
@@ -510,7 +510,7 @@ async fn reject_lines_uploaded_before_a_first_checkpoint_are_not_kept_twice() {
         .expect("set aside");
     let first_line = all.split_inclusive(|&c| c == b'\n').next().expect("a line");
     put_part(&dir, &rejects, 1, first_line.to_vec().into()).await;
-    s3.fetch(&rejects, &copy).expect("fetch");
+    s3.fetch(&rejects, &copy, None).expect("fetch");
     assert_eq!(std::fs::read(&copy).expect("copy"), first_line);
     // The resume reads every item again and rejects each once more: each line once in all.
     let again = run(&args);

@@ -72,7 +72,10 @@ async fn a_hostile_export_stops_at_the_default_max_rejects_with_a_bounded_file()
     let saved = read_checkpoint(&cp);
     assert_eq!(rejected_total(&saved), lines.len() as u64);
     assert_eq!(saved.rejects_bytes, Some(bytes));
-    assert!(err.contains(&format!("{} rejected", lines.len())), "{err}");
+    assert!(
+        err.contains(&format!("{} over all runs", lines.len())),
+        "{err}"
+    );
 }
 
 /// A mapping of table `t` that rejects every item without `email` (4 of 5 sample items).
@@ -214,6 +217,33 @@ async fn versioned(dir: &str) {
         .expect("versioning");
 }
 
+/// `migrate` of `table` with the email mapping `map` and checkpoints in the s3:// `dir`, slow
+/// enough (read units) for many checkpoint writes, each after new reject lines (new parts).
+fn s3_email_args(table: &str, db: &str, dir: &str, map: &str, limit: &str) -> Vec<String> {
+    let mut a = migrate_args(table, db, Path::new(dir));
+    a.extend(
+        [
+            "--s3-endpoint-url",
+            moto_s3(),
+            "--mapping",
+            map,
+            "--create-tables",
+            "--segments",
+            "4",
+            "--batch-size",
+            "10",
+            "--concurrency",
+            "2",
+            "--max-read-units",
+            "4",
+            "--max-rejects",
+            limit,
+        ]
+        .map(String::from),
+    );
+    a
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_rejects_are_uploaded_once_each_and_no_local_copy_is_left() {
     const N: u64 = 600;
@@ -225,31 +255,7 @@ async fn s3_rejects_are_uploaded_once_each_and_no_local_copy_is_left() {
     versioned(&dir).await;
     let work = tempdir("s3rej");
     let map = email_mapping(&work);
-    // Slow enough (read units) for many checkpoint writes, each after new reject lines.
-    let args = |limit: &str| {
-        let mut a = migrate_args(&table, &db, Path::new(&dir));
-        a.extend(
-            [
-                "--s3-endpoint-url",
-                moto_s3(),
-                "--mapping",
-                &map,
-                "--create-tables",
-                "--segments",
-                "4",
-                "--batch-size",
-                "10",
-                "--concurrency",
-                "2",
-                "--max-read-units",
-                "4",
-                "--max-rejects",
-                limit,
-            ]
-            .map(String::from),
-        );
-        a
-    };
+    let args = |limit: &str| s3_email_args(&table, &db, &dir, &map, limit);
     let first = run(&args("200"));
     assert_eq!(first.code, 1, "{}", first.stderr);
     let done = run(&args("0"));
@@ -290,7 +296,7 @@ async fn s3_rejects_are_uploaded_once_each_and_no_local_copy_is_left() {
 
     // Fetched back whole: every rejected item once; status counts them.
     let copy = tempdir("s3rej-copy").join("rejects.jsonl");
-    s3.fetch(&names.rejects, &copy).expect("fetch");
+    s3.fetch(&names.rejects, &copy, Some(size)).expect("fetch");
     let text = std::fs::read_to_string(&copy).expect("fetched");
     assert_eq!(text.len() as u64, size);
     let lines: Vec<serde_json::Value> = text
@@ -308,6 +314,201 @@ async fn s3_rejects_are_uploaded_once_each_and_no_local_copy_is_left() {
     // No copy of the rejects (whole items) left in the local working folder.
     let local = s3.local_dir().expect("local dir").join(&names.rejects);
     assert!(!local.exists(), "{} left behind", local.display());
+}
+
+/// The names of the checkpoint of `table` migrated to `db` (DynamoDB Local, unsharded).
+fn names_of(table: &str, db: &str) -> Names {
+    let target_id = ddb2pg::pgconn::resolve(Some(db))
+        .expect("target")
+        .identity();
+    Names::new(
+        table,
+        &format!("arn:aws:dynamodb:ddblocal:000000000000:table/{table}"),
+        &target_id,
+        None,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_s3_part_stops_the_run_and_no_later_part_is_deleted() {
+    const N: u64 = 300;
+    let client = crate::support::ddb().await;
+    let table = unique("s3gap");
+    crate::support::load_sample(&client, &table, 5, N).await;
+    let db = new_database().await;
+    let dir = s3_checkpoint_dir().await;
+    let work = tempdir("s3gap");
+    let map = email_mapping(&work);
+    let args = s3_email_args(&table, &db, &dir, &map, "0");
+    let done = run(&args);
+    assert_eq!(done.code, 4, "{}", done.stderr);
+    let names = names_of(&table, &db);
+    let folder = format!("{}/", names.rejects.trim_end_matches(".jsonl"));
+    let parts = keys_under(&dir, &folder).await;
+    assert!(parts.len() >= 3, "several parts: {parts:?}");
+
+    // One part removed outside ddb2pg: the run stops naming it, and deletes no other part.
+    let (s3, bucket, prefix) = s3_of(&dir).await;
+    let second = format!("{prefix}/{folder}part-00000002.jsonl");
+    let body = s3
+        .get_object()
+        .bucket(&bucket)
+        .key(&second)
+        .send()
+        .await
+        .expect("get part 2")
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes();
+    s3.delete_object()
+        .bucket(&bucket)
+        .key(&second)
+        .send()
+        .await
+        .expect("delete part 2");
+    let rest = stored_rejects(&dir, &names.rejects).await;
+    let stopped = run(&args);
+    assert_eq!(stopped.code, 1, "{}", stopped.stderr);
+    let err = &stopped.stderr;
+    assert!(
+        err.contains("part-00000002.jsonl is missing") && err.contains("Restore"),
+        "{err}"
+    );
+    assert!(!err.contains("appended after what is there"), "{err}");
+    let left: Vec<String> = parts
+        .iter()
+        .filter(|k| !k.ends_with("part-00000002.jsonl"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        keys_under(&dir, &folder).await,
+        left,
+        "no other part deleted"
+    );
+    assert_eq!(stored_rejects(&dir, &names.rejects).await, rest);
+
+    // Restored as the message says: the same command finds every rejected item again.
+    put_part(&dir, &names.rejects, 2, body.to_vec().into()).await;
+    let again = run(&args);
+    assert_eq!(again.code, 4, "{}", again.stderr);
+    assert_eq!(keys_under(&dir, &folder).await, parts);
+    let text = stored_rejects(&dir, &names.rejects).await;
+    assert_eq!(
+        text.iter().filter(|&&b| b == b'\n').count() as u64,
+        N / 5 * 4
+    );
+
+    // Or, as it also says, --restart: the gapped parts set aside, every item rejected again.
+    s3.delete_object()
+        .bucket(&bucket)
+        .key(&second)
+        .send()
+        .await
+        .expect("delete part 2");
+    let mut restart = args.clone();
+    restart.push("--restart".to_string());
+    let restarted = run(&restart);
+    assert_eq!(restarted.code, 4, "{}", restarted.stderr);
+    assert!(
+        restarted.stderr.contains("earlier rejects are kept"),
+        "{}",
+        restarted.stderr
+    );
+    let text = stored_rejects(&dir, &names.rejects).await;
+    assert_eq!(
+        text.iter().filter(|&&b| b == b'\n').count() as u64,
+        N / 5 * 4
+    );
+}
+
+/// The whole numbers in `text`.
+fn numbers(text: &str) -> Vec<u64> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_max_rejects_error_names_only_counts_the_saved_checkpoint_keeps() {
+    let export = hostile_export(2_000);
+    let db = new_database().await;
+    let cp = tempdir("maxrej-counts");
+    let mut args = export_args(&export, &db, &cp);
+    args.extend(["--batch-size", "50", "--max-rejects", "400"].map(String::from));
+    let out = run(&args);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let saved = rejected_total(&read_checkpoint(&cp));
+    assert_eq!(
+        rejects_in(&cp).len() as u64,
+        saved,
+        "the file holds what it counts"
+    );
+    assert_eq!(out.report["rejected_total"], saved);
+    let err = &out.stderr;
+    let stopped = err
+        .split_once("stopped:")
+        .map(|(_, s)| s.lines().next().unwrap_or(""))
+        .unwrap_or_else(|| panic!("no stop: {err}"));
+    assert!(stopped.contains("--max-rejects 400"), "{stopped}");
+    for n in numbers(stopped) {
+        assert!(
+            n == 400 || n == 0 || n == saved,
+            "{n} in {stopped:?}; saved {saved}"
+        );
+    }
+    assert!(err.contains(&format!("{saved} over all runs")), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_past_max_rejects_says_what_a_dry_run_did() {
+    let export = hostile_export(200);
+    let db = new_database().await;
+    for batch in ["100", "4"] {
+        let cp = tempdir("dry-maxrej");
+        let mut args = export_args(&export, &db, &cp);
+        args.extend(["--dry-run", "--max-rejects", "10", "--batch-size", batch].map(String::from));
+        let out = run(&args);
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        let err = &out.stderr;
+        assert!(
+            err.contains("--max-rejects 10") && err.contains("dry run"),
+            "{err}"
+        );
+        for wrong in [
+            "checkpoint saved",
+            "runs of this checkpoint",
+            "resume with",
+            "to resume",
+            "\n  checkpoint ",
+        ] {
+            assert!(!err.contains(wrong), "{wrong:?} in {err}");
+        }
+        // Every rejects file it names exists; nothing else is left in the checkpoint folder.
+        for word in err.split_whitespace() {
+            let word = word.trim_end_matches([',', ';', ':', ')', '.']);
+            if word.ends_with(".jsonl") {
+                assert!(Path::new(word).exists(), "{word} named but absent: {err}");
+            }
+        }
+        let left: Vec<String> = std::fs::read_dir(&cp)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            left.iter().all(|n| n.ends_with(".dry-run.jsonl")),
+            "{left:?}"
+        );
+        let found = left.first().map_or(0, |n| {
+            std::fs::read_to_string(cp.join(n)).map_or(0, |t| t.lines().count())
+        });
+        assert!(found <= 10, "{found} lines");
+        assert_eq!(found > 0, batch == "4", "{left:?}");
+    }
 }
 
 /// A plain S3 client on moto, and `dir`'s bucket and prefix.
@@ -390,13 +591,13 @@ pub(crate) fn rejects_named(listing: &[String], suffix: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_parts_are_cut_back_to_the_checkpoint_and_strays_are_removed() {
+async fn s3_parts_are_cut_back_to_the_checkpoint_and_only_uncounted_strays_are_removed() {
     const R: &str = "t.rejects.jsonl";
     let dir = s3_checkpoint_dir().await;
     let open = || S3Dir::open(&dir, &no_aws(), &Some(moto_s3().to_string())).expect("s3 dir");
     let (a, b) = (open(), open());
     let local = tempdir("parts-a").join(R);
-    a.fetch(R, &local).expect("fetch nothing");
+    a.fetch(R, &local, Some(0)).expect("fetch nothing");
     assert!(!local.exists());
     assert_eq!(a.lines(R).expect("lines"), None);
     std::fs::write(&local, "a1\na2\n").expect("write");
@@ -418,10 +619,22 @@ async fn s3_parts_are_cut_back_to_the_checkpoint_and_strays_are_removed() {
         "shown as the folder of its parts"
     );
 
-    // A part past a gap is not the file's, and goes at the next fetch.
+    // A part past a gap, while the parts before it hold fewer bytes than the checkpoint counts
+    // (or it counts none): committed lines are missing; the fetch stops and deletes nothing.
     put_part(&dir, R, 7, b"stray\n".to_vec().into()).await;
     let local_b = tempdir("parts-b").join(R);
-    b.fetch(R, &local_b).expect("fetch");
+    for committed in [None, Some(10)] {
+        let err = b.fetch(R, &local_b, committed).expect_err("a gap");
+        let text = err.to_string();
+        assert!(
+            text.contains("part-00000004.jsonl is missing") && text.contains("Restore"),
+            "{text}"
+        );
+        assert_eq!(err.exit_code(), 1);
+        assert_eq!(keys_under(&dir, folder).await.len(), 4, "nothing deleted");
+    }
+    // Past what the checkpoint counts (a killed run's tail): not the file's, and goes.
+    b.fetch(R, &local_b, Some(9)).expect("fetch");
     assert_eq!(std::fs::read(&local_b).expect("fetched"), b"a1\na2\na3\n");
     assert_eq!(keys_under(&dir, folder).await.len(), 3, "the stray removed");
 

@@ -11,8 +11,13 @@
 //! counts less than a part, edited or older) is replaced with `If-Match` on the ETag this
 //! process read.
 //!
-//! The file is the parts numbered 1, 2, 3, ... without a gap; `fetch` deletes any other part
-//! (left by a process that lost the shard). Two processes on one shard cannot both add the
+//! The file is the parts numbered 1, 2, 3, ... without a gap. Appends and cut-backs never
+//! make one (a cut-back, and moving the parts aside, delete the last part first), so a gap
+//! is made outside ddb2pg or by a process that lost the shard. `fetch` deletes the parts past
+//! a gap only when the parts before it hold every byte the checkpoint counts (they are then
+//! a lost process's or a killed run's uncommitted lines); otherwise lines the checkpoint
+//! counts are missing, and it stops (exit 1) naming the missing part, deleting nothing: the
+//! parts after it may be the only record of rejected items. Two processes on one shard cannot both add the
 //! same part: the second's `If-None-Match` is refused and it stops (exit 1); nor add one after
 //! the other cut the file back (the last part it knows is checked with `If-Match` first); and
 //! a process that lost its lock stops before it writes (the [`super::Fence`]). A part past the stored checkpoint's count is cut by the
@@ -102,6 +107,29 @@ impl S3Dir {
         )
     }
 
+    /// The error for a gap before part `last` of `name`, at part `missing`: the parts before
+    /// it hold `end` bytes, the checkpoint counts `committed`.
+    fn gap(&self, name: &str, missing: u64, last: u64, end: u64, committed: Option<u64>) -> Error {
+        let counted = match committed {
+            Some(c) => format!(
+                "the checkpoint counts {c} bytes of reject lines, the parts before it hold {end}"
+            ),
+            None => "no checkpoint counts these parts".to_string(),
+        };
+        Error::file(
+            self.show(name),
+            format!(
+                "part-{missing:08}.jsonl is missing while parts after it are stored (up to \
+                 part-{last:08}.jsonl); {counted}. The rejects are the parts joined in number \
+                 order, so lines were removed outside ddb2pg. Nothing was deleted: the parts \
+                 after the gap may be the only record of rejected items. Restore \
+                 part-{missing:08}.jsonl (e.g. an earlier version of the object) and run the \
+                 same command again, or add --restart to migrate from the start (the parts are \
+                 set aside and every rejected item is recorded again)"
+            ),
+        )
+    }
+
     /// The part objects under `name`'s folder (other objects there are left alone).
     fn list_parts(&self, name: &str) -> Result<Vec<Listed>> {
         let (client, bucket) = (self.client.clone(), self.bucket.clone());
@@ -154,10 +182,23 @@ impl S3Dir {
         copies.insert(name.to_string(), parts);
     }
 
-    /// Replace `local` with the stored file `name` (empty parts: no file), in pieces; parts
-    /// off the file (past a gap) are deleted.
-    pub(super) fn fetch_parts(&self, name: &str, local: &Path) -> Result<()> {
+    /// Replace `local` with the stored file `name` (empty parts: no file), in pieces. Parts
+    /// past a gap are deleted when the parts before it hold the `committed` bytes the
+    /// checkpoint counts; else the fetch stops, deleting nothing (see the module docs).
+    pub(super) fn fetch_parts(
+        &self,
+        name: &str,
+        local: &Path,
+        committed: Option<u64>,
+    ) -> Result<()> {
         let (parts, strays) = chain(self.list_parts(name)?);
+        if let Some(&last) = strays.last() {
+            let end = parts.last().map_or(0, |p| p.start + p.len);
+            // The parts before the gap must hold every byte the checkpoint counts.
+            if committed.is_none_or(|c| end < c) {
+                return Err(self.gap(name, parts.len() as u64 + 1, last, end, committed));
+            }
+        }
         for n in strays {
             self.delete(&part_name(name, n))?;
         }
@@ -314,8 +355,11 @@ impl S3Dir {
                     .map_err(|e| s3_err(&format!("write {shown}"), detail(&e)))
             })??;
         }
-        for l in &listed {
-            self.delete(&part_name(from, l.n))?;
+        // The last first: a run killed here leaves no gap in `from` (see `fetch_parts`).
+        let mut numbers: Vec<u64> = listed.iter().map(|l| l.n).collect();
+        numbers.sort_unstable();
+        for n in numbers.into_iter().rev() {
+            self.delete(&part_name(from, n))?;
         }
         Ok(true)
     }
