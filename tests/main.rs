@@ -74,6 +74,8 @@ mod tls;
 mod trust_local;
 #[path = "suite/trust_rejects.rs"]
 mod trust_rejects;
+#[path = "suite/trust_rejects_s3.rs"]
+mod trust_rejects_s3;
 #[path = "suite/trust_shared.rs"]
 mod trust_shared;
 #[path = "suite/trust_state.rs"]

@@ -16,7 +16,7 @@ use crate::support::harness::{
     command, default_mapping_differences, moto_s3, new_database, run, sample_table, tempdir,
 };
 use crate::support::{pg, signal};
-use crate::trust_rejects::{put_part, rejects_named, stored_rejects};
+use crate::trust_rejects_s3::{put_part, rejects_named, stored_rejects};
 
 const LOCK: &str = "t.shard-0-of-2.lock";
 const REJECTS: &str = "t.shard-0-of-2.rejects.jsonl";

@@ -520,7 +520,7 @@ async fn one_follower_takes_over_a_load_done_in_shards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shards_rejects_live_in_s3_and_a_resume_elsewhere_cuts_uncommitted_lines() {
-    use crate::trust_rejects::{keys_under, put_part, rejects_named, stored_rejects};
+    use crate::trust_rejects_s3::{keys_under, put_part, rejects_named, stored_rejects};
     use ddb2pg::checkpoint::Storage;
     let client = crate::support::ddb().await;
     let table = unique("rejs3");
