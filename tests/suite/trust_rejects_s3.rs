@@ -226,6 +226,25 @@ async fn a_missing_s3_part_stops_the_run_and_no_later_part_is_deleted() {
         "no other part deleted"
     );
     assert_eq!(stored_rejects(&dir, &names.rejects).await, rest);
+    // `status` counts what it can and says the rest is not counted.
+    let status = crate::support::ddb2pg_command()
+        .args([
+            "status",
+            "--checkpoint-dir",
+            &dir,
+            "--s3-endpoint-url",
+            moto_s3(),
+        ])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .expect("run status");
+    let serr = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        serr.contains("part 3 and later are not counted (part 2 is missing"),
+        "{serr}"
+    );
 
     // Restored as the message says: the same command finds every rejected item again.
     put_part(&dir, &names.rejects, 2, body.to_vec().into()).await;

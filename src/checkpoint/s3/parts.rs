@@ -302,7 +302,18 @@ impl S3Dir {
 
     /// The non-empty lines of the stored file `name`, read in pieces; None without parts.
     pub(super) fn count_parts_lines(&self, name: &str) -> Result<Option<u64>> {
-        let (parts, _) = chain(self.list_parts(name)?);
+        let (parts, strays) = chain(self.list_parts(name)?);
+        if let Some(first) = strays.first() {
+            // Past the chain: a killed run's uncommitted tail (the next run removes it), or
+            // parts after one removed by hand (the next run stops, naming it).
+            eprintln!(
+                "ddb2pg: warning: {}: part {} and later are not counted (part {} is missing, \
+                 or they are the uncommitted tail of a killed run)",
+                self.show(name),
+                first,
+                parts.len() + 1
+            );
+        }
         if parts.is_empty() {
             return Ok(None);
         }
