@@ -153,6 +153,8 @@ impl Coordinator {
         let mut stop = self.job.shutdown.clone();
         loop {
             if *self.job.shutdown.borrow() {
+                // The report's lag and shard counts as of the stop, not of the last tick.
+                self.update_stats();
                 return Ok(FollowEnd::Interrupted);
             }
             let ended_reader = self.reap().await?;
