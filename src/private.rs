@@ -260,11 +260,16 @@ fn refuse_controlled_by_others(path: &Path, m: &fs::Metadata) -> Result<()> {
     let sticky = mode & 0o1000 != 0;
     let others_write = mode & 0o002 != 0 && !sticky;
     let group_write = mode & 0o020 != 0 && !sticky && !in_group(group);
-    if foreign || ((others_write || group_write) && !only_ours(path, m)) {
+    // With an access ACL the group bits are its mask, which also covers the users and groups
+    // the ACL names: any of them may write.
+    let acl_write = mode & 0o020 != 0 && !sticky && has_access_acl(path);
+    if foreign || ((others_write || group_write || acl_write) && !only_ours(path, m)) {
         let who = if foreign {
             "another user controls it".to_string()
         } else if others_write {
             "any user can write to it".to_string()
+        } else if acl_write && !group_write {
+            "its ACL lets other users or groups write to it (see getfacl)".to_string()
         } else {
             format!("the members of group {group}, which you are not in, can write to it")
         };
@@ -277,6 +282,32 @@ fn refuse_controlled_by_others(path: &Path, m: &fs::Metadata) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Whether `path` has an access ACL beyond its mode bits (the `system.posix_acl_access`
+/// attribute exists only for an ACL with named users or groups).
+#[cfg(target_os = "linux")]
+fn has_access_acl(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: both strings are NUL-terminated; a size of 0 asks only for the value's length.
+    let n = unsafe {
+        libc::lgetxattr(
+            c_path.as_ptr(),
+            c"system.posix_acl_access".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    n > 0
+}
+
+/// Elsewhere ACLs are not read (ddb2pg is built and tested on Linux).
+#[cfg(all(unix, not(target_os = "linux")))]
+fn has_access_acl(_path: &Path) -> bool {
+    false
 }
 
 /// Whether this process is in group `gid` (its effective group or a supplementary one).
@@ -446,6 +477,36 @@ mod tests {
         assert!(!d.join("elsewhere").exists());
     }
 
+    /// Give user `uid` rwx on `dir` through an access ACL (the kernel's xattr format, version
+    /// 2: entries of tag, permissions, id). False where the filesystem has no ACLs.
+    fn set_acl_user_rwx(dir: &Path, uid: u32) -> bool {
+        const ANY: u32 = u32::MAX;
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in [
+            (0x01u16, 7u16, ANY), // owner
+            (0x02, 7, uid),       // the named user
+            (0x04, 7, ANY),       // owning group
+            (0x10, 7, ANY),       // mask
+            (0x20, 5, ANY),       // others
+        ] {
+            acl.extend(tag.to_le_bytes());
+            acl.extend(perm.to_le_bytes());
+            acl.extend(id.to_le_bytes());
+        }
+        let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).expect("c path");
+        // SAFETY: NUL-terminated strings and a buffer of the length passed.
+        let r = unsafe {
+            libc::setxattr(
+                c.as_ptr(),
+                c"system.posix_acl_access".as_ptr(),
+                acl.as_ptr().cast(),
+                acl.len(),
+                0,
+            )
+        };
+        r == 0
+    }
+
     #[test]
     fn a_setgid_parent_and_a_group_of_ours_are_fine() {
         use std::os::unix::fs::MetadataExt;
@@ -467,6 +528,17 @@ mod tests {
         assert!(in_group(fs::symlink_metadata(&shared).expect("stat").gid()));
         dir(&shared).expect("group-writable by a group of ours");
         assert_eq!(mode(&shared), 0o775);
+        // An ACL naming another user with write access (its mask is the group bits, rwx):
+        // refused, though the mode alone looks like "owner and a group of ours".
+        if set_acl_user_rwx(&shared, 65534) {
+            let err = dir(&shared).expect_err("refused").to_string();
+            assert!(err.contains("its ACL lets other users"), "{err}");
+            // SAFETY: NUL-terminated strings.
+            let c = std::ffi::CString::new(shared.as_os_str().as_encoded_bytes()).expect("c");
+            unsafe { libc::removexattr(c.as_ptr(), c"system.posix_acl_access".as_ptr()) };
+            fs::set_permissions(&shared, fs::Permissions::from_mode(0o2775)).expect("chmod");
+            dir(&shared).expect("the ACL removed: used again");
+        }
         // Writable by anyone: refused, and the message says so.
         fs::set_permissions(&shared, fs::Permissions::from_mode(0o2777)).expect("chmod");
         let err = dir(&shared).expect_err("refused").to_string();
