@@ -32,6 +32,12 @@ fn redact_userinfo(s: &str) -> String {
         let postgres = scheme.ends_with("postgres") || scheme.ends_with("postgresql");
         out.push_str(&rest[..i + 3]);
         rest = &rest[i + 3..];
+        if let Some((colon, at)) = postgres.then(|| across_lines(rest)).flatten() {
+            out.push_str(&rest[..colon + 1]);
+            out.push_str("***");
+            rest = &rest[at..];
+            continue;
+        }
         let scope = &rest[..scope_end(rest, postgres)];
         if let Some((colon, at)) = credentials(scope) {
             out.push_str(&rest[..colon + 1]);
@@ -41,6 +47,19 @@ fn redact_userinfo(s: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// A `postgres[ql]://` argument spanning line breaks (a quoted argument may hold them, and a
+/// password with one is echoed whole by a usage error): its word runs to the first blank or
+/// quote, and its credentials from the first `:` to the word's LAST `@`, wherever the lines
+/// break. None when the word has no line break (the line rules apply) or no credentials.
+fn across_lines(rest: &str) -> Option<(usize, usize)> {
+    let word = &rest[..rest.find([' ', '\t', '\'', '"', '`']).unwrap_or(rest.len())];
+    if !word.contains(['\n', '\r']) {
+        return None;
+    }
+    let (colon, at) = (word.find(':')?, word.rfind('@')?);
+    (colon < at).then_some((colon, at))
 }
 
 /// Where the URI at the start of `rest` (after its `://`) may end. Another scheme's URI: at the
@@ -345,6 +364,13 @@ mod shapes {
             (
                 "postgres://u:aS3C\r\nMA\nR3Tb@h/db",
                 &["aS3C", "MA", "R3Tb"],
+            ),
+            // A line break after a `/` or `@` of the password: the word's last `@` ends it.
+            ("postgres://u:a/bS3\ncr9@h/db", &["bS3", "cr9"]),
+            ("postgres://u:a@bS3\ncr9@h/db", &["bS3", "cr9"]),
+            (
+                "error: unexpected argument 'postgres://u:a/bS3\ncr9@h/db' found",
+                &["bS3", "cr9"],
             ),
             // Backslashes doubled by JSON or `{:?}`: `\\ ` may be an escaped blank.
             (r"host=h password=SE\\ CRET", &["SE", "CRET"]),

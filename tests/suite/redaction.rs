@@ -105,6 +105,8 @@ const FORMS: &[Form] = &[
     // What the second review found.
     form("stray_uri_with_scheme_in_password", Stray, "postgres://postgres:a://bS3cr3tMARK@{host}:{port}/{db}", &["S3cr3tMARK"], Refused("unexpected argument")),
     form("stray_uri_with_newline_in_password", Stray, "postgres://postgres:S3cr3t\nMARK@{host}:{port}/{db}", &["S3cr3t", "MARK"], Refused("unexpected argument")),
+    form("stray_uri_with_slash_then_newline", Stray, "postgres://postgres:a/bS3cr3t\nMARK@{host}:{port}/{db}", &["S3cr3t", "MARK"], Refused("unexpected argument")),
+    form("stray_uri_with_at_then_newline", Stray, "postgres://postgres:a@bS3cr3t\nMARK@{host}:{port}/{db}", &["S3cr3t", "MARK"], Refused("unexpected argument")),
     form("uri_at_in_database_name", Arg, "postgres://postgres:S3cr3tMARK@{host}:{port}/{db}@x", &["S3cr3tMARK"], Refused("\"{db}@x\" does not exist")),
 ];
 
