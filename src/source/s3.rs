@@ -212,12 +212,13 @@ async fn list(
 
 /// A manifest as text: refused past its cap, by its listed size before it is fetched and by
 /// what is read (the object may have grown since it was listed).
-async fn get_text(client: &Client, bucket: &str, o: &Object) -> Result<String> {
-    let key = &o.key;
-    let what = format!("s3://{bucket}/{key}");
-    let cap = export::manifest_cap(&o.path);
-    export::check_manifest_size(&what, o.size, cap)?;
-    let out = client
+/// `s3://bucket/key`, its body not yet read; a failure names the object.
+async fn get_object(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
+    client
         .get_object()
         .bucket(bucket)
         .key(key)
@@ -225,11 +226,18 @@ async fn get_text(client: &Client, bucket: &str, o: &Object) -> Result<String> {
         .await
         .map_err(|e| {
             s3_err(
-                &format!("get {what}"),
+                &format!("get s3://{bucket}/{key}"),
                 aws_sdk_s3::error::DisplayErrorContext(e),
             )
-        })?;
-    let mut body = out.body;
+        })
+}
+
+async fn get_text(client: &Client, bucket: &str, o: &Object) -> Result<String> {
+    let key = &o.key;
+    let what = format!("s3://{bucket}/{key}");
+    let cap = export::manifest_cap(&o.path);
+    export::check_manifest_size(&what, o.size, cap)?;
+    let mut body = get_object(client, bucket, key).await?.body;
     let mut bytes = Vec::new();
     while let Some(chunk) = body
         .try_next()

@@ -171,19 +171,7 @@ impl Download {
     /// Write the object's body to `tmp`; returns its MD5 and what the written file is.
     async fn stream_to(&self, o: &Object, tmp: &Path) -> Result<([u8; 16], Seal)> {
         let (bucket, key) = (&self.bucket, &o.key);
-        let out = self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| {
-                s3_err(
-                    &format!("get s3://{bucket}/{key}"),
-                    aws_sdk_s3::error::DisplayErrorContext(e),
-                )
-            })?;
+        let out = super::get_object(&self.client, bucket, key).await?;
         let mut f = tokio::fs::File::from_std(crate::private::create(tmp)?);
         let mut hash = Md5::new();
         let mut body = out.body;
