@@ -290,6 +290,16 @@ mod tests {
         assert!(strings(&e.args).contains(&"postgres://file@h/db".to_string()));
     }
 
+    /// The error `ddb2pg --config f migrate` gives with `text` in `f`.
+    fn refusal(f: &std::path::Path, text: &str) -> String {
+        std::fs::write(f, text).expect("write");
+        let args: Vec<OsString> = ["ddb2pg", "--config", f.to_str().expect("utf8"), "migrate"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        expand_args(args).expect_err(text).to_string()
+    }
+
     #[test]
     fn a_toml_syntax_error_does_not_show_the_password() {
         let dir = std::env::temp_dir().join(format!("ddb2pg-config-syntax-{}", std::process::id()));
@@ -301,12 +311,7 @@ mod tests {
             "[migrate]\ntarget = \"host=h password=hunter2\" x\n",
             "[migrate]\ntarget = [\"postgres://me:hunter2@h/db\"]\n",
         ] {
-            std::fs::write(&f, text).expect("write");
-            let args: Vec<OsString> = ["ddb2pg", "--config", f.to_str().expect("utf8"), "migrate"]
-                .iter()
-                .map(OsString::from)
-                .collect();
-            let e = expand_args(args).expect_err(text).to_string();
+            let e = refusal(&f, text);
             assert!(e.contains("c.toml") && !e.contains("hunter2"), "{e}");
         }
     }
@@ -336,12 +341,7 @@ mod tests {
                 "invalid TOML at line 3, column",
             ),
         ] {
-            std::fs::write(&f, text).expect("write");
-            let args: Vec<OsString> = ["ddb2pg", "--config", f.to_str().expect("utf8"), "migrate"]
-                .iter()
-                .map(OsString::from)
-                .collect();
-            let e = expand_args(args).expect_err(text).to_string();
+            let e = refusal(&f, text);
             assert!(e.contains(want) && !e.contains("S3cr3tMARK"), "{e}");
         }
     }

@@ -93,6 +93,39 @@ fn detail<E: std::error::Error + 'static>(e: &SdkError<E, HttpResponse>) -> Stri
 }
 
 impl S3Dir {
+    /// Every object whose key starts with `folder` (`shallow`: not below a further `/`),
+    /// page after page; `shown` names the place in an error.
+    fn objects(
+        &self,
+        folder: &str,
+        shallow: bool,
+        shown: &str,
+    ) -> Result<Vec<aws_sdk_s3::types::Object>> {
+        let (client, bucket) = (self.client.clone(), self.bucket.clone());
+        let (folder, shown) = (folder.to_string(), shown.to_string());
+        self.block(async move {
+            let mut found = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let out = client
+                    .list_objects_v2()
+                    .bucket(&bucket)
+                    .prefix(&folder)
+                    .set_delimiter(shallow.then(|| "/".to_string()))
+                    .set_continuation_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| s3_err(&format!("list {shown}"), detail(&e)))?;
+                found.extend(out.contents().iter().cloned());
+                match out.next_continuation_token() {
+                    Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_string()),
+                    _ => break,
+                }
+            }
+            Ok(found)
+        })?
+    }
+
     pub fn open(url: &str, aws: &AwsArgs, s3_endpoint: &Option<String>) -> Result<S3Dir> {
         let (bucket, prefix) = crate::source::s3::parse(url).ok_or_else(|| {
             Error::config(format!(
@@ -313,39 +346,18 @@ impl Storage for S3Dir {
     }
 
     fn list(&self) -> Result<Vec<String>> {
-        let (client, bucket) = (self.client.clone(), self.bucket.clone());
         let folder = if self.prefix.is_empty() {
             String::new()
         } else {
             format!("{}/", self.prefix)
         };
-        let url = self.url.clone();
-        self.block(async move {
-            let mut names = Vec::new();
-            let mut token: Option<String> = None;
-            loop {
-                let out = client
-                    .list_objects_v2()
-                    .bucket(&bucket)
-                    .prefix(&folder)
-                    .delimiter("/")
-                    .set_continuation_token(token.take())
-                    .send()
-                    .await
-                    .map_err(|e| s3_err(&format!("list {url}"), detail(&e)))?;
-                for o in out.contents() {
-                    if let Some(k) = o.key().and_then(|k| k.strip_prefix(&folder)) {
-                        names.push(k.to_string());
-                    }
-                }
-                match out.next_continuation_token() {
-                    Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_string()),
-                    _ => break,
-                }
-            }
-            names.sort();
-            Ok(names)
-        })?
+        let mut names: Vec<String> = self
+            .objects(&folder, true, &self.url)?
+            .iter()
+            .filter_map(|o| o.key()?.strip_prefix(&folder).map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     fn lock(&self, name: &str, lease: Duration) -> Result<Box<dyn Held>> {

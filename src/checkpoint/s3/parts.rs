@@ -132,38 +132,19 @@ impl S3Dir {
 
     /// The part objects under `name`'s folder (other objects there are left alone).
     fn list_parts(&self, name: &str) -> Result<Vec<Listed>> {
-        let (client, bucket) = (self.client.clone(), self.bucket.clone());
         let folder = self.key(&folder(name));
-        let shown = self.show(name);
-        self.block(async move {
-            let mut found = Vec::new();
-            let mut token: Option<String> = None;
-            loop {
-                let out = client
-                    .list_objects_v2()
-                    .bucket(&bucket)
-                    .prefix(&folder)
-                    .set_continuation_token(token.take())
-                    .send()
-                    .await
-                    .map_err(|e| s3_err(&format!("list {shown}"), detail(&e)))?;
-                for o in out.contents() {
-                    let file = o.key().and_then(|k| k.strip_prefix(&folder));
-                    if let Some(n) = file.and_then(number) {
-                        found.push(Listed {
-                            n,
-                            size: o.size().unwrap_or(0).max(0) as u64,
-                            etag: o.e_tag().unwrap_or_default().to_string(),
-                        });
-                    }
-                }
-                match out.next_continuation_token() {
-                    Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_string()),
-                    _ => break,
-                }
-            }
-            Ok(found)
-        })?
+        let objects = self.objects(&folder, false, &self.show(name))?;
+        Ok(objects
+            .iter()
+            .filter_map(|o| {
+                let n = number(o.key()?.strip_prefix(&folder)?)?;
+                Some(Listed {
+                    n,
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: o.e_tag().unwrap_or_default().to_string(),
+                })
+            })
+            .collect())
     }
 
     /// The parts of `name` this process fetched or published last.
