@@ -153,6 +153,14 @@ pub struct StreamState {
     /// When a round of the follower first found nothing new (epoch seconds).
     #[serde(default)]
     pub first_round_at: Option<u64>,
+    /// Rejected items the segments count whose lines are in other files: a load done by
+    /// shards, taken over by this follower (each shard's rejects file holds its own).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rejected_elsewhere: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,6 +220,13 @@ impl Checkpoint {
     pub fn rejected(&self) -> u64 {
         self.segments.iter().map(|s| s.rejected).sum::<u64>()
             + self.stream.as_ref().map_or(0, |s| s.rejected)
+    }
+
+    /// The rejected items whose lines are in this checkpoint's own rejects file (what
+    /// `--max-rejects` bounds).
+    pub fn rejected_here(&self) -> u64 {
+        let elsewhere = self.stream.as_ref().map_or(0, |s| s.rejected_elsewhere);
+        self.rejected().saturating_sub(elsewhere)
     }
 
     fn compute_checksum(&self) -> String {

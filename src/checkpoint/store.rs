@@ -156,9 +156,10 @@ impl Store {
             return Err(broken(&shown()));
         }
         let held = self.held.load(Ordering::Acquire);
-        if adding > 0 {
+        let max = self.max_rejects;
+        if adding > 0 && max != 0 && cp.rejected_here() + held + adding > max {
             use crate::rejects::{within_limit, Kept};
-            let (recorded, max) = (cp.rejected(), self.max_rejects);
+            let recorded = cp.rejected_here();
             let shown = shown();
             let kept = match self.persist {
                 true => Kept::Run(&shown),

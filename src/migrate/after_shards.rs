@@ -88,6 +88,8 @@ pub(super) fn adopt(
     cp.stream = Some(StreamState {
         arn: stream.arn.clone(),
         follow_from: from,
+        // The shards' reject lines stay in their own files: not this run's to bound.
+        rejected_elsewhere: cp.rejected(),
         ..StreamState::default()
     });
     let items: u64 = cp.segments.iter().map(|s| s.items).sum();

@@ -314,3 +314,65 @@ async fn max_rejects_stops_the_follower_and_a_resume_applies_each_change_once() 
     assert_eq!(rejected_total(&read_checkpoint(&cp)), N / 5 * 4);
     assert_eq!(keys_once(&db, &lines).await.len() as u64, N);
 }
+
+/// A follower taking over a load done by shards bounds only its own rejects file: the shards'
+/// rejected items (in their own files) do not count towards its `--max-rejects`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_after_shards_counts_only_its_own_rejects() {
+    use aws_sdk_dynamodb::types::{StreamSpecification, StreamViewType};
+    const N: u64 = 100;
+    let client = crate::support::ddb().await;
+    let table = unique("shardrej");
+    crate::support::load_sample(&client, &table, 3, N).await;
+    client
+        .update_table()
+        .table_name(&table)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()
+                .expect("stream spec"),
+        )
+        .send()
+        .await
+        .expect("enable the stream");
+    let db = new_database().await;
+    let work = tempdir("shardrej");
+    let map = email_mapping(&work);
+    let cp = work.join("cp");
+    let base = || {
+        let mut a = migrate_args(&table, &db, &cp);
+        a.extend(["--mapping", &map, "--create-tables"].map(String::from));
+        a
+    };
+    for s in ["0/2", "1/2"] {
+        let mut a = base();
+        a.extend(["--shard", s, "--segments", "4", "--max-rejects", "0"].map(String::from));
+        let r = run(&a);
+        assert_eq!(r.code, 4, "shard {s}: {}", r.stderr);
+    }
+    // One change the mapping rejects (no email), after the load.
+    let mut item = ddb2pg::sample::item(3, 0);
+    item.remove("email");
+    item.insert(
+        "SK".into(),
+        aws_sdk_dynamodb::types::AttributeValue::S("NEW#1".into()),
+    );
+    crate::support::put(&client, &table, &item).await;
+    let mut follow = base();
+    follow.extend(["--follow", "--until-caught-up", "--max-rejects", "5"].map(String::from));
+    let r = run(&follow);
+    assert_eq!(
+        r.report["status"], "caught_up",
+        "{}\n{}",
+        r.stderr, r.report
+    );
+    assert_ne!(r.code, 1, "{}", r.stderr);
+    let shards_rejected: u64 = r.report["rejected_total"].as_u64().expect("rejected_total");
+    assert!(
+        shards_rejected > 5,
+        "the shards rejected more than the limit: {}",
+        r.report
+    );
+}
