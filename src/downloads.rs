@@ -175,13 +175,13 @@ pub fn open_checked(path: &Path) -> Result<File> {
 }
 
 impl Downloads {
-    /// The folder for `s3://<bucket_prefix>` under `checkpoint_dir`, created owner-only, with
-    /// the shared lock taken (waits while another run removes the copies).
     /// The folder the copies of `s3://<bucket_prefix>` go to (nothing is created).
     pub fn dir_for(checkpoint_dir: &Path, bucket_prefix: &str) -> PathBuf {
         checkpoint_dir.join(format!("s3-{}", safe_name(bucket_prefix)))
     }
 
+    /// The folder for `s3://<bucket_prefix>` under `checkpoint_dir`, created owner-only, with
+    /// the shared lock taken (waits while another run removes the copies).
     pub fn open(checkpoint_dir: &Path, bucket_prefix: &str) -> Result<Downloads> {
         let safe = safe_name(bucket_prefix);
         crate::private::dir(checkpoint_dir)?;

@@ -489,20 +489,25 @@ fn finish(
     let status = outcome::status_of(&ended, &facts, &cp);
     let report = outcome::report(&facts, &ended, &cp, &mut src.origin, &stats, status);
     report.print_human();
-    if let Some(path) = &args.report {
-        report.write_json(path)?;
-    }
-    let failed = ended.result.is_err();
-    crate::report::beside::keep_after_run(
-        &report,
-        &*src.storage,
-        &run.names,
-        args.dry_run,
-        failed,
-    )?;
-    outcome::print_resume_line(status, args.dry_run);
-    // Whole items: not left in the temp folder once S3 holds them (a run fetches them first).
+    // Whole items: not left in the temp folder once S3 holds them (a run fetches them first),
+    // whatever becomes of the report below.
     run.store.drop_local_copy();
+    let written = match &args.report {
+        Some(path) => report.write_json(path),
+        None => Ok(()),
+    };
+    let failed = ended.result.is_err();
+    let kept = written.and_then(|()| {
+        crate::report::beside::keep_after_run(
+            &report,
+            &*src.storage,
+            &run.names,
+            args.dry_run,
+            failed,
+        )
+    });
+    outcome::print_resume_line(status, args.dry_run);
+    kept?;
     ended.result?;
     Ok(outcome::exit_code(status, &cp))
 }

@@ -41,7 +41,7 @@ pub fn keep(
         return Ok(None);
     }
     let name = names.report();
-    if report.status == "nothing_to_do" && storage.list()?.contains(&name) {
+    if report.status == "nothing_to_do" && storage.read(&name)?.is_some() {
         return Ok(None);
     }
     let at = storage.show(&name);

@@ -418,3 +418,34 @@ async fn s3_parts_are_cut_back_to_the_checkpoint_and_only_uncounted_strays_are_r
     assert!(err.to_string().contains("another process"), "{err}");
     assert_eq!(stored_rejects(&dir, R).await, b"a1\na");
 }
+
+/// A report that cannot be written fails the run (exit 1), and the local copy of the rejects
+/// is removed all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_rejects_copy_is_removed_when_the_report_cannot_be_written() {
+    let client = crate::support::ddb().await;
+    let table = unique("s3repfail");
+    crate::support::load_sample(&client, &table, 4, 50).await;
+    let db = new_database().await;
+    let dir = s3_checkpoint_dir().await;
+    let work = tempdir("s3repfail");
+    let map = email_mapping(&work);
+    let out = crate::support::ddb2pg_command()
+        .args(s3_email_args(&table, &db, &dir, &map, "0"))
+        .arg("--report")
+        .arg(work.join("no-such-folder").join("report.json"))
+        .output()
+        .expect("run ddb2pg");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("report.json"), "{stderr}");
+    let s3 = S3Dir::open(&dir, &no_aws(), &Some(moto_s3().to_string())).expect("s3 dir");
+    let names = names_of(&table, &db);
+    assert_eq!(
+        s3.lines(&names.rejects).expect("lines"),
+        Some(40),
+        "kept in S3"
+    );
+    let local = s3.local_dir().expect("local dir").join(&names.rejects);
+    assert!(!local.exists(), "{} left behind", local.display());
+}
