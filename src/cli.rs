@@ -255,14 +255,15 @@ pub struct MigrateArgs {
     /// When another run holds this run's lock, wait up to SECS (at most 86400, a day) for it
     /// to end (or, on S3, for its lease to expire) instead of exiting 2: for a replaced pod or a
     /// retried array child whose killed predecessor's lease has not expired yet
-    #[arg(long, value_name = "SECS", default_value_t = 0,
+    #[arg(long, value_name = "SECS", default_value_t = 0, conflicts_with = "scan_only",
           value_parser = clap::value_parser!(u64).range(0..=crate::checkpoint::lock::MAX_LOCK_WAIT_S))]
     pub lock_wait: u64,
 
     /// Stop (exit 1) rather than record more than N rejected items in all the runs of this
     /// checkpoint (its rejects file; --restart starts the count again); the batch that would
     /// pass N is not recorded, and a resume with a higher N continues from there. 0: no limit
-    #[arg(long, value_name = "N", default_value_t = crate::rejects::DEFAULT_MAX)]
+    #[arg(long, value_name = "N", default_value_t = crate::rejects::DEFAULT_MAX,
+          conflicts_with = "scan_only")]
     pub max_rejects: u64,
 
     /// Discard the existing checkpoint and start over

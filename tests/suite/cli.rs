@@ -57,6 +57,17 @@ fn bad_flags_exit_2_with_a_message() {
         .expect("run ddb2pg");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/mapping.toml"));
+    // --scan-only writes nothing and takes no lock: the flags about rejects and the lock are
+    // refused beside it, not ignored.
+    for flag in ["--max-rejects", "--lock-wait"] {
+        let out = crate::support::ddb2pg_command()
+            .args(["migrate", "--table", "t", "--scan-only", flag, "5"])
+            .output()
+            .expect("run ddb2pg");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {err}");
+        assert!(err.contains(flag) && err.contains("--scan-only"), "{err}");
+    }
 }
 
 #[test]
