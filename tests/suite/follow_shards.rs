@@ -236,7 +236,11 @@ async fn sixty_four_shards_split_while_followed_kill_9_twice_exact_and_in_key_or
         "{} readers on one shard",
         st.max_in_flight()
     );
-    assert_eq!(st.throttled(), 0, "throttled {} times", st.throttled());
+    // Within AWS's 5 calls a second per shard. One throttle was seen once in a loaded CI run:
+    // after a kill -9 the new process's first calls can share a second with the killed one's
+    // last (the overlap `max_in_flight <= 2` allows), and the reader backs off as on AWS. More
+    // than one per kill would mean the reader ignores the rate.
+    assert!(st.throttled() <= 2, "throttled {} times", st.throttled());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
