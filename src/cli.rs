@@ -42,7 +42,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Copy a DynamoDB table or export into PostgreSQL (resumable); --follow: then its stream
+    /// Copy a DynamoDB table or export into PostgreSQL (resumable); --follow: its stream
     #[command(after_help = MIGRATE_EXAMPLES)]
     Migrate(MigrateArgs),
     /// Prove the target equals the source: re-read, transform, compare by key both ways
