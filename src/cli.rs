@@ -8,12 +8,19 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "ddb2pg",
     version,
-    about = "Move a DynamoDB table into PostgreSQL: parallel, idempotent, resumable.",
-    long_about = "Move a DynamoDB table into PostgreSQL: parallel, idempotent, resumable.\n\n\
-        ddb2pg scans a DynamoDB table with parallel segments, maps every item to rows and \
-        upserts them in batches (INSERT ... ON CONFLICT DO UPDATE ... WHERE the row differs). \
-        A checkpoint file records what is committed, so a crashed or interrupted run is \
-        resumed by running the same command again: nothing lost, nothing duplicated."
+    about = "Move a DynamoDB table into PostgreSQL: exact, idempotent, resumable, then keep it in \
+        sync through its stream.",
+    long_about = "Move a DynamoDB table into PostgreSQL: exact, idempotent, resumable, then keep \
+        it in sync through its stream.\n\n\
+        ddb2pg reads a DynamoDB table (a parallel Scan) or a DynamoDB export (a local folder or \
+        s3://, full and incremental), maps every item to rows (one table with the item as \
+        jsonb, or typed tables from a mapping file) and writes them in batches: COPY while the \
+        keys are new, upserts (INSERT ... ON CONFLICT DO UPDATE ... WHERE the row differs) \
+        otherwise. With --follow it then applies the table's DynamoDB Stream (INSERT and MODIFY \
+        replace an item's rows, REMOVE deletes them) until stopped, or with --until-caught-up \
+        until every change is applied: a live cutover. A checkpoint records what is committed, \
+        so a crashed or interrupted run is resumed by running the same command again: nothing \
+        lost, nothing duplicated. `ddb2pg verify` proves the target equals the source."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -35,7 +42,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Copy a DynamoDB table into PostgreSQL (resumes an interrupted run)
+    /// Copy a DynamoDB table or export into PostgreSQL (resumable); --follow: its stream
     #[command(after_help = MIGRATE_EXAMPLES)]
     Migrate(MigrateArgs),
     /// Prove the target equals the source: re-read, transform, compare by key both ways

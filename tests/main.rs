@@ -12,6 +12,8 @@ mod connections;
 mod deploy;
 #[path = "suite/destinations.rs"]
 mod destinations;
+#[path = "suite/docs_links.rs"]
+mod docs_links;
 #[path = "suite/export.rs"]
 mod export;
 #[path = "suite/export_follow.rs"]
