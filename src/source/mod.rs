@@ -65,11 +65,46 @@ fn is_loopback(url: &str) -> bool {
 }
 
 /// Endpoint from the flag, else the standard environment variables.
-fn resolve_endpoint(flag: &Option<String>) -> Option<String> {
-    flag.clone()
-        .or_else(|| std::env::var("AWS_ENDPOINT_URL_DYNAMODB").ok())
-        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-        .filter(|s| !s.is_empty())
+fn resolve_endpoint(flag: &Option<String>) -> Result<Option<String>> {
+    endpoint_from(
+        "--endpoint-url",
+        flag,
+        &["AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"],
+        &|k| std::env::var_os(k),
+    )
+}
+
+/// An endpoint from its flag, else the first of `vars` that is set. An empty flag or variable
+/// is refused (exit 2) rather than skipped: the AWS SDK reads the same variables itself and
+/// panics on an empty one, and skipping it would silently fall back to the next.
+pub(crate) fn endpoint_from(
+    flag_name: &str,
+    flag: &Option<String>,
+    vars: &[&str],
+    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<Option<String>> {
+    let empty = |what: String| {
+        Error::config(format!(
+            "{what} is set but empty: give it an endpoint URL (http://127.0.0.1:8000 for \
+             DynamoDB Local) or unset it to use AWS's endpoint"
+        ))
+    };
+    if let Some(f) = flag {
+        return match f.trim() {
+            "" => Err(empty(flag_name.to_string())),
+            _ => Ok(Some(f.clone())),
+        };
+    }
+    for var in vars {
+        match env(var) {
+            Some(v) if v.to_string_lossy().trim().is_empty() => {
+                return Err(empty(format!("the environment variable {var}")))
+            }
+            Some(v) => return Ok(Some(v.to_string_lossy().into_owned())),
+            None => {}
+        }
+    }
+    Ok(None)
 }
 
 /// The shared AWS configuration from the standard chain (profile, environment, SSO, IMDS ...),
@@ -146,7 +181,7 @@ impl Source {
     /// A DynamoDB client from the standard AWS chain (see `aws_config`), retrying in adaptive
     /// mode: backoff with jitter and a client-side rate limiter shared by all segments.
     pub async fn connect(args: &AwsArgs) -> Result<Source> {
-        let endpoint = resolve_endpoint(&args.endpoint_url);
+        let endpoint = resolve_endpoint(&args.endpoint_url)?;
         let shared = aws_config(args, endpoint.as_deref()).await?;
         let retry = aws_config::retry::RetryConfig::adaptive()
             .with_max_attempts(10)
@@ -368,7 +403,52 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::{is_loopback, without_userinfo};
+    use super::{endpoint_from, is_loopback, without_userinfo};
+
+    #[test]
+    fn an_empty_endpoint_is_refused_not_skipped() {
+        let vars = ["AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"];
+        let env = |set: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                set.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let pick = |flag: Option<&str>, e: &dyn Fn(&str) -> Option<std::ffi::OsString>| {
+            endpoint_from("--endpoint-url", &flag.map(String::from), &vars, e)
+        };
+        let none = env(&[]);
+        assert_eq!(pick(None, &none).ok(), Some(None));
+        let both = env(&[
+            ("AWS_ENDPOINT_URL_DYNAMODB", "http://a"),
+            ("AWS_ENDPOINT_URL", "http://b"),
+        ]);
+        assert_eq!(pick(None, &both).ok(), Some(Some("http://a".into())));
+        assert_eq!(
+            pick(Some("http://f"), &both).ok(),
+            Some(Some("http://f".into()))
+        );
+        let general = env(&[("AWS_ENDPOINT_URL", "http://b")]);
+        assert_eq!(pick(None, &general).ok(), Some(Some("http://b".into())));
+        let empty = env(&[
+            ("AWS_ENDPOINT_URL_DYNAMODB", ""),
+            ("AWS_ENDPOINT_URL", "http://b"),
+        ]);
+        let err = pick(None, &empty)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("AWS_ENDPOINT_URL_DYNAMODB is set but empty"),
+            "{err}"
+        );
+        let err = pick(Some(" "), &none)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("--endpoint-url is set but empty"), "{err}");
+    }
 
     #[test]
     fn endpoints_are_shown_without_credentials() {

@@ -42,12 +42,15 @@ pub fn parse(s: &str) -> Option<(String, String)> {
     (!bucket.is_empty()).then(|| (bucket.to_string(), prefix.trim_end_matches('/').to_string()))
 }
 
-/// The S3 endpoint: the flag, else AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL.
-fn endpoint(flag: &Option<String>) -> Option<String> {
-    flag.clone()
-        .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
-        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-        .filter(|s| !s.is_empty())
+/// The S3 endpoint: the flag, else AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL (an empty one
+/// refused, see `endpoint_from`).
+fn endpoint(flag: &Option<String>) -> Result<Option<String>> {
+    super::endpoint_from(
+        "--s3-endpoint-url",
+        flag,
+        &["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"],
+        &|k| std::env::var_os(k),
+    )
 }
 
 fn s3_err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -61,7 +64,7 @@ fn s3_err(what: &str, e: impl std::fmt::Display) -> Error {
 /// (`--s3-endpoint-url`, else AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL): the one exports and
 /// an s3:// `--checkpoint-dir` use.
 pub async fn client(args: &AwsArgs, s3_endpoint: &Option<String>) -> Result<Client> {
-    let ep = endpoint(s3_endpoint);
+    let ep = endpoint(s3_endpoint)?;
     let shared = super::aws_config(args, ep.as_deref()).await?;
     let conf = aws_sdk_s3::config::Builder::from(&shared)
         // S3-compatible servers (moto, MinIO) want bucket names in the path.

@@ -56,6 +56,36 @@ fn an_unreachable_endpoint_is_one_readable_line() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
 
+/// An endpoint variable set but empty (as a shell `export AWS_ENDPOINT_URL_DYNAMODB=` leaves it)
+/// is refused by name: the SDK reads the same variable and panicked on it ("URL was unset").
+#[test]
+fn an_empty_endpoint_variable_is_refused_by_name() {
+    for (var, extra) in [
+        ("AWS_ENDPOINT_URL_DYNAMODB", ["--table", "t"]),
+        (
+            "AWS_ENDPOINT_URL_S3",
+            [
+                "--export",
+                "s3://bucket/exports/AWSDynamoDB/01234567890123-abcdefgh",
+            ],
+        ),
+    ] {
+        let out = Migration::bare_command()
+            .args(["migrate", "--target", "postgres://u@127.0.0.1:1/db"])
+            .args(extra)
+            .env(var, "")
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{var} is set but empty")) && !stderr.contains("panicked"),
+            "{var}: {stderr}"
+        );
+    }
+}
+
 /// Usage errors and target parse errors quote what the user typed: never the password. An
 /// empty sslmode is refused as libpq does, not read as "prefer".
 #[test]
