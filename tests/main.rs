@@ -24,6 +24,8 @@ mod export_refusals;
 mod faults;
 #[path = "suite/files.rs"]
 mod files;
+#[path = "suite/first_hour.rs"]
+mod first_hour;
 #[path = "suite/follow_deletes.rs"]
 mod follow_deletes;
 #[path = "suite/follow_scale.rs"]
