@@ -32,6 +32,8 @@ mod follow_deletes;
 mod follow_scale;
 #[path = "suite/follow_shards.rs"]
 mod follow_shards;
+#[path = "suite/help_examples.rs"]
+mod help_examples;
 #[path = "suite/mapping.rs"]
 mod mapping;
 #[path = "suite/memory.rs"]
