@@ -12,6 +12,8 @@ mod connections;
 mod deploy;
 #[path = "suite/destinations.rs"]
 mod destinations;
+#[path = "suite/docs_snippets.rs"]
+mod docs_snippets;
 #[path = "suite/export.rs"]
 mod export;
 #[path = "suite/export_follow.rs"]
