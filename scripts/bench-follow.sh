@@ -15,8 +15,8 @@ cd "$here"
 env_file=$(scripts/services.sh start)
 # shellcheck disable=SC1090
 . "$env_file"
-echo "bench-follow: building the release binary and the Streams double (minutes on 2 cores)" >&2
-cargo build --release --quiet --bin ddb2pg --example stream_double
+echo "bench-follow: building the release binary and the Streams double (a first build takes about 7 minutes on 2 cores)" >&2
+cargo build --release --bin ddb2pg --example stream_double
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 BENCH_BIN=$here/target/release/ddb2pg BENCH_DOUBLE=$here/target/release/examples/stream_double \

@@ -16,7 +16,8 @@ SLEEP=${3:-2}
 env_file=$(scripts/services.sh start)
 # shellcheck disable=SC1090
 . "$env_file"
-cargo build --release --quiet --bin ddb2pg
+echo "bench-memory: building ddb2pg (release; a first build takes about 7 minutes on 2 cores)" >&2
+cargo build --release --bin ddb2pg
 bin=target/release/ddb2pg
 before=${BENCH_BEFORE:-}
 budgets=${BENCH_MAX_MEMORY:-256MiB 64MiB}

@@ -29,7 +29,10 @@ env_file=$(scripts/services.sh start)
 # shellcheck disable=SC1090
 . "$env_file"
 #   BENCH_BIN=/path/to/ddb2pg           measure that binary instead of building target/release
-if [ -z "${BENCH_BIN:-}" ]; then cargo build --release --quiet --bin ddb2pg; fi
+if [ -z "${BENCH_BIN:-}" ]; then
+  echo "bench: building ddb2pg (release; a first build takes about 7 minutes on 2 cores)" >&2
+  cargo build --release --bin ddb2pg
+fi
 bin=${BENCH_BIN:-target/release/ddb2pg}
 before=${BENCH_BEFORE:-}
 rows_re=${BENCH_ROWS:-.*}
@@ -40,7 +43,7 @@ trap 'unpin; rm -rf "$work"' EXIT
 : >"$work/runs"
 
 # The services' processes (when scripts/services.sh started them), for their CPU time.
-svc=${DDB2PG_SERVICES_DIR:-/tmp/ddb2pg-services}
+svc=$(scripts/services.sh dir)
 ddb_pid=$(cat "$svc/ddb.pid" 2>/dev/null || true)
 pg_pid=$(head -n 1 "$svc/pg/data/postmaster.pid" 2>/dev/null || true)
 # ticks PID... : user + system clock ticks of the processes and their reaped children.

@@ -1,21 +1,33 @@
 #!/usr/bin/env bash
-# Start or stop DynamoDB Local and PostgreSQL on loopback, on free ports.
-#   scripts/services.sh start   # prints the env file to source
+# Start or stop DynamoDB Local and PostgreSQL on loopback, on free ports, for this checkout.
+#   scripts/services.sh start     # starts them unless running; prints the env file to source
 #   scripts/services.sh stop
-# The env file sets DDB2PG_TEST_DYNAMODB_ENDPOINT, DDB2PG_TEST_DATABASE_URL (and AWS dummies).
+#   scripts/services.sh running   # exit 0 when this checkout's services are up
+#   scripts/services.sh dir       # print the services' folder
+# The env file sets DDB2PG_TEST_DYNAMODB_ENDPOINT and DDB2PG_TEST_DATABASE_URL.
+# Each checkout has its own services, in /tmp/ddb2pg-services-<hash of the checkout's path>
+# (a short path: PostgreSQL's socket lives there); DDB2PG_SERVICES_DIR overrides it, e.g.
+# DDB2PG_SERVICES_DIR=/tmp/ddb2pg-services to share one set between checkouts.
+# DynamoDB Local runs with -sharedDb: every client sees the same tables, whatever access key
+# and region it signs with (boto3, the AWS CLI, ddb2pg).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-STATE=${DDB2PG_SERVICES_DIR:-/tmp/ddb2pg-services}
+STATE=${DDB2PG_SERVICES_DIR:-/tmp/ddb2pg-services-$(printf %s "$here" | sha256sum | cut -c1-12)}
 DDB_LOCAL_DIR=${DDB2PG_DDB_LOCAL_DIR:-$here/.local/dynamodb-local}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 pg_bin() { ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1; }
 
+running() {
+  [ -f "$STATE/env" ] && kill -0 "$(cat "$STATE/ddb.pid" 2>/dev/null || echo 0)" 2>/dev/null
+}
+
 start() {
   "$here/scripts/setup.sh"
-  if [ -f "$STATE/env" ] && kill -0 "$(cat "$STATE/ddb.pid" 2>/dev/null || echo 0)" 2>/dev/null; then
+  if running; then
     echo "$STATE/env"; return 0
   fi
+  echo "services: starting DynamoDB Local and PostgreSQL in $STATE" >&2
   rm -rf "$STATE"; mkdir -p "$STATE"; chmod 755 "$STATE"
   local ddb_port pg_port bin
   ddb_port=$(free_port); pg_port=$(free_port); bin=$(pg_bin)
@@ -23,7 +35,7 @@ start() {
   # The whole background job's output goes to the log: nothing may hold our stdout open, or
   # `$(scripts/services.sh start)` would never return.
   (cd "$DDB_LOCAL_DIR" && exec nohup java -Xmx2g -Djava.library.path=DynamoDBLocal_lib -jar DynamoDBLocal.jar \
-     -inMemory -port "$ddb_port") </dev/null >"$STATE/ddb.log" 2>&1 &
+     -inMemory -sharedDb -port "$ddb_port") </dev/null >"$STATE/ddb.log" 2>&1 &
   echo $! >"$STATE/ddb.pid"
 
   mkdir -p "$STATE/pg/data"
@@ -56,5 +68,7 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  running) running ;;
+  dir) echo "$STATE" ;;
+  *) echo "usage: $0 start|stop|running|dir" >&2; exit 2 ;;
 esac

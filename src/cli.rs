@@ -20,7 +20,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
         replace an item's rows, REMOVE deletes them) until stopped, or with --until-caught-up \
         until every change is applied: a live cutover. A checkpoint records what is committed, \
         so a crashed or interrupted run is resumed by running the same command again: nothing \
-        lost, nothing duplicated. `ddb2pg verify` proves the target equals the source."
+        lost, nothing duplicated. `ddb2pg verify` proves the target equals the source.",
+    after_help = ROOT_EXAMPLES
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -65,7 +66,26 @@ pub enum Command {
     /// Create and fill a sample single-table-design table (for demos and benchmarks)
     #[command(after_help = SAMPLE_EXAMPLES)]
     Sample(SampleArgs),
+    /// Write the manual pages (ddb2pg.1 and ddb2pg-<command>.1 for each command) into DIR
+    #[command(hide = true)]
+    Man {
+        /// Directory to write the pages into (created if missing)
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
+
+const ROOT_EXAMPLES: &str = "\
+Examples (a first run against DynamoDB Local; each command's --help has more):
+  ddb2pg sample --table app --items 1000 --endpoint-url http://127.0.0.1:8000
+  ddb2pg migrate --table app --endpoint-url http://127.0.0.1:8000 \\
+      --target postgres://me@127.0.0.1:5432/db
+  ddb2pg verify --table app --endpoint-url http://127.0.0.1:8000 \\
+      --target postgres://me@127.0.0.1:5432/db
+  ddb2pg status
+
+The target may also come from DATABASE_URL, the endpoint from AWS_ENDPOINT_URL, and any flag
+from ./ddb2pg.toml (--config).";
 
 const MIGRATE_EXAMPLES: &str = "\
 Examples:
@@ -79,6 +99,12 @@ Examples:
   # Route a single-table design into typed tables, schema from versioned SQL:
   ddb2pg migrate --table app --mapping examples/single-table/mapping.toml \\
       --migrations examples/single-table/migrations
+
+  # Rehearse on the real target, everything rolled back, on the first 1000 items:
+  ddb2pg migrate --table app --mapping m.toml --create-tables --dry-run --limit 1000
+
+  # Beside production traffic: at most 500 read units a second, 4 segments at once:
+  ddb2pg migrate --table app --max-read-units 500 --concurrency 4
 
   # Interrupted or crashed? Run the very same command again to resume.
   # Start over, discarding the checkpoint:
@@ -103,8 +129,12 @@ configuration error, 4 done but some items were rejected (see the rejects file),
 
 const VERIFY_EXAMPLES: &str = "\
 Examples:
+  # The same source, target and mapping as the migrate it checks:
   ddb2pg verify --table app --target postgres://me@127.0.0.1:5432/db \\
       --endpoint-url http://127.0.0.1:8000 --mapping mapping.toml --report verify.json
+
+  # More example keys per kind of difference:
+  ddb2pg verify --table app --mapping mapping.toml --samples 20
 
   # An export migration: the full export, then the incremental exports applied on top:
   ddb2pg verify --export s3://bucket/exports/app --export s3://bucket/exports/app-incr-1 \\
@@ -119,7 +149,9 @@ rejects or skips are counted apart, not as differences.";
 
 const SCHEMA_EXAMPLES: &str = "\
 Examples:
-  ddb2pg schema --mapping examples/single-table/mapping.toml > schema.sql";
+  # Review the tables a mapping implies, or keep them as your first versioned migration:
+  ddb2pg schema --mapping examples/single-table/mapping.toml > schema.sql
+  ddb2pg schema --mapping m.toml > migrations/0001_tables.sql";
 
 const STATUS_EXAMPLES: &str = "\
 Examples:
@@ -129,7 +161,12 @@ Examples:
 
 const SAMPLE_EXAMPLES: &str = "\
 Examples:
-  ddb2pg sample --table app --items 5000 --endpoint-url http://127.0.0.1:8000";
+  # A table on DynamoDB Local (created if missing; the same --seed gives the same items):
+  ddb2pg sample --table app --items 5000 --endpoint-url http://127.0.0.1:8000
+
+  # The same items as a DynamoDB export in AWS's layout, 8 gzipped data files:
+  ddb2pg sample --table app --items 5000 --export-dir ./exports/app --files 8
+  ddb2pg migrate --export ./exports/app --key PK,SK";
 
 #[derive(Debug, Clone, Args)]
 pub struct AwsArgs {

@@ -13,6 +13,7 @@ pub mod convert;
 pub mod downloads;
 pub mod error;
 pub mod follow;
+pub mod man;
 pub mod mapping;
 pub mod migrate;
 pub mod migrations;
@@ -56,6 +57,12 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "ddb2pg", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man { dir } => {
+            for page in man::write_pages(&dir)? {
+                println!("{}", page.display());
+            }
             Ok(0)
         }
         Command::Sample(args) if args.export_dir.is_some() => {

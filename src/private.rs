@@ -176,20 +176,42 @@ pub fn check_own_dir(path: &Path, holds: &str, instead: &str) -> Result<()> {
     Ok(())
 }
 
-/// Whether a directory may be tightened: owned by this user, not sticky (like /tmp), and
-/// holding nothing but ddb2pg's own files (checkpoints, locks, rejects, export copies).
+/// What a directory ddb2pg may tighten holds (anything else: [`only_ours`] is `None`).
 #[cfg(unix)]
-fn only_ours(path: &Path, m: &fs::Metadata) -> bool {
+#[derive(Debug, PartialEq, Eq)]
+enum Contents {
+    /// Only version-control placeholders (a fresh clone's `checkpoints/.gitkeep`), or nothing.
+    Empty,
+    /// ddb2pg's own files (and placeholders) only.
+    Ours,
+}
+
+/// Whether a directory may be tightened: owned by this user, not sticky (like /tmp), and
+/// holding nothing but ddb2pg's own files (checkpoints, locks, rejects, export copies) and
+/// version-control placeholders; `None` when it may not.
+#[cfg(unix)]
+fn only_ours(path: &Path, m: &fs::Metadata) -> Option<Contents> {
     use std::os::unix::fs::MetadataExt;
     if m.uid() != uid() || m.mode() & 0o1000 != 0 {
-        return false;
+        return None;
     }
-    let Ok(entries) = fs::read_dir(path) else {
-        return false;
-    };
-    entries
-        .into_iter()
-        .all(|e| e.is_ok_and(|e| is_ours(&e.file_name().to_string_lossy())))
+    let mut contents = Contents::Empty;
+    for e in fs::read_dir(path).ok()? {
+        let name = e.ok()?.file_name();
+        let name = name.to_string_lossy();
+        if is_ours(&name) {
+            contents = Contents::Ours;
+        } else if !is_placeholder(&name) {
+            return None;
+        }
+    }
+    Some(contents)
+}
+
+/// Files a repository keeps in an empty folder so that it is checked out (`.gitkeep`, `.keep`,
+/// a `.gitignore` of its own): they hold no one's data, and a clone's `checkpoints/` holds one.
+fn is_placeholder(name: &str) -> bool {
+    matches!(name, ".gitkeep" | ".keep" | ".gitignore")
 }
 
 /// ddb2pg's own names: `<table>-<12 hex>.{json,json.tmp,lock,rejects*.jsonl}` and `s3-*`.
@@ -221,7 +243,8 @@ fn existing_dir(path: &Path, m: &fs::Metadata) -> Result<()> {
     {
         let mode = m.permissions().mode() & 0o7777;
         refuse_controlled_by_others(path, m)?;
-        if mode & 0o077 != 0 && !only_ours(path, m) {
+        let contents = only_ours(path, m);
+        if mode & 0o077 != 0 && contents.is_none() {
             eprintln!(
                 "ddb2pg: warning: {} is open to others (mode {mode:04o}) and holds files that \
                  are not ddb2pg's, so it is left as it is; ddb2pg's files in it are created \
@@ -229,7 +252,10 @@ fn existing_dir(path: &Path, m: &fs::Metadata) -> Result<()> {
                 path.display()
             );
         } else if mode & 0o077 != 0 {
+            // A folder that holds nothing of anyone's yet (a fresh clone's checkpoints/, mode
+            // 0755 from the umask) is tightened without a word: nothing was exposed.
             match fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE)) {
+                Ok(()) if contents == Some(Contents::Empty) => {}
                 Ok(()) => eprintln!(
                     "ddb2pg: {} was open to others (mode {mode:04o}); tightened to {DIR_MODE:04o}: \
                      it holds personal data (checkpoints, rejected items, export copies)",
@@ -263,7 +289,7 @@ fn refuse_controlled_by_others(path: &Path, m: &fs::Metadata) -> Result<()> {
     // With an access ACL the group bits are its mask, which also covers the users and groups
     // the ACL names: any of them may write.
     let acl_write = mode & 0o020 != 0 && !sticky && has_access_acl(path);
-    if foreign || ((others_write || group_write || acl_write) && !only_ours(path, m)) {
+    if foreign || ((others_write || group_write || acl_write) && only_ours(path, m).is_none()) {
         let who = if foreign {
             "another user controls it".to_string()
         } else if others_write {
@@ -442,6 +468,36 @@ mod tests {
         // A sticky one (like /tmp) is used: others cannot rename or remove our files there.
         fs::set_permissions(&project, fs::Permissions::from_mode(0o1777)).expect("chmod");
         dir(&project).expect("sticky");
+    }
+
+    #[test]
+    fn a_clones_checkpoint_folder_is_ours_to_tighten() {
+        let d = tempdir("clone");
+        // A fresh clone's checkpoints/: a placeholder, the umask's 0755.
+        let cp = d.join("checkpoints");
+        fs::create_dir_all(&cp).expect("mkdir");
+        fs::write(cp.join(".gitkeep"), "").expect("write");
+        fs::set_permissions(&cp, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let m = fs::symlink_metadata(&cp).expect("stat");
+        assert_eq!(only_ours(&cp, &m), Some(Contents::Empty));
+        dir(&cp).expect("dir");
+        assert_eq!(
+            mode(&cp),
+            0o700,
+            "tightened: nothing in it but the placeholder"
+        );
+        // With ddb2pg's files beside the placeholder it is still ddb2pg's folder.
+        create(&cp.join("app-0123456789ab.json")).expect("create");
+        assert_eq!(only_ours(&cp, &m), Some(Contents::Ours));
+        fs::set_permissions(&cp, fs::Permissions::from_mode(0o755)).expect("chmod");
+        dir(&cp).expect("dir");
+        assert_eq!(mode(&cp), 0o700);
+        // Any other dotfile is someone else's (a project's .env): left as it is.
+        fs::write(cp.join(".env"), "").expect("write");
+        fs::set_permissions(&cp, fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(only_ours(&cp, &m), None);
+        dir(&cp).expect("dir");
+        assert_eq!(mode(&cp), 0o755);
     }
 
     #[test]

@@ -14,6 +14,8 @@ mod deploy;
 mod destinations;
 #[path = "suite/docs_links.rs"]
 mod docs_links;
+#[path = "suite/docs_snippets.rs"]
+mod docs_snippets;
 #[path = "suite/export.rs"]
 mod export;
 #[path = "suite/export_follow.rs"]
@@ -26,12 +28,16 @@ mod export_refusals;
 mod faults;
 #[path = "suite/files.rs"]
 mod files;
+#[path = "suite/first_hour.rs"]
+mod first_hour;
 #[path = "suite/follow_deletes.rs"]
 mod follow_deletes;
 #[path = "suite/follow_scale.rs"]
 mod follow_scale;
 #[path = "suite/follow_shards.rs"]
 mod follow_shards;
+#[path = "suite/help_examples.rs"]
+mod help_examples;
 #[path = "suite/mapping.rs"]
 mod mapping;
 #[path = "suite/memory.rs"]
