@@ -222,21 +222,21 @@ fn existing_dir(path: &Path, m: &fs::Metadata) -> Result<()> {
         let mode = m.permissions().mode() & 0o7777;
         refuse_controlled_by_others(path, m)?;
         if mode & 0o077 != 0 && !only_ours(path, m) {
-            eprintln!(
-                "ddb2pg: warning: {} is open to others (mode {mode:04o}) and holds files that \
+            crate::say!(
+                warn: "{} is open to others (mode {mode:04o}) and holds files that \
                  are not ddb2pg's, so it is left as it is; ddb2pg's files in it are created \
                  {FILE_MODE:04o}. Give --checkpoint-dir a folder of its own",
                 path.display()
             );
         } else if mode & 0o077 != 0 {
             match fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE)) {
-                Ok(()) => eprintln!(
-                    "ddb2pg: {} was open to others (mode {mode:04o}); tightened to {DIR_MODE:04o}: \
+                Ok(()) => crate::say!(
+                    "{} was open to others (mode {mode:04o}); tightened to {DIR_MODE:04o}: \
                      it holds personal data (checkpoints, rejected items, export copies)",
                     path.display()
                 ),
-                Err(e) => eprintln!(
-                    "ddb2pg: warning: {} is open to others (mode {mode:04o}) and cannot be \
+                Err(e) => crate::say!(
+                    warn: "{} is open to others (mode {mode:04o}) and cannot be \
                      tightened ({e}); its files are still created {FILE_MODE:04o}",
                     path.display()
                 ),
