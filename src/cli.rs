@@ -32,8 +32,7 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
-    /// What stderr holds: text for a human, or json: every line (notes, warnings, progress,
-    /// the summary, the error, the logs) one JSON object, for a log pipeline
+    /// Stderr as text, or json: one JSON object per line (for log pipelines)
     #[arg(long, global = true, value_enum, value_name = "FORMAT", env = "DDB2PG_LOG_FORMAT",
           hide_env_values = true, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -42,9 +41,8 @@ pub struct Cli {
 /// `--log-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
-    /// `ddb2pg: ...` lines and a summary for a human
+    // No doc comments here: they would turn every subcommand's help into the long form.
     Text,
-    /// One JSON object per line: ts, level, msg and fields
     Json,
 }
 
