@@ -30,6 +30,8 @@ mod follow_deletes;
 mod follow_scale;
 #[path = "suite/follow_shards.rs"]
 mod follow_shards;
+#[path = "suite/log_json.rs"]
+mod log_json;
 #[path = "suite/mapping.rs"]
 mod mapping;
 #[path = "suite/memory.rs"]
