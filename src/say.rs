@@ -139,6 +139,11 @@ pub fn usage_error(rendered: &str, exit_code: u8) {
     }
 }
 
+/// One field: `event(level, msg, say::field("at", &path), || ...)`.
+pub fn field(name: &str, value: impl Into<Value>) -> Map<String, Value> {
+    Map::from_iter([(name.to_string(), value.into())])
+}
+
 /// The fields of a serializable value (a report): its top-level object, or `{"value": ...}`.
 pub fn fields_of(v: &impl serde::Serialize) -> Map<String, Value> {
     match serde_json::to_value(v) {

@@ -163,12 +163,10 @@ pub(super) fn exit_code(status: &str, cp: &Checkpoint) -> u8 {
 pub(super) fn print_resume_line(status: &str, dry: bool) {
     if matches!(status, "failed" | "interrupted") && !dry {
         let command = resume_command();
-        let mut fields = serde_json::Map::new();
-        fields.insert("command".into(), command.clone().into());
         crate::say::event(
             crate::say::Level::Info,
             "to resume, run the same command again",
-            fields,
+            crate::say::field("command", command.as_str()),
             || format!("ddb2pg: to resume, run the same command again:\n  {command}"),
         );
     }

@@ -65,12 +65,10 @@ pub fn keep_after_run(
 ) -> Result<()> {
     match keep(report, storage, names, dry_run) {
         Ok(Some(at)) => {
-            let mut fields = serde_json::Map::new();
-            fields.insert("at".into(), at.clone().into());
             crate::say::event(
                 crate::say::Level::Info,
                 "report kept beside the checkpoint",
-                fields,
+                crate::say::field("at", at.as_str()),
                 || format!("  report {at}"),
             );
             Ok(())

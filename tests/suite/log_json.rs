@@ -106,6 +106,8 @@ fn summary_is_the_report(r: &Run, report: &Path) -> String {
     summary["level"].as_str().unwrap_or_default().to_string()
 }
 
+type Case<'a> = (Vec<&'a str>, &'a [(&'a str, &'a str)], &'a str);
+
 fn s(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
@@ -250,7 +252,17 @@ fn refusals_are_one_json_error_line_with_the_exit_code_and_no_password() {
     let url = format!("postgres://u:{PASSWORD}@127.0.0.1:1/db");
     let endpoint = services().endpoint.as_str();
     let json = [("DDB2PG_LOG_FORMAT", "json")];
-    let cases: Vec<(Vec<&str>, &[(&str, &str)], &str)> = vec![
+    let to_url = [
+        "migrate",
+        "--table",
+        "t",
+        "--target",
+        &url,
+        "--endpoint-url",
+        endpoint,
+    ];
+    // The arguments, the environment, what the error line says.
+    let cases: Vec<Case> = vec![
         (vec!["schema", "--mapping", "bad.toml"], &json, "bad.toml"),
         (
             vec![
@@ -293,33 +305,11 @@ fn refusals_are_one_json_error_line_with_the_exit_code_and_no_password() {
             "settings.toml",
         ),
         (
-            vec![
-                "migrate",
-                "--table",
-                "t",
-                "--target",
-                &url,
-                "--endpoint-url",
-                endpoint,
-                "--progress",
-                "bar",
-            ],
+            [&to_url[..], &["--progress", "bar"]].concat(),
             &json,
             "--progress bar",
         ),
-        (
-            vec![
-                "migrate",
-                "--table",
-                "t",
-                "--target",
-                &url,
-                "--endpoint-url",
-                endpoint,
-            ],
-            &json,
-            "",
-        ),
+        (to_url.to_vec(), &json, ""),
     ];
     for (args, env, says) in cases {
         let r = run(&dir, &args, env);
