@@ -385,3 +385,57 @@ async fn a_failed_run_says_error_exit_1_a_failed_summary_and_the_resume_command(
         "{last}"
     );
 }
+
+/// The follower's line: its counts by kind, lag and shards as fields; the summary of a caught-up
+/// follow is the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_followers_line_has_its_changes_lag_and_shards_as_fields() {
+    let table = unique_name("logjsonfollow");
+    load_sample(&ddb().await, &table, 9, 50).await;
+    let db = new_database().await;
+    let dir = temp_dir("logjsonfollow");
+    let report = dir.join("r.json");
+    let (cp, rep) = (s(&dir.join("cp")), s(&report));
+    let f = run(
+        &dir,
+        &[
+            "migrate",
+            "--table",
+            &table,
+            "--target",
+            &db,
+            "--endpoint-url",
+            &services().endpoint,
+            "--checkpoint-dir",
+            &cp,
+            "--report",
+            &rep,
+            "--follow",
+            "--until-caught-up",
+            "--enable-stream",
+            "--progress",
+            "log",
+            "--progress-interval",
+            "0.1",
+        ],
+        &[("DDB2PG_LOG_FORMAT", "json")],
+    );
+    assert_eq!(f.code, Some(0), "{}", f.stderr);
+    assert_eq!(summary_is_the_report(&f, &report), "info");
+    assert_eq!(the(&f, "summary")["status"], "caught_up");
+    let following: Vec<&Value> = f.lines.iter().filter(|l| l["msg"] == "following").collect();
+    assert!(!following.is_empty(), "a follower line:\n{}", f.stderr);
+    for l in following {
+        for k in [
+            "changes_inserted",
+            "changes_modified",
+            "changes_removed",
+            "shards_open",
+            "shards_closed",
+            "shards_reading",
+        ] {
+            assert!(l[k].is_u64(), "{k} in {l}");
+        }
+        assert!(l["lag_s"].is_number() || l["lag_s"].is_null(), "{l}");
+    }
+}
