@@ -27,6 +27,8 @@ use serde_json::{Map, Value};
 
 use crate::pgconn::redact;
 
+pub mod logs;
+
 static JSON: AtomicBool = AtomicBool::new(false);
 
 /// JSON lines from now on (`--log-format json`), or text.
@@ -197,8 +199,6 @@ fn redact_strings(v: &mut Value) {
 fn write_stderr(s: &str) {
     let _ = std::io::stderr().lock().write_all(s.as_bytes());
 }
-
-pub mod logs;
 
 #[cfg(test)]
 mod tests {
