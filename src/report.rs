@@ -2,15 +2,13 @@
 //! `s3://` checkpoint location also kept beside the checkpoint ([`beside`]).
 
 use std::collections::BTreeMap;
-use std::path::Path;
-
 use std::fmt::Write as _;
+use std::path::Path;
 
 use serde::Serialize;
 
-use crate::say::Level;
-
 use crate::error::{Error, Result};
+use crate::say::Level;
 
 pub mod beside;
 

@@ -1,14 +1,12 @@
 //! Verify, step 5: the result, as a human summary on stderr and as JSON (`--report`).
 
 use std::collections::BTreeMap;
-
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::say::Level;
-
 use crate::error::{Error, Result};
+use crate::say::Level;
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct TableResult {
