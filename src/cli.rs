@@ -39,6 +39,19 @@ pub struct Cli {
     /// Only errors and the final summary
     #[arg(short, long, global = true)]
     pub quiet: bool,
+
+    /// Stderr as text, or json: one JSON object per line (for log pipelines)
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", env = "DDB2PG_LOG_FORMAT",
+          hide_env_values = true, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    // No doc comments here: they would turn every subcommand's help into the long form.
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -323,6 +336,10 @@ pub struct MigrateArgs {
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
 
+    /// Seconds between two progress log lines (--progress log, or auto off a terminal)
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, value_parser = progress_interval)]
+    pub progress_interval: f64,
+
     /// Cap the read capacity units consumed per second (as DynamoDB reports them), to run
     /// beside production traffic; all segments share the budget
     #[arg(long, value_name = "N")]
@@ -510,6 +527,10 @@ pub struct VerifyArgs {
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
 
+    /// Seconds between two progress log lines (--progress log, or auto off a terminal)
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, value_parser = progress_interval)]
+    pub progress_interval: f64,
+
     #[command(flatten)]
     pub shard: ShardArgs,
 
@@ -608,4 +629,12 @@ pub struct SampleArgs {
 
     #[command(flatten)]
     pub aws: AwsArgs,
+}
+
+/// `--progress-interval`: a positive number of seconds, at most a day.
+fn progress_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.1..=86_400.0).contains(&v) => Ok(v),
+        _ => Err("a number of seconds from 0.1 to 86400".into()),
+    }
 }

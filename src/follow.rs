@@ -183,6 +183,8 @@ pub struct FollowJob {
     pub retry: RetryPolicy,
     pub until_caught_up: bool,
     pub progress: ProgressMode,
+    /// Between two follower lines.
+    pub progress_interval: std::time::Duration,
     pub shutdown: watch::Receiver<bool>,
     /// PostgreSQL connections (lanes) changes are spread over by item key.
     pub connections: usize,

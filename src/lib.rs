@@ -25,6 +25,7 @@ pub mod progress;
 pub mod rejects;
 pub mod report;
 pub mod sample;
+pub mod say;
 pub mod shard;
 pub mod sink;
 pub mod source;
@@ -38,6 +39,7 @@ pub use error::{Error, Result};
 
 /// Run a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> Result<u8> {
+    refuse_bar_in_json(&cli)?;
     match cli.command {
         Command::Migrate(mut args) => {
             if cli.quiet {
@@ -68,8 +70,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Sample(args) if args.export_dir.is_some() => {
             let dir = args.export_dir.clone().unwrap_or_default();
             sample::write_export(&dir, &args.table, args.seed, args.items, args.files)?;
-            eprintln!(
-                "ddb2pg: wrote {} sample items as an export of {:?} into {}",
+            crate::say!(
+                "wrote {} sample items as an export of {:?} into {}",
                 args.items,
                 args.table,
                 dir.display()
@@ -80,8 +82,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
             let source = source::Source::connect(&args.aws).await?;
             let started = std::time::Instant::now();
             sample::load(&source.client, &args.table, args.seed, args.items).await?;
-            eprintln!(
-                "ddb2pg: wrote {} sample items into {:?} at {} in {:.1} s",
+            crate::say!(
+                "wrote {} sample items into {:?} at {} in {:.1} s",
                 args.items,
                 args.table,
                 source.describe_location(),
@@ -90,4 +92,21 @@ pub async fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// `--progress bar` draws on the terminal, between lines: with `--log-format json` stderr holds
+/// JSON objects only, so the bar is refused rather than left out.
+fn refuse_bar_in_json(cli: &Cli) -> Result<()> {
+    let progress = match &cli.command {
+        Command::Migrate(a) => a.progress,
+        Command::Verify(a) => a.progress,
+        _ => return Ok(()),
+    };
+    if cli.log_format == cli::LogFormat::Json && progress == cli::ProgressMode::Bar {
+        return Err(Error::config(
+            "--progress bar cannot be drawn with --log-format json (every stderr line is a JSON \
+             object): use --progress log or none",
+        ));
+    }
+    Ok(())
 }

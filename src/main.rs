@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ddb2pg::pgconn::redact;
+use ddb2pg::say;
 
 /// mimalloc instead of glibc's malloc: a migration allocates and frees millions of small
 /// strings and maps from several threads, where glibc spent a quarter of the CPU (see the
@@ -12,69 +12,41 @@ use ddb2pg::pgconn::redact;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The logs' writer: each event is formatted whole into an [`EventText`], which passes it
-/// through the one redaction on its way to stderr (a log line may quote an error, a setting, a
-/// target).
-struct RedactedStderr;
-
-struct EventText(Vec<u8>);
-
-impl tracing_subscriber::fmt::MakeWriter<'_> for RedactedStderr {
-    type Writer = EventText;
-
-    fn make_writer(&self) -> EventText {
-        EventText(Vec::new())
-    }
-}
-
-impl std::io::Write for EventText {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.extend_from_slice(b);
-        Ok(b.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for EventText {
-    fn drop(&mut self) {
-        if !self.0.is_empty() {
-            let text = redact(&String::from_utf8_lossy(&self.0));
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let env = |k: &str| std::env::var(k).ok();
-    let args = match ddb2pg::config::expand(std::env::args_os().collect(), &env) {
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Before the command line parses, what it says is in the format it asks for.
+    say::set_json(say::asks_json(&raw, &env));
+    let args = match ddb2pg::config::expand(raw, &env) {
         Ok(e) => {
+            say::set_json(say::asks_json(&e.args, &env));
             let quiet = e.args.iter().any(|a| a == "-q" || a == "--quiet");
             if let (Some(note), false) = (&e.note, quiet) {
-                eprintln!("ddb2pg: {note}");
+                ddb2pg::say!("{note}");
             }
             e.args
         }
         Err(err) => {
-            eprintln!("ddb2pg: error: {}", redact(&err.to_string()));
+            say::fatal(&err.to_string(), err.exit_code());
             return ExitCode::from(err.exit_code());
         }
     };
     let cli = match ddb2pg::cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        // --help and --version as clap prints them; usage errors may quote an argument
-        // (an unquoted `password=...`): redacted.
+        // --help and --version as clap prints them.
         Err(e) if !e.use_stderr() => {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
+        // Usage errors may quote an argument (an unquoted `password=...`): redacted, by
+        // say::usage_error.
         Err(e) => {
-            eprint!("{}", redact(&e.render().to_string()));
-            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+            let code = u8::try_from(e.exit_code()).unwrap_or(2);
+            say::usage_error(&e.render().to_string(), code);
+            return ExitCode::from(code);
         }
     };
+    say::set_json(cli.log_format == ddb2pg::cli::LogFormat::Json);
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -87,26 +59,22 @@ fn main() -> ExitCode {
         ))
     });
     let color = std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(color)
-        .with_writer(RedactedStderr)
-        .init();
+    say::logs::init(filter, color);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("ddb2pg: error: cannot start the async runtime: {e}");
+            say::fatal(&format!("cannot start the async runtime: {e}"), 1);
             return ExitCode::from(1);
         }
     };
     match runtime.block_on(ddb2pg::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            // Every message that may quote a target passes through the one redaction.
-            eprintln!("ddb2pg: error: {}", redact(&err.to_string()));
+            // Every message that may quote a target passes through the one redaction (in say).
+            say::fatal(&err.to_string(), err.exit_code());
             ExitCode::from(err.exit_code())
         }
     }

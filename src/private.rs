@@ -245,8 +245,8 @@ fn existing_dir(path: &Path, m: &fs::Metadata) -> Result<()> {
         refuse_controlled_by_others(path, m)?;
         let contents = only_ours(path, m);
         if mode & 0o077 != 0 && contents.is_none() {
-            eprintln!(
-                "ddb2pg: warning: {} is open to others (mode {mode:04o}) and holds files that \
+            crate::say!(
+                warn: "{} is open to others (mode {mode:04o}) and holds files that \
                  are not ddb2pg's, so it is left as it is; ddb2pg's files in it are created \
                  {FILE_MODE:04o}. Give --checkpoint-dir a folder of its own",
                 path.display()
@@ -256,13 +256,13 @@ fn existing_dir(path: &Path, m: &fs::Metadata) -> Result<()> {
             // 0755 from the umask) is tightened without a word: nothing was exposed.
             match fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE)) {
                 Ok(()) if contents == Some(Contents::Empty) => {}
-                Ok(()) => eprintln!(
-                    "ddb2pg: {} was open to others (mode {mode:04o}); tightened to {DIR_MODE:04o}: \
+                Ok(()) => crate::say!(
+                    "{} was open to others (mode {mode:04o}); tightened to {DIR_MODE:04o}: \
                      it holds personal data (checkpoints, rejected items, export copies)",
                     path.display()
                 ),
-                Err(e) => eprintln!(
-                    "ddb2pg: warning: {} is open to others (mode {mode:04o}) and cannot be \
+                Err(e) => crate::say!(
+                    warn: "{} is open to others (mode {mode:04o}) and cannot be \
                      tightened ({e}); its files are still created {FILE_MODE:04o}",
                     path.display()
                 ),

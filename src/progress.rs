@@ -1,5 +1,6 @@
 //! Live counters of a run and their display: indicatif bars on a terminal, a log line every
-//! few seconds otherwise.
+//! `--progress-interval` seconds otherwise (with `--log-format json`, always the log line, its
+//! figures as fields).
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -101,12 +102,16 @@ pub struct ProgressInfo {
     pub items_before: u64,
     pub segments_total: u64,
     pub segments_done_before: u64,
+    /// Between two log lines.
+    pub interval: Duration,
 }
 
 /// Run the display until `stop` turns true.
 pub async fn run(info: ProgressInfo, stats: Arc<Stats>, mut stop: watch::Receiver<bool>) {
     let mode = match info.mode {
-        ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
+        ProgressMode::Auto if std::io::stderr().is_terminal() && !crate::say::json() => {
+            ProgressMode::Bar
+        }
         ProgressMode::Auto => ProgressMode::Log,
         m => m,
     };
@@ -124,7 +129,7 @@ pub async fn run(info: ProgressInfo, stats: Arc<Stats>, mut stop: watch::Receive
     let tick = if bar.is_some() {
         Duration::from_millis(200)
     } else {
-        Duration::from_secs(5)
+        info.interval
     };
     let mut interval = tokio::time::interval(tick);
     interval.tick().await;
@@ -137,6 +142,7 @@ pub async fn run(info: ProgressInfo, stats: Arc<Stats>, mut stop: watch::Receive
         let segs = info.segments_done_before + Stats::get(&stats.segments_done);
         let secs = started.elapsed().as_secs_f64().max(0.001);
         let line = Line {
+            read,
             done: info.items_before + read,
             approx: info.approx_items.max(info.items_before + read),
             rate: read as f64 / secs,
@@ -152,10 +158,7 @@ pub async fn run(info: ProgressInfo, stats: Arc<Stats>, mut stop: watch::Receive
                     .map_or(80, |(_, w)| w as usize);
                 pb.set_message(line.fit(width));
             }
-            None => eprintln!(
-                "ddb2pg: {} (ItemCount is approximate)",
-                line.parts().join(", ")
-            ),
+            None => line.say(),
         }
     }
     if let Some(pb) = bar {
@@ -165,6 +168,9 @@ pub async fn run(info: ProgressInfo, stats: Arc<Stats>, mut stop: watch::Receive
 
 /// One progress line's figures.
 struct Line {
+    /// Items read by this run.
+    read: u64,
+    /// Items read by this run and committed by earlier ones.
     done: u64,
     approx: u64,
     rate: f64,
@@ -185,10 +191,37 @@ fn short(n: f64) -> String {
 }
 
 impl Line {
+    /// The log line: `ddb2pg: <parts> (ItemCount is approximate)`, or its figures as fields.
+    fn say(&self) {
+        let fields = crate::say::fields_of(&serde_json::json!({
+            "items_read": self.read,
+            "items_done": self.done,
+            "items_approx": self.approx,
+            "rate": (self.rate * 10.0).round() / 10.0,
+            "eta_s": self.eta_s(),
+            "rows_written": self.rows,
+            "rows_unchanged": self.unchanged,
+            "rejected": self.rejected,
+            "segments_done": self.segments.0,
+            "segments_total": self.segments.1,
+        }));
+        crate::say::event(crate::say::Level::Info, "progress", fields, || {
+            format!(
+                "ddb2pg: {} (ItemCount is approximate)",
+                self.parts().join(", ")
+            )
+        });
+    }
+
+    /// Seconds left at this rate, to the approximate count.
+    fn eta_s(&self) -> Option<u64> {
+        (self.rate > 0.0 && self.approx > self.done)
+            .then(|| ((self.approx - self.done) as f64 / self.rate).ceil() as u64)
+    }
+
     /// The parts, most important first.
     fn parts(&self) -> Vec<String> {
-        let eta = (self.rate > 0.0 && self.approx > self.done)
-            .then(|| ((self.approx - self.done) as f64 / self.rate).ceil() as u64);
+        let eta = self.eta_s();
         let mut v = vec![
             format!(
                 "{}/~{} items",
@@ -244,6 +277,7 @@ mod tests {
     #[test]
     fn a_progress_line_fits_its_terminal() {
         let l = Line {
+            read: 22_192,
             done: 22_192,
             approx: 120_000,
             rate: 14_245.574_6,

@@ -2,11 +2,13 @@
 //! `s3://` checkpoint location also kept beside the checkpoint ([`beside`]).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::say::Level;
 
 pub mod beside;
 
@@ -78,16 +80,45 @@ impl Report {
     /// free texts (the target, the error) redacted like stderr; `at` names where it goes, for
     /// an error.
     pub fn to_json(&self, at: &str) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(&self.shown()).map_err(|e| Error::file(at, e))
+    }
+
+    /// The report with its free texts redacted.
+    fn shown(&self) -> Report {
         let redact = |s: &str| crate::pgconn::redact(s);
         let mut shown = self.clone();
         shown.target = redact(&self.target);
         shown.error = self.error.as_deref().map(redact);
         shown.unsure_reason = self.unsure_reason.as_deref().map(redact);
-        serde_json::to_vec_pretty(&shown).map_err(|e| Error::file(at, e))
+        shown
     }
 
-    /// A few lines for a human, on stderr.
-    pub fn print_human(&self) {
+    /// The summary on stderr: a few lines for a human, or (`--log-format json`) one line
+    /// `"msg":"summary"` with the `--report` JSON's fields; level `error` when the run failed,
+    /// `warn` when it was interrupted, rejected items or may have left rows, else `info`.
+    pub fn print_summary(&self) {
+        let level = match self.status.as_str() {
+            "failed" => Level::Error,
+            "interrupted" => Level::Warn,
+            _ if self.rejected_total > 0 || self.changes_unsure > 0 => Level::Warn,
+            _ => Level::Info,
+        };
+        crate::say::event(
+            level,
+            "summary",
+            crate::say::fields_of(&self.shown()),
+            || self.human(),
+        );
+    }
+
+    /// A few lines for a human.
+    fn human(&self) -> String {
+        let mut out = String::new();
+        macro_rules! put {
+            ($($arg:tt)+) => {{
+                let _ = writeln!(out, $($arg)+);
+            }};
+        }
         let head = match self.status.as_str() {
             "complete" => "migration complete",
             "nothing_to_do" => "nothing left to do: this migration already completed",
@@ -99,13 +130,13 @@ impl Report {
             _ if self.dry_run => "dry run failed: every batch was rolled back, nothing persists",
             _ => "migration failed: checkpoint saved",
         };
-        eprintln!("ddb2pg: {head}");
-        eprintln!(
+        put!("ddb2pg: {head}");
+        put!(
             "  {} -> {}",
             self.source_table,
             crate::pgconn::redact(&self.target)
         );
-        eprintln!(
+        put!(
             "  items read {:>10}   rows written {:>10} (inserted {}, updated {})   unchanged {}",
             self.items_read,
             self.rows_written,
@@ -113,7 +144,7 @@ impl Report {
             self.rows_updated,
             self.rows_unchanged
         );
-        eprintln!(
+        put!(
             "  segments {}/{} done{} ({} resumed, {} already done)   {:.1} s, {:.0} items/s",
             self.segments_done,
             self.segments_total,
@@ -128,14 +159,17 @@ impl Report {
         );
         if self.tables.len() > 1 || self.collisions > 0 || self.status == "dry_run" {
             for (name, t) in &self.tables {
-                eprintln!(
+                put!(
                     "    {name:<24} inserted {:>9}  updated {:>9}  unchanged {:>9}  collisions {}",
-                    t.rows_inserted, t.rows_updated, t.rows_unchanged, t.collisions
+                    t.rows_inserted,
+                    t.rows_updated,
+                    t.rows_unchanged,
+                    t.collisions
                 );
             }
         }
         if let Some(f) = &self.follow {
-            eprintln!(
+            put!(
                 "  stream: {} inserted, {} modified, {} removed   shards {} open, {} closed   lag {}",
                 f.changes_inserted,
                 f.changes_modified,
@@ -146,7 +180,7 @@ impl Report {
             );
         }
         if self.changes_unsure > 0 {
-            eprintln!(
+            put!(
                 "  warning: {} changes had no old image, and their old rows cannot be found from \
                  their keys ({}): rows their old versions made and the new ones do not may \
                  remain; use NEW_AND_OLD_IMAGES exports or streams for exact results",
@@ -155,19 +189,19 @@ impl Report {
             );
         }
         if self.rows_deleted > 0 {
-            eprintln!(
+            put!(
                 "  deleted {} rows (changes: incremental export or stream)",
                 self.rows_deleted
             );
         }
         if self.skipped > 0 {
-            eprintln!(
+            put!(
                 "  skipped {} items that no table rule matches (unrouted = \"skip\")",
                 self.skipped
             );
         }
         if self.collisions > 0 {
-            eprintln!(
+            put!(
                 "  collisions {} (several items mapped to one key; the last won)",
                 self.collisions
             );
@@ -175,32 +209,35 @@ impl Report {
         if self.rejected_total > 0 {
             let file = self.rejects_file.as_deref().unwrap_or("the rejects file");
             if self.dry_run {
-                eprintln!(
+                put!(
                     "  REJECTED {} items (dry run); reasons in {file}",
                     self.rejected
                 );
             } else {
-                eprintln!(
+                put!(
                     "  REJECTED {} items in this run, {} over all runs of this checkpoint; \
                      reasons in {file}",
-                    self.rejected, self.rejected_total
+                    self.rejected,
+                    self.rejected_total
                 );
             }
             for (k, n) in &self.rejects_by_reason {
-                eprintln!("    {n:>8}  {k}");
+                put!("    {n:>8}  {k}");
             }
         }
         if let Some(d) = &self.downloads {
             match &d.kept_because {
-                None => eprintln!(
+                None => put!(
                     "  export copies removed from {} (--keep-downloads keeps them)",
                     d.dir
                 ),
-                Some(why) => eprintln!("  export copies kept in {} ({why})", d.dir),
+                Some(why) => put!("  export copies kept in {} ({why})", d.dir),
             }
         }
         if !self.dry_run {
-            eprintln!("  checkpoint {}", self.checkpoint);
+            put!("  checkpoint {}", self.checkpoint);
         }
+        out.truncate(out.trim_end().len());
+        out
     }
 }

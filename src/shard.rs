@@ -148,7 +148,7 @@ pub fn resolve(
         (Some(s), None) => Ok(Some(Shard::parse(s)?)),
         (None, Some(n)) => {
             let (shard, note) = Shard::from_env(Some(n), env)?;
-            eprintln!("ddb2pg: {note}");
+            crate::say!("{note}");
             Ok(Some(shard))
         }
         (None, None) => Ok(None),

@@ -38,6 +38,8 @@ mod follow_scale;
 mod follow_shards;
 #[path = "suite/help_examples.rs"]
 mod help_examples;
+#[path = "suite/log_json.rs"]
+mod log_json;
 #[path = "suite/mapping.rs"]
 mod mapping;
 #[path = "suite/memory.rs"]

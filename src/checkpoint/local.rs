@@ -196,8 +196,8 @@ pub(super) fn read_file(path: &Path) -> Result<Option<Vec<u8>>> {
 pub(super) fn remove_leftover_tmp(path: &Path) {
     let tmp = tmp_path(path);
     if tmp.exists() {
-        eprintln!(
-            "ddb2pg: removing {} left by an interrupted checkpoint write",
+        crate::say!(
+            "removing {} left by an interrupted checkpoint write",
             tmp.display()
         );
         let _ = fs::remove_file(&tmp);
@@ -270,8 +270,8 @@ impl Lock {
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::file(path, e)),
         }
         if !previous.is_empty() {
-            eprintln!(
-                "ddb2pg: taking over the lock {} left by a run that is no longer alive ({previous})",
+            crate::say!(
+                "taking over the lock {} left by a run that is no longer alive ({previous})",
                 printable(&path.display().to_string())
             );
         }

@@ -374,8 +374,8 @@ async fn handle(r: &Readers, s: &mut Reading, e: ReadError) -> Result<()> {
                     retryable: false,
                 });
             }
-            eprintln!(
-                "ddb2pg: following: DynamoDB Streams failed ({why}); retrying in {:.1} s",
+            crate::say!(
+                "following: DynamoDB Streams failed ({why}); retrying in {:.1} s",
                 s.backoff.as_secs_f64()
             );
             r.pause(s.backoff).await;

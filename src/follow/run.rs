@@ -341,25 +341,42 @@ impl Coordinator {
         }
     }
 
-    /// A progress line every few seconds (and at the end), unless `--progress none`.
+    /// A progress line every `--progress-interval` (and at the end), unless `--progress none`.
     fn log(&mut self, last: bool) {
         if self.job.progress == ProgressMode::None
-            || (!last && self.last_log.elapsed() < Duration::from_secs(5))
+            || (!last && self.last_log.elapsed() < self.job.progress_interval)
         {
             return;
         }
         self.last_log = Instant::now();
         let s = &self.job.stats;
-        eprintln!(
-            "ddb2pg: following: {} inserted, {} modified, {} removed | lag {} | shards {} open, {} closed, {} reading",
+        let (ins, modi, rem) = (
             Stats::get(&s.changes_inserted),
             Stats::get(&s.changes_modified),
             Stats::get(&s.changes_removed),
-            lag_text(super::lag_s(s)),
+        );
+        let lag = super::lag_s(s);
+        let (open, closed, reading) = (
             Stats::get(&s.shards_open),
             Stats::get(&s.shards_closed),
             self.running.len(),
         );
+        let fields = crate::say::fields_of(&serde_json::json!({
+            "changes_inserted": ins,
+            "changes_modified": modi,
+            "changes_removed": rem,
+            "lag_s": lag,
+            "shards_open": open,
+            "shards_closed": closed,
+            "shards_reading": reading,
+        }));
+        crate::say::event(crate::say::Level::Info, "following", fields, || {
+            format!(
+                "ddb2pg: following: {ins} inserted, {modi} modified, {rem} removed | lag {} | \
+                 shards {open} open, {closed} closed, {reading} reading",
+                lag_text(lag)
+            )
+        });
     }
 
     /// Stop readers and lanes, wait for them, write the checkpoint.

@@ -97,8 +97,8 @@ pub(super) fn adopt(
         Some(_) => "the export's time",
         None => "when the first shard began",
     };
-    eprintln!(
-        "ddb2pg: --follow: the load was done by {count} shards ({items} items); following the \
+    crate::say!(
+        "--follow: the load was done by {count} shards ({items} items); following the \
          stream from {since} ({from}, epoch s)"
     );
     Ok(Some(cp))
@@ -109,8 +109,8 @@ pub(super) fn adopt(
 fn stream_on_since(stream: &Stream, began: u64) -> Result<()> {
     let created = stream_created(&stream.arn);
     if created.is_none() {
-        eprintln!(
-            "ddb2pg: warning: cannot tell from {} when the stream was created: it must have \
+        crate::say!(
+            warn: "cannot tell from {} when the stream was created: it must have \
              been on before the first shard began, or changes made in between are missed",
             stream.arn
         );

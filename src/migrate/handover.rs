@@ -165,8 +165,8 @@ impl Handover {
                 )))
             }
             Some(_) => {}
-            None => eprintln!(
-                "ddb2pg: warning: cannot tell from {} when the stream was created: it must \
+            None => crate::say!(
+                warn: "cannot tell from {} when the stream was created: it must \
                  have been on since the export's time {at}, or changes made in between are \
                  missed",
                 stream.arn
@@ -216,8 +216,8 @@ pub(super) async fn resolve(args: &MigrateArgs, origin: &mut Origin) -> Result<O
     if export.table_arn.is_none() {
         origin.info.name = table.clone();
     }
-    eprintln!(
-        "ddb2pg: --follow: after the export, the stream of {table:?} is applied from {} ({from})",
+    crate::say!(
+        "--follow: after the export, the stream of {table:?} is applied from {} ({from})",
         shown(as_of_ms)
     );
     Ok(Some(Handover {

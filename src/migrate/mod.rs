@@ -27,7 +27,7 @@ mod scan_only;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -69,8 +69,8 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     let started = Instant::now();
     let (mut src, handover) = resolve(&args).await?;
     // The first line, before anything is written (step 4 may create tables): what goes where.
-    eprintln!(
-        "ddb2pg: {}{} -> {} table {}",
+    crate::say!(
+        "{}{} -> {} table {}",
         if args.dry_run { "dry run: " } else { "" },
         src.origin.describe(),
         src.target_id,
@@ -210,8 +210,8 @@ async fn prepare_target(args: &MigrateArgs, src: &Resolved) -> Result<Prepared> 
         if let Some(dir) = &args.migrations {
             let applied =
                 crate::migrations::apply(&client, dir, crate::migrations::Scope::Own).await?;
-            eprintln!(
-                "ddb2pg: migrations in {}: {} applied{}",
+            crate::say!(
+                "migrations in {}: {} applied{}",
                 dir.display(),
                 applied.len(),
                 listed(&applied)
@@ -252,24 +252,21 @@ fn listed(names: &[String]) -> String {
 }
 
 fn print_dry_run_banner(args: &MigrateArgs, changed: &sink::dry_run::Changed) {
-    eprintln!("ddb2pg: dry run: every batch is rolled back; the checkpoint is not touched");
+    crate::say!("dry run: every batch is rolled back; the checkpoint is not touched");
     if let Some(dir) = &args.migrations {
-        eprintln!(
-            "ddb2pg: dry run: migrations in {}: {} would be applied{}",
+        crate::say!(
+            "dry run: migrations in {}: {} would be applied{}",
             dir.display(),
             changed.applied.len(),
             listed(&changed.applied)
         );
     }
     if !changed.tables.is_empty() {
-        eprintln!(
-            "ddb2pg: dry run: would create table {}",
-            changed.tables.join(", ")
-        );
+        crate::say!("dry run: would create table {}", changed.tables.join(", "));
     }
     if changed.any() {
-        eprintln!(
-            "ddb2pg: dry run: these changes are made inside the dry run's transaction and rolled \
+        crate::say!(
+            "dry run: these changes are made inside the dry run's transaction and rolled \
              back; PostgreSQL shows uncommitted changes of the schema to one connection only, so \
              this dry run writes through one connection"
         );
@@ -317,7 +314,7 @@ async fn execute(
     }
     // A signal that stopped a wait (retries through an outage) is an interruption, not a failure.
     if let Err(e @ Error::Interrupted(_)) = &result {
-        eprintln!("ddb2pg: {e}");
+        crate::say!("{e}");
         result = Ok(());
         if args.follow {
             follow_end = Some(FollowEnd::Interrupted);
@@ -337,14 +334,14 @@ async fn execute(
 fn stop_on_signals(tx: watch::Sender<bool>, flag: Arc<AtomicBool>) {
     tokio::spawn(async move {
         wait_for_signal().await;
-        eprintln!(
-            "ddb2pg: interrupted: finishing in-flight batches and saving the checkpoint \
+        crate::say!(
+            "interrupted: finishing in-flight batches and saving the checkpoint \
              (interrupt again to stop at once) ..."
         );
         flag.store(true, Ordering::SeqCst);
         let _ = tx.send(true);
         wait_for_signal().await;
-        eprintln!("ddb2pg: interrupted again: stopping now; run the same command to resume");
+        crate::say!("interrupted again: stopping now; run the same command to resume");
         std::process::exit(EXIT_INTERRUPTED.into());
     });
 }
@@ -367,6 +364,7 @@ async fn run_load(
             items_before: run.items_before,
             segments_total: run.segments as u64,
             segments_done_before: run.segments_skipped,
+            interval: Duration::from_secs_f64(args.progress_interval),
         },
         shared.stats.clone(),
         progress_rx,
@@ -456,6 +454,7 @@ async fn run_follow(
         retry: retry_policy(args),
         until_caught_up: args.until_caught_up,
         progress: args.progress,
+        progress_interval: Duration::from_secs_f64(args.progress_interval),
         shutdown: shared.shutdown.subscribe(),
         connections: args.connections.unwrap_or(FOLLOW_CONNECTIONS) as usize,
         readers: args.stream_readers as usize,
@@ -488,7 +487,7 @@ fn finish(
     };
     let status = outcome::status_of(&ended, &facts, &cp);
     let report = outcome::report(&facts, &ended, &cp, &mut src.origin, &stats, status);
-    report.print_human();
+    report.print_summary();
     // Whole items: not left in the temp folder once S3 holds them (a run fetches them first),
     // whatever becomes of the report below.
     run.store.drop_local_copy();

@@ -142,8 +142,8 @@ async fn take_lock(
             return Err(err);
         }
         if !said {
-            eprintln!(
-                "ddb2pg: {} is held by {}; waiting up to {wait_s} s (--lock-wait)",
+            crate::say!(
+                "{} is held by {}; waiting up to {wait_s} s (--lock-wait)",
                 printable(&storage.show(name)),
                 printable(held.holder.as_deref().unwrap_or("another run"))
             );
@@ -216,8 +216,8 @@ fn checkpoint_for(
     if let Some(n) = cp.rejects_bytes {
         let cut = Rejects::trim_to(local_rejects, n)?;
         if cut > 0 {
-            eprintln!(
-                "ddb2pg: removed {cut} bytes of reject lines from {} that belong to batches the \
+            crate::say!(
+                "removed {cut} bytes of reject lines from {} that belong to batches the \
                  last run did not commit (they are processed again)",
                 storage.show(&names.rejects)
             );
@@ -226,8 +226,8 @@ fn checkpoint_for(
         let there = std::fs::metadata(local_rejects).map_or(0, |m| m.len());
         if there < n {
             // Removed by hand: the count continues after what is there.
-            eprintln!(
-                "ddb2pg: {} holds {there} bytes of reject lines where the checkpoint counts {n}: \
+            crate::say!(
+                "{} holds {there} bytes of reject lines where the checkpoint counts {n}: \
                  lines were removed outside ddb2pg; new ones are appended after what is there",
                 storage.show(&names.rejects)
             );
@@ -290,16 +290,13 @@ fn settings_for(
 fn discard_checkpoint(storage: &dyn Storage, names: &Names) -> Result<()> {
     if storage.read(&names.checkpoint)?.is_some() {
         storage.remove(&names.checkpoint)?;
-        eprintln!(
-            "ddb2pg: --restart: discarded {}",
-            storage.show(&names.checkpoint)
-        );
+        crate::say!("--restart: discarded {}", storage.show(&names.checkpoint));
     }
     let stem = names.rejects.trim_end_matches(".jsonl");
     let old = format!("{stem}.{}.jsonl", checkpoint::now_secs());
     if storage.rename(&names.rejects, &old)? {
-        eprintln!(
-            "ddb2pg: --restart: the earlier rejects are kept in {}",
+        crate::say!(
+            "--restart: the earlier rejects are kept in {}",
             storage.show(&old)
         );
     }

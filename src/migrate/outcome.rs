@@ -162,9 +162,12 @@ pub(super) fn exit_code(status: &str, cp: &Checkpoint) -> u8 {
 /// After a failed or interrupted run (not a dry run): how to resume it.
 pub(super) fn print_resume_line(status: &str, dry: bool) {
     if matches!(status, "failed" | "interrupted") && !dry {
-        eprintln!(
-            "ddb2pg: to resume, run the same command again:\n  {}",
-            resume_command()
+        let command = resume_command();
+        crate::say::event(
+            crate::say::Level::Info,
+            "to resume, run the same command again",
+            crate::say::field("command", command.as_str()),
+            || format!("ddb2pg: to resume, run the same command again:\n  {command}"),
         );
     }
 }

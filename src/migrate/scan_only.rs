@@ -48,8 +48,8 @@ pub(super) async fn scan_only(args: MigrateArgs) -> Result<u8> {
     .await?;
     let secs = started.elapsed().as_secs_f64();
     let items = Stats::get(&stats.items_read);
-    eprintln!(
-        "ddb2pg: scan only: {items} items from {segments} segments in {secs:.2} s, {:.0} items/s ({} would be rejected)",
+    crate::say!(
+        "scan only: {items} items from {segments} segments in {secs:.2} s, {:.0} items/s ({} would be rejected)",
         items as f64 / secs.max(1e-9),
         Stats::get(&stats.rejected)
     );

@@ -19,7 +19,7 @@ fn warn_once(key: &str, message: &str) {
         .get_or_insert_with(HashSet::new)
         .insert(key.to_string())
     {
-        eprintln!("ddb2pg: warning: {message}");
+        crate::say!(warn: "{message}");
     }
 }
 

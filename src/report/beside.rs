@@ -65,12 +65,17 @@ pub fn keep_after_run(
 ) -> Result<()> {
     match keep(report, storage, names, dry_run) {
         Ok(Some(at)) => {
-            eprintln!("  report {at}");
+            crate::say::event(
+                crate::say::Level::Info,
+                "report kept beside the checkpoint",
+                crate::say::field("at", at.as_str()),
+                || format!("  report {at}"),
+            );
             Ok(())
         }
         Ok(None) => Ok(()),
         Err(e) if run_failed => {
-            eprintln!("ddb2pg: warning: the report could not be kept beside the checkpoint: {e}");
+            crate::say!(warn: "the report could not be kept beside the checkpoint: {e}");
             Ok(())
         }
         Err(e) => Err(e),

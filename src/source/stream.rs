@@ -125,7 +125,7 @@ pub async fn open(source: &Source, table: &str, enable: bool) -> Result<Option<S
                     sdk_message(&e)
                 ))
             })?;
-        eprintln!("ddb2pg: --enable-stream: enabled a NEW_AND_OLD_IMAGES stream on {table:?}");
+        crate::say!("--enable-stream: enabled a NEW_AND_OLD_IMAGES stream on {table:?}");
         for _ in 0..120 {
             (arn, view) = describe(source, table).await?;
             if arn.is_some() {

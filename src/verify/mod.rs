@@ -64,7 +64,7 @@ pub async fn verify(args: VerifyArgs) -> Result<u8> {
         duration_s: started.elapsed().as_secs_f64(),
         shard: origin.shard.map(|s| s.to_string()),
     };
-    report.print_human();
+    report.print_summary();
     if let Some(path) = &args.report {
         report.write_json(path)?;
     }
@@ -87,6 +87,7 @@ async fn read_and_compare(
             items_before: 0,
             segments_total: origin.sources.segments(),
             segments_done_before: 0,
+            interval: std::time::Duration::from_secs_f64(args.progress_interval),
         },
         stats.clone(),
         progress_rx,

@@ -1,10 +1,12 @@
 //! Verify, step 5: the result, as a human summary on stderr and as JSON (`--report`).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::say::Level;
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct TableResult {
@@ -63,8 +65,29 @@ impl VerifyReport {
         self.tables.values().any(|t| t.differences() > 0)
     }
 
-    pub fn print_human(&self) {
-        eprintln!(
+    /// The summary on stderr: a few lines for a human, or (`--log-format json`) one line
+    /// `"msg":"summary"` with the `--report` JSON's fields, level `warn` when the target
+    /// differs.
+    pub fn print_summary(&self) {
+        let level = if self.differs() {
+            Level::Warn
+        } else {
+            Level::Info
+        };
+        crate::say::event(level, "summary", crate::say::fields_of(self), || {
+            self.human()
+        });
+    }
+
+    /// A few lines for a human.
+    fn human(&self) -> String {
+        let mut out = String::new();
+        macro_rules! put {
+            ($($arg:tt)+) => {{
+                let _ = writeln!(out, $($arg)+);
+            }};
+        }
+        put!(
             "ddb2pg verify: {} ({} items read, {} rejected by the mapping, {} skipped, {:.1} s)",
             if self.differs() {
                 "TARGET DIFFERS FROM SOURCE"
@@ -76,15 +99,15 @@ impl VerifyReport {
             self.skipped,
             self.duration_s
         );
-        eprintln!("  source: {}", self.source);
+        put!("  source: {}", self.source);
         if let Some(sh) = &self.shard {
-            eprintln!(
+            put!(
                 "  shard {sh}: its segments only; extra_in_target is not checked per shard (rows \
                  beyond the sum of every shard's matched + mismatched are extra)"
             );
         }
         for (name, t) in &self.tables {
-            eprintln!(
+            put!(
                 "  {name:<24} matched {:>9}  missing_in_target {:>6}  extra_in_target {:>6}  \
                  mismatched {:>6}  refused_by_target {:>6}  collisions {:>6}",
                 t.matched,
@@ -95,22 +118,22 @@ impl VerifyReport {
                 t.collisions
             );
             if let Some(why) = &t.refused_reason {
-                eprintln!("      refused_by_target, the first: {why}");
+                put!("      refused_by_target, the first: {why}");
             }
             for (kind, keys) in &t.samples {
                 for k in keys {
-                    eprintln!("      {kind}: {k}");
+                    put!("      {kind}: {k}");
                 }
             }
         }
         if self.refused_by_target > 0 {
             match self.rejects_files.as_slice() {
-                [] => eprintln!(
+                [] => put!(
                     "  {} items cannot be in the target as its column types stand; migrate \
                      puts them in its rejects file (none found under --checkpoint-dir)",
                     self.refused_by_target
                 ),
-                files => eprintln!(
+                files => put!(
                     "  {} items cannot be in the target as its column types stand; migrate's \
                      rejects file: {}",
                     self.refused_by_target,
@@ -118,6 +141,8 @@ impl VerifyReport {
                 ),
             }
         }
+        out.truncate(out.trim_end().len());
+        out
     }
 
     pub fn write_json(&self, path: &std::path::Path) -> Result<()> {

@@ -125,8 +125,8 @@ impl S3Dir {
             )));
         };
         if let Found::Expired { holder, ago_s } = &found {
-            eprintln!(
-                "ddb2pg: taking over the lock {} of {}, whose lease ended {ago_s} s ago \
+            crate::say!(
+                "taking over the lock {} of {}, whose lease ended {ago_s} s ago \
                  (the process died or hung)",
                 self.show(name),
                 printable(holder)
@@ -209,8 +209,8 @@ impl S3Dir {
                             *current.lock().unwrap_or_else(|p| p.into_inner()) = (next, e);
                         }
                         Err(e) if matches!(status(&e), Some(412 | 409)) => {
-                            eprintln!(
-                                "ddb2pg: error: the lock {shown} was taken by another process \
+                            crate::say!(
+                                error: "the lock {shown} was taken by another process \
                                  (this run's lease had expired); no more checkpoint writes"
                             );
                             fence.lost.store(true, Ordering::Release);

@@ -287,8 +287,8 @@ impl S3Dir {
         if let Some(first) = strays.first() {
             // Past the chain: a killed run's uncommitted tail (the next run removes it), or
             // parts after one removed by hand (the next run stops, naming it).
-            eprintln!(
-                "ddb2pg: warning: {}: part {} and later are not counted (part {} is missing, \
+            crate::say!(
+                warn: "{}: part {} and later are not counted (part {} is missing, \
                  or they are the uncommitted tail of a killed run)",
                 self.show(name),
                 first,

@@ -87,8 +87,8 @@ impl Download {
                 Ok(()) => return Ok(dir),
                 Err(std::fs::TryLockError::WouldBlock) => {
                     if !said {
-                        eprintln!(
-                            "ddb2pg: another ddb2pg run on this machine is downloading this \
+                        crate::say!(
+                            "another ddb2pg run on this machine is downloading this \
                              export into {}: waiting for it to finish (the copies it fetches \
                              are then checked and used, not fetched again)",
                             self.dest.display()
@@ -119,8 +119,8 @@ impl Download {
         if ok {
             crate::downloads::seal(&o.path, Seal::of(&meta));
         } else if let Some(expected) = expected {
-            eprintln!(
-                "ddb2pg: {}: its content is not what {} says (MD5 differs, size is right): \
+            crate::say!(
+                "{}: its content is not what {} says (MD5 differs, size is right): \
                  fetching it again",
                 o.path.display(),
                 expected.source()
@@ -157,8 +157,8 @@ impl Download {
                     ),
                 ));
             }
-            Some(Expected::ETag(want)) if digest != *want => eprintln!(
-                "ddb2pg: s3://{bucket}/{key}: its ETag is not its MD5 (an object encrypted \
+            Some(Expected::ETag(want)) if digest != *want => crate::say!(
+                "s3://{bucket}/{key}: its ETag is not its MD5 (an object encrypted \
                  with SSE-KMS?): its content could not be checked"
             ),
             _ => {}
