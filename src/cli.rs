@@ -58,6 +58,10 @@ pub enum Command {
     /// Create and fill a sample single-table-design table (for demos and benchmarks)
     #[command(after_help = SAMPLE_EXAMPLES)]
     Sample(SampleArgs),
+    /// Tell a running follower (migrate --follow) to exit once caught up: the cutover's
+    /// last step without stopping it
+    #[command(after_help = FINISH_EXAMPLES)]
+    Finish(FinishArgs),
 }
 
 const MIGRATE_EXAMPLES: &str = "\
@@ -92,7 +96,10 @@ Examples:
 
 Exit codes: 0 done, 1 failed (checkpoint saved; re-run to resume), 2 usage or
 configuration error, 4 done but some items were rejected (see the rejects file),
-130 interrupted (checkpoint saved; re-run to resume).";
+130 interrupted (checkpoint saved; re-run to resume).
+With --follow, once caught up (--until-caught-up, `ddb2pg finish`, SIGUSR1): 0 every change
+applied and this run rejected none; 4 this run rejected some (each is in the rejects file; a
+later run that rejects none exits 0, its verdict still counting them since the load).";
 
 const VERIFY_EXAMPLES: &str = "\
 Examples:
@@ -117,8 +124,22 @@ Examples:
 const STATUS_EXAMPLES: &str = "\
 Examples:
   ddb2pg status                         # every checkpoint in ./checkpoints
-  ddb2pg status --checkpoint-dir /var/lib/ddb2pg --json | jq .segments_done
+  ddb2pg status --checkpoint-dir /var/lib/ddb2pg --json | jq '.checkpoints[0].segments_done'
+  ddb2pg status --json | jq '.checkpoints[].stream.caught_up'   # a follower's verdict
   ddb2pg status --checkpoint-dir s3://my-bucket/ddb2pg/app   # every shard: done, running, ...";
+
+const FINISH_EXAMPLES: &str = "\
+Examples:
+  # The writers are stopped; let the follower apply what is left and exit:
+  ddb2pg finish --checkpoint-dir checkpoints --table app
+  ddb2pg finish --checkpoint-dir s3://my-bucket/ddb2pg/app --table app
+  # Locally, the same with a signal:
+  kill -USR1 <pid of the follower>
+
+The follower looks for the request twice a second (every 5 s on S3), logs \"finish requested\",
+then exits as with --until-caught-up: 0 once caught up, 4 if its run rejected changes (they
+are in the rejects file). A request made before the follower started is removed, not honoured.
+Exit codes: 0 requested, 2 no such follower running (or the checkpoint does not follow).";
 
 const SAMPLE_EXAMPLES: &str = "\
 Examples:
@@ -345,10 +366,17 @@ pub struct MigrateArgs {
     #[arg(long, requires = "follow")]
     pub enable_stream: bool,
 
-    /// With --follow: exit 0 once every shard is applied to its end and every open shard has
-    /// answered empty pages for a few seconds (the cutover step after stopping the writers)
+    /// With --follow: exit once caught up (every shard applied to its end and every open
+    /// shard answering empty pages for a few seconds), printing the verdict: the cutover step
+    /// after stopping the writers. `ddb2pg finish` asks a running follower the same
     #[arg(long, requires = "follow")]
     pub until_caught_up: bool,
+
+    /// With --follow: the lag (seconds) within which every shard must be applied for the
+    /// follower to count as caught up ("caught up since" in the log, `status` and --report)
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, requires = "follow",
+          value_parser = caught_up_lag)]
+    pub caught_up_lag: f64,
 
     /// With --follow: how many shards are read at the same moment (GetRecords calls in
     /// flight). Every shard that may be read has its own reader, at most 5 calls a second
@@ -528,9 +556,37 @@ pub struct StatusArgs {
     #[arg(long)]
     pub profile: Option<String>,
 
-    /// Print JSON, for scripts
+    /// Print JSON, for scripts: always one object, {"checkpoints": [...], "migrations": [...]}
     #[arg(long)]
     pub json: bool,
+
+    /// List a follower's load segments one by one too (a follower's load is otherwise one line)
+    #[arg(long)]
+    pub segments: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FinishArgs {
+    /// Directory holding the follower's checkpoint (or the checkpoint file), or s3://bucket/prefix
+    #[arg(long, value_name = "DIR|S3URL", default_value = "checkpoints")]
+    pub checkpoint_dir: PathBuf,
+
+    /// The followed table (its checkpoint is found by name in --checkpoint-dir)
+    #[arg(long, value_name = "NAME")]
+    pub table: Option<String>,
+
+    /// S3 endpoint for an s3:// --checkpoint-dir (an S3-compatible server)
+    /// [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint_url: Option<String>,
+
+    /// AWS region of an s3:// --checkpoint-dir (default: from the profile or AWS_REGION)
+    #[arg(long)]
+    pub region: Option<String>,
+
+    /// Named AWS profile for an s3:// --checkpoint-dir
+    #[arg(long)]
+    pub profile: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -564,4 +620,16 @@ pub struct SampleArgs {
 
     #[command(flatten)]
     pub aws: AwsArgs,
+}
+
+/// `--caught-up-lag`: seconds, finite, 0 to one hour.
+fn caught_up_lag(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if v.is_finite() && (0.0..=3600.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s}: expected 0 to 3600 seconds"))
+    }
 }

@@ -24,6 +24,8 @@ macro_rules! out {
     }};
 }
 
+mod follower;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -77,22 +79,18 @@ pub fn describe(
         })
         .collect();
     let count = |st: &str| segments.iter().filter(|s| s["state"] == st).count();
+    let rejects_file = rejects_lines
+        .is_some()
+        .then(|| storage.show(&names.rejects));
     let stream = cp.stream.as_ref().map(|st| {
-        let shards = crate::follow::shard_counts(st);
-        let now_ms = crate::checkpoint::now_secs() as i64 * 1000;
-        json!({
-            "arn": st.arn,
-            "follow_from": st.follow_from,
-            "changes_inserted": st.inserted,
-            "changes_modified": st.modified,
-            "changes_removed": st.removed,
-            "rejected": st.rejected,
-            "shards_open": shards.get("open").copied().unwrap_or(0),
-            "shards_closed": shards.get("closed").copied().unwrap_or(0),
-            // Lag as of the last commit: now minus the newest applied record's creation.
-            "lag_s": st.newest_applied_ms.map(|t| now_ms.saturating_sub(t).max(0) as f64 / 1000.0),
-            "caught_up_at": st.caught_up_at,
-        })
+        let now_ms = crate::follow::now_ms();
+        follower::describe(
+            st,
+            lock.running,
+            cp.complete,
+            rejects_file.as_deref(),
+            now_ms,
+        )
     });
     Ok(json!({
         "checkpoint": at,
@@ -103,7 +101,7 @@ pub fn describe(
         "items": cp.segments.iter().map(|s| s.items).sum::<u64>(),
         "rows_written": cp.segments.iter().map(|s| s.rows_written).sum::<u64>(),
         "rejected": cp.segments.iter().map(|s| s.rejected).sum::<u64>(),
-        "rejects_file": rejects_lines.is_some().then(|| storage.show(&names.rejects)),
+        "rejects_file": rejects_file,
         "rejects_lines": rejects,
         "segments_total": owned.len(),
         "segments_done": count("done"),
@@ -308,11 +306,8 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
     let mut all: Vec<serde_json::Value> = described.into_iter().map(|(_, d)| d).collect();
     all.extend(unreadable.iter().cloned());
     if args.json {
-        let out = match (all.len(), migrations.is_empty()) {
-            (1, true) => all[0].clone(),
-            (_, true) => json!(all),
-            (_, false) => json!({"migrations": migrations, "checkpoints": all}),
-        };
+        // One shape always, however many checkpoints and migrations.
+        let out = json!({"checkpoints": all, "migrations": migrations});
         out!(
             "{}",
             serde_json::to_string_pretty(&out).map_err(|e| Error::config(e.to_string()))?
@@ -324,7 +319,7 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
         for d in &all {
             match d["error"].as_str() {
                 Some(why) => print_unreadable(d, why),
-                None => print_checkpoint(d),
+                None => print_checkpoint(d, args.segments),
             }
         }
     }
@@ -399,12 +394,26 @@ fn text(v: &serde_json::Value) -> std::borrow::Cow<'_, str> {
     printable(v.as_str().unwrap_or(""))
 }
 
-fn print_checkpoint(d: &serde_json::Value) {
+fn print_checkpoint(d: &serde_json::Value, list_segments: bool) {
     let s = &d["settings"];
     out!("{}", text(&d["checkpoint"]));
+    let follows = d["stream"].as_object();
+    if let Some(st) = follows {
+        follower::print(d, st);
+    }
     out!("  source   {}", text(&s["source"]));
     out!("  target   {}", text(&s["target"]));
     out!("  mapping  {}", text(&s["mapping"]));
+    if follows.is_some() {
+        if let Some(p) = d["lock_problem"].as_str() {
+            out!("  lock     {p}");
+        }
+        follower::print_load(d);
+        if list_segments {
+            print_segments(d);
+        }
+        return;
+    }
     out!(
         "  state    {}{}",
         if d["complete"] == true {
@@ -443,25 +452,11 @@ fn print_checkpoint(d: &serde_json::Value) {
             .map(|f| format!(" (see {})", printable(f)))
             .unwrap_or_default()
     );
-    if let Some(st) = d["stream"].as_object() {
-        out!(
-            "  stream   {} inserted, {} modified, {} removed, {} rejected | shards {} open, {} closed | lag {}{}",
-            st["changes_inserted"],
-            st["changes_modified"],
-            st["changes_removed"],
-            st["rejected"],
-            st["shards_open"],
-            st["shards_closed"],
-            st["lag_s"]
-                .as_f64()
-                .map_or("-".to_string(), |l| format!("{l:.0} s")),
-            if st["caught_up_at"].is_u64() {
-                " (was caught up)"
-            } else {
-                ""
-            }
-        );
-    }
+    print_segments(d);
+}
+
+/// One line per segment begun.
+fn print_segments(d: &serde_json::Value) {
     for seg in d["segments"].as_array().into_iter().flatten() {
         if seg["state"] != "pending" {
             out!(

@@ -30,6 +30,8 @@ mod follow_deletes;
 mod follow_scale;
 #[path = "suite/follow_shards.rs"]
 mod follow_shards;
+#[path = "suite/follow_verdict.rs"]
+mod follow_verdict;
 #[path = "suite/mapping.rs"]
 mod mapping;
 #[path = "suite/memory.rs"]

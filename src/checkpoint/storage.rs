@@ -150,7 +150,20 @@ impl Names {
         let h = super::hex(&Sha256::digest(
             format!("{source_id}\n{target_id}").as_bytes(),
         ));
-        let safe: String = table
+        let base = format!("{}-{}", Names::safe(table), &h[..12]);
+        let stem = format!("{base}{}", shard.map(|s| s.suffix()).unwrap_or_default());
+        Names {
+            checkpoint: format!("{stem}.json"),
+            lock: format!("{stem}.lock"),
+            rejects: format!("{stem}.rejects.jsonl"),
+            base,
+        }
+    }
+
+    /// The table's name as the names begin with it (other characters than letters, digits,
+    /// `-` and `_` replaced by `_`).
+    pub fn safe(table: &str) -> String {
+        table
             .chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
@@ -159,15 +172,26 @@ impl Names {
                     '_'
                 }
             })
-            .collect();
-        let base = format!("{safe}-{}", &h[..12]);
-        let stem = format!("{base}{}", shard.map(|s| s.suffix()).unwrap_or_default());
-        Names {
-            checkpoint: format!("{stem}.json"),
-            lock: format!("{stem}.lock"),
-            rejects: format!("{stem}.rejects.jsonl"),
-            base,
-        }
+            .collect()
+    }
+
+    /// Whether these are the names of a run of `table` (any source and target): the base is
+    /// `<safe table>-<12 hex digits>`.
+    pub fn of_table(&self, table: &str) -> bool {
+        self.base
+            .strip_prefix(&Names::safe(table))
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|h| h.len() == 12 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+
+    /// The request to a running follower to finish once caught up (`crate::finish`):
+    /// `<stem>.finish`, beside the checkpoint.
+    pub fn finish(&self) -> String {
+        let stem = self
+            .checkpoint
+            .strip_suffix(".json")
+            .unwrap_or(&self.checkpoint);
+        format!("{stem}.finish")
     }
 
     /// The run's report kept beside its checkpoint (`<stem>.report.json`, see
