@@ -96,7 +96,12 @@ async fn orders_table(prefix: &str) -> (String, String) {
 
 /// The `.finish` request beside the only checkpoint of `dir`.
 fn request_path(dir: &Path) -> PathBuf {
-    let cp = std::fs::read_dir(dir)
+    checkpoint_path(dir).with_extension("finish")
+}
+
+/// The only checkpoint of `dir`.
+fn checkpoint_path(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
         .expect("checkpoint dir")
         .flatten()
         .map(|e| e.path())
@@ -104,8 +109,7 @@ fn request_path(dir: &Path) -> PathBuf {
             let n = p.file_name().map(|n| n.to_string_lossy().to_string());
             n.is_some_and(|n| n.ends_with(".json") && !n.ends_with(".report.json"))
         })
-        .expect("a checkpoint");
-    cp.with_extension("finish")
+        .expect("a checkpoint")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,8 +123,15 @@ async fn an_idle_follower_is_caught_up_with_lag_zero_and_finish_ends_it_with_exi
     })
     .await;
     let first = follower(&cp);
-    // Idle for a while: still caught up since the same moment, lag 0 (not growing).
+    let saved = std::fs::read(checkpoint_path(Path::new(&cp))).expect("checkpoint");
+    // Idle for a while: still caught up since the same moment, lag 0 (not growing), and the
+    // checkpoint not written again (nothing changed: no write per tick).
     tokio::time::sleep(Duration::from_secs(4)).await;
+    let again = std::fs::read(checkpoint_path(Path::new(&cp))).expect("checkpoint");
+    assert!(
+        saved == again,
+        "an idle follower wrote its checkpoint again"
+    );
     let st = follower(&cp);
     assert_eq!(st["state"], "following", "{st}");
     assert_eq!(st["caught_up"], true, "{st}");
