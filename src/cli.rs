@@ -543,6 +543,21 @@ pub struct StatusArgs {
     #[arg(long, value_name = "DIR|S3URL", default_value = "checkpoints")]
     pub checkpoint_dir: PathBuf,
 
+    #[command(flatten)]
+    pub s3: S3DirArgs,
+
+    /// Print JSON, for scripts: always one object, {"checkpoints": [...], "migrations": [...]}
+    #[arg(long)]
+    pub json: bool,
+
+    /// List a follower's load segments one by one too (a follower's load is otherwise one line)
+    #[arg(long)]
+    pub segments: bool,
+}
+
+/// How an s3:// --checkpoint-dir is reached, for commands that only read or write beside it.
+#[derive(Debug, Clone, Args)]
+pub struct S3DirArgs {
     /// S3 endpoint for an s3:// --checkpoint-dir (an S3-compatible server)
     /// [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]
     #[arg(long, value_name = "URL")]
@@ -555,14 +570,17 @@ pub struct StatusArgs {
     /// Named AWS profile for an s3:// --checkpoint-dir
     #[arg(long)]
     pub profile: Option<String>,
+}
 
-    /// Print JSON, for scripts: always one object, {"checkpoints": [...], "migrations": [...]}
-    #[arg(long)]
-    pub json: bool,
-
-    /// List a follower's load segments one by one too (a follower's load is otherwise one line)
-    #[arg(long)]
-    pub segments: bool,
+impl S3DirArgs {
+    /// The AWS settings of the S3 client (no DynamoDB endpoint).
+    pub fn aws(&self) -> AwsArgs {
+        AwsArgs {
+            endpoint_url: None,
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -575,18 +593,8 @@ pub struct FinishArgs {
     #[arg(long, value_name = "NAME")]
     pub table: Option<String>,
 
-    /// S3 endpoint for an s3:// --checkpoint-dir (an S3-compatible server)
-    /// [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]
-    #[arg(long, value_name = "URL")]
-    pub s3_endpoint_url: Option<String>,
-
-    /// AWS region of an s3:// --checkpoint-dir (default: from the profile or AWS_REGION)
-    #[arg(long)]
-    pub region: Option<String>,
-
-    /// Named AWS profile for an s3:// --checkpoint-dir
-    #[arg(long)]
-    pub profile: Option<String>,
+    #[command(flatten)]
+    pub s3: S3DirArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{printable, Checkpoint, LocalDir, Names, Storage, Tag};
-use crate::cli::{AwsArgs, FinishArgs};
+use crate::cli::FinishArgs;
 use crate::error::{Error, Result};
 use crate::follow::now_ms;
 
@@ -101,12 +101,7 @@ fn locate(args: &FinishArgs) -> Result<(Arc<dyn Storage>, Names)> {
              as --checkpoint-dir)",
         ));
     };
-    let aws = AwsArgs {
-        endpoint_url: None,
-        region: args.region.clone(),
-        profile: args.profile.clone(),
-    };
-    let storage = crate::checkpoint::open(dir, &aws, &args.s3_endpoint_url)?;
+    let storage = crate::checkpoint::open(dir, &args.s3.aws(), &args.s3.s3_endpoint_url)?;
     let mut found: Vec<Names> = storage
         .list()?
         .iter()

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::checkpoint::{printable, Checkpoint, LocalDir, Names, Storage};
-use crate::cli::{AwsArgs, StatusArgs};
+use crate::cli::StatusArgs;
 use crate::error::{Error, Result};
 use crate::shard::Shard;
 
@@ -235,12 +235,7 @@ fn open(args: &StatusArgs) -> Result<Opened> {
     let target = &args.checkpoint_dir;
     let text = target.to_string_lossy();
     let (storage, only): (Arc<dyn Storage>, Option<String>) = if text.starts_with("s3://") {
-        let aws = AwsArgs {
-            endpoint_url: None,
-            region: args.region.clone(),
-            profile: args.profile.clone(),
-        };
-        let dir = crate::checkpoint::S3Dir::open(&text, &aws, &args.s3_endpoint_url)?;
+        let dir = crate::checkpoint::S3Dir::open(&text, &args.s3.aws(), &args.s3.s3_endpoint_url)?;
         (Arc::new(dir), None)
     } else if target.is_dir() {
         (Arc::new(LocalDir::new(target)), None)

@@ -187,21 +187,20 @@ impl Names {
     /// The request to a running follower to finish once caught up (`crate::finish`):
     /// `<stem>.finish`, beside the checkpoint.
     pub fn finish(&self) -> String {
-        let stem = self
-            .checkpoint
+        format!("{}.finish", self.stem())
+    }
+
+    /// The checkpoint's name without `.json`.
+    fn stem(&self) -> &str {
+        self.checkpoint
             .strip_suffix(".json")
-            .unwrap_or(&self.checkpoint);
-        format!("{stem}.finish")
+            .unwrap_or(&self.checkpoint)
     }
 
     /// The run's report kept beside its checkpoint (`<stem>.report.json`, see
     /// `crate::report::beside`): one per shard, like the checkpoint.
     pub fn report(&self) -> String {
-        let stem = self
-            .checkpoint
-            .strip_suffix(".json")
-            .unwrap_or(&self.checkpoint);
-        format!("{stem}.report.json")
+        format!("{}.report.json", self.stem())
     }
 
     /// The names of the checkpoint `name` (`<stem>.json`) of a listing.

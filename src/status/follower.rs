@@ -10,6 +10,7 @@
 
 use serde_json::{json, Value};
 
+use super::text;
 use crate::checkpoint::{printable, StreamState};
 use crate::follow::verdict;
 
@@ -137,8 +138,4 @@ pub(super) fn print_load(d: &Value) {
             ""
         }
     );
-}
-
-fn text(v: &Value) -> std::borrow::Cow<'_, str> {
-    printable(v.as_str().unwrap_or(""))
 }
