@@ -222,6 +222,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_follower_exits_4_only_for_its_own_rejects() {
+        let mut cp = Checkpoint::new(crate::checkpoint::Settings {
+            source: "arn:t".into(),
+            target: "postgres://u@h/d".into(),
+            mapping: "m".into(),
+            segments: 1,
+            shard: None,
+        });
+        cp.stream = Some(crate::checkpoint::StreamState {
+            rejected: 2,
+            ..Default::default()
+        });
+        // Rejects since the load, none in this run: caught up and clean, 0.
+        assert_eq!(exit_code("caught_up", &cp, true, 0), 0);
+        assert_eq!(exit_code("caught_up", &cp, true, 1), EXIT_REJECTS);
+        assert_eq!(exit_code("interrupted", &cp, true, 1), EXIT_INTERRUPTED);
+        // A load says so for any run of its checkpoint.
+        assert_eq!(exit_code("complete", &cp, false, 0), EXIT_REJECTS);
+    }
+
+    #[test]
     fn quoting() {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), "'it'\\''s'");
