@@ -385,6 +385,18 @@ pub fn commit_segment(
 mod tests {
     use super::local::tmp_path;
     use super::*;
+
+    #[test]
+    fn a_stream_state_saved_before_the_verdict_still_loads() {
+        let old = r#"{"arn":"a","follow_from":1,"shards":{},"inserted":1,"modified":0,
+            "removed":0,"rejected":2,"newest_applied_ms":5,"caught_up_at":7}"#;
+        let st: StreamState = serde_json::from_str(old).expect("an old stream state loads");
+        assert_eq!(st.caught_up_at, Some(7));
+        assert_eq!(
+            (st.caught_up_since_ms, st.lag_ms, st.shards_behind),
+            (None, None, 0)
+        );
+    }
     use std::fs;
     use std::path::PathBuf;
 
