@@ -4,6 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod finish;
+use finish::{caught_up_lag, FINISH_EXAMPLES};
+pub use finish::{FinishArgs, S3DirArgs};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ddb2pg",
@@ -79,6 +83,10 @@ pub enum Command {
     /// Create and fill a sample single-table-design table (for demos and benchmarks)
     #[command(after_help = SAMPLE_EXAMPLES)]
     Sample(SampleArgs),
+    /// Tell a running follower (migrate --follow) to exit once caught up: the cutover's
+    /// last step without stopping it
+    #[command(after_help = FINISH_EXAMPLES)]
+    Finish(FinishArgs),
     /// Write the manual pages (ddb2pg.1 and ddb2pg-<command>.1 for each command) into DIR
     #[command(hide = true)]
     Man {
@@ -138,7 +146,10 @@ Examples:
 
 Exit codes: 0 done, 1 failed (checkpoint saved; re-run to resume), 2 usage or
 configuration error, 4 done but some items were rejected (see the rejects file),
-130 interrupted (checkpoint saved; re-run to resume).";
+130 interrupted (checkpoint saved; re-run to resume).
+With --follow, once caught up (--until-caught-up, `ddb2pg finish`, SIGUSR1): 0 every change
+applied and this run rejected none; 4 this run rejected some (each is in the rejects file; a
+later run that rejects none exits 0, its verdict still counting them since the load).";
 
 const VERIFY_EXAMPLES: &str = "\
 Examples:
@@ -169,7 +180,8 @@ Examples:
 const STATUS_EXAMPLES: &str = "\
 Examples:
   ddb2pg status                         # every checkpoint in ./checkpoints
-  ddb2pg status --checkpoint-dir /var/lib/ddb2pg --json | jq .segments_done
+  ddb2pg status --checkpoint-dir /var/lib/ddb2pg --json | jq '.checkpoints[0].segments_done'
+  ddb2pg status --json | jq '.checkpoints[].stream.caught_up'   # a follower's verdict
   ddb2pg status --checkpoint-dir s3://my-bucket/ddb2pg/app   # every shard: done, running, ...";
 
 const SAMPLE_EXAMPLES: &str = "\
@@ -406,10 +418,17 @@ pub struct MigrateArgs {
     #[arg(long, requires = "follow")]
     pub enable_stream: bool,
 
-    /// With --follow: exit 0 once every shard is applied to its end and every open shard has
-    /// answered empty pages for a few seconds (the cutover step after stopping the writers)
+    /// With --follow: exit once caught up (every shard applied to its end and every open
+    /// shard answering empty pages for a few seconds), printing the verdict: the cutover step
+    /// after stopping the writers. `ddb2pg finish` asks a running follower the same
     #[arg(long, requires = "follow")]
     pub until_caught_up: bool,
+
+    /// With --follow: the lag (seconds) within which every shard must be applied for the
+    /// follower to count as caught up ("caught up since" in the log, `status` and --report)
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, requires = "follow",
+          value_parser = caught_up_lag)]
+    pub caught_up_lag: f64,
 
     /// With --follow: how many shards are read at the same moment (GetRecords calls in
     /// flight). Every shard that may be read has its own reader, at most 5 calls a second
@@ -580,22 +599,16 @@ pub struct StatusArgs {
     #[arg(long, value_name = "DIR|S3URL", default_value = "checkpoints")]
     pub checkpoint_dir: PathBuf,
 
-    /// S3 endpoint for an s3:// --checkpoint-dir (an S3-compatible server)
-    /// [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL]
-    #[arg(long, value_name = "URL")]
-    pub s3_endpoint_url: Option<String>,
+    #[command(flatten)]
+    pub s3: S3DirArgs,
 
-    /// AWS region of an s3:// --checkpoint-dir (default: from the profile or AWS_REGION)
-    #[arg(long)]
-    pub region: Option<String>,
-
-    /// Named AWS profile for an s3:// --checkpoint-dir
-    #[arg(long)]
-    pub profile: Option<String>,
-
-    /// Print JSON, for scripts
+    /// Print JSON, for scripts: always one object, {"checkpoints": [...], "migrations": [...]}
     #[arg(long)]
     pub json: bool,
+
+    /// List a follower's load segments one by one too (a follower's load is otherwise one line)
+    #[arg(long)]
+    pub segments: bool,
 }
 
 #[derive(Debug, Clone, Args)]

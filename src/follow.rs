@@ -106,7 +106,7 @@ pub fn within_retention(from: u64, now: u64) -> bool {
 }
 
 /// Milliseconds since the epoch (ApproximateCreationDateTime's unit).
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -182,6 +182,10 @@ pub struct FollowJob {
     pub target_url: String,
     pub retry: RetryPolicy,
     pub until_caught_up: bool,
+    /// `--caught-up-lag`, in ms.
+    pub caught_up_lag_ms: i64,
+    /// Finish once caught up when asked (`ddb2pg finish`, SIGUSR1).
+    pub finish: Option<crate::finish::Watch>,
     pub progress: ProgressMode,
     /// Between two follower lines.
     pub progress_interval: std::time::Duration,
@@ -240,11 +244,22 @@ pub struct FollowSummary {
     /// The largest shard lag: now minus the oldest unapplied record's
     /// ApproximateCreationDateTime (zero for a shard idle at its end).
     pub lag_s: Option<f64>,
+    /// Whether the follower was caught up when it ended (every listed shard applied to
+    /// within `--caught-up-lag`, none waiting), and since when (RFC 3339).
+    pub caught_up: bool,
+    pub caught_up_since: Option<String>,
+    /// The follower's rejected changes over all its runs since the load (the rejects file).
+    pub rejected_since_load: u64,
 }
 
 impl FollowSummary {
-    pub fn of(arn: &str, stats: &Stats) -> FollowSummary {
+    /// `state`: the checkpoint's stream state at the end.
+    pub fn of(arn: &str, stats: &Stats, state: Option<&StreamState>) -> FollowSummary {
+        let since = stats.caught_up_since_ms.load(Ordering::Relaxed);
         FollowSummary {
+            caught_up: since != 0,
+            caught_up_since: (since != 0).then(|| verdict::rfc3339(since)).flatten(),
+            rejected_since_load: state.map_or(0, |s| s.rejected),
             stream_arn: arn.to_string(),
             changes_inserted: Stats::get(&stats.changes_inserted),
             changes_modified: Stats::get(&stats.changes_modified),
@@ -261,6 +276,7 @@ mod lineage;
 mod reader;
 mod run;
 mod tracker;
+pub mod verdict;
 
 /// The shards of a checkpoint's stream state by state, for `status`.
 pub fn shard_counts(s: &StreamState) -> BTreeMap<&'static str, usize> {

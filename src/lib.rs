@@ -12,6 +12,7 @@ pub mod config;
 pub mod convert;
 pub mod downloads;
 pub mod error;
+pub mod finish;
 pub mod follow;
 pub mod man;
 pub mod mapping;
@@ -56,6 +57,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Status(args) => status::run(&args),
+        Command::Finish(args) => finish::run(&args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "ddb2pg", &mut std::io::stdout());

@@ -45,6 +45,11 @@ pub struct Stats {
     /// The follower's largest shard lag (ms), once `lag_known`.
     pub lag_ms: std::sync::atomic::AtomicI64,
     pub lag_known: std::sync::atomic::AtomicBool,
+    /// Since when (epoch ms) the follower has been caught up: every listed shard applied to within
+    /// `--caught-up-lag` and none waiting; 0 while it is not (or when not following).
+    pub caught_up_since_ms: std::sync::atomic::AtomicI64,
+    /// Listed shards not applied to within `--caught-up-lag` (waiting ones included).
+    pub shards_behind: AtomicU64,
     /// Per target table.
     pub tables: Mutex<BTreeMap<String, TableTotals>>,
     /// Rejections by table and reason kind.

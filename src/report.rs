@@ -123,7 +123,7 @@ impl Report {
             "complete" => "migration complete",
             "nothing_to_do" => "nothing left to do: this migration already completed",
             "interrupted" => "interrupted: checkpoint saved",
-            "caught_up" => "caught up: every change in the stream is applied",
+            "caught_up" => "caught up: the stream is applied to its end (the verdict follows)",
             "dry_run" => {
                 "dry run: this is what would happen; every batch was rolled back, nothing persists"
             }

@@ -24,6 +24,8 @@ macro_rules! out {
     }};
 }
 
+mod follower;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -31,7 +33,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::checkpoint::{printable, Checkpoint, LocalDir, Names, Storage};
-use crate::cli::{AwsArgs, StatusArgs};
+use crate::cli::StatusArgs;
 use crate::error::{Error, Result};
 use crate::shard::Shard;
 
@@ -77,22 +79,18 @@ pub fn describe(
         })
         .collect();
     let count = |st: &str| segments.iter().filter(|s| s["state"] == st).count();
+    let rejects_file = rejects_lines
+        .is_some()
+        .then(|| storage.show(&names.rejects));
     let stream = cp.stream.as_ref().map(|st| {
-        let shards = crate::follow::shard_counts(st);
-        let now_ms = crate::checkpoint::now_secs() as i64 * 1000;
-        json!({
-            "arn": st.arn,
-            "follow_from": st.follow_from,
-            "changes_inserted": st.inserted,
-            "changes_modified": st.modified,
-            "changes_removed": st.removed,
-            "rejected": st.rejected,
-            "shards_open": shards.get("open").copied().unwrap_or(0),
-            "shards_closed": shards.get("closed").copied().unwrap_or(0),
-            // Lag as of the last commit: now minus the newest applied record's creation.
-            "lag_s": st.newest_applied_ms.map(|t| now_ms.saturating_sub(t).max(0) as f64 / 1000.0),
-            "caught_up_at": st.caught_up_at,
-        })
+        let now_ms = crate::follow::now_ms();
+        follower::describe(
+            st,
+            lock.running,
+            cp.complete,
+            rejects_file.as_deref(),
+            now_ms,
+        )
     });
     Ok(json!({
         "checkpoint": at,
@@ -103,7 +101,7 @@ pub fn describe(
         "items": cp.segments.iter().map(|s| s.items).sum::<u64>(),
         "rows_written": cp.segments.iter().map(|s| s.rows_written).sum::<u64>(),
         "rejected": cp.segments.iter().map(|s| s.rejected).sum::<u64>(),
-        "rejects_file": rejects_lines.is_some().then(|| storage.show(&names.rejects)),
+        "rejects_file": rejects_file,
         "rejects_lines": rejects,
         "segments_total": owned.len(),
         "segments_done": count("done"),
@@ -237,12 +235,7 @@ fn open(args: &StatusArgs) -> Result<Opened> {
     let target = &args.checkpoint_dir;
     let text = target.to_string_lossy();
     let (storage, only): (Arc<dyn Storage>, Option<String>) = if text.starts_with("s3://") {
-        let aws = AwsArgs {
-            endpoint_url: None,
-            region: args.region.clone(),
-            profile: args.profile.clone(),
-        };
-        let dir = crate::checkpoint::S3Dir::open(&text, &aws, &args.s3_endpoint_url)?;
+        let dir = crate::checkpoint::S3Dir::open(&text, &args.s3.aws(), &args.s3.s3_endpoint_url)?;
         (Arc::new(dir), None)
     } else if target.is_dir() {
         (Arc::new(LocalDir::new(target)), None)
@@ -308,11 +301,8 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
     let mut all: Vec<serde_json::Value> = described.into_iter().map(|(_, d)| d).collect();
     all.extend(unreadable.iter().cloned());
     if args.json {
-        let out = match (all.len(), migrations.is_empty()) {
-            (1, true) => all[0].clone(),
-            (_, true) => json!(all),
-            (_, false) => json!({"migrations": migrations, "checkpoints": all}),
-        };
+        // One shape always, however many checkpoints and migrations.
+        let out = json!({"checkpoints": all, "migrations": migrations});
         out!(
             "{}",
             serde_json::to_string_pretty(&out).map_err(|e| Error::config(e.to_string()))?
@@ -324,7 +314,7 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
         for d in &all {
             match d["error"].as_str() {
                 Some(why) => print_unreadable(d, why),
-                None => print_checkpoint(d),
+                None => print_checkpoint(d, args.segments),
             }
         }
     }
@@ -399,12 +389,26 @@ fn text(v: &serde_json::Value) -> std::borrow::Cow<'_, str> {
     printable(v.as_str().unwrap_or(""))
 }
 
-fn print_checkpoint(d: &serde_json::Value) {
+fn print_checkpoint(d: &serde_json::Value, list_segments: bool) {
     let s = &d["settings"];
     out!("{}", text(&d["checkpoint"]));
+    let follows = d["stream"].as_object();
+    if let Some(st) = follows {
+        follower::print(d, st);
+    }
     out!("  source   {}", text(&s["source"]));
     out!("  target   {}", text(&s["target"]));
     out!("  mapping  {}", text(&s["mapping"]));
+    if follows.is_some() {
+        if let Some(p) = d["lock_problem"].as_str() {
+            out!("  lock     {p}");
+        }
+        follower::print_load(d);
+        if list_segments {
+            print_segments(d);
+        }
+        return;
+    }
     out!(
         "  state    {}{}",
         if d["complete"] == true {
@@ -443,25 +447,11 @@ fn print_checkpoint(d: &serde_json::Value) {
             .map(|f| format!(" (see {})", printable(f)))
             .unwrap_or_default()
     );
-    if let Some(st) = d["stream"].as_object() {
-        out!(
-            "  stream   {} inserted, {} modified, {} removed, {} rejected | shards {} open, {} closed | lag {}{}",
-            st["changes_inserted"],
-            st["changes_modified"],
-            st["changes_removed"],
-            st["rejected"],
-            st["shards_open"],
-            st["shards_closed"],
-            st["lag_s"]
-                .as_f64()
-                .map_or("-".to_string(), |l| format!("{l:.0} s")),
-            if st["caught_up_at"].is_u64() {
-                " (was caught up)"
-            } else {
-                ""
-            }
-        );
-    }
+    print_segments(d);
+}
+
+/// One line per segment begun.
+fn print_segments(d: &serde_json::Value) {
     for seg in d["segments"].as_array().into_iter().flatten() {
         if seg["state"] != "pending" {
             out!(

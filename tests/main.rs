@@ -36,6 +36,8 @@ mod follow_deletes;
 mod follow_scale;
 #[path = "suite/follow_shards.rs"]
 mod follow_shards;
+#[path = "suite/follow_verdict.rs"]
+mod follow_verdict;
 #[path = "suite/help_examples.rs"]
 mod help_examples;
 #[path = "suite/log_json.rs"]
@@ -1372,7 +1374,8 @@ async fn status_leaves_a_live_runs_tmp_file_alone() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let st: Value = serde_json::from_str(&stdout).expect("status --json");
+    let all: Value = serde_json::from_str(&stdout).expect("status --json");
+    let st = &all["checkpoints"][0];
     assert_eq!(st["running"], Value::Bool(true), "{st}");
     assert_eq!(st["complete"], Value::Bool(true), "{st}");
     assert!(

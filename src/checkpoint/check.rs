@@ -127,8 +127,8 @@ impl Checkpoint {
                 ("modified", st.modified),
                 ("removed", st.removed),
                 ("rejected", st.rejected),
+                ("shards_behind", st.shards_behind),
             ];
-            let ms = st.newest_applied_ms.unwrap_or(0);
             found = found
                 .or_else(|| {
                     let mut c = counts.iter();
@@ -138,8 +138,17 @@ impl Checkpoint {
                 .or_else(|| time("stream: caught_up_at", st.caught_up_at.unwrap_or(0)))
                 .or_else(|| time("stream: first_round_at", st.first_round_at.unwrap_or(0)))
                 .or_else(|| {
-                    (!(0..=MAX_EPOCH_S as i64 * 1000).contains(&ms))
-                        .then(|| format!("stream: newest_applied_ms {ms}, not a time"))
+                    let times = [
+                        ("newest_applied_ms", st.newest_applied_ms),
+                        ("caught_up_since_ms", st.caught_up_since_ms),
+                        ("lag_ms", st.lag_ms),
+                        ("lag_at_ms", st.lag_at_ms),
+                    ];
+                    times.iter().find_map(|&(what, ms)| {
+                        let ms = ms.unwrap_or(0);
+                        (!(0..=MAX_EPOCH_S as i64 * 1000).contains(&ms))
+                            .then(|| format!("stream: {what} {ms}, not a time"))
+                    })
                 });
         }
         found

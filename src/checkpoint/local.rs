@@ -313,7 +313,7 @@ pub(super) fn hostname() -> String {
 }
 
 /// "pid N on HOST": who holds a lock, as shown to the next run.
-pub(super) fn holder_id() -> String {
+pub(crate) fn holder_id() -> String {
     format!("pid {} on {}", std::process::id(), hostname())
 }
 

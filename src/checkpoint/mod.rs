@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::shard::Shard;
 
 pub use check::Bad;
+pub(crate) use local::holder_id;
 pub use local::{LocalDir, Lock};
 pub use s3::S3Dir;
 pub use storage::{open, Held, LockState, Names, Storage, Tag};
@@ -148,8 +149,23 @@ pub struct StreamState {
     pub rejected: u64,
     /// ApproximateCreationDateTime (ms) of the newest applied record.
     pub newest_applied_ms: Option<i64>,
-    /// When the follower last read every shard to its end (epoch seconds).
+    /// When a follower last ended caught up (`--until-caught-up` or `ddb2pg finish`; epoch
+    /// seconds).
     pub caught_up_at: Option<u64>,
+    /// Since when (epoch ms) the running follower has been caught up: every listed shard
+    /// applied to within `--caught-up-lag`, none waiting for its parent. None while it is
+    /// behind; cleared when a follower starts; as of the stop for a stopped one.
+    #[serde(default)]
+    pub caught_up_since_ms: Option<i64>,
+    /// The follower's largest shard lag (ms) and how many shards were behind, as of
+    /// `lag_at_ms` (epoch ms): refreshed on every tick in memory, saved with the checkpoint's
+    /// next write (a tick alone never writes it).
+    #[serde(default)]
+    pub lag_ms: Option<i64>,
+    #[serde(default)]
+    pub lag_at_ms: Option<i64>,
+    #[serde(default)]
+    pub shards_behind: u64,
     /// When a round of the follower first found nothing new (epoch seconds).
     #[serde(default)]
     pub first_round_at: Option<u64>,
@@ -369,6 +385,18 @@ pub fn commit_segment(
 mod tests {
     use super::local::tmp_path;
     use super::*;
+
+    #[test]
+    fn a_stream_state_saved_before_the_verdict_still_loads() {
+        let old = r#"{"arn":"a","follow_from":1,"shards":{},"inserted":1,"modified":0,
+            "removed":0,"rejected":2,"newest_applied_ms":5,"caught_up_at":7}"#;
+        let st: StreamState = serde_json::from_str(old).expect("an old stream state loads");
+        assert_eq!(st.caught_up_at, Some(7));
+        assert_eq!(
+            (st.caught_up_since_ms, st.lag_ms, st.shards_behind),
+            (None, None, 0)
+        );
+    }
     use std::fs;
     use std::path::PathBuf;
 

@@ -150,17 +150,7 @@ impl Names {
         let h = super::hex(&Sha256::digest(
             format!("{source_id}\n{target_id}").as_bytes(),
         ));
-        let safe: String = table
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let base = format!("{safe}-{}", &h[..12]);
+        let base = format!("{}-{}", Names::safe(table), &h[..12]);
         let stem = format!("{base}{}", shard.map(|s| s.suffix()).unwrap_or_default());
         Names {
             checkpoint: format!("{stem}.json"),
@@ -170,14 +160,47 @@ impl Names {
         }
     }
 
+    /// The table's name as the names begin with it (other characters than letters, digits,
+    /// `-` and `_` replaced by `_`).
+    pub fn safe(table: &str) -> String {
+        table
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    }
+
+    /// Whether these are the names of a run of `table` (any source and target): the base is
+    /// `<safe table>-<12 hex digits>`.
+    pub fn of_table(&self, table: &str) -> bool {
+        self.base
+            .strip_prefix(&Names::safe(table))
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|h| h.len() == 12 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+
+    /// The request to a running follower to finish once caught up (`crate::finish`):
+    /// `<stem>.finish`, beside the checkpoint.
+    pub fn finish(&self) -> String {
+        format!("{}.finish", self.stem())
+    }
+
+    /// The checkpoint's name without `.json`.
+    fn stem(&self) -> &str {
+        self.checkpoint
+            .strip_suffix(".json")
+            .unwrap_or(&self.checkpoint)
+    }
+
     /// The run's report kept beside its checkpoint (`<stem>.report.json`, see
     /// `crate::report::beside`): one per shard, like the checkpoint.
     pub fn report(&self) -> String {
-        let stem = self
-            .checkpoint
-            .strip_suffix(".json")
-            .unwrap_or(&self.checkpoint);
-        format!("{stem}.report.json")
+        format!("{}.report.json", self.stem())
     }
 
     /// The names of the checkpoint `name` (`<stem>.json`) of a listing.

@@ -13,7 +13,13 @@
 //! end; a shard still waiting for its parent is not caught up.
 //!
 //! **Lag** is per shard (`ShardTrack::lag_ms`): the oldest record not yet committed, zero for
-//! a shard idle at its end; the run's lag is the largest.
+//! a shard idle at its end; the run's lag is the largest. Each tick it is noted in the
+//! checkpoint's memory with the verdict (`super::verdict`: caught up since when, shards
+//! behind); only a change of the verdict marks the checkpoint for a write, the lag is saved
+//! with whatever write comes next (at most every 200 ms while changes flow).
+//!
+//! **Finish on request** (`crate::finish`): once asked, the follower behaves as with
+//! `--until-caught-up`, and removes the request when it exits.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -28,6 +34,7 @@ use super::lineage;
 use super::now_ms;
 use super::reader::{self, Readers};
 use super::tracker::ShardTrack;
+use super::verdict::{self, Assessment, View};
 use super::{lag_text, read_error, FollowEnd, FollowJob, Tracks};
 use crate::checkpoint::{now_secs, StreamState};
 use crate::cli::ProgressMode;
@@ -57,6 +64,8 @@ struct Coordinator {
     last_list: Option<Instant>,
     last_log: Instant,
     list_failing_since: Option<Instant>,
+    /// A finish was asked (logged once).
+    finishing: bool,
 }
 
 /// Apply the stream until stopped (or caught up, with `--until-caught-up`).
@@ -64,6 +73,11 @@ pub async fn run(job: FollowJob) -> Result<FollowEnd> {
     let mut c = start(job).await?;
     let end = c.watch().await;
     let closed = c.close().await;
+    if c.finishing {
+        if let Some(w) = &c.job.finish {
+            w.clear().await;
+        }
+    }
     let end = end?;
     closed?;
     if end == FollowEnd::CaughtUp {
@@ -74,6 +88,12 @@ pub async fn run(job: FollowJob) -> Result<FollowEnd> {
 
 async fn start(job: FollowJob) -> Result<Coordinator> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Not caught up until this run finds it is.
+    job.store.change_stream(|s| {
+        let had = s.caught_up_since_ms.take().is_some();
+        (s.lag_ms, s.lag_at_ms, s.shards_behind) = (None, None, 0);
+        had
+    });
     let tracks: Tracks = Arc::new(Mutex::new(HashMap::new()));
     let committed = Arc::new(Notify::new());
     let lane_job = Arc::new(LaneJob {
@@ -137,6 +157,7 @@ async fn start(job: FollowJob) -> Result<Coordinator> {
         last_list: None,
         last_log: Instant::now(),
         list_failing_since: None,
+        finishing: false,
     })
 }
 
@@ -162,11 +183,15 @@ impl Coordinator {
             if ended_reader || due {
                 self.relist().await?;
             }
+            let now = now_ms();
             self.update_stats();
+            let current = self.assess(now);
+            self.note(current, now);
             self.log(false);
             // Also notes when every shard was first read to its end (`first_round_at`).
-            let caught_up = self.caught_up();
-            if self.job.until_caught_up && caught_up {
+            let quiet = self.caught_up();
+            let finish = self.job.until_caught_up || self.finish_asked().await;
+            if finish && quiet && current.current {
                 self.job
                     .store
                     .with_stream(|s| s.caught_up_at = Some(now_secs()));
@@ -308,6 +333,73 @@ impl Coordinator {
         ok
     }
 
+    /// The verdict over the listed shards (`super::verdict`).
+    fn assess(&self, now: i64) -> Assessment {
+        let state = self.state();
+        let tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+        let views = self.listed.iter().map(|s| {
+            if state.shards.get(&s.id).is_some_and(|k| k.closed) {
+                return View::Closed;
+            }
+            match tracks.get(&s.id) {
+                Some(t) if self.running.contains_key(&s.id) => View::Read(t),
+                _ => View::Unread,
+            }
+        });
+        verdict::assess(views, now, self.job.caught_up_lag_ms)
+    }
+
+    /// Keep the verdict and the lag in the stats and the checkpoint: only a change of the
+    /// verdict marks the checkpoint for a write (the lag goes with the next write anyway).
+    fn note(&self, a: Assessment, now: i64) {
+        let s = &self.job.stats;
+        let since = s.caught_up_since_ms.load(Ordering::Relaxed);
+        let new_since = match (a.current, since) {
+            (true, 0) => now,
+            (true, t) => t,
+            (false, _) => 0,
+        };
+        s.caught_up_since_ms.store(new_since, Ordering::Relaxed);
+        s.shards_behind.store(a.behind, Ordering::Relaxed);
+        let flipped = (since == 0) != (new_since == 0);
+        if flipped && self.job.progress != ProgressMode::None {
+            crate::say!(
+                "following: {}",
+                verdict::state_text(
+                    (new_since != 0).then_some(new_since),
+                    super::lag_s(s),
+                    a.behind
+                )
+            );
+        }
+        let lag = s
+            .lag_known
+            .load(Ordering::Relaxed)
+            .then(|| s.lag_ms.load(Ordering::Relaxed).max(0));
+        self.job.store.change_stream(|st| {
+            st.caught_up_since_ms = (new_since != 0).then_some(new_since);
+            st.lag_ms = lag;
+            st.lag_at_ms = Some(now);
+            st.shards_behind = a.behind;
+            flipped
+        });
+    }
+
+    /// Whether a finish was asked (`crate::finish`), logged the first time.
+    async fn finish_asked(&mut self) -> bool {
+        if self.finishing {
+            return true;
+        }
+        let Some(w) = self.job.finish.as_mut() else {
+            return false;
+        };
+        if let Some(who) = w.asked().await {
+            crate::say!("finish requested by {who}: finishing once caught up");
+            self.finishing = true;
+        }
+        self.finishing
+    }
+
     fn update_stats(&self) {
         let (closed, known) = self
             .job
@@ -355,12 +447,16 @@ impl Coordinator {
             Stats::get(&s.changes_modified),
             Stats::get(&s.changes_removed),
         );
+        let since = s.caught_up_since_ms.load(Ordering::Relaxed);
         let lag = super::lag_s(s);
+        let rejected = self.job.store.read_stream(|st| st.rejected).unwrap_or(0);
         let (open, closed, reading) = (
             Stats::get(&s.shards_open),
             Stats::get(&s.shards_closed),
             self.running.len(),
         );
+        let behind = Stats::get(&s.shards_behind);
+        let state = verdict::state_text((since != 0).then_some(since), lag, behind);
         let fields = crate::say::fields_of(&serde_json::json!({
             "changes_inserted": ins,
             "changes_modified": modi,
@@ -369,11 +465,17 @@ impl Coordinator {
             "shards_open": open,
             "shards_closed": closed,
             "shards_reading": reading,
+            "shards_behind": behind,
+            "caught_up": since != 0,
+            "caught_up_since_ms": (since != 0).then_some(since),
+            "state": state,
+            "rejected_since_load": rejected,
         }));
         crate::say::event(crate::say::Level::Info, "following", fields, || {
             format!(
                 "ddb2pg: following: {ins} inserted, {modi} modified, {rem} removed | lag {} | \
-                 shards {open} open, {closed} closed, {reading} reading",
+                 shards {open} open, {closed} closed, {reading} reading | {state} | \
+                 {rejected} rejected since the load",
                 lag_text(lag)
             )
         });

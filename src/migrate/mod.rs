@@ -297,6 +297,11 @@ async fn execute(
         interrupted: Arc::new(AtomicBool::new(false)),
     };
     stop_on_signals(shared.shutdown.clone(), shared.interrupted.clone());
+    // Listening from the start: a finish asked during the load is honoured after it.
+    let finish = stream
+        .as_ref()
+        .map(|_| crate::finish::Watch::start(src.storage.clone(), &run.names));
+    let load_began = Instant::now();
     let mut result = Ok(());
     if !run.already_complete {
         result = run_load(args, src, run, prepared, &shared).await;
@@ -306,7 +311,9 @@ async fn execute(
     if let Some(stream) = stream {
         let loaded = run.store.snapshot().complete && !shared.interrupted.load(Ordering::SeqCst);
         if result.is_ok() && loaded {
-            match run_follow(args, src, run, &shared, stream).await {
+            let table = &src.origin.info.name;
+            log_handover(run, table, load_began.elapsed(), args.progress);
+            match run_follow(args, src, run, &shared, stream, finish).await {
                 Ok(end) => follow_end = Some(end),
                 Err(e) => result = Err(e),
             }
@@ -442,6 +449,7 @@ async fn run_follow(
     run: &Run,
     shared: &Shared,
     stream: Stream,
+    finish: Option<crate::finish::Watch>,
 ) -> Result<FollowEnd> {
     let job = crate::follow::FollowJob {
         stream: Arc::new(stream),
@@ -453,6 +461,8 @@ async fn run_follow(
         target_url: src.target_url.clone(),
         retry: retry_policy(args),
         until_caught_up: args.until_caught_up,
+        caught_up_lag_ms: (args.caught_up_lag * 1000.0).round() as i64,
+        finish,
         progress: args.progress,
         progress_interval: Duration::from_secs_f64(args.progress_interval),
         shutdown: shared.shutdown.subscribe(),
@@ -460,6 +470,26 @@ async fn run_follow(
         readers: args.stream_readers as usize,
     };
     crate::follow::run(job).await
+}
+
+/// The line between the load and the follow: what was loaded, which stream is followed from
+/// when.
+fn log_handover(run: &Run, table: &str, took: Duration, progress: crate::cli::ProgressMode) {
+    if progress == crate::cli::ProgressMode::None {
+        return;
+    }
+    let cp = run.store.snapshot();
+    let items: u64 = cp.segments.iter().map(|s| s.items).sum();
+    let from = cp.stream.as_ref().map_or(0, |s| s.follow_from);
+    let from = crate::follow::verdict::rfc3339(from as i64 * 1000).unwrap_or_default();
+    let load = match run.already_complete {
+        true => format!("load done earlier: {items} items"),
+        false => format!("load done: {items} items in {:.1} s", took.as_secs_f64()),
+    };
+    crate::say!(
+        "{load}; following the stream of {} from {from}",
+        crate::checkpoint::printable(table)
+    );
 }
 
 /// Step 5: status, summary, `--report`, the resume line and the exit code.
@@ -488,6 +518,7 @@ fn finish(
     let status = outcome::status_of(&ended, &facts, &cp);
     let report = outcome::report(&facts, &ended, &cp, &mut src.origin, &stats, status);
     report.print_summary();
+    outcome::print_verdict(&ended, &cp, &stats, &run.rejects_shown);
     // Whole items: not left in the temp folder once S3 holds them (a run fetches them first),
     // whatever becomes of the report below.
     run.store.drop_local_copy();
@@ -508,7 +539,13 @@ fn finish(
     outcome::print_resume_line(status, args.dry_run);
     kept?;
     ended.result?;
-    Ok(outcome::exit_code(status, &cp))
+    let followed = ended.follow_end.is_some();
+    Ok(outcome::exit_code(
+        status,
+        &cp,
+        followed,
+        Stats::get(&stats.rejected),
+    ))
 }
 
 /// Ctrl-C or SIGTERM.

@@ -135,7 +135,7 @@ pub(super) fn report(
         follow: ended
             .stream_arn
             .as_ref()
-            .map(|arn| crate::follow::FollowSummary::of(arn, stats)),
+            .map(|arn| crate::follow::FollowSummary::of(arn, stats, cp.stream.as_ref())),
     }
 }
 
@@ -148,15 +148,36 @@ pub(super) fn table_names(plan: &Plan) -> String {
         .join(", ")
 }
 
-/// The exit code of a run that did not fail.
-pub(super) fn exit_code(status: &str, cp: &Checkpoint) -> u8 {
+/// The exit code of a run that did not fail. A follower's (`followed`) says whether THIS run
+/// rejected anything (`rejected_now`): "caught up" and "there are rejects" stay apart, and a
+/// later run that rejects nothing exits 0 again (its verdict still counts the earlier ones).
+pub(super) fn exit_code(status: &str, cp: &Checkpoint, followed: bool, rejected_now: u64) -> u8 {
     match status {
         "interrupted" => EXIT_INTERRUPTED,
+        _ if followed => match rejected_now {
+            0 => 0,
+            _ => EXIT_REJECTS,
+        },
         // Rejects of any run of this checkpoint, not only this one: a resume that finishes a
         // migration whose earlier run rejected items still says so.
         _ if rejected_total(cp) > 0 => EXIT_REJECTS,
         _ => 0,
     }
+}
+
+/// The verdict of a follower that exits caught up, as one paragraph on stderr.
+pub(super) fn print_verdict(ended: &Ended, cp: &Checkpoint, stats: &Stats, rejects_shown: &str) {
+    if ended.follow_end != Some(FollowEnd::CaughtUp) || ended.result.is_err() {
+        return;
+    }
+    let text = crate::follow::verdict::paragraph(&crate::follow::verdict::Ending {
+        lag_s: crate::follow::lag_s(stats).unwrap_or(0.0),
+        behind: Stats::get(&stats.shards_behind),
+        rejected_this_run: Stats::get(&stats.rejected),
+        rejected_since_load: cp.stream.as_ref().map_or(0, |s| s.rejected),
+        rejects_file: rejects_shown,
+    });
+    crate::say!("{text}");
 }
 
 /// After a failed or interrupted run (not a dry run): how to resume it.
@@ -202,6 +223,27 @@ fn resume_command() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_follower_exits_4_only_for_its_own_rejects() {
+        let mut cp = Checkpoint::new(crate::checkpoint::Settings {
+            source: "arn:t".into(),
+            target: "postgres://u@h/d".into(),
+            mapping: "m".into(),
+            segments: 1,
+            shard: None,
+        });
+        cp.stream = Some(crate::checkpoint::StreamState {
+            rejected: 2,
+            ..Default::default()
+        });
+        // Rejects since the load, none in this run: caught up and clean, 0.
+        assert_eq!(exit_code("caught_up", &cp, true, 0), 0);
+        assert_eq!(exit_code("caught_up", &cp, true, 1), EXIT_REJECTS);
+        assert_eq!(exit_code("interrupted", &cp, true, 1), EXIT_INTERRUPTED);
+        // A load says so for any run of its checkpoint.
+        assert_eq!(exit_code("complete", &cp, false, 0), EXIT_REJECTS);
+    }
 
     #[test]
     fn quoting() {

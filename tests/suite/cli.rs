@@ -7,6 +7,7 @@ const PAGES: &[(&str, &[&str])] = &[
     ("schema-help", &["schema", "--help"]),
     ("verify-help", &["verify", "--help"]),
     ("status-help", &["status", "--help"]),
+    ("finish-help", &["finish", "--help"]),
     ("sample-help", &["sample", "--help"]),
     ("completions-help", &["completions", "--help"]),
 ];

@@ -18,6 +18,7 @@ const FLAG_TABLES: &[(&str, &str)] = &[
     ("schema", "docs/operating.md"),
     ("sample", "docs/operating.md"),
     ("completions", "docs/operating.md"),
+    ("finish", "docs/cutover.md"),
     ("", "docs/operating.md"),
 ];
 

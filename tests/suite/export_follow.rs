@@ -340,7 +340,11 @@ async fn follow_through_kill_and_sigterm(
     assert!(out.num("changes_removed") > 0, "{}", out.report());
     assert_eq!(follow_from(m), Some(as_of));
     let st = status_json(m);
-    assert_eq!(st["stream"]["follow_from"].as_u64(), Some(as_of), "{st}");
+    assert_eq!(
+        st["checkpoints"][0]["stream"]["follow_from"].as_u64(),
+        Some(as_of),
+        "{st}"
+    );
 }
 
 /// The followed target equals a one-shot `migrate --table` of the final table, and verify

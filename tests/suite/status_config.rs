@@ -3,6 +3,7 @@
 
 use crate::support::harness::*;
 
+/// The one checkpoint of `status --json` (the output is `{"checkpoints": [...], ...}`).
 fn status_json(cp: &std::path::Path) -> serde_json::Value {
     let out = command(&[
         "status".into(),
@@ -18,7 +19,10 @@ fn status_json(cp: &std::path::Path) -> serde_json::Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("status json")
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    let all = v["checkpoints"].as_array().expect("checkpoints");
+    assert_eq!(all.len(), 1, "one checkpoint: {v}");
+    all[0].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
