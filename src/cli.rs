@@ -279,6 +279,9 @@ pub struct MigrateArgs {
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
 
+    #[command(flatten)]
+    pub metrics: crate::metrics::MetricsArgs,
+
     /// Cap the read capacity units consumed per second (as DynamoDB reports them), to run
     /// beside production traffic; all segments share the budget
     #[arg(long, value_name = "N")]
@@ -465,6 +468,9 @@ pub struct VerifyArgs {
     /// Progress display: bars on a terminal, a log line every few seconds otherwise
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+
+    #[command(flatten)]
+    pub metrics: crate::metrics::MetricsArgs,
 
     #[command(flatten)]
     pub shard: ShardArgs,

@@ -14,6 +14,7 @@ pub mod downloads;
 pub mod error;
 pub mod follow;
 pub mod mapping;
+pub mod metrics;
 pub mod migrate;
 pub mod migrations;
 pub mod pgconn;

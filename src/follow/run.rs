@@ -97,6 +97,7 @@ async fn start(job: FollowJob) -> Result<Coordinator> {
             job.retry,
             None,
             Some(job.shutdown.clone()),
+            job.stats.clone(),
         )
         .await?;
         let (tx, rx) = mpsc::channel(lanes::QUEUE);
@@ -123,6 +124,7 @@ async fn start(job: FollowJob) -> Result<Coordinator> {
         retry_for: job.retry.max_elapsed,
         shutdown: stop_rx,
         follow_from,
+        stats: job.stats.clone(),
     });
     Ok(Coordinator {
         job,
@@ -166,6 +168,7 @@ impl Coordinator {
             self.log(false);
             // Also notes when every shard was first read to its end (`first_round_at`).
             let caught_up = self.caught_up();
+            self.note_caught_up(caught_up);
             if self.job.until_caught_up && caught_up {
                 self.job
                     .store
@@ -215,6 +218,9 @@ impl Coordinator {
             l = self.job.stream.shards() => l,
             _ = stop.changed() => return Ok(()),
         };
+        if let Err(ReadError::Throttled(_)) = &listed {
+            Stats::add(&self.job.stats.ddb_throttles, 1);
+        }
         let shards = match listed {
             Ok(s) => s,
             Err(ReadError::Transient(why) | ReadError::Throttled(why)) => {
@@ -308,6 +314,19 @@ impl Coordinator {
         ok
     }
 
+    /// `Stats::caught_up_since_ms`: the verdict's rule is the follower's; here, caught up
+    /// (every listed shard done or quiet) with the largest lag within a second.
+    fn note_caught_up(&self, caught_up: bool) {
+        let s = &self.job.stats;
+        let lag_ok = super::lag_s(s).is_some_and(|l| l <= 1.0);
+        let since = &s.caught_up_since_ms;
+        if caught_up && lag_ok {
+            let _ = since.compare_exchange(0, now_ms(), Ordering::Relaxed, Ordering::Relaxed);
+        } else {
+            since.store(0, Ordering::Relaxed);
+        }
+    }
+
     fn update_stats(&self) {
         let (closed, known) = self
             .job
@@ -323,11 +342,15 @@ impl Coordinator {
         s.shards_closed.store(closed, Ordering::Relaxed);
         let now = now_ms();
         let tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
-        let lag = tracks
+        // Per shard, for the metrics: only the shards being read or applied now (a closed
+        // shard's series disappears).
+        let per_shard: std::collections::BTreeMap<String, i64> = tracks
             .iter()
             .filter(|(id, t)| self.running.contains_key(*id) || t.in_flight() > 0)
-            .filter_map(|(_, t)| t.lag_ms(now))
-            .max();
+            .filter_map(|(id, t)| Some((id.clone(), t.lag_ms(now)?)))
+            .collect();
+        let lag = per_shard.values().copied().max();
+        *s.shard_lag_ms.lock().unwrap_or_else(|e| e.into_inner()) = per_shard;
         match lag {
             Some(l) => {
                 s.lag_ms.store(l, Ordering::Relaxed);
