@@ -22,6 +22,7 @@ use crate::progress::Stats;
 pub const NAMES: &[&str] = &[
     "ddb2pg_build_info",
     "ddb2pg_phase",
+    "ddb2pg_healthy",
     "ddb2pg_items_read_total",
     "ddb2pg_rows_written_total",
     "ddb2pg_rows_unchanged_total",
@@ -55,10 +56,15 @@ pub struct RunInfo {
     pub segments_done_before: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// The registry of one process: its collector reads `stats` on each scrape.
-pub fn registry(stats: Arc<Stats>, info: RunInfo) -> Registry {
+/// The registry of one process: its collector reads `stats` on each scrape
+/// (`stall_limit_s`: `--stall-limit`, for `ddb2pg_healthy`).
+pub fn registry(stats: Arc<Stats>, info: RunInfo, stall_limit_s: u64) -> Registry {
     let mut r = Registry::default();
-    r.register_collector(Box::new(StatsCollector { stats, info }));
+    r.register_collector(Box::new(StatsCollector {
+        stats,
+        info,
+        stall_limit_s,
+    }));
     r
 }
 
@@ -66,6 +72,7 @@ pub fn registry(stats: Arc<Stats>, info: RunInfo) -> Registry {
 struct StatsCollector {
     stats: Arc<Stats>,
     info: RunInfo,
+    stall_limit_s: u64,
 }
 
 fn get(c: &std::sync::atomic::AtomicU64) -> u64 {
@@ -151,7 +158,13 @@ impl StatsCollector {
             let labels = [("phase", p.name())];
             ConstGauge::new(i64::from(p == now)).encode(m.encode_family(&labels)?)?;
         }
-        Ok(())
+        let live = super::health::liveness(&self.stats, self.stall_limit_s, now_ms());
+        gauge(
+            e,
+            "ddb2pg_healthy",
+            "1 while /healthz answers 200 (no stage stalled past --stall-limit)",
+            i64::from(live.is_ok()),
+        )
     }
 
     /// Items, rows, rejects, retries, segments and memory.
@@ -329,7 +342,7 @@ mod tests {
             .store(now_ms(), Ordering::Relaxed);
         *stats.memory.lock().unwrap() = Some(crate::budget::Budget::new(1 << 20));
         stats.commit_seconds.observe(std::time::Instant::now());
-        let (text, _) = encode(&registry(stats, RunInfo::default()), false);
+        let (text, _) = encode(&registry(stats, RunInfo::default(), 600), false);
         assert!(text.contains("ddb2pg_items_read_total 7"), "{text}");
         assert!(
             text.contains("ddb2pg_shard_lag_seconds{shard=\"shardId-1\"} 1.5"),
@@ -351,7 +364,7 @@ mod tests {
             assert!(text.contains(name), "{name} is not exposed:\n{text}");
         }
         let (om, ty) = encode(
-            &registry(Arc::new(Stats::default()), RunInfo::default()),
+            &registry(Arc::new(Stats::default()), RunInfo::default(), 600),
             true,
         );
         assert!(om.ends_with("# EOF\n") && ty.starts_with("application/openmetrics-text"));

@@ -70,7 +70,7 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| Error::config(format!("--metrics-addr {addr}: {e}")))?;
     let state = Arc::new(State {
-        registry: exposition::registry(stats.clone(), info),
+        registry: exposition::registry(stats.clone(), info, args.stall_limit),
         stats,
         stall_limit_s: args.stall_limit,
         follows,

@@ -195,7 +195,10 @@ async fn a_followed_load_is_scraped_by_prometheus_and_equals_its_report() {
         let got = stored(&prom, &q) as u64;
         assert_eq!(got, out.num(field), "{kind}: prometheus against the report");
         // The stream also holds the sample's own inserts, which may be applied again.
-        assert!(got == want || (kind == "insert" && got == want + loaded), "{kind}: {got}");
+        assert!(
+            got == want || (kind == "insert" && got == want + loaded),
+            "{kind}: {got}"
+        );
     }
     let lag = stored(
         &prom,
@@ -257,6 +260,8 @@ async fn healthz_fails_while_postgresql_is_stopped_and_recovers_after() {
     }
     let wedged = poll(&addr, "/healthz", 60, |code, _| code == 503).await;
     let why = &wedged.last().expect("an answer").1;
+    let (_, text) = get(&addr, "/metrics").expect("metrics while stalled");
+    assert_eq!(sample(&text, "ddb2pg_healthy"), 0.0, "the verdict as a metric");
     for p in &pids {
         signal(*p, "CONT");
     }
