@@ -4,6 +4,8 @@
 //! a DynamoDB read) and no call of it started or ended for longer than `--stall-limit`. A
 //! stage with nothing in flight is idle, not stalled: a follower caught up on a quiet stream,
 //! a writer waiting for pages, a reader held back by `--max-memory` are all healthy.
+//! A stage's calls share one clock: while any of them starts or ends, the stage is not
+//! stalled (a PostgreSQL that hangs, hangs every connection's commit).
 //!
 //! **Readiness** (`/readyz`): the load is done (in this run or an earlier one) and, when the
 //! run follows the stream, the follower is caught up (`Stats::caught_up_since_ms`).

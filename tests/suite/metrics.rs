@@ -261,7 +261,11 @@ async fn healthz_fails_while_postgresql_is_stopped_and_recovers_after() {
     let wedged = poll(&addr, "/healthz", 60, |code, _| code == 503).await;
     let why = &wedged.last().expect("an answer").1;
     let (_, text) = get(&addr, "/metrics").expect("metrics while stalled");
-    assert_eq!(sample(&text, "ddb2pg_healthy"), 0.0, "the verdict as a metric");
+    assert_eq!(
+        sample(&text, "ddb2pg_healthy"),
+        0.0,
+        "the verdict as a metric"
+    );
     for p in &pids {
         signal(*p, "CONT");
     }
