@@ -120,7 +120,7 @@ async fn a_followed_load_is_scraped_by_prometheus_and_equals_its_report() {
     let running = m.spawn(&["--follow", "--metrics-addr", &addr]);
 
     // /readyz: loading, then following and not caught up, then ready.
-    let seen = poll(&addr, "/readyz", 180, |code, _| code == 200).await;
+    let seen = poll(&addr, "/readyz", 300, |code, _| code == 200).await;
     let first = &seen[0];
     assert_eq!(first.0, 503, "not ready at first: {first:?}");
     assert!(first.1.starts_with("loading"), "{first:?}");
@@ -194,11 +194,10 @@ async fn a_followed_load_is_scraped_by_prometheus_and_equals_its_report() {
         let q = format!("max_over_time(ddb2pg_changes_applied_total{{kind=\"{kind}\"}}{window})");
         let got = stored(&prom, &q) as u64;
         assert_eq!(got, out.num(field), "{kind}: prometheus against the report");
-        // The stream also holds the sample's own inserts, which may be applied again.
-        assert!(
-            got == want || (kind == "insert" && got == want + loaded),
-            "{kind}: {got}"
-        );
+        // The stream also holds the sample's own inserts: those from before the load began
+        // are skipped, the others applied again.
+        let extra = if kind == "insert" { loaded } else { 0 };
+        assert!((want..=want + extra).contains(&got), "{kind}: {got}");
     }
     let lag = stored(
         &prom,
