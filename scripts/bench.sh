@@ -11,6 +11,10 @@
 #                                      rounds (rows "  before: ..."), for before/after figures
 #   BENCH_ROWS='scan|table|tmap'       only the rows whose id matches (scan table copy export
 #                                      upsert again tmap emap)
+#   BENCH_METRICS=1                    also runs the table row with --metrics-addr, scraped every
+#                                      second by curl as Prometheus would, in the same rounds
+#                                      (row "  same, with --metrics-addr" and a ratio line: the
+#                                      cost of serving metrics; row id metrics for BENCH_ROWS)
 #   BENCH_PIN=1                        DynamoDB Local on CPU 0, PostgreSQL and ddb2pg on the
 #                                      others (as real DynamoDB runs on other machines), so
 #                                      that the source's CPU is not taken by the target's; for
@@ -39,7 +43,8 @@ rows_re=${BENCH_ROWS:-.*}
 E=$DDB2PG_TEST_DYNAMODB_ENDPOINT
 base=${DDB2PG_TEST_DATABASE_URL%/*}
 work=$(mktemp -d)
-trap 'unpin; rm -rf "$work"' EXIT
+scraper=""
+trap 'unpin; [ -z "$scraper" ] || kill "$scraper" 2>/dev/null; rm -rf "$work"' EXIT
 : >"$work/runs"
 
 # The services' processes (when scripts/services.sh started them), for their CPU time.
@@ -72,6 +77,14 @@ unpin() {
   for p in "$pg_pid" $(pgrep -P "$pg_pid"); do taskset -a -p -c "$all" "$p" >/dev/null 2>&1 || true; done
 }
 hz=$(getconf CLK_TCK)
+metrics=${BENCH_METRICS:-0}
+metrics_addr=127.0.0.1:${BENCH_METRICS_PORT:-19185}
+# A scrape of --metrics-addr every second while a metrics row runs (not counted in its time).
+scrape_start() {
+  ( while sleep 1; do curl -s -o /dev/null "http://$metrics_addr/metrics" || true; done ) &
+  scraper=$!
+}
+scrape_stop() { kill "$scraper" 2>/dev/null || true; wait "$scraper" 2>/dev/null || true; scraper=""; }
 
 # measure ID ITEMS PREP CMD... : runs PREP (a shell snippet, e.g. emptying the target), then
 # CMD under /usr/bin/time; appends "ID round items wall user sys rss src_s pg_s" to
@@ -95,7 +108,7 @@ order=()
 add() {
   [[ ${1%_*} =~ ^($rows_re)$ ]] || return 0
   label[$1]=$2; order+=("$1")
-  if [ -n "$before" ] && [ "${1%_*}" != copy ]; then label[before_$1]="  before: ${2# }"; order+=("before_$1"); fi
+  if [ -n "$before" ] && ! [[ ${1%_*} =~ ^(copy|metrics)$ ]]; then label[before_$1]="  before: ${2# }"; order+=("before_$1"); fi
 }
 # ddb ID ITEMS PREP ARGS... : measure `ddb2pg ARGS`, and the same with the BENCH_BEFORE binary.
 ddb() {
@@ -125,6 +138,7 @@ for n in "$N" $((N / 4)); do
 
   add "scan_$n" "scan only ($SEG segments)"
   add "table_$n" "table, default mapping"
+  [ "$metrics" != 1 ] || add "metrics_$n" "  same, with --metrics-addr"
   add "copy_$n" "plain COPY of the same rows (psql)"
   add "export_$n" "export (8 files), default mapping"
   if [ "$n" = "$N" ]; then
@@ -142,6 +156,12 @@ for n in "$N" $((N / 4)); do
     echo "bench: $n items, round $round of $REPEAT ..." >&2
     ddb "scan_$n" "$n" : migrate --scan-only "${from_table[@]}" --concurrency "$SEG"
     ddb "table_$n" "$n" empty_target migrate "${from_table[@]}" "${to_pg[@]}"
+    if [ "$metrics" = 1 ]; then
+      scrape_start
+      measure "metrics_$n" "$n" empty_target "$bin" migrate "${from_table[@]}" "${to_pg[@]}" \
+        --metrics-addr "$metrics_addr"
+      scrape_stop
+    fi
     measure "copy_$n" "$n" empty_target psql -q "$T" -c "\\copy $table FROM '$work/rows_$n.copy'"
     ddb "export_$n" "$n" empty_target migrate "${from_export[@]}" --key PK,SK "${to_pg[@]}"
     if [ "$n" = "$N" ]; then
@@ -200,6 +220,10 @@ for n in "$N" $((N / 4)); do
         "$(echo "$sw * $(nproc) / ($tu + $ts + $tsrc + $tpg)" | bc -l)"
     fi
   fi
+  if [ "$metrics" = 1 ] && [[ table =~ ^($rows_re)$ && metrics =~ ^($rows_re)$ ]]; then
+    printf 'N=%-8s items/s of table with --metrics-addr (scraped every second) / without = %.2f   (medians of per-round ratios)\n' \
+      "$n" "$(median_ratio "metrics_$n" "table_$n")"
+  fi
   if [[ copy =~ ^($rows_re)$ && export =~ ^($rows_re)$ ]]; then
     printf 'N=%-8s export / COPY-only = %.2f' "$n" "$(median_ratio "export_$n" "copy_$n")"
     [ -z "$before" ] || printf '   before: %.2f' "$(median_ratio "before_export_$n" "copy_$n")"
@@ -215,7 +239,7 @@ for n in "$N" $((N / 4)); do
   if [ -n "$before" ]; then
     for id in "${order[@]}"; do
       case $id in before_*) continue ;; esac
-      [ "${id%_*}" != copy ] || continue
+      [[ ! ${id%_*} =~ ^(copy|metrics)$ ]] || continue
       [[ $id == *_$n ]] || continue
       printf 'N=%-8s %-34s after / before: items/s x %.2f\n' "$n" "${label[$id]}" "$(median_ratio "$id" "before_$id")"
     done

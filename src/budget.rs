@@ -95,6 +95,16 @@ impl Budget {
         })
     }
 
+    /// Bytes reserved now (pages read and not yet written).
+    pub fn reserved(&self) -> u64 {
+        self.reserved.load(Ordering::Relaxed)
+    }
+
+    /// The budget, in bytes (as counted: whole KiB).
+    pub fn limit(&self) -> u64 {
+        u64::from(self.units) * UNIT
+    }
+
     fn units_for(&self, bytes: u64) -> u32 {
         bytes.div_ceil(UNIT).clamp(1, u64::from(self.units)) as u32
     }

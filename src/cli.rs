@@ -352,6 +352,9 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0, value_parser = progress_interval)]
     pub progress_interval: f64,
 
+    #[command(flatten)]
+    pub metrics: crate::metrics::MetricsArgs,
+
     /// Cap the read capacity units consumed per second (as DynamoDB reports them), to run
     /// beside production traffic; all segments share the budget
     #[arg(long, value_name = "N")]
@@ -549,6 +552,9 @@ pub struct VerifyArgs {
     /// Seconds between two progress log lines (--progress log, or auto off a terminal)
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0, value_parser = progress_interval)]
     pub progress_interval: f64,
+
+    #[command(flatten)]
+    pub metrics: crate::metrics::MetricsArgs,
 
     #[command(flatten)]
     pub shard: ShardArgs,

@@ -16,6 +16,7 @@ pub mod finish;
 pub mod follow;
 pub mod man;
 pub mod mapping;
+pub mod metrics;
 pub mod migrate;
 pub mod migrations;
 pub mod pgconn;

@@ -140,6 +140,7 @@ pub async fn run(job: Arc<Job>, pending: Vec<u32>, shutdown: watch::Sender<bool>
     });
 
     let budget = Budget::new(job.max_memory);
+    *job.stats.memory.lock().unwrap_or_else(|p| p.into_inner()) = Some(budget.clone());
     let mut set = JoinSet::new();
     let connections = job.connections as usize;
     if connections > 0 && connections < workers {
@@ -207,6 +208,7 @@ async fn worker(
         job.retry,
         job.dry_run.clone(),
         Some(shutdown.clone()),
+        job.stats.clone(),
     )
     .await?;
     let start_next = || loop {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,26 @@ pub struct Stats {
     pub tables: Mutex<BTreeMap<String, TableTotals>>,
     /// Rejections by table and reason kind.
     pub rejects_by_reason: Mutex<BTreeMap<String, u64>>,
+    /// PostgreSQL attempts retried after a transient failure.
+    pub pg_retries: AtomicU64,
+    /// DynamoDB (Scan) and DynamoDB Streams calls refused for throughput (throttled,
+    /// LimitExceeded), as ddb2pg sees them after the SDK's own retries.
+    pub ddb_throttles: AtomicU64,
+    /// The lag (ms) of each shard being read now, from the follower's last tick.
+    pub shard_lag_ms: Mutex<BTreeMap<String, i64>>,
+    /// When the checkpoint was last written (epoch ms; 0: not in this run).
+    pub checkpoint_written_ms: AtomicI64,
+    /// Batch commit times (a page of the load, a lane's batch of the follower).
+    pub commit_seconds: crate::metrics::CommitTimes,
+    /// The writer's batch commits and the reader's source calls, for /healthz.
+    pub writer: crate::metrics::Activity,
+    pub reader: crate::metrics::Activity,
+    /// The load's memory budget (`--max-memory`), while there is one.
+    pub memory: Mutex<Option<Arc<crate::budget::Budget>>>,
+    /// `crate::metrics::Phase` as a number.
+    pub phase: std::sync::atomic::AtomicU8,
+    /// The load part is finished (in this run or an earlier one).
+    pub load_done: AtomicBool,
 }
 
 /// What this run did to one target table.
@@ -86,6 +106,14 @@ impl Stats {
 
     pub fn rows_written(&self) -> u64 {
         Self::get(&self.rows_inserted) + Self::get(&self.rows_updated)
+    }
+
+    pub fn set_phase(&self, phase: crate::metrics::Phase) {
+        self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    pub fn phase(&self) -> crate::metrics::Phase {
+        crate::metrics::Phase::from_u8(self.phase.load(Ordering::Relaxed))
     }
 
     pub fn count_reject(&self, key: String) {

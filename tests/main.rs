@@ -48,6 +48,8 @@ mod mapping;
 mod memory;
 #[path = "suite/messages.rs"]
 mod messages;
+#[path = "suite/metrics.rs"]
+mod metrics;
 #[path = "suite/names.rs"]
 mod names;
 #[path = "suite/overlap.rs"]

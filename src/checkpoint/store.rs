@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::storage::{Names, Storage, Tag};
 use super::{Checkpoint, SegmentState, StreamState};
@@ -30,6 +30,8 @@ pub struct Store {
     held: AtomicU64,
     /// Appending reject lines failed: nothing more is recorded or saved.
     broken: AtomicBool,
+    /// The run's counters, told when the checkpoint is written (for its age in the metrics).
+    observer: OnceLock<Arc<crate::progress::Stats>>,
 }
 
 /// The error once appending reject lines failed (see `Store::commit_page`).
@@ -72,6 +74,7 @@ impl Store {
             max_rejects: 0,
             held: AtomicU64::new(0),
             broken: AtomicBool::new(false),
+            observer: OnceLock::new(),
         }
     }
 
@@ -238,7 +241,16 @@ impl Store {
         let bytes = cp.encode()?;
         let mut tag = self.tag.lock().unwrap_or_else(|p| p.into_inner());
         *tag = self.storage.write(&self.names.checkpoint, &bytes, &tag)?;
+        if let Some(stats) = self.observer.get() {
+            let now = crate::metrics::now_ms();
+            stats.checkpoint_written_ms.store(now, Ordering::Relaxed);
+        }
         Ok(())
+    }
+
+    /// Tell `stats` when the checkpoint is written from now on.
+    pub fn report_writes_to(&self, stats: Arc<crate::progress::Stats>) {
+        let _ = self.observer.set(stats);
     }
 
     /// After the run: remove the local copy of the rejects when the storage keeps its own (S3:

@@ -66,6 +66,8 @@ pub struct Readers {
     pub shutdown: watch::Receiver<bool>,
     /// Epoch seconds the load began (records well before it are already loaded).
     pub follow_from: u64,
+    /// The run's counters (throttles, the reads in flight).
+    pub stats: Arc<crate::progress::Stats>,
 }
 
 impl Readers {
@@ -227,6 +229,7 @@ async fn step(r: &Readers, s: &mut Reading) -> std::result::Result<Step, ReadErr
                 ReadError::Other(Error::config("the follower's readers were closed"))
             })?;
         s.last_call = Some(Instant::now());
+        let _busy = r.stats.reader.begin();
         r.stream.read(&it).await?
     };
     s.renewed = false;
@@ -353,6 +356,7 @@ async fn handle(r: &Readers, s: &mut Reading, e: ReadError) -> Result<()> {
         }
         ReadError::Lost(why) => Err(data_missed(&why)),
         ReadError::Throttled(why) => {
+            crate::progress::Stats::add(&r.stats.ddb_throttles, 1);
             tracing::debug!(
                 "shard {}: throttled ({why}); waiting {:?}",
                 s.info.id,

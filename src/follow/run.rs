@@ -117,6 +117,7 @@ async fn start(job: FollowJob) -> Result<Coordinator> {
             job.retry,
             None,
             Some(job.shutdown.clone()),
+            job.stats.clone(),
         )
         .await?;
         let (tx, rx) = mpsc::channel(lanes::QUEUE);
@@ -143,6 +144,7 @@ async fn start(job: FollowJob) -> Result<Coordinator> {
         retry_for: job.retry.max_elapsed,
         shutdown: stop_rx,
         follow_from,
+        stats: job.stats.clone(),
     });
     Ok(Coordinator {
         job,
@@ -240,6 +242,9 @@ impl Coordinator {
             l = self.job.stream.shards() => l,
             _ = stop.changed() => return Ok(()),
         };
+        if let Err(ReadError::Throttled(_)) = &listed {
+            Stats::add(&self.job.stats.ddb_throttles, 1);
+        }
         let shards = match listed {
             Ok(s) => s,
             Err(ReadError::Transient(why) | ReadError::Throttled(why)) => {
@@ -415,11 +420,15 @@ impl Coordinator {
         s.shards_closed.store(closed, Ordering::Relaxed);
         let now = now_ms();
         let tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
-        let lag = tracks
+        // Per shard, for the metrics: only the shards being read or applied now (a closed
+        // shard's series disappears).
+        let per_shard: std::collections::BTreeMap<String, i64> = tracks
             .iter()
             .filter(|(id, t)| self.running.contains_key(*id) || t.in_flight() > 0)
-            .filter_map(|(_, t)| t.lag_ms(now))
-            .max();
+            .filter_map(|(id, t)| Some((id.clone(), t.lag_ms(now)?)))
+            .collect();
+        let lag = per_shard.values().copied().max();
+        *s.shard_lag_ms.lock().unwrap_or_else(|e| e.into_inner()) = per_shard;
         match lag {
             Some(l) => {
                 s.lag_ms.store(l, Ordering::Relaxed);

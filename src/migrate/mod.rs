@@ -34,6 +34,7 @@ use tokio::sync::watch;
 use crate::cli::MigrateArgs;
 use crate::error::{Error, Result};
 use crate::follow::FollowEnd;
+use crate::metrics::Phase;
 use crate::pipeline::{self, Job};
 use crate::plan::Plan;
 use crate::progress::{self, ProgressInfo, Stats};
@@ -64,9 +65,20 @@ pub fn default_segments(concurrency: u32, table_bytes: u64) -> u32 {
 pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     handover::check_flags(&args)?;
     if args.scan_only {
+        if args.metrics.metrics_addr.is_some() {
+            return Err(Error::config(
+                "--metrics-addr serves a run's metrics and probes; --scan-only writes nothing \
+                 and has none: drop one of them",
+            ));
+        }
         return scan_only::scan_only(args).await;
     }
     let started = Instant::now();
+    // Served from the start (a bind failure exits 2 before anything is done) to the end.
+    let stats = Arc::new(Stats::default());
+    let run_info = crate::metrics::exposition::RunInfo::default();
+    let _metrics =
+        crate::metrics::serve(&args.metrics, stats.clone(), run_info.clone(), args.follow).await?;
     let (mut src, handover) = resolve(&args).await?;
     // The first line, before anything is written (step 4 may create tables): what goes where.
     crate::say!(
@@ -81,7 +93,12 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     let stream = open_stream(&args, &src, handover.as_ref()).await?;
     let prepared = prepare_target(&args, &src).await?;
     let run = open_run(&args, &src, stream.as_ref(), lock).await?;
-    let ended = execute(&args, &src, &run, &prepared, stream).await;
+    run_info.segments.store(run.owned as u64, Ordering::Relaxed);
+    run_info
+        .segments_done_before
+        .store(run.segments_skipped, Ordering::Relaxed);
+    run.store.report_writes_to(stats.clone());
+    let ended = execute(&args, &src, &run, &prepared, stream, stats).await;
     finish(&args, &mut src, &run, ended, started)
 }
 
@@ -288,10 +305,11 @@ async fn execute(
     run: &Run,
     prepared: &Prepared,
     stream: Option<Stream>,
+    stats: Arc<Stats>,
 ) -> (Ended, Arc<Stats>) {
     let (shutdown, _keep_open) = watch::channel(false);
     let shared = Shared {
-        stats: Arc::new(Stats::default()),
+        stats,
         rejects: Arc::new(Rejects::new(run.rejects_path.clone())),
         shutdown,
         interrupted: Arc::new(AtomicBool::new(false)),
@@ -304,13 +322,18 @@ async fn execute(
     let load_began = Instant::now();
     let mut result = Ok(());
     if !run.already_complete {
+        shared.stats.set_phase(Phase::Load);
         result = run_load(args, src, run, prepared, &shared).await;
+    }
+    let loaded = run.store.snapshot().complete && !shared.interrupted.load(Ordering::SeqCst);
+    if result.is_ok() && loaded {
+        shared.stats.load_done.store(true, Ordering::Relaxed);
     }
     let stream_arn = stream.as_ref().map(|s| s.arn.clone());
     let mut follow_end = None;
     if let Some(stream) = stream {
-        let loaded = run.store.snapshot().complete && !shared.interrupted.load(Ordering::SeqCst);
         if result.is_ok() && loaded {
+            shared.stats.set_phase(Phase::Follow);
             let table = &src.origin.info.name;
             log_handover(run, table, load_began.elapsed(), args.progress);
             match run_follow(args, src, run, &shared, stream, finish).await {
@@ -327,6 +350,7 @@ async fn execute(
             follow_end = Some(FollowEnd::Interrupted);
         }
     }
+    shared.stats.set_phase(Phase::Done);
     let ended = Ended {
         result,
         follow_end,

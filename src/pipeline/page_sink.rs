@@ -45,6 +45,9 @@ impl PageSink<'_> {
         commit: impl FnOnce(&mut Checkpoint, &Delta, &[u32], Rejected) -> Vec<String> + Send + 'static,
     ) -> Result<Delta> {
         store.still_held()?;
+        // In flight for /healthz; its time into the batch commit histogram.
+        let _busy = self.stats.writer.begin();
+        let started = std::time::Instant::now();
         let mut delta = Delta {
             items: p.count,
             skipped: p.skipped,
@@ -114,6 +117,7 @@ impl PageSink<'_> {
         for reason in counted_as {
             self.stats.count_reject(reason);
         }
+        self.stats.commit_seconds.observe(started);
         Ok(delta)
     }
 }

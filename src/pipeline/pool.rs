@@ -83,6 +83,7 @@ pub(super) async fn connection(
         job.retry,
         job.dry_run.clone(),
         Some(shutdown.clone()),
+        job.stats.clone(),
     )
     .await?;
     let (tx, mut rx) = mpsc::channel::<Event>(slots * (PAGES_IN_FLIGHT + 1));

@@ -96,6 +96,8 @@ pub struct Writer {
     policy: RetryPolicy,
     /// Set by a signal: stop waiting between retries (the batch is not committed).
     stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Counts the retries.
+    stats: Arc<crate::progress::Stats>,
 }
 
 impl Writer {
@@ -107,6 +109,7 @@ impl Writer {
         policy: RetryPolicy,
         dry: Option<super::DryRun>,
         stop: Option<tokio::sync::watch::Receiver<bool>>,
+        stats: Arc<crate::progress::Stats>,
     ) -> Result<Writer> {
         let mut w = Writer {
             sink: None,
@@ -116,6 +119,7 @@ impl Writer {
             run_xid,
             policy,
             stop,
+            stats,
         };
         w.write_retrying(&[]).await?;
         Ok(w)
@@ -145,6 +149,7 @@ impl Writer {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_retryable() && started.elapsed() < self.policy.max_elapsed => {
                     tracing::warn!("{e}; retrying in {backoff:?} with a new connection");
+                    crate::progress::Stats::add(&self.stats.pg_retries, 1);
                     self.sink = None;
                     self.pause(jittered(backoff), &e).await?;
                     backoff = (backoff * 2).min(self.policy.max_backoff);

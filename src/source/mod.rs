@@ -378,6 +378,22 @@ fn without_userinfo(url: &str) -> String {
     }
 }
 
+/// Whether an SDK error is DynamoDB refusing a call for throughput.
+pub fn sdk_throttled<E, R>(err: &SdkError<E, R>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    matches!(err, SdkError::ServiceError(s) if matches!(
+        s.err().code(),
+        Some(
+            "ProvisionedThroughputExceededException"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
+                | "LimitExceededException"
+        )
+    ))
+}
+
 /// Whether an SDK error is worth retrying after the SDK's own retries gave up.
 pub fn sdk_retryable<E, R>(err: &SdkError<E, R>) -> bool
 where

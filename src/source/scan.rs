@@ -251,10 +251,12 @@ impl SegmentScan {
                 },
                 _ => None,
             };
+            let busy = stats.reader.begin();
             let (got, next) = tokio::select! {
-                out = self.page(&pages, cursor.take()) => out?,
+                out = self.page(&pages, cursor.take(), &stats) => out?,
                 _ = shutdown.changed() => return Ok(()),
             };
+            drop(busy);
             let items = got.items();
             stats.items_read.fetch_add(items as u64, Ordering::Relaxed);
             let last = next.is_none();
@@ -285,6 +287,7 @@ impl SegmentScan {
         &self,
         pages: &Arc<P>,
         cursor: Option<Item>,
+        stats: &Stats,
     ) -> Result<(Got<P>, Option<Item>)> {
         let request = self
             .client
@@ -306,7 +309,12 @@ impl SegmentScan {
             Some(fast) => request.interceptor(fast.with(slot.clone())),
             None => request,
         };
-        let mut out = request.send().await.map_err(|e| Error::Source {
+        let sent = request.send().await.inspect_err(|e| {
+            if super::sdk_throttled(e) {
+                Stats::add(&stats.ddb_throttles, 1);
+            }
+        });
+        let mut out = sent.map_err(|e| Error::Source {
             message: format!(
                 "Scan of segment {} of {:?}: {}",
                 self.segment,

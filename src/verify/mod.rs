@@ -33,6 +33,9 @@ pub const EXIT_DIFFERENT: u8 = 3;
 
 pub async fn verify(args: VerifyArgs) -> Result<u8> {
     let started = Instant::now();
+    let stats = Arc::new(Stats::default());
+    let info = crate::metrics::exposition::RunInfo::default();
+    let _metrics = crate::metrics::serve(&args.metrics, stats.clone(), info.clone(), false).await?;
     let target = crate::pgconn::resolve(args.target.as_deref())?;
     let origin = origin::resolve(&args, &target.identity()).await?;
     let client = target
@@ -41,7 +44,10 @@ pub async fn verify(args: VerifyArgs) -> Result<u8> {
         .map_err(|e| Error::config(format!("cannot connect to the target: {e}")))?;
     sink::prepare_target_with(&client, &origin.plan, false).await?;
     let scratch = Arc::new(scratch::create(&client, &origin.plan).await?);
-    let stats = Arc::new(Stats::default());
+    info.segments.store(
+        origin.sources.segments(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     // The scratch tables are ordinary tables of the target: dropped on Ctrl-C or SIGTERM too.
     let result = tokio::select! {
         r = read_and_compare(&args, &origin, &scratch, &client, &stats) => r,
@@ -93,6 +99,7 @@ async fn read_and_compare(
         progress_rx,
     ));
     let scan = args.scan();
+    stats.set_phase(crate::metrics::Phase::Load);
     let loaded = load::load(
         origin,
         scratch.clone(),
@@ -106,6 +113,9 @@ async fn read_and_compare(
     let _ = progress_stop.send(true);
     let _ = display.await;
     let refused = loaded?;
+    stats
+        .load_done
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let mut tables = compare::all(
         client,
         &origin.plan,
@@ -124,5 +134,6 @@ async fn read_and_compare(
             }
         }
     }
+    stats.set_phase(crate::metrics::Phase::Done);
     Ok(tables)
 }

@@ -3,7 +3,8 @@
 //! user from base images pinned by digest; the Job passes the Pod Security "restricted" profile
 //! and the Batch definitions take the same care (read-only root, size-bounded writable /tmp, no
 //! privileges, no host mounts); the report is kept in S3 beside the checkpoint (its test against
-//! moto: `report_s3.rs`), not in a pod's temp folder.
+//! moto: `report_s3.rs`), not in a pod's temp folder; the Job's pods serve metrics on a named
+//! port with liveness (/healthz) and readiness (/readyz) probes on it.
 
 use std::path::{Path, PathBuf};
 
@@ -62,6 +63,31 @@ fn the_kubernetes_indexed_job_and_the_batch_job_definition_parse_and_run_shards(
     assert!(
         pod["serviceAccountName"].is_string(),
         "IRSA service account"
+    );
+    // Metrics and probes: the named port the flag listens on, /healthz and /readyz on it.
+    let port = &c["ports"][0];
+    assert_eq!(port["name"], "metrics");
+    let addr = after("--metrics-addr").expect("--metrics-addr in the Job's args");
+    assert_eq!(
+        addr.rsplit(':').next().and_then(|p| p.parse::<u64>().ok()),
+        port["containerPort"].as_u64(),
+        "--metrics-addr listens on the containerPort"
+    );
+    assert!(
+        addr.starts_with("0.0.0.0:"),
+        "reachable from the kubelet: {addr}"
+    );
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        assert_eq!(c[probe]["httpGet"]["path"], path, "{probe}");
+        assert_eq!(c[probe]["httpGet"]["port"], "metrics", "{probe}");
+    }
+    let ann = &spec["template"]["metadata"]["annotations"];
+    assert_eq!(ann["prometheus.io/scrape"], "true");
+    assert_eq!(
+        ann["prometheus.io/port"]
+            .as_str()
+            .and_then(|p| p.parse::<u64>().ok()),
+        port["containerPort"].as_u64()
     );
     let sa = json_file("deploy/kubernetes/serviceaccount.yaml");
     assert!(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].is_string());

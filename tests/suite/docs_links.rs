@@ -5,11 +5,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Files the manual links to that other branches add (the monitoring and quick-start pages).
-/// Until they are merged here, a link to them is allowed when they are absent; once they exist
-/// they are checked like any other. Remove this list when both are merged.
-const ADDED_ELSEWHERE: &[&str] = &["docs/monitoring.md"];
-
 /// Which manual page holds each subcommand's flag table (tests/snapshots/<name>-help.txt).
 const FLAG_TABLES: &[(&str, &str)] = &[
     ("migrate", "docs/migrating.md"),
@@ -198,7 +193,7 @@ fn docs_links_lead_to_files_and_headings() {
     let root = root();
     let files = manual(&root);
     assert!(files.len() > 5, "the manual: {files:?}");
-    let broken = broken_links(&root, &files, ADDED_ELSEWHERE);
+    let broken = broken_links(&root, &files, &[]);
     assert!(
         broken.is_empty(),
         "broken links in the manual:\n{}",

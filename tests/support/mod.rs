@@ -11,6 +11,7 @@ pub mod fault_proxy;
 pub mod harness;
 pub mod json;
 pub mod private_pg;
+pub mod prometheus;
 pub mod stream_double;
 pub mod stream_fixture;
 

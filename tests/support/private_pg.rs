@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::prometheus::free_port;
+
 pub struct PrivatePg {
     pub url: String,
     pub port: u16,
@@ -51,13 +53,6 @@ fn run(bin: &std::path::Path, tool: &str, args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 impl PrivatePg {
@@ -140,6 +135,29 @@ impl PrivatePg {
 
     pub fn start_again(&self) {
         self.ctl(&["start", "-w"]);
+    }
+
+    /// The postmaster (from its pid file) and its children (backends, checkpointer, ...):
+    /// every process of this server, for `kill -STOP` / `kill -CONT`.
+    pub fn server_pids(&self) -> Vec<u32> {
+        let pidfile = self.dir.join("data").join("postmaster.pid");
+        let text = std::fs::read_to_string(&pidfile).expect("read postmaster.pid");
+        let main: u32 = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("a pid on postmaster.pid's first line");
+        let out = Command::new("pgrep")
+            .args(["-P", &main.to_string()])
+            .output()
+            .expect("run pgrep");
+        let mut pids = vec![main];
+        pids.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse::<u32>().ok()),
+        );
+        pids
     }
 }
 
