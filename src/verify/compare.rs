@@ -103,6 +103,7 @@ pub async fn table(
             message: format!("compare {}: {}", t.display_name(), pg_message(&e)),
             retryable: false,
             row_error: false,
+            refusal: None,
         })?;
     let mut r = TableResult {
         matched: counts.get::<_, i64>(0) as u64,
