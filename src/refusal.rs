@@ -3,7 +3,9 @@
 //! of range), and the table it refused them in.
 //!
 //! The words are built from the error's fields (SQLSTATE, table, column, constraint), not
-//! from its message, which quotes names in double quotes. PostgreSQL's detail is kept when it
+//! from its message, which quotes names in double quotes; other refusals (a value out of
+//! range, invalid input) give PostgreSQL's message with the column a COPY failed at, its
+//! double quotes as single ones. PostgreSQL's detail is kept when it
 //! says something the item does not (`Key (email)=(a@b) already exists.`), and left out when
 //! it is the failing row (`Failing row contains (...)`): the whole item is in the rejects file
 //! already, and a log line must not carry it. The table is the one being written when
@@ -84,10 +86,20 @@ fn words(db: &DbError, table: Option<&str>) -> String {
             "{} refuses it",
             of_table(format!("foreign key {constraint}"))
         ),
-        "22003" => format!(
-            "a value is out of range for its column's type: {}",
-            unquoted(db.message())
-        ),
-        _ => unquoted(db.message()),
+        _ => match copy_column(db) {
+            Some(c) => format!(
+                "{}: {}",
+                of_table(format!("column {c}")),
+                unquoted(db.message())
+            ),
+            None => unquoted(db.message()),
+        },
     }
+}
+
+/// The column a COPY failed at, from the error's context: `COPY name, line 1, column qty: "0"`.
+fn copy_column(db: &DbError) -> Option<&str> {
+    let context = db.where_()?;
+    let rest = &context[context.find(", column ")? + ", column ".len()..];
+    rest.split(':').next().filter(|c| !c.is_empty())
 }

@@ -216,6 +216,27 @@ mod tests {
     }
 
     #[test]
+    fn past_the_first_ones_rejects_are_counted_not_printed() {
+        let log = RejectLog::new("f.jsonl".into());
+        let n = Noted {
+            table: "t".into(),
+            kind: "k",
+            key: "PK=1".into(),
+            reason: "r".into(),
+        };
+        let many = vec![n; PRINTED as usize + 50];
+        log.recorded(&many);
+        let state = |log: &RejectLog| {
+            let s = log.state.lock().unwrap_or_else(|p| p.into_inner());
+            (s.printed, s.unsaid)
+        };
+        // Within SUMMARY_EVERY of the 100th: no summary yet.
+        assert_eq!(state(&log), (PRINTED, 50));
+        log.finish();
+        assert_eq!(state(&log), (PRINTED, 0));
+    }
+
+    #[test]
     fn counts_read_with_separators() {
         assert_eq!(thousands(0), "0");
         assert_eq!(thousands(999), "999");

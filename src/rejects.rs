@@ -3,6 +3,7 @@
 //! fsynced before the checkpoint moves past the items it holds; a resume cuts only lines past
 //! the checkpoint's `rejects_bytes` (pages a killed run did not commit), and `--restart` sets
 //! the old file aside. Created 0600, never through a symbolic link (see `crate::private`).
+//! Each reject recorded is also a warning in the log (`crate::reject_log`), without the item.
 //!
 //! The file is bounded by `--max-rejects` ([`within_limit`]): the rejected items recorded over
 //! all runs of a checkpoint (the checkpoint counts them per segment and for the stream) may not

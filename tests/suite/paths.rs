@@ -453,7 +453,7 @@ async fn the_direct_copy_and_the_upsert_write_the_same_value_for_every_assignabl
         ["big", "frac"]
     );
     assert!(
-        refused["frac"].contains("invalid input syntax for type smallint: \"12.75\""),
+        refused["frac"].contains("invalid input syntax for type smallint: '12.75'"),
         "{refused:?}"
     );
     assert_eq!(&outcomes["rerun"], refused);
