@@ -351,10 +351,11 @@ impl Coordinator {
         self.last_log = Instant::now();
         let s = &self.job.stats;
         eprintln!(
-            "ddb2pg: following: {} inserted, {} modified, {} removed | lag {} | shards {} open, {} closed, {} reading",
+            "ddb2pg: following: {} inserted, {} modified, {} removed, {} rejected | lag {} | shards {} open, {} closed, {} reading",
             Stats::get(&s.changes_inserted),
             Stats::get(&s.changes_modified),
             Stats::get(&s.changes_removed),
+            Stats::get(&s.rejected),
             lag_text(super::lag_s(s)),
             Stats::get(&s.shards_open),
             Stats::get(&s.shards_closed),
