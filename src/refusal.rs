@@ -18,8 +18,10 @@ use tokio_postgres::error::DbError;
 pub struct Refusal {
     /// The target table (as the report names it), when known.
     pub table: Option<String>,
+    /// The column, when PostgreSQL names one (NOT NULL, or the column a COPY failed at).
+    pub column: Option<String>,
     /// What was refused, in words, with the SQLSTATE: `column email of table users is NULL,
-    /// and the table requires it (NOT NULL) (SQLSTATE 23502)`.
+    /// and the table requires a value (NOT NULL) (SQLSTATE 23502)`.
     pub words: String,
     /// PostgreSQL's detail, when it is not the failing row.
     pub detail: Option<String>,
@@ -39,6 +41,7 @@ impl Refusal {
                 db.code().code()
             ),
             table,
+            column: db.column().or_else(|| copy_column(db)).map(str::to_string),
             detail,
         }
     }

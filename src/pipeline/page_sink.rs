@@ -138,7 +138,7 @@ impl PageSink<'_> {
                 Some(refusal) => Reject {
                     reason: refusal.reason(),
                     table: refusal.table,
-                    column: None,
+                    column: refusal.column,
                     kind,
                 },
                 None => Reject {

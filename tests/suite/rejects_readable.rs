@@ -75,6 +75,7 @@ fn assert_lines_readable(m: &Migration) {
     );
     let not_null = find("USER#00000001", "ORDER#o-4");
     assert_eq!(not_null["table"], "orders", "{not_null}");
+    assert_eq!(not_null["column"], "status", "{not_null}");
     let reason = not_null["reason"].as_str().unwrap_or_default();
     assert!(
         reason.contains("column status of table orders is NULL") && reason.contains("NOT NULL"),
