@@ -16,41 +16,80 @@ use tokio_postgres::error::DbError;
 /// A refusal of rows by PostgreSQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// The target table (as the report names it), when known.
+    /// The target table it is filed under (as the report names it), when known.
     pub table: Option<String>,
     /// The column, when PostgreSQL names one (NOT NULL, or the column a COPY failed at).
     pub column: Option<String>,
-    /// What was refused, in words, with the SQLSTATE: `column email of table users is NULL,
-    /// and the table requires a value (NOT NULL) (SQLSTATE 23502)`.
-    pub words: String,
+    /// The SQLSTATE.
+    code: String,
+    /// PostgreSQL's message, its double quotes as single ones.
+    message: String,
+    /// The constraint, and the table PostgreSQL names (the constraint's).
+    constraint: Option<String>,
+    named_table: Option<String>,
     /// PostgreSQL's detail, when it is not the failing row.
-    pub detail: Option<String>,
+    detail: Option<String>,
 }
 
 impl Refusal {
     pub fn of(db: &DbError) -> Refusal {
-        let table = db.table().map(str::to_string);
-        let detail = db
-            .detail()
-            .filter(|d| !d.starts_with("Failing row contains"))
-            .map(unquoted);
         Refusal {
-            words: format!(
-                "{} (SQLSTATE {})",
-                words(db, table.as_deref()),
-                db.code().code()
-            ),
-            table,
+            table: db.table().map(str::to_string),
             column: db.column().or_else(|| copy_column(db)).map(str::to_string),
-            detail,
+            code: db.code().code().to_string(),
+            message: unquoted(db.message()),
+            constraint: db.constraint().map(unquoted),
+            named_table: db.table().map(str::to_string),
+            detail: db
+                .detail()
+                .filter(|d| !d.starts_with("Failing row contains"))
+                .map(unquoted),
         }
     }
 
-    /// The reason a reject line gives: `refused by PostgreSQL: <words>[; <detail>]`.
+    /// The reason a reject line gives: `refused by PostgreSQL: <words> (SQLSTATE <code>)`,
+    /// then `; <detail>` when there is one.
     pub fn reason(&self) -> String {
+        let words = format!(
+            "refused by PostgreSQL: {} (SQLSTATE {})",
+            self.words(),
+            self.code
+        );
         match &self.detail {
-            Some(d) => format!("refused by PostgreSQL: {}; {d}", self.words),
-            None => format!("refused by PostgreSQL: {}", self.words),
+            Some(d) => format!("{words}; {d}"),
+            None => words,
+        }
+    }
+
+    /// What was refused, in words: `column email of table users is NULL, and the table
+    /// requires a value (NOT NULL)`. A constraint is named with the table PostgreSQL names
+    /// (a foreign key refusing a deletion is the referencing table's).
+    fn words(&self) -> String {
+        let table = self.named_table.as_deref().or(self.table.as_deref());
+        let of_table = |what: String| match table {
+            Some(t) => format!("{what} of table {t}"),
+            None => what,
+        };
+        let constraint = self.constraint.as_deref().unwrap_or_default();
+        match (self.code.as_str(), &self.column) {
+            ("23502", Some(c)) => format!(
+                "{} is NULL, and the table requires a value (NOT NULL)",
+                of_table(format!("column {c}"))
+            ),
+            ("23514", _) => format!(
+                "the row breaks {}",
+                of_table(format!("CHECK constraint {constraint}"))
+            ),
+            ("23505", _) => format!(
+                "the value is already taken: {}",
+                of_table(format!("unique constraint {constraint}"))
+            ),
+            ("23503", _) => format!(
+                "{} refuses it",
+                of_table(format!("foreign key {constraint}"))
+            ),
+            (_, Some(c)) => format!("{}: {}", of_table(format!("column {c}")), self.message),
+            (_, None) => self.message.clone(),
         }
     }
 }
@@ -58,46 +97,6 @@ impl Refusal {
 /// `s` with PostgreSQL's double quotes around names as single quotes.
 fn unquoted(s: &str) -> String {
     s.replace('"', "'")
-}
-
-fn words(db: &DbError, table: Option<&str>) -> String {
-    let of_table = |what: String| match table {
-        Some(t) => format!("{what} of table {t}"),
-        None => what,
-    };
-    let constraint = db.constraint().map(unquoted).unwrap_or_default();
-    match db.code().code() {
-        "23502" => match db.column() {
-            Some(c) => format!(
-                "{} is NULL, and the table requires a value (NOT NULL)",
-                of_table(format!("column {c}"))
-            ),
-            None => format!(
-                "a NULL value where the table requires one (NOT NULL): {}",
-                unquoted(db.message())
-            ),
-        },
-        "23514" => format!(
-            "the row breaks {}",
-            of_table(format!("CHECK constraint {constraint}"))
-        ),
-        "23505" => format!(
-            "the value is already taken: {}",
-            of_table(format!("unique constraint {constraint}"))
-        ),
-        "23503" => format!(
-            "{} refuses it",
-            of_table(format!("foreign key {constraint}"))
-        ),
-        _ => match copy_column(db) {
-            Some(c) => format!(
-                "{}: {}",
-                of_table(format!("column {c}")),
-                unquoted(db.message())
-            ),
-            None => unquoted(db.message()),
-        },
-    }
 }
 
 /// The column a COPY failed at, from the error's context: `COPY name, line 1, column qty: "0"`.

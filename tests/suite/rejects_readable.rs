@@ -9,7 +9,8 @@ use serde_json::Value;
 use crate::stream::{create_table, mapping, migrations, order, profile, verify_args};
 use crate::support::harness::run;
 use crate::support::{
-    ddb, delete_table, drop_database, n, new_database, put, unique_name, Migration, Outcome,
+    ddb, delete_table, drop_database, n, new_database, put, temp_dir, unique_name, Migration,
+    Outcome,
 };
 
 /// Text that is Rust's debug output, not words.
@@ -227,6 +228,75 @@ async fn a_follow_logs_each_rejected_change_in_words_under_its_table() {
     out.expect_code(4);
     assert_lines_readable(&m);
     assert_logged(&out);
+    delete_table(&client, &table).await;
+    drop_database(&target).await;
+}
+
+/// The example schema with a unique email, and orders that need their user.
+const STRICT_SCHEMA: &str = "\
+CREATE TABLE users (user_id text PRIMARY KEY, email text NOT NULL UNIQUE, name text, age integer,
+  score numeric(12, 2), active boolean, lang text, created_at timestamptz, tags text[],
+  avatar bytea, doc jsonb);
+CREATE TABLE orders (order_id text PRIMARY KEY, user_id text NOT NULL REFERENCES users (user_id),
+  status text NOT NULL, total numeric(12, 2));
+CREATE TABLE order_lines (order_id text NOT NULL REFERENCES orders (order_id), line_no integer,
+  sku text, qty integer, price numeric(12, 2), PRIMARY KEY (order_id, line_no));";
+
+/// Every other kind of refusal is filed under the table that refused it, in words: a unique
+/// value taken (users), a foreign key (orders), a value out of range (users).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_foreign_key_and_range_refusals_name_their_table() {
+    let client = ddb().await;
+    let table = unique_name("readableu");
+    create_table(&client, &table, None).await;
+    let mut too_big = profile("00000006", "six@example.com", "Six");
+    too_big.insert("score".into(), n("12345678901234"));
+    for it in [
+        profile("00000001", "same@example.com", "One"),
+        profile("00000005", "same@example.com", "Five"),
+        too_big,
+        order("00000009", "o-9", "NEW", vec![]),
+    ] {
+        put(&client, &table, &it).await;
+    }
+    let migs = temp_dir("readableu-migrations");
+    std::fs::write(migs.join("001_schema.sql"), STRICT_SCHEMA).expect("schema");
+    let map = mapping();
+    let target = new_database().await;
+    let m = Migration::new(&table, &target);
+    let out = m
+        .run(&["--mapping", &map, "--migrations", &migs.to_string_lossy()])
+        .await;
+    out.expect_code(4);
+    let lines = reject_lines(&m);
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    let with = |part: &str| -> &Value {
+        &lines
+            .iter()
+            .find(|(t, _)| t.contains(part))
+            .unwrap_or_else(|| panic!("no reject with {part:?}: {lines:#?}"))
+            .1
+    };
+    for (part, table) in [
+        ("unique constraint users_email_key of table users", "users"),
+        ("foreign key orders_user_id_fkey of table orders", "orders"),
+        (
+            "column score of table users: numeric field overflow",
+            "users",
+        ),
+    ] {
+        let v = with(part);
+        assert_eq!(v["table"], table, "{v}");
+    }
+    assert_eq!(with("numeric field overflow")["column"], "score");
+    for (text, _) in &lines {
+        for bad in DEBUG_TEXT {
+            assert!(!text.contains(bad), "{bad:?} in {text}");
+        }
+    }
+    let by_reason = &out.report()["rejects_by_reason"];
+    assert_eq!(by_reason["users: refused by PostgreSQL"], 2, "{by_reason}");
+    assert_eq!(by_reason["orders: refused by PostgreSQL"], 1, "{by_reason}");
     delete_table(&client, &table).await;
     drop_database(&target).await;
 }
