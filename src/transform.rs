@@ -119,7 +119,7 @@ pub fn transform(plan: &Plan, item: &Item, out: &mut Vec<Row>) -> Result<Routed,
                     kind: "explode attribute is not a list",
                     reason: format!(
                         "attribute {} (explode) is {}, not a list (L)",
-                        crate::checkpoint::printable(&path.join(".")),
+                        printable(&path.join(".")),
                         type_name(other)
                     ),
                 }),
@@ -159,26 +159,27 @@ fn row(
             kind,
             reason,
         };
-        let column = format!("{}.{}", table.display_name(), col.name);
+        // Only for a reject: this runs for every cell of every item.
+        let column = || format!("{}.{}", table.display_name(), col.name);
         let cell = cell(plan, col, item, element).or_else(|(kind, reason)| {
             if kind == REQUIRED {
                 Err(reject(
                     kind,
-                    format!("{reason}, and column {column} requires it (required = true)"),
+                    format!(
+                        "{reason}, and column {} requires it (required = true)",
+                        column()
+                    ),
                 ))
             } else if col.on_error_null {
                 Ok(Cell::Null)
             } else {
-                Err(reject(kind, format!("column {column}: {reason}")))
+                Err(reject(kind, format!("column {}: {reason}", column())))
             }
         })?;
         if cell == Cell::Null && table.key.contains(&ci) {
             return Err(reject(
                 "key column is NULL",
-                format!(
-                    "{} is missing or NULL, and key column {column} needs a value",
-                    col.source
-                ),
+                format!("key column {} has no value (from {})", column(), col.source),
             ));
         }
         cells.push(cell);
