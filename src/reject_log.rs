@@ -52,7 +52,7 @@ impl Noted {
             table: reject.table.clone().unwrap_or_else(|| "-".into()),
             kind: reject.kind,
             key: key.join(" "),
-            reason: cut(&reject.reason, REASON_CHARS),
+            reason: tamed(&reject.reason),
         }
     }
 
@@ -62,7 +62,7 @@ impl Noted {
             table: "-".into(),
             kind: "malformed line",
             key: format!("{}:{}", printable(&bad.file), bad.line),
-            reason: cut(&bad.reason, REASON_CHARS),
+            reason: tamed(&bad.reason),
         }
     }
 
@@ -92,6 +92,22 @@ fn cut(s: &str, max: usize) -> String {
         Some((at, _)) => format!("{}…", &s[..at]),
         None => s.to_string(),
     }
+}
+
+/// A reason for a terminal: cut to [`REASON_CHARS`], control characters (an escape
+/// sequence, a line break a value or PostgreSQL's message may carry) escaped.
+fn tamed(s: &str) -> String {
+    cut(s, REASON_CHARS)
+        .chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// The rejects of one run, logged with a bound.
@@ -212,6 +228,12 @@ mod tests {
         );
         assert!(n.key.chars().count() < 2 * VALUE_CHARS + 40, "{}", n.key);
         assert_eq!(n.reason.chars().count(), REASON_CHARS + 1);
+        let r = Reject {
+            reason: "bad \u{1b}[31m\nvalue".into(),
+            ..r
+        };
+        let n = Noted::new(&r, &["PK".into()], &item);
+        assert_eq!(n.reason, "bad \\u{1b}[31m\\nvalue");
         assert_eq!(n.counted_as(), "users: refused by PostgreSQL");
     }
 
