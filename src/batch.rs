@@ -18,6 +18,7 @@ use std::borrow::Cow;
 
 use crate::changes::{Applier, Change, Deletion, OldImages};
 use crate::plan::Plan;
+use crate::reject_log::Noted;
 use crate::rejects::Rejects;
 use crate::source::export::Pages;
 use crate::source::scan::{BadLine, Page, ScanPages};
@@ -63,8 +64,8 @@ pub struct Prepared {
     pub deletes: Vec<Deletion>,
     /// `delete_item_of[i]`: the page index of the change that deletes `deletes[i]`.
     pub delete_item_of: Vec<u32>,
-    /// Reject lines, each with the key it is counted under in the summary.
-    pub rejects: Vec<(String, String)>,
+    /// Reject lines, each with what the log and the summary say of it.
+    pub rejects: Vec<(String, Noted)>,
     /// `reject_of[i]`: the page index of the item or change of `rejects[i]` (`NOT_AN_ITEM`
     /// for a line that is not one).
     pub reject_of: Vec<u32>,
@@ -166,7 +167,7 @@ impl Prepared {
             Originals::Lines(lines) => lines.iter().map(|l| l.len() + size_of::<String>()).sum(),
             Originals::Bodies(bodies) => bodies.iter().map(|b| b.body.len()).sum(),
         };
-        let rejects: usize = self.rejects.iter().map(|(a, b)| a.len() + b.len()).sum();
+        let rejects: usize = self.rejects.iter().map(|(a, b)| a.len() + b.size()).sum();
         (rows(&self.rows)
             + deletes
             + 4 * (self.item_of.len() + self.delete_item_of.len())
@@ -462,10 +463,10 @@ impl<'a, F: FnMut(Prepared) -> bool> Preparer<'a, F> {
         }
     }
 
-    fn reject_line(&self, r: &Reject, item: &Item) -> (String, String) {
+    fn reject_line(&self, r: &Reject, item: &Item) -> (String, Noted) {
         (
             Rejects::line(r, self.key_attrs, item, self.label),
-            format!("{}: {}", r.table.as_deref().unwrap_or("-"), r.kind),
+            Noted::new(r, self.key_attrs, item),
         )
     }
 
@@ -562,7 +563,7 @@ impl<F: FnMut(Prepared) -> bool> Pages for Preparer<'_, F> {
         self.page.count += 1;
         self.page
             .rejects
-            .push((Rejects::bad_line(&bad), "-: malformed line".to_string()));
+            .push((Rejects::bad_line(&bad), Noted::bad_line(&bad)));
         self.page.reject_of.push(NOT_AN_ITEM);
     }
 

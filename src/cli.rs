@@ -164,12 +164,15 @@ Examples:
   ddb2pg verify --export s3://bucket/exports/app --export s3://bucket/exports/app-incr-1 \\
       --key PK,SK --target postgres://me@127.0.0.1:5432/db
 
-Exit codes: 0 identical, 3 differences found, 2 usage or configuration error, 1 failure.
+Exit codes: 0 identical, 3 differences found, 4 equal except known rejects (every row the
+target lacks belongs to an item in migrate's rejects file), 2 usage or configuration error,
+1 failure.
 Values compare as PostgreSQL compares them (numeric 1.50 = 1.5; json and jsonb as jsonb: key
 order and spacing do not matter). Differences: missing_in_target, extra_in_target,
 mismatched, refused_by_target (values the target's column types refuse: migrate put those
-items in its rejects file), collisions (keys several source items map to). Items the mapping
-rejects or skips are counted apart, not as differences.";
+items in its rejects file), collisions (keys several source items map to). Not differences:
+rejected_known (rows of items in the rejects files found under --checkpoint-dir, absent from
+the target as expected), and items the mapping rejects or skips.";
 
 const SCHEMA_EXAMPLES: &str = "\
 Examples:

@@ -20,6 +20,9 @@ pub enum Error {
         message: String,
         retryable: bool,
         row_error: bool,
+        /// For a `row_error`: what PostgreSQL refused, in words, and where (see
+        /// [`crate::refusal`]).
+        refusal: Option<Box<crate::refusal::Refusal>>,
     },
 
     /// A signal stopped the run while it waited (e.g. retrying through a PostgreSQL outage):
@@ -95,10 +98,36 @@ impl Error {
             let c = c.code();
             c.starts_with("22") || c.starts_with("23") || c == "54000"
         });
+        let refusal = row_error
+            .then(|| err.as_db_error().map(crate::refusal::Refusal::of))
+            .flatten()
+            .map(Box::new);
         Error::Sink {
             message: format!("{context}: {}", pg_message(&err)),
             retryable,
             row_error,
+            refusal,
+        }
+    }
+
+    /// A refusal met writing or deleting rows of `table` (its display name, as the report
+    /// names tables): filed under that table, whatever table PostgreSQL's error names (a
+    /// deletion refused by a foreign key names the referencing table).
+    pub fn in_table(mut self, table: &str) -> Self {
+        if let Error::Sink {
+            refusal: Some(r), ..
+        } = &mut self
+        {
+            r.table = Some(table.to_string());
+        }
+        self
+    }
+
+    /// What PostgreSQL refused, for a row error.
+    pub fn refusal(&self) -> Option<&crate::refusal::Refusal> {
+        match self {
+            Error::Sink { refusal, .. } => refusal.as_deref(),
+            _ => None,
         }
     }
 }

@@ -24,6 +24,8 @@ pub mod pipeline;
 pub mod plan;
 pub mod private;
 pub mod progress;
+pub mod refusal;
+pub mod reject_log;
 pub mod rejects;
 pub mod report;
 pub mod sample;

@@ -32,6 +32,20 @@ pub enum ColumnSource {
     Element(Path),
 }
 
+/// In words, for reasons: `attribute prefs.lang`, `attribute sku of the list element`.
+impl std::fmt::Display for ColumnSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = |p: &Path| crate::checkpoint::printable(&p.join(".")).into_owned();
+        match self {
+            ColumnSource::Path(p) => write!(f, "attribute {}", path(p)),
+            ColumnSource::Item => f.write_str("the item ($item)"),
+            ColumnSource::Index => f.write_str("the list index ($index)"),
+            ColumnSource::Element(p) if p.is_empty() => f.write_str("the list element ($element)"),
+            ColumnSource::Element(p) => write!(f, "attribute {} of the list element", path(p)),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ColumnPlan {
     pub name: String,

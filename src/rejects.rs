@@ -3,6 +3,7 @@
 //! fsynced before the checkpoint moves past the items it holds; a resume cuts only lines past
 //! the checkpoint's `rejects_bytes` (pages a killed run did not commit), and `--restart` sets
 //! the old file aside. Created 0600, never through a symbolic link (see `crate::private`).
+//! Each reject recorded is also a warning in the log (`crate::reject_log`), without the item.
 //!
 //! The file is bounded by `--max-rejects` ([`within_limit`]): the rejected items recorded over
 //! all runs of a checkpoint (the checkpoint counts them per segment and for the stream) may not
@@ -21,6 +22,7 @@ use std::sync::Mutex;
 use serde_json::json;
 
 use crate::error::{Error, Result};
+use crate::reject_log::RejectLog;
 use crate::transform::Reject;
 use crate::value::{self, Item};
 
@@ -81,14 +83,31 @@ pub fn within_limit(recorded: u64, adding: u64, max: u64, kept: Kept) -> Result<
 pub struct Rejects {
     path: PathBuf,
     file: Mutex<Option<File>>,
+    log: RejectLog,
 }
 
 impl Rejects {
     pub fn new(path: PathBuf) -> Rejects {
+        let shown = path.display().to_string();
         Rejects {
             path,
             file: Mutex::new(None),
+            log: RejectLog::new(shown),
         }
+    }
+
+    /// The same, named `shown` in the log (an s3:// checkpoint's rejects are appended to a
+    /// local copy).
+    pub fn shown_as(self, shown: String) -> Rejects {
+        Rejects {
+            log: RejectLog::new(shown),
+            ..self
+        }
+    }
+
+    /// Where recorded rejects are logged (see `crate::reject_log`).
+    pub fn log(&self) -> &RejectLog {
+        &self.log
     }
 
     pub fn path(&self) -> &Path {

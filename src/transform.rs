@@ -9,6 +9,7 @@ use std::borrow::Cow;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use crate::checkpoint::printable;
 pub use crate::convert::type_name;
 pub use crate::convert::Cell;
 use crate::convert::{convert, BaseType, ConvertError, ConvertOpts};
@@ -40,6 +41,10 @@ pub enum Routed {
     /// No rule matched and the plan skips such items.
     Skipped,
 }
+
+/// The kind of a reject for a required column without a value (`on_error = "null"` does not
+/// apply to it).
+const REQUIRED: &str = "required attribute missing";
 
 fn kind_of(e: &ConvertError) -> &'static str {
     match e {
@@ -113,8 +118,8 @@ pub fn transform(plan: &Plan, item: &Item, out: &mut Vec<Row>) -> Result<Routed,
                     column: None,
                     kind: "explode attribute is not a list",
                     reason: format!(
-                        "explode = {:?} is {}, not a list (L)",
-                        path.join("."),
+                        "attribute {} (explode) is {}, not a list (L)",
+                        printable(&path.join(".")),
                         type_name(other)
                     ),
                 }),
@@ -154,20 +159,27 @@ fn row(
             kind,
             reason,
         };
+        // Only for a reject: this runs for every cell of every item.
+        let column = || format!("{}.{}", table.display_name(), col.name);
         let cell = cell(plan, col, item, element).or_else(|(kind, reason)| {
-            if col.on_error_null && kind != "required attribute missing" {
+            if kind == REQUIRED {
+                Err(reject(
+                    kind,
+                    format!(
+                        "{reason}, and column {} requires it (required = true)",
+                        column()
+                    ),
+                ))
+            } else if col.on_error_null {
                 Ok(Cell::Null)
             } else {
-                Err(reject(kind, reason))
+                Err(reject(kind, format!("column {}: {reason}", column())))
             }
         })?;
         if cell == Cell::Null && table.key.contains(&ci) {
             return Err(reject(
                 "key column is NULL",
-                format!(
-                    "key column {:?} has no value (source {:?})",
-                    col.name, col.source
-                ),
+                format!("key column {} has no value (from {})", column(), col.source),
             ));
         }
         cells.push(cell);
@@ -214,13 +226,7 @@ fn cell(
     let v = match v {
         None | Some(AttributeValue::Null(_)) => {
             return if col.required {
-                Err((
-                    "required attribute missing",
-                    format!(
-                        "{:?} is missing or NULL and the column is required",
-                        col.source
-                    ),
-                ))
+                Err((REQUIRED, format!("{} is missing or NULL", col.source)))
             } else {
                 Ok(Cell::Null)
             };
@@ -235,7 +241,11 @@ fn cell(
                 None => {
                     return Err((
                         "missing prefix",
-                        format!("{s:?} does not start with strip_prefix {prefix:?}"),
+                        format!(
+                            "value {} does not start with strip_prefix {}",
+                            printable(s),
+                            printable(prefix)
+                        ),
                     ))
                 }
             },

@@ -58,6 +58,8 @@ mod overlap;
 mod paths;
 #[path = "suite/redaction.rs"]
 mod redaction;
+#[path = "suite/rejects_readable.rs"]
+mod rejects_readable;
 #[path = "suite/report_s3.rs"]
 mod report_s3;
 #[path = "suite/resume.rs"]

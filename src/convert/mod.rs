@@ -147,7 +147,7 @@ pub enum ConvertError {
     TypeMismatch { found: &'static str, ty: String },
     /// `value` is the input, truncated to 80 characters. For arrays, `why` starts with
     /// `element <index>: `.
-    #[error("{value:?} is not a valid {ty}: {why}")]
+    #[error("{} is not a valid {ty}: {why}", value_words(.value))]
     Invalid {
         value: String,
         ty: String,
@@ -158,6 +158,14 @@ pub enum ConvertError {
     /// U+0000 in text (path empty, or `[index]` inside an array), invalid N, ...
     #[error(transparent)]
     Value(#[from] ValueError),
+}
+
+/// An input value in a reason: `value 1.5`, printable (see `checkpoint::printable`).
+fn value_words(v: &str) -> String {
+    if v.is_empty() {
+        return "an empty value".into();
+    }
+    format!("value {}", crate::checkpoint::printable(v))
 }
 
 pub struct ConvertOpts<'a> {
@@ -465,7 +473,7 @@ fn instant<'a>(
             } else {
                 NaiveDate::parse_from_str(st, p)
                     .map(|d| d.and_time(NaiveTime::MIN))
-                    .map_err(|e| invalid(s, base, format!("does not match {p:?}: {e}")))?
+                    .map_err(|e| invalid(s, base, format!("does not match the format {p}: {e}")))?
             }
         }
     };

@@ -394,7 +394,7 @@ fn arrays() {
         n("1"), "int[]" => "!mismatch";
         AttributeValue::M(Default::default()), "text[]" => "!mismatch";
     }
-    let why = "element 2: \"1.5\" is not a valid integer: not an integer".into();
+    let why = "element 2: value 1.5 is not a valid integer: not an integer".into();
     let want = ConvertError::Invalid {
         value: "NS".into(),
         ty: "integer[]".into(),
@@ -404,7 +404,7 @@ fn arrays() {
     let e = conv(mixed, "integer[]").expect_err("element 1 fails");
     assert!(
         e.to_string()
-            .contains("element 1: \"x\" is not a valid integer"),
+            .contains("element 1: value x is not a valid integer"),
         "{e}"
     );
     let e = conv(l(&[l(&[])]), "text[]").expect_err("nested");

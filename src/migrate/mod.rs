@@ -310,7 +310,9 @@ async fn execute(
     let (shutdown, _keep_open) = watch::channel(false);
     let shared = Shared {
         stats,
-        rejects: Arc::new(Rejects::new(run.rejects_path.clone())),
+        rejects: Arc::new(
+            Rejects::new(run.rejects_path.clone()).shown_as(run.rejects_shown.clone()),
+        ),
         shutdown,
         interrupted: Arc::new(AtomicBool::new(false)),
     };
@@ -342,6 +344,7 @@ async fn execute(
             }
         }
     }
+    shared.rejects.log().finish();
     // A signal that stopped a wait (retries through an outage) is an interruption, not a failure.
     if let Err(e @ Error::Interrupted(_)) = &result {
         crate::say!("{e}");

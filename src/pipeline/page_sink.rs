@@ -11,6 +11,7 @@ use crate::checkpoint::{Checkpoint, Delta, Store};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::progress::Stats;
+use crate::reject_log::Noted;
 use crate::rejects::Rejects;
 use crate::sink::resilient::{RefusedItem, Writer};
 use crate::transform::Reject;
@@ -54,7 +55,7 @@ impl PageSink<'_> {
             ..Delta::default()
         };
         // Counted once recorded (a page past --max-rejects is not).
-        let (lines, mut counted_as): (Vec<String>, Vec<String>) =
+        let (lines, mut counted_as): (Vec<String>, Vec<Noted>) =
             std::mem::take(&mut p.rejects).into_iter().unzip();
         let mut reject_lines: Rejected = lines.into_iter().zip(p.reject_of.clone()).collect();
         let mut refused_all = Vec::new();
@@ -114,8 +115,9 @@ impl PageSink<'_> {
         })
         .await
         .map_err(|e| Error::file(self.rejects.path(), e))??;
-        for reason in counted_as {
-            self.stats.count_reject(reason);
+        self.rejects.log().recorded(&counted_as);
+        for noted in &counted_as {
+            self.stats.count_reject(noted.counted_as());
         }
         self.stats.commit_seconds.observe(started);
         Ok(delta)
@@ -130,23 +132,31 @@ impl PageSink<'_> {
         p: &Prepared,
         refused: Vec<(RefusedItem, &'static str)>,
         refused_items: &[u32],
-    ) -> Result<Vec<(String, u32, String)>> {
+    ) -> Result<Vec<(String, u32, Noted)>> {
         let originals = p.items(refused_items);
         let mut out = Vec::with_capacity(refused.len());
         for ((r, kind), item) in refused.into_iter().zip(originals) {
             // A coalesced page names the segment each item came from.
             let segment = p.part_of(r.item).map(|k| p.parts[k].1).or(self.segment);
-            let reject = Reject {
-                table: None,
-                column: None,
-                kind,
-                reason: r.error,
+            let reject = match r.refusal {
+                Some(refusal) => Reject {
+                    reason: refusal.reason(),
+                    table: refusal.table,
+                    column: refusal.column,
+                    kind,
+                },
+                None => Reject {
+                    table: None,
+                    column: None,
+                    kind,
+                    reason: r.error,
+                },
             };
             let item = item.ok_or_else(|| {
                 Error::config(format!("internal error: item {} of a page is gone", r.item))
             })?;
             let line = Rejects::line(&reject, self.key_attrs, &item, segment);
-            out.push((line, r.item, format!("-: {}", reject.kind)));
+            out.push((line, r.item, Noted::new(&reject, self.key_attrs, &item)));
         }
         Ok(out)
     }

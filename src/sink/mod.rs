@@ -297,11 +297,17 @@ impl Sink {
                     self.last_path = Some(Path::Direct);
                     return Ok(counts);
                 }
-                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                Err((e, _)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                     tracing::debug!("direct COPY met existing keys; upserting this batch");
                     self.mode.direct_conflicted();
                 }
-                Err(e) => return Err(Error::from_pg("copy into the target", e)),
+                Err((e, table)) => {
+                    let err = Error::from_pg("copy into the target", e);
+                    return Err(match table {
+                        Some(i) => err.in_table(&self.tables[i].name),
+                        None => err,
+                    });
+                }
             }
         }
         let data = self.encode(rows, true);
@@ -320,19 +326,24 @@ impl Sink {
     }
 
     /// The direct way: COPY into the target tables. Errors are returned raw so that the
-    /// caller can tell a unique violation (existing keys) from the rest.
+    /// caller can tell a unique violation (existing keys) from the rest, with the index of the
+    /// table being written, if any.
     async fn write_direct(
         &mut self,
         data: &[(Bytes, u64)],
-    ) -> Result<Vec<TableCounts>, tokio_postgres::Error> {
-        let tx = Scope::begin(&mut self.client, self.dry_run).await?;
+    ) -> Result<Vec<TableCounts>, (tokio_postgres::Error, Option<usize>)> {
+        let tx = Scope::begin(&mut self.client, self.dry_run)
+            .await
+            .map_err(|e| (e, None))?;
         let mut counts = vec![TableCounts::default(); self.tables.len()];
         for (i, t) in self.tables.iter().enumerate() {
             let (bytes, n) = &data[i];
             if *n == 0 {
                 continue;
             }
-            copy_raw(tx.client(), &t.direct_copy, bytes.clone()).await?;
+            copy_raw(tx.client(), &t.direct_copy, bytes.clone())
+                .await
+                .map_err(|e| (e, Some(i)))?;
             counts[i] = TableCounts {
                 staged: *n,
                 distinct: *n,
@@ -341,7 +352,7 @@ impl Sink {
                 earlier: 0,
             };
         }
-        tx.end().await?;
+        tx.end().await.map_err(|e| (e, None))?;
         Ok(counts)
     }
 
@@ -366,7 +377,9 @@ impl Sink {
             if *n == 0 {
                 continue;
             }
-            copy_to(tx.client(), &t.stage_copy, bytes.clone()).await?;
+            copy_to(tx.client(), &t.stage_copy, bytes.clone())
+                .await
+                .map_err(|e| e.in_table(&t.name))?;
             let statement = if distinct {
                 &t.upsert_distinct
             } else {
@@ -377,7 +390,7 @@ impl Sink {
                 Err(e) if !distinct && e.code() == Some(&SqlState::CARDINALITY_VIOLATION) => {
                     return Err(PgOr::Pg(e))
                 }
-                Err(e) => return Err(Error::from_pg("upsert", e).into()),
+                Err(e) => return Err(Error::from_pg("upsert", e).in_table(&t.name).into()),
             };
             counts[i] = TableCounts {
                 staged: *n,
@@ -411,12 +424,14 @@ impl Sink {
                 if *n == 0 {
                     continue;
                 }
-                copy_to(tx.client(), copy, bytes.clone()).await?;
+                copy_to(tx.client(), copy, bytes.clone())
+                    .await
+                    .map_err(|e| e.in_table(&t.name))?;
                 deleted += tx
                     .client()
                     .execute(statement, &[])
                     .await
-                    .map_err(|e| Error::from_pg("delete", e))?;
+                    .map_err(|e| Error::from_pg("delete", e).in_table(&t.name))?;
             }
         }
         tx.end().await.map_err(|e| Error::from_pg("commit", e))?;

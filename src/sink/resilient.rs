@@ -84,6 +84,18 @@ pub struct RefusedItem {
     /// Index of the item in the page.
     pub item: u32,
     pub error: String,
+    /// What PostgreSQL refused, in words, and in which table.
+    pub refusal: Option<crate::refusal::Refusal>,
+}
+
+impl RefusedItem {
+    fn new(item: u32, e: &Error) -> RefusedItem {
+        RefusedItem {
+            item,
+            error: e.to_string(),
+            refusal: e.refusal().cloned(),
+        }
+    }
 }
 
 pub struct Writer {
@@ -162,6 +174,7 @@ impl Writer {
                         ),
                         retryable: false,
                         row_error: false,
+                        refusal: None,
                     })
                 }
                 Err(e) => return Err(e),
@@ -249,10 +262,7 @@ impl Writer {
         if items.len() <= 1 {
             let refused = items
                 .first()
-                .map(|&item| RefusedItem {
-                    item,
-                    error: first.to_string(),
-                })
+                .map(|&item| RefusedItem::new(item, &first))
                 .into_iter()
                 .collect();
             return Ok((Vec::new(), refused));
@@ -276,10 +286,7 @@ impl Writer {
                 Ok(d) => done.push(d),
                 Err(e) if e.is_row_error() => {
                     if hi - lo == 1 {
-                        refused.push(RefusedItem {
-                            item: items[lo],
-                            error: e.to_string(),
-                        });
+                        refused.push(RefusedItem::new(items[lo], &e));
                     } else {
                         let m = lo + (hi - lo) / 2;
                         stack.push((m, hi));

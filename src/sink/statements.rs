@@ -26,6 +26,8 @@ use crate::plan::{ident, Plan, TablePlan};
 
 /// One target table's staging tables and statements, on one connection.
 pub(super) struct TableSink {
+    /// The table's display name: a refusal of its rows is filed under it.
+    pub(super) name: String,
     /// COPY into the staging table (with `_seq`, or the name `TablePlan::seq_column` gives).
     pub(super) stage_copy: String,
     /// COPY straight into the target table.
@@ -116,6 +118,7 @@ pub(super) async fn table_sink(
         )
     })?;
     Ok(TableSink {
+        name: t.display_name(),
         stage_copy,
         direct_copy,
         key_copy,

@@ -1,6 +1,7 @@
 //! DynamoDB JSON (`{"name": {"S": "..."}}`), as exports, checkpoints and rejects hold it;
 //! lossless both ways (N keeps its original text).
 
+use crate::checkpoint::printable;
 use std::fmt;
 
 use aws_sdk_dynamodb::primitives::Blob;
@@ -150,7 +151,12 @@ fn value_from(v: &Value, path: &mut String) -> Result<AttributeValue, ValueError
             }
             AttributeValue::L(l)
         }
-        other => return Err(bad(p, format_args!("unknown type tag {other:?}"))),
+        other => {
+            return Err(bad(
+                p,
+                format_args!("unknown type tag {}", printable(other)),
+            ))
+        }
     })
 }
 

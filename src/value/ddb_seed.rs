@@ -5,6 +5,7 @@
 //! They accept only fully valid input and fail on anything else, with an error that says
 //! little: each caller has a slower reference path it falls back to, which decides.
 
+use crate::checkpoint::printable;
 use std::fmt;
 
 use aws_sdk_dynamodb::primitives::Blob;
@@ -142,7 +143,12 @@ impl Visitor<'_> for TagSeed {
             "BS" => Tag::Bs,
             "M" => Tag::M,
             "L" => Tag::L,
-            other => return Err(E::custom(format_args!("unknown type tag {other:?}"))),
+            other => {
+                return Err(E::custom(format_args!(
+                    "unknown type tag {}",
+                    printable(other)
+                )))
+            }
         })
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The expected rows are, per key, the scratch's last operation when it is a write (see
 //! `scratch`). A FULL JOIN on the key with the target gives `matched`, `missing_in_target`,
-//! `extra_in_target` and `mismatched`. Values compare as PostgreSQL compares them; `json`
+//! `extra_in_target` and `mismatched`; a missing row whose item is among migrate's rejects
+//! (see `known`) is `rejected_known`, not missing. Values compare as PostgreSQL compares them; `json`
 //! columns (and domains over json, json[]), which have no equality operator, compare as
 //! `jsonb` (the same document: key order, spacing and duplicate keys ignored, numbers by
 //! value), and other types without one (xml, point) by their text. Keys that several source rows of one
@@ -47,15 +48,17 @@ fn same_content(t: &TablePlan, s: &ScratchTable) -> String {
     )
 }
 
-/// The expected rows: per key, the scratch's last operation, when it is a write.
+/// The expected rows: per key, the scratch's last operation, when it is a write (with
+/// whether its item is a known reject).
 fn expected_rows(t: &TablePlan, s: &ScratchTable) -> String {
     let (all, keys, _) = t.quoted_columns();
     format!(
-        "(SELECT {all} FROM (SELECT DISTINCT ON ({k}) {all}, {del} FROM {name} \
+        "(SELECT {all}, {rej} FROM (SELECT DISTINCT ON ({k}) {all}, {del}, {rej} FROM {name} \
          ORDER BY {k}, {seq} DESC) last WHERE NOT {del})",
         k = keys.join(", "),
         all = all.join(", "),
         del = s.del,
+        rej = s.rej,
         seq = s.seq,
         name = s.name,
     )
@@ -81,20 +84,26 @@ pub async fn table(
         t.sql_name(),
         on.join(" AND ")
     );
+    let rej = &s.rej;
     let kinds = [
-        ("missing_in_target", format!("t.{k0} IS NULL")),
+        (
+            "missing_in_target",
+            format!("t.{k0} IS NULL AND NOT s.{rej}"),
+        ),
         ("extra_in_target", format!("s.{k0} IS NULL")),
         (
             "mismatched",
             format!("s.{k0} IS NOT NULL AND t.{k0} IS NOT NULL AND NOT ({same})"),
         ),
+        ("rejected_known", format!("t.{k0} IS NULL AND s.{rej}")),
     ];
     let counts = client
         .query_one(
             &format!(
                 "SELECT count(*) FILTER (WHERE s.{k0} IS NOT NULL AND t.{k0} IS NOT NULL AND {same}), \
-                 count(*) FILTER (WHERE {}), count(*) FILTER (WHERE {}), count(*) FILTER (WHERE {}) FROM {from}",
-                kinds[0].1, kinds[1].1, kinds[2].1
+                 count(*) FILTER (WHERE {}), count(*) FILTER (WHERE {}), count(*) FILTER (WHERE {}), \
+                 count(*) FILTER (WHERE {}) FROM {from}",
+                kinds[0].1, kinds[1].1, kinds[2].1, kinds[3].1
             ),
             &[],
         )
@@ -103,12 +112,14 @@ pub async fn table(
             message: format!("compare {}: {}", t.display_name(), pg_message(&e)),
             retryable: false,
             row_error: false,
+            refusal: None,
         })?;
     let mut r = TableResult {
         matched: counts.get::<_, i64>(0) as u64,
         missing_in_target: counts.get::<_, i64>(1) as u64,
         extra_in_target: counts.get::<_, i64>(2) as u64,
         mismatched: counts.get::<_, i64>(3) as u64,
+        rejected_known: counts.get::<_, i64>(4) as u64,
         ..TableResult::default()
     };
     let names: Vec<&str> = t.key_columns().map(|c| c.name.as_str()).collect();

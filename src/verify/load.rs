@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_postgres::Client;
 
+use super::known::Known;
 use super::origin::{Origin, Sources};
 use super::scratch::{self, Encoded, Entry, ScratchTable};
 use crate::batch::{self, Batch, Prepared};
@@ -50,6 +51,7 @@ struct Ctx {
     page_size: u32,
     samples: usize,
     stats: Arc<Stats>,
+    known: Arc<Known>,
     seq: AtomicI64,
     refused: Mutex<BTreeMap<usize, Refused>>,
     stop: watch::Receiver<bool>,
@@ -81,6 +83,7 @@ pub async fn load(
         page_size,
         samples: samples as usize,
         stats,
+        known: origin.known.clone(),
         seq: AtomicI64::new(0),
         refused: Mutex::new(BTreeMap::new()),
         stop,
@@ -225,10 +228,17 @@ async fn load_page(ctx: &Ctx, client: &mut Client, gen: i32, p: Prepared) -> Res
     // Deletions the target refuses (their key cannot be typed): they delete nothing.
     let mut refused_deletes: Vec<bool> = vec![false; p.deletes.len()];
     let mut no_tombstone: HashSet<u32> = HashSet::new();
+    let known = known_items(ctx, &p);
     for _attempt in 0..3 {
         let tombstones = tombstones(&ctx.plan, &p, &refused_items, &no_tombstone);
-        let (entries, origins) =
-            entries(ctx, gen, &p, &refused_items, &refused_deletes, &tombstones);
+        let (entries, origins) = entries(
+            ctx,
+            gen,
+            &p,
+            (&refused_items, &refused_deletes),
+            &tombstones,
+            &known,
+        );
         let pages: Vec<Encoded> = entries.iter().map(|e| Encoded::new(e)).collect();
         let err = match scratch::load(client, &ctx.scratch, &pages).await {
             Ok(()) => {
@@ -282,21 +292,50 @@ enum EntryOf {
 
 type Entries<'a> = (Vec<Vec<Entry<'a>>>, Vec<Vec<EntryOf>>);
 
-/// The page's entries per table, leaving out refused items' rows and refused deletions.
+/// The page indices of the items among the known rejects (see `super::known`).
+fn known_items(ctx: &Ctx, p: &Prepared) -> HashSet<u32> {
+    if ctx.known.is_empty() {
+        return HashSet::new();
+    }
+    let mut wanted = p.item_of.clone();
+    wanted.dedup();
+    let items = p.items(&wanted);
+    wanted
+        .into_iter()
+        .zip(items)
+        .filter(|(_, it)| {
+            it.as_ref()
+                .is_some_and(|it| ctx.known.holds(it, &ctx.key_attrs))
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The page's entries per table, leaving out refused items' rows and refused deletions
+/// (`refused`: the refused items, and whether each deletion is), the rows of `known` items
+/// marked as known rejects.
 fn entries<'a>(
     ctx: &Ctx,
     gen: i32,
     p: &'a Prepared,
-    refused_items: &HashMap<u32, usize>,
-    refused_deletes: &[bool],
+    refused: (&HashMap<u32, usize>, &[bool]),
     tombstones: &'a [(Row, u32)],
+    known: &HashSet<u32>,
 ) -> Entries<'a> {
+    let (refused_items, refused_deletes) = refused;
     let n = ctx.plan.tables.len();
     let mut entries: Vec<Vec<Entry<'a>>> = (0..n).map(|_| Vec::new()).collect();
     let mut origins: Vec<Vec<EntryOf>> = vec![Vec::new(); n];
     let mut push = |row: &'a Row, del: bool, origin: EntryOf| {
         let seq = ctx.seq.fetch_add(1, Ordering::Relaxed);
-        entries[row.table].push(Entry { row, seq, gen, del });
+        let rej = matches!(origin, EntryOf::Write(i) if known.contains(&i));
+        entries[row.table].push(Entry {
+            row,
+            seq,
+            gen,
+            del,
+            rej,
+        });
         origins[row.table].push(origin);
     };
     for (i, d) in p.deletes.iter().enumerate() {

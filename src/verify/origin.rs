@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::known::Known;
 use crate::checkpoint::{Names, Storage};
 use crate::cli::VerifyArgs;
 use crate::downloads::Downloads;
@@ -33,6 +34,8 @@ pub struct Origin {
     /// The rejects files migrate wrote for this source and target (one per export) that
     /// exist, as shown (a path or an s3:// URL).
     pub rejects_files: Vec<String>,
+    /// The keys of the items those files hold.
+    pub known: Arc<Known>,
     /// The folder of this run's copies of s3:// exports, removed when verify ends.
     pub _downloads: Option<DownloadDir>,
     /// `--shard I/N` (a table only): the segments `s % N == I` are read, and rows of the target
@@ -100,10 +103,11 @@ async fn resolve_table(args: &VerifyArgs, table: &str, target_id: &str) -> Resul
         }
     };
     let names = Names::new(&info.name, &info.arn, target_id, shard);
-    let rejects = existing_rejects(args, &[names])?;
+    let key_attrs: Vec<String> = info.key.iter().map(|k| k.name.clone()).collect();
+    let (rejects, known) = existing_rejects(args, &[names], &key_attrs)?;
     Ok(Origin {
         plan,
-        key_attrs: info.key.iter().map(|k| k.name.clone()).collect(),
+        key_attrs,
         sources: Sources::Table(SegmentScan {
             client: source.client.clone(),
             table: info.name.clone(),
@@ -115,6 +119,7 @@ async fn resolve_table(args: &VerifyArgs, table: &str, target_id: &str) -> Resul
         approx_items: info.item_count,
         label: format!("{} ({})", info.name, source.describe_location()),
         rejects_files: rejects,
+        known: Arc::new(known),
         _downloads: None,
         shard,
     })
@@ -175,7 +180,8 @@ async fn resolve_exports(args: &VerifyArgs, paths: &[PathBuf], target_id: &str) 
         .iter()
         .map(|e| Names::new(&e.table_name, &e.identity, target_id, None))
         .collect();
-    let rejects_files = existing_rejects(args, &names)?;
+    let key_attrs: Vec<String> = info.key.iter().map(|k| k.name.clone()).collect();
+    let (rejects_files, known) = existing_rejects(args, &names, &key_attrs)?;
     let label = exports
         .iter()
         .map(|e| format!("{} ({} files)", e.identity, e.files.len()))
@@ -183,11 +189,12 @@ async fn resolve_exports(args: &VerifyArgs, paths: &[PathBuf], target_id: &str) 
         .join(", then ");
     Ok(Origin {
         plan,
-        key_attrs: info.key.iter().map(|k| k.name.clone()).collect(),
+        key_attrs,
         sources: Sources::Exports(exports),
         approx_items: 0,
         label,
         rejects_files,
+        known: Arc::new(known),
         _downloads: downloads,
         shard: None,
     })
@@ -203,20 +210,27 @@ fn is_s3(dir: &Path) -> bool {
 }
 
 /// The rejects files of `names` that `--checkpoint-dir` holds, as shown (on S3 a folder of
-/// parts, see `checkpoint::s3`).
-fn existing_rejects(args: &VerifyArgs, names: &[Names]) -> Result<Vec<String>> {
+/// parts, see `checkpoint::s3`), and the keys of the items they hold.
+fn existing_rejects(
+    args: &VerifyArgs,
+    names: &[Names],
+    key_attrs: &[String],
+) -> Result<(Vec<String>, Known)> {
     // A local folder that does not exist (nothing migrated with it) holds none.
     if !is_s3(&args.checkpoint_dir) && !args.checkpoint_dir.exists() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Known::default()));
     }
     let storage = checkpoint_storage(args)?;
     let mut shown = Vec::new();
+    let mut held = Vec::new();
     for n in names {
         if storage.holds(&n.rejects)? {
             shown.push(storage.show(&n.rejects));
+            held.push(n.rejects.clone());
         }
     }
-    Ok(shown)
+    let known = Known::read(storage.as_ref(), &held, key_attrs)?;
+    Ok((shown, known))
 }
 
 /// This run's own folder for s3:// copies (owner-only, like migrate's), so that a migrate of

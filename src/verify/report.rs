@@ -14,6 +14,9 @@ pub struct TableResult {
     pub missing_in_target: u64,
     pub extra_in_target: u64,
     pub mismatched: u64,
+    /// Rows the target lacks whose item is in migrate's rejects file: absent as expected,
+    /// reported apart from `missing_in_target` and not a difference.
+    pub rejected_known: u64,
     /// Items whose rows this table's column types refuse (migrate rejects them: they are in
     /// its rejects file, not in the target).
     pub refused_by_target: u64,
@@ -38,7 +41,8 @@ impl TableResult {
 
 #[derive(Debug, Serialize)]
 pub struct VerifyReport {
-    /// `identical` or `different`.
+    /// `identical`, `equal_except_known_rejects` (every row the target lacks belongs to an
+    /// item of migrate's rejects file) or `different`.
     pub status: String,
     /// What was read: the table, or the exports in the order they were applied.
     pub source: String,
@@ -50,6 +54,8 @@ pub struct VerifyReport {
     pub skipped: u64,
     /// Items whose values the target's column types refuse, over all tables.
     pub refused_by_target: u64,
+    /// Rows absent from the target whose item is in migrate's rejects file, over all tables.
+    pub rejected_known: u64,
     /// Migrate's rejects files for this source and target that exist.
     pub rejects_files: Vec<String>,
     pub tables: BTreeMap<String, TableResult>,
@@ -65,11 +71,31 @@ impl VerifyReport {
         self.tables.values().any(|t| t.differences() > 0)
     }
 
+    /// The verdict: `identical`, `equal_except_known_rejects` or `different`.
+    pub fn verdict(tables: &BTreeMap<String, TableResult>) -> &'static str {
+        if tables.values().any(|t| t.differences() > 0) {
+            "different"
+        } else if tables.values().any(|t| t.rejected_known > 0) {
+            "equal_except_known_rejects"
+        } else {
+            "identical"
+        }
+    }
+
+    /// The exit code of the verdict (see `super::EXIT_DIFFERENT`, `super::EXIT_KNOWN_REJECTS`).
+    pub fn exit_code(&self) -> u8 {
+        match Self::verdict(&self.tables) {
+            "different" => super::EXIT_DIFFERENT,
+            "equal_except_known_rejects" => super::EXIT_KNOWN_REJECTS,
+            _ => 0,
+        }
+    }
+
     /// The summary on stderr: a few lines for a human, or (`--log-format json`) one line
     /// `"msg":"summary"` with the `--report` JSON's fields, level `warn` when the target
-    /// differs.
+    /// differs or has known rejects.
     pub fn print_summary(&self) {
-        let level = if self.differs() {
+        let level = if self.exit_code() != 0 {
             Level::Warn
         } else {
             Level::Info
@@ -87,13 +113,19 @@ impl VerifyReport {
                 let _ = writeln!(out, $($arg)+);
             }};
         }
+        let headline = if self.differs() {
+            "TARGET DIFFERS FROM SOURCE".to_string()
+        } else if self.rejected_known > 0 {
+            format!(
+                "target equals source except {} known rejects (rows of items in migrate's \
+                 rejects file, absent from the target as expected)",
+                self.rejected_known
+            )
+        } else {
+            "target equals source".to_string()
+        };
         put!(
-            "ddb2pg verify: {} ({} items read, {} rejected by the mapping, {} skipped, {:.1} s)",
-            if self.differs() {
-                "TARGET DIFFERS FROM SOURCE"
-            } else {
-                "target equals source"
-            },
+            "ddb2pg verify: {headline} ({} items read, {} rejected by the mapping, {} skipped, {:.1} s)",
             self.items_read,
             self.rejected,
             self.skipped,
@@ -109,13 +141,14 @@ impl VerifyReport {
         for (name, t) in &self.tables {
             put!(
                 "  {name:<24} matched {:>9}  missing_in_target {:>6}  extra_in_target {:>6}  \
-                 mismatched {:>6}  refused_by_target {:>6}  collisions {:>6}",
+                 mismatched {:>6}  refused_by_target {:>6}  collisions {:>6}  rejected_known {:>6}",
                 t.matched,
                 t.missing_in_target,
                 t.extra_in_target,
                 t.mismatched,
                 t.refused_by_target,
-                t.collisions
+                t.collisions,
+                t.rejected_known
             );
             if let Some(why) = &t.refused_reason {
                 put!("      refused_by_target, the first: {why}");
@@ -125,6 +158,10 @@ impl VerifyReport {
                     put!("      {kind}: {k}");
                 }
             }
+        }
+        match self.rejects_files.as_slice() {
+            [] => put!("  rejects file: none found under --checkpoint-dir"),
+            files => put!("  rejects file read: {}", files.join(", ")),
         }
         if self.refused_by_target > 0 {
             match self.rejects_files.as_slice() {

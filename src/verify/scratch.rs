@@ -4,8 +4,9 @@
 //!
 //! Each scratch row carries, besides the mapping's columns, its load order (`_seq`), the source
 //! it came from (`_gen`: 0 for a table or the full export, then one per incremental export) and
-//! whether it deletes its key (`_del`: an incremental export's deletion). The expected target
-//! is, per key, the last operation: a write, unless it is a deletion.
+//! whether it deletes its key (`_del`: an incremental export's deletion), and whether its item
+//! is among migrate's rejects (`_rej`, see `super::known`). The expected target is, per key,
+//! the last operation: a write, unless it is a deletion.
 
 use bytes::{Bytes, BytesMut};
 use tokio_postgres::Client;
@@ -26,6 +27,8 @@ pub struct ScratchTable {
     pub seq: String,
     pub gen: String,
     pub del: String,
+    /// Whether the row's item is among the known rejects (see `super::known`).
+    pub rej: String,
     copy_sql: String,
 }
 
@@ -128,10 +131,11 @@ async fn create_one(client: &Client, t: &TablePlan, name: &str) -> Result<Scratc
         compare_as.push(compared_as(client, &c.base).await);
     }
     let cols: Vec<String> = t.columns.iter().map(|c| ident(&c.name)).collect();
-    let (seq, gen, del) = (
+    let (seq, gen, del, rej) = (
         ident(&t.seq_column()),
         free_name(t, "_gen"),
         free_name(t, "_del"),
+        free_name(t, "_rej"),
     );
     // A written row's value must be one the target's domain takes, as migrate's staging
     // (typed as the target) requires; CASE keeps a deletion's NULLs out of the check.
@@ -149,13 +153,13 @@ async fn create_one(client: &Client, t: &TablePlan, name: &str) -> Result<Scratc
     client
         .batch_execute(&format!(
             "CREATE UNLOGGED TABLE {name} \
-             ({seq} int8, {gen} int4, {del} bool, {})",
+             ({seq} int8, {gen} int4, {del} bool, {rej} bool, {})",
             typed.join(", ")
         ))
         .await
         .map_err(|e| Error::from_pg("create a scratch table", e))?;
     let copy_sql = format!(
-        "COPY {name} ({seq}, {gen}, {del}, {}) FROM STDIN",
+        "COPY {name} ({seq}, {gen}, {del}, {rej}, {}) FROM STDIN",
         cols.join(", ")
     );
     Ok(ScratchTable {
@@ -164,6 +168,7 @@ async fn create_one(client: &Client, t: &TablePlan, name: &str) -> Result<Scratc
         seq,
         gen,
         del,
+        rej,
         copy_sql,
     })
 }
@@ -183,6 +188,8 @@ pub struct Entry<'a> {
     pub seq: i64,
     pub gen: i32,
     pub del: bool,
+    /// The row's item is a known reject.
+    pub rej: bool,
 }
 
 /// A table's entries of a page in COPY text, one line each.
@@ -201,6 +208,7 @@ impl Encoded {
             cells.clear();
             cells.push(Cell::Text(e.gen.to_string()));
             cells.push(Cell::Text(if e.del { "t" } else { "f" }.into()));
+            cells.push(Cell::Text(if e.rej { "t" } else { "f" }.into()));
             cells.extend(e.row.cells.iter().cloned());
             encode_row(&mut buf, Some(e.seq), &cells);
             offsets.push(buf.len());

@@ -443,7 +443,13 @@ async fn the_direct_copy_and_the_upsert_write_the_same_value_for_every_assignabl
             Some(4),
             "{target}: two items refused: {stderr}"
         );
-        outcomes.insert(target, rejected(&cp));
+        // A reason names its table, which differs per target here.
+        let named = format!(" of table {target}:");
+        let reasons: BTreeMap<String, String> = rejected(&cp)
+            .into_iter()
+            .map(|(id, r)| (id, r.replace(&named, ":")))
+            .collect();
+        outcomes.insert(target, reasons);
     }
 
     // The same items refused, for the same reasons, whichever way the batch went.
@@ -453,7 +459,7 @@ async fn the_direct_copy_and_the_upsert_write_the_same_value_for_every_assignabl
         ["big", "frac"]
     );
     assert!(
-        refused["frac"].contains("invalid input syntax for type smallint: \"12.75\""),
+        refused["frac"].contains("invalid input syntax for type smallint: '12.75'"),
         "{refused:?}"
     );
     assert_eq!(&outcomes["rerun"], refused);

@@ -307,7 +307,7 @@ async fn pages_made_from_bodies_write_what_pages_of_items_write() {
     assert!(rejects.iter().any(|r| r.contains("U+0000")), "{rejects:?}");
     let refused = rejects
         .iter()
-        .filter(|r| r.contains("check constraint"))
+        .filter(|r| r.contains("CHECK constraint"))
         .count();
     assert!(refused > 1, "PostgreSQL refused several items: {rejects:?}");
     assert!(
