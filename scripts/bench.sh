@@ -78,9 +78,15 @@ unpin() {
 }
 hz=$(getconf CLK_TCK)
 metrics=${BENCH_METRICS:-0}
-metrics_addr=127.0.0.1:${BENCH_METRICS_PORT:-19185}
+metrics_addr=""
+# A free loopback port for each metrics row (BENCH_METRICS_PORT: that port), so a port taken by
+# another program meanwhile fails no round.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
 # A scrape of --metrics-addr every second while a metrics row runs (not counted in its time).
 scrape_start() {
+  metrics_addr=127.0.0.1:${BENCH_METRICS_PORT:-$(free_port)}
   ( while sleep 1; do curl -s -o /dev/null "http://$metrics_addr/metrics" || true; done ) &
   scraper=$!
 }
