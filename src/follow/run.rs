@@ -190,9 +190,10 @@ impl Coordinator {
             let current = self.assess(now);
             self.note(current, now);
             self.log(false);
+            // Asked first: a request marks the shards, and quiet is then judged after it.
+            let finish = self.job.until_caught_up || self.finish_asked().await;
             // Also notes when every shard was first read to its end (`first_round_at`).
             let quiet = self.caught_up();
-            let finish = self.job.until_caught_up || self.finish_asked().await;
             if finish && quiet && current.current {
                 self.job
                     .store
@@ -325,7 +326,7 @@ impl Coordinator {
                 .get(&s.id)
                 .filter(|_| !s.ended && self.running.contains_key(&s.id));
             all_read_once &= t.is_some_and(|t| t.empty_pages > 0);
-            ok &= t.is_some_and(|t| t.quiet(QUIET_PAGES, QUIET_MS, now));
+            ok &= t.is_some_and(|t| t.quiet_since_mark(QUIET_PAGES, QUIET_MS, now));
         }
         drop(tracks);
         if all_read_once {
@@ -401,6 +402,13 @@ impl Coordinator {
         if let Some(who) = w.asked().await {
             crate::say!("finish requested by {who}: finishing once caught up");
             self.finishing = true;
+            // Caught up must be seen after the request: what was written just before it
+            // may not have been read yet.
+            let now = now_ms();
+            let mut tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+            for t in tracks.values_mut() {
+                t.mark(now);
+            }
         }
         self.finishing
     }

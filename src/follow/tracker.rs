@@ -42,6 +42,10 @@ pub struct ShardTrack {
     pub empty_pages: u32,
     /// When the current run of empty pages began (ms since the epoch).
     pub empty_since_ms: Option<i64>,
+    /// Since when (ms) empty pages are also counted in `empty_pages_since_mark` (`mark`).
+    mark_ms: Option<i64>,
+    /// Empty pages in a row read at or after `mark_ms`.
+    empty_pages_since_mark: u32,
     /// Reject lines of committed changes, by ticket, waiting for the watermark to pass them.
     held: BTreeMap<u64, Vec<String>>,
 }
@@ -108,9 +112,33 @@ impl ShardTrack {
         if records > 0 {
             self.empty_pages = 0;
             self.empty_since_ms = None;
+            self.empty_pages_since_mark = 0;
         } else {
             self.empty_pages = self.empty_pages.saturating_add(1);
             self.empty_since_ms.get_or_insert(now_ms);
+            if self.mark_ms.is_some_and(|m| now_ms >= m) {
+                self.empty_pages_since_mark = self.empty_pages_since_mark.saturating_add(1);
+            }
+        }
+    }
+
+    /// From `at_ms` on, `quiet_since_mark` counts only the empty pages read since then: a
+    /// finish request must see the shard quiet after it was made, not only before (a change
+    /// written just before the request may not have been read yet).
+    pub fn mark(&mut self, at_ms: i64) {
+        self.mark_ms = Some(at_ms);
+        self.empty_pages_since_mark = 0;
+    }
+
+    /// As `quiet`, counting only pages read since the mark (none: as `quiet`).
+    pub fn quiet_since_mark(&self, pages: u32, quiet_ms: i64, now_ms: i64) -> bool {
+        match self.mark_ms {
+            None => self.quiet(pages, quiet_ms, now_ms),
+            Some(m) => {
+                self.in_flight() == 0
+                    && self.empty_pages_since_mark >= pages
+                    && now_ms.saturating_sub(m) >= quiet_ms
+            }
         }
     }
 
@@ -243,6 +271,30 @@ mod tests {
         assert_eq!(s.lag_ms(12_000), Some(3_000));
         s.page(0, 12_000);
         assert_eq!(s.lag_ms(60_000), Some(0));
+    }
+
+    #[test]
+    fn a_mark_needs_a_quiet_run_after_it() {
+        let mut s = ShardTrack::default();
+        for t in [0, 500, 1_000, 1_500, 2_000, 2_500] {
+            s.page(0, t);
+        }
+        assert!(s.quiet(5, 2_000, 2_500));
+        s.mark(2_600);
+        // Quiet before the mark does not count after it.
+        assert!(!s.quiet_since_mark(5, 2_000, 2_700));
+        for t in [3_000, 3_500, 4_000, 4_500] {
+            s.page(0, t);
+        }
+        assert!(
+            !s.quiet_since_mark(5, 2_000, 4_600),
+            "4 pages since the mark"
+        );
+        s.page(0, 5_000);
+        assert!(s.quiet_since_mark(5, 2_000, 5_000));
+        // A record after the mark starts the count again.
+        s.page(1, 5_100);
+        assert!(!s.quiet_since_mark(5, 2_000, 9_000));
     }
 
     #[test]

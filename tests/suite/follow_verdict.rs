@@ -329,3 +329,44 @@ async fn status_and_finish_work_on_an_s3_checkpoint_dir() {
     delete_table(&ddb().await, &table).await;
     drop_database(&db).await;
 }
+
+/// A change written just before a finish request is applied before the follower exits 0:
+/// being quiet before the request proves nothing about a change made after that quiet run
+/// began. After 10 s of quiet an idle shard is read once a second, while SIGUSR1 is seen within
+/// a tick (100 ms): the follower used to exit before reading the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_just_before_finish_is_applied_before_exit_0() {
+    let (table, db) = orders_table("verdict_late").await;
+    let dir = temp_dir(&table);
+    let cp = dir.join("checkpoints").to_string_lossy().to_string();
+    let client = ddb().await;
+    for round in 0..2 {
+        let mut r = spawn_in(&dir, &follow_args(&table, &db, &cp, &[]));
+        wait_for("caught up in status", 90, &mut r, || {
+            follower(&cp)["caught_up"] == true
+        })
+        .await;
+        // Quiet long enough for the reader to poll the idle shard once a second.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let id = format!("late-{round}");
+        put(
+            &client,
+            &table,
+            &order("00000003", &id, "NEW", vec![line("a", 1, "1.00")]),
+        )
+        .await;
+        signal(r.pid(), "USR1");
+        let out = wait_exit(r, 60).await;
+        out.expect_code(0);
+        let sql = format!("SELECT count(*) FROM orders WHERE order_id = '{id}'");
+        assert_eq!(
+            count(&db, &sql).await,
+            1,
+            "round {round}: the change written before the finish request is missing after exit \
+             0:\n{}",
+            out.stderr
+        );
+    }
+    delete_table(&client, &table).await;
+    drop_database(&db).await;
+}
