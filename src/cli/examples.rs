@@ -2,7 +2,6 @@
 //! each a command line that `tests/suite/help_examples.rs` parses, so a renamed flag fails the
 //! test suite instead of a user's first try.
 
-
 pub(super) const ROOT_EXAMPLES: &str = "\
 Examples (a first run against DynamoDB Local; each command's --help has more):
   ddb2pg sample --table app --items 1000 --endpoint-url http://127.0.0.1:8000
