@@ -47,9 +47,9 @@ pub struct MetricsArgs {
     pub metrics_addr: Option<String>,
 
     /// /healthz fails when the writer or the reader has had a call in flight and made no
-    /// progress for longer than SECS
+    /// progress for longer than SECS (with --metrics-addr)
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_STALL_LIMIT_S,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..), requires = "metrics_addr")]
     pub stall_limit: u64,
 }
 

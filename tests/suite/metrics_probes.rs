@@ -1,6 +1,7 @@
 //! `/healthz` tells a wedged run from one that waits on purpose: a reader held back by
 //! `--max-read-units`, and a writer riding out a PostgreSQL outage within `--pg-retry-for`,
-//! answer 200 throughout (a false 503 makes the kubelet kill a healthy run).
+//! answer 200 throughout (a false 503 makes the kubelet kill a healthy run); `--stall-limit`
+//! without `--metrics-addr` is refused rather than ignored.
 
 use std::time::{Duration, Instant};
 
@@ -100,4 +101,13 @@ async fn healthz_stays_200_through_a_postgresql_outage_the_run_rides_out() {
         .expect("the load did not finish within 180 s of the restart");
     out.expect_code(0);
     assert_eq!(out.num("rows_written"), 3000);
+}
+
+#[tokio::test]
+async fn stall_limit_without_metrics_addr_exits_2() {
+    let db = new_database().await;
+    let m = Migration::new("no_such_table_needed", &db);
+    let out = m.run(&["--stall-limit", "30"]).await;
+    out.expect_code(2);
+    assert!(out.stderr.contains("--metrics-addr"), "{}", out.stderr);
 }
