@@ -50,6 +50,8 @@ mod memory;
 mod messages;
 #[path = "suite/metrics.rs"]
 mod metrics;
+#[path = "suite/metrics_probes.rs"]
+mod metrics_probes;
 #[path = "suite/names.rs"]
 mod names;
 #[path = "suite/overlap.rs"]

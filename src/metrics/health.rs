@@ -3,7 +3,9 @@
 //! **Liveness** (`/healthz`): a stage is stalled when it has a call in flight (a batch commit,
 //! a DynamoDB read) and no call of it started or ended for longer than `--stall-limit`. A
 //! stage with nothing in flight is idle, not stalled: a follower caught up on a quiet stream,
-//! a writer waiting for pages, a reader held back by `--max-memory` are all healthy.
+//! a writer waiting for pages, a reader held back by `--max-memory` or `--max-read-units` are
+//! all healthy. A writer retrying PostgreSQL through an outage is not stalled either: each
+//! retry counts as progress (only a call that hangs without an error is a stall).
 //! A stage's calls share one clock: while any of them starts or ends, the stage is not
 //! stalled (a PostgreSQL that hangs, hangs every connection's commit).
 //!

@@ -32,10 +32,10 @@ use prometheus_client::metrics::histogram::Histogram;
 
 pub use server::{serve, Server};
 
-/// Default of `--stall-limit`: twice `--pg-retry-for`'s default, so that an outage the run
-/// rides out on its own (retrying PostgreSQL for up to 300 s, or backing off a throttled
-/// DynamoDB) never fails the liveness probe, while a call that hangs without an error (a
-/// half-open connection, a stopped server) is reported within ten minutes.
+/// Default of `--stall-limit`: far above the longest single call of a healthy run (a large
+/// batch commit, a DynamoDB call the SDK retries while throttled), while a call that hangs
+/// without an error (a half-open connection, a stopped server) is reported within ten minutes.
+/// Retries through a PostgreSQL outage count as progress ([`Activity::touch`]).
 pub const DEFAULT_STALL_LIMIT_S: u64 = 600;
 
 /// The flags of the metrics server, shared by `migrate` and `verify`.
@@ -47,9 +47,9 @@ pub struct MetricsArgs {
     pub metrics_addr: Option<String>,
 
     /// /healthz fails when the writer or the reader has had a call in flight and made no
-    /// progress for longer than SECS
+    /// progress for longer than SECS (with --metrics-addr)
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_STALL_LIMIT_S,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..), requires = "metrics_addr")]
     pub stall_limit: u64,
 }
 
@@ -109,12 +109,19 @@ impl Activity {
     /// Mark a call in flight until the guard is dropped.
     pub fn begin(&self) -> Busy<'_> {
         self.progress_ms.store(now_ms(), Ordering::Relaxed);
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        // Release: whoever sees the call in flight sees its start time too.
+        self.in_flight.fetch_add(1, Ordering::Release);
         Busy(self)
     }
 
+    /// Count as progress without ending the call: an attempt of it failed and is retried
+    /// (a PostgreSQL outage the run rides out within `--pg-retry-for` is not a stall).
+    pub fn touch(&self) {
+        self.progress_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
     pub fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
+        self.in_flight.load(Ordering::Acquire)
     }
 
     /// When a call last started or ended (epoch ms; 0: never).

@@ -3,10 +3,13 @@
 //! [`Server`] is dropped at the end of the process's work.
 //!
 //! It answers `GET` only (405 otherwise), never reads a request body, caps the request head
-//! (hyper's smallest read buffer, 8 KiB), gives a client 10 s to send it, and serves at most
-//! [`MAX_CONNECTIONS`] connections at once. Its bodies quote counters and verdicts, never the
-//! target or a credential.
+//! (hyper's smallest read buffer, 8 KiB), gives a client 10 s to send it, and keeps at most
+//! [`MAX_CONNECTIONS`] connections open: it never stops accepting, and a new connection past
+//! the limit closes the oldest one, so that slow or idle clients (a slowloris, a flood) cost a
+//! bounded memory and can never lock the probes out (the kubelet would kill a healthy run).
+//! Its bodies quote counters and verdicts, never the target or a credential.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +22,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::exposition::{self, RunInfo};
@@ -27,8 +29,9 @@ use super::{health, now_ms, MetricsArgs};
 use crate::error::{Error, Result};
 use crate::progress::Stats;
 
-/// Connections served at once (a scraper and two probes need three).
-pub const MAX_CONNECTIONS: usize = 16;
+/// Connections kept open at once (a scraper and two probes need three); the oldest gives way
+/// to a new one.
+pub const MAX_CONNECTIONS: usize = 64;
 /// Time a client has to send its request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -81,11 +84,8 @@ pub async fn serve(
 }
 
 async fn accept(listener: TcpListener, state: Arc<State>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut open: VecDeque<JoinHandle<()>> = VecDeque::new();
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
@@ -94,23 +94,30 @@ async fn accept(listener: TcpListener, state: Arc<State>) {
                 continue;
             }
         };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(answer(&state, &req)) }
-            });
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(8192)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!("metrics server: {e}");
+        open.retain(|c| !c.is_finished());
+        if open.len() >= MAX_CONNECTIONS {
+            if let Some(oldest) = open.pop_front() {
+                oldest.abort();
             }
-            drop(permit);
-        });
+        }
+        open.push_back(tokio::spawn(connection(stream, state.clone())));
+    }
+}
+
+/// Serve one connection until the client closes it or stalls.
+async fn connection(stream: tokio::net::TcpStream, state: Arc<State>) {
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, std::convert::Infallible>(answer(&state, &req)) }
+    });
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(8192)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(e) = served {
+        tracing::debug!("metrics server: {e}");
     }
 }
 
@@ -162,4 +169,70 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// GET `path` with a deadline: the status line, or why not.
+    fn probe(
+        addr: SocketAddr,
+        path: &str,
+        within: Duration,
+    ) -> std::result::Result<String, String> {
+        let mut s = TcpStream::connect_timeout(&addr, within).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(within))
+            .map_err(|e| e.to_string())?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+        Ok(out.lines().next().unwrap_or("").to_string())
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn slow_and_idle_clients_never_lock_the_probes_out() {
+        let args = MetricsArgs {
+            metrics_addr: Some("127.0.0.1:0".into()),
+            stall_limit: 600,
+        };
+        let server = serve(&args, Arc::new(Stats::default()), RunInfo::default(), false)
+            .await
+            .unwrap()
+            .unwrap();
+        let addr = server.addr;
+        tokio::task::spawn_blocking(move || {
+            // Slowloris: more clients than the server serves at once, each holding a
+            // connection with half a request head; and as many idle keep-alive ones.
+            let mut held = Vec::new();
+            for i in 0..2 * MAX_CONNECTIONS + 8 {
+                let mut s = TcpStream::connect(addr).unwrap();
+                let head: &[u8] = if i % 2 == 0 {
+                    b"GET /healthz HTTP/1.1\r\nHo"
+                } else {
+                    b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                };
+                s.write_all(head).unwrap();
+                held.push(s);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            for path in ["/healthz", "/readyz", "/metrics"] {
+                let t0 = Instant::now();
+                let got = probe(addr, path, Duration::from_secs(3));
+                assert!(
+                    got.as_deref().is_ok_and(|l| l.starts_with("HTTP/1.1 ")),
+                    "{path} with {} clients holding connections: {got:?} after {:?}",
+                    held.len(),
+                    t0.elapsed()
+                );
+            }
+        })
+        .await
+        .unwrap();
+    }
 }

@@ -162,8 +162,12 @@ impl Writer {
                 Err(e) if e.is_retryable() && started.elapsed() < self.policy.max_elapsed => {
                     tracing::warn!("{e}; retrying in {backoff:?} with a new connection");
                     crate::progress::Stats::add(&self.stats.pg_retries, 1);
+                    // Riding out an outage is progress for /healthz: only a call that
+                    // hangs without an error is a stall.
+                    self.stats.writer.touch();
                     self.sink = None;
                     self.pause(jittered(backoff), &e).await?;
+                    self.stats.writer.touch();
                     backoff = (backoff * 2).min(self.policy.max_backoff);
                 }
                 Err(e) if e.is_retryable() => {

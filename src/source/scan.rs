@@ -251,12 +251,10 @@ impl SegmentScan {
                 },
                 _ => None,
             };
-            let busy = stats.reader.begin();
             let (got, next) = tokio::select! {
                 out = self.page(&pages, cursor.take(), &stats) => out?,
                 _ = shutdown.changed() => return Ok(()),
             };
-            drop(busy);
             let items = got.items();
             stats.items_read.fetch_add(items as u64, Ordering::Relaxed);
             let last = next.is_none();
@@ -309,11 +307,15 @@ impl SegmentScan {
             Some(fast) => request.interceptor(fast.with(slot.clone())),
             None => request,
         };
+        // In flight for /healthz: the request only, not the wait for --max-read-units below
+        // (a reader held back on purpose is not stalled).
+        let busy = stats.reader.begin();
         let sent = request.send().await.inspect_err(|e| {
             if super::sdk_throttled(e) {
                 Stats::add(&stats.ddb_throttles, 1);
             }
         });
+        drop(busy);
         let mut out = sent.map_err(|e| Error::Source {
             message: format!(
                 "Scan of segment {} of {:?}: {}",

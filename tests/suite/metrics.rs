@@ -21,7 +21,7 @@ use crate::support::{ddb, new_database, put, signal, Migration};
 const PASSWORD: &str = "Metr1cs-pw-0b5cure";
 
 /// Poll `path` on `addr` until `done(status, body)` or `secs` pass; every answer is kept.
-async fn poll(
+pub(crate) async fn poll(
     addr: &str,
     path: &str,
     secs: u64,
@@ -47,7 +47,7 @@ async fn poll(
 }
 
 /// The value of an unlabelled sample (or the sum of a labelled family) in an exposition.
-fn sample(text: &str, name: &str) -> f64 {
+pub(crate) fn sample(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.split(['{', ' ']).next() == Some(name))
