@@ -10,7 +10,11 @@
 //! (each page moves the iterator on), so one empty page proves nothing; a run of them, each
 //! from a moved iterator, spread over seconds, is what "at its end" can mean on a stream that
 //! has no "behind latest" figure. A shard listed as ended must be read and committed to its
-//! end; a shard still waiting for its parent is not caught up.
+//! end; a shard still waiting for its parent is not caught up. An empty page only speaks for
+//! the records written before its call began: exiting also needs each open shard's last empty
+//! page asked for at least `SEEN_AFTER_ASKED_MS` after the exit was asked (the run's start
+//! with `--until-caught-up`, else when the request was found), so a change written just
+//! before `ddb2pg finish` is applied before the follower exits.
 //!
 //! **Lag** is per shard (`ShardTrack::lag_ms`): the oldest record not yet committed, zero for
 //! a shard idle at its end; the run's lag is the largest. Each tick it is noted in the
@@ -50,6 +54,10 @@ const TICK: Duration = Duration::from_millis(100);
 /// Caught up: empty pages in a row on each open shard, over at least this long.
 pub const QUIET_PAGES: u32 = 5;
 pub const QUIET_MS: i64 = 2_500;
+/// Exiting caught up: each open shard's last empty page is asked for at least this long after
+/// the exit was asked (a record written just before the request may take a moment to show in
+/// the stream; an empty page asked for before it was written proves nothing).
+const SEEN_AFTER_ASKED_MS: i64 = 1_000;
 
 struct Coordinator {
     job: FollowJob,
@@ -64,8 +72,10 @@ struct Coordinator {
     last_list: Option<Instant>,
     last_log: Instant,
     list_failing_since: Option<Instant>,
-    /// A finish was asked (logged once).
-    finishing: bool,
+    /// When a finish was asked (see `asked_at`; logged once).
+    asked_ms: Option<i64>,
+    /// When this run began following (ms).
+    started_ms: i64,
 }
 
 /// Apply the stream until stopped (or caught up, with `--until-caught-up`).
@@ -73,7 +83,7 @@ pub async fn run(job: FollowJob) -> Result<FollowEnd> {
     let mut c = start(job).await?;
     let end = c.watch().await;
     let closed = c.close().await;
-    if c.finishing {
+    if c.asked_ms.is_some() {
         if let Some(w) = &c.job.finish {
             w.clear().await;
         }
@@ -159,7 +169,8 @@ async fn start(job: FollowJob) -> Result<Coordinator> {
         last_list: None,
         last_log: Instant::now(),
         list_failing_since: None,
-        finishing: false,
+        asked_ms: None,
+        started_ms: now_ms(),
     })
 }
 
@@ -190,10 +201,10 @@ impl Coordinator {
             let current = self.assess(now);
             self.note(current, now);
             self.log(false);
+            let asked = self.asked_at().await;
             // Also notes when every shard was first read to its end (`first_round_at`).
-            let quiet = self.caught_up();
-            let finish = self.job.until_caught_up || self.finish_asked().await;
-            if finish && quiet && current.current {
+            let quiet = self.caught_up(asked.map_or(i64::MIN, |t| t + SEEN_AFTER_ASKED_MS));
+            if asked.is_some() && quiet && current.current {
                 self.job
                     .store
                     .with_stream(|s| s.caught_up_at = Some(now_secs()));
@@ -307,8 +318,9 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Every listed shard done, or open and quiet at its end.
-    fn caught_up(&self) -> bool {
+    /// Every listed shard done, or open and quiet at its end, its last empty page asked for
+    /// at or after `after_ms`.
+    fn caught_up(&self, after_ms: i64) -> bool {
         if self.listed.is_empty() && self.last_list.is_none() {
             return false;
         }
@@ -325,7 +337,7 @@ impl Coordinator {
                 .get(&s.id)
                 .filter(|_| !s.ended && self.running.contains_key(&s.id));
             all_read_once &= t.is_some_and(|t| t.empty_pages > 0);
-            ok &= t.is_some_and(|t| t.quiet(QUIET_PAGES, QUIET_MS, now));
+            ok &= t.is_some_and(|t| t.quiet(QUIET_PAGES, QUIET_MS, now, after_ms));
         }
         drop(tracks);
         if all_read_once {
@@ -390,19 +402,21 @@ impl Coordinator {
         });
     }
 
-    /// Whether a finish was asked (`crate::finish`), logged the first time.
-    async fn finish_asked(&mut self) -> bool {
-        if self.finishing {
-            return true;
+    /// When this run was asked to exit once caught up (ms, this machine's clock): as it
+    /// started, with `--until-caught-up`; when it found the request (`crate::finish`, logged).
+    async fn asked_at(&mut self) -> Option<i64> {
+        if self.job.until_caught_up {
+            return Some(self.started_ms);
         }
-        let Some(w) = self.job.finish.as_mut() else {
-            return false;
-        };
+        if self.asked_ms.is_some() {
+            return self.asked_ms;
+        }
+        let w = self.job.finish.as_mut()?;
         if let Some(who) = w.asked().await {
             crate::say!("finish requested by {who}: finishing once caught up");
-            self.finishing = true;
+            self.asked_ms = Some(now_ms());
         }
-        self.finishing
+        self.asked_ms
     }
 
     fn update_stats(&self) {

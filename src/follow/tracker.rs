@@ -42,6 +42,9 @@ pub struct ShardTrack {
     pub empty_pages: u32,
     /// When the current run of empty pages began (ms since the epoch).
     pub empty_since_ms: Option<i64>,
+    /// When the call that answered the last page began (ms since the epoch): that page holds
+    /// every record the stream had then, and no later one.
+    pub last_call_ms: Option<i64>,
     /// Reject lines of committed changes, by ticket, waiting for the watermark to pass them.
     held: BTreeMap<u64, Vec<String>>,
 }
@@ -103,8 +106,9 @@ impl ShardTrack {
         self.read_to_end && self.in_flight() == 0
     }
 
-    /// A page came back: with records, or empty (at `now_ms`).
-    pub fn page(&mut self, records: usize, now_ms: i64) {
+    /// A page came back at `now_ms`, with records or empty, from a call begun at `called_ms`.
+    pub fn page(&mut self, records: usize, called_ms: i64, now_ms: i64) {
+        self.last_call_ms = Some(called_ms);
         if records > 0 {
             self.empty_pages = 0;
             self.empty_since_ms = None;
@@ -115,9 +119,11 @@ impl ShardTrack {
     }
 
     /// Whether the shard is quiet at its end: `pages` empty pages in a row over at least
-    /// `quiet_ms`, nothing in flight.
-    pub fn quiet(&self, pages: u32, quiet_ms: i64, now_ms: i64) -> bool {
+    /// `quiet_ms`, nothing in flight, and the last of them asked for at or after `after_ms`
+    /// (an empty page from before a record was written says nothing of it).
+    pub fn quiet(&self, pages: u32, quiet_ms: i64, now_ms: i64, after_ms: i64) -> bool {
         self.in_flight() == 0
+            && self.last_call_ms.is_some_and(|t| t >= after_ms)
             && self.empty_pages >= pages
             && self
                 .empty_since_ms
@@ -238,10 +244,10 @@ mod tests {
         s.complete(a);
         assert_eq!(s.lag_ms(10_000), Some(1_000));
         s.complete(1);
-        s.page(2, 10_000);
+        s.page(2, 10_000, 10_000);
         // Committed, but the last page had records: more may wait unread.
         assert_eq!(s.lag_ms(12_000), Some(3_000));
-        s.page(0, 12_000);
+        s.page(0, 12_000, 12_000);
         assert_eq!(s.lag_ms(60_000), Some(0));
     }
 
@@ -249,14 +255,19 @@ mod tests {
     fn quiet_needs_enough_empty_pages_over_enough_time() {
         let mut s = ShardTrack::default();
         for i in 0..3 {
-            s.page(0, 1_000 + i * 100);
+            s.page(0, 1_000 + i * 100, 1_000 + i * 100);
         }
-        assert!(!s.quiet(5, 2_000, 1_300));
-        s.page(0, 1_400);
-        s.page(0, 1_500);
-        assert!(!s.quiet(5, 2_000, 1_500));
-        assert!(s.quiet(5, 2_000, 3_000));
-        s.page(1, 3_100);
-        assert!(!s.quiet(5, 2_000, 9_000));
+        assert!(!s.quiet(5, 2_000, 1_300, 0));
+        s.page(0, 1_400, 1_400);
+        s.page(0, 1_500, 1_500);
+        assert!(!s.quiet(5, 2_000, 1_500, 0));
+        assert!(s.quiet(5, 2_000, 3_000, 0));
+        // Quiet, but the last page was asked for before a record written at 1_600 could be in
+        // it: not known to be at the end.
+        assert!(!s.quiet(5, 2_000, 3_000, 1_600));
+        s.page(0, 1_700, 1_750);
+        assert!(s.quiet(5, 2_000, 3_000, 1_600));
+        s.page(1, 3_100, 3_100);
+        assert!(!s.quiet(5, 2_000, 9_000, 0));
     }
 }

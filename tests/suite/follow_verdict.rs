@@ -18,7 +18,7 @@ use crate::support::{
 };
 
 /// `migrate --follow` of `table` with the example mapping, log lines on stderr.
-fn follow_args(table: &str, db: &str, cp: &str, extra: &[&str]) -> Vec<String> {
+pub(crate) fn follow_args(table: &str, db: &str, cp: &str, extra: &[&str]) -> Vec<String> {
     let mut a = migrate_args(table, db, Path::new(cp));
     let at = a.iter().position(|x| x == "none").expect("--progress none");
     a[at] = "log".into();
@@ -29,7 +29,7 @@ fn follow_args(table: &str, db: &str, cp: &str, extra: &[&str]) -> Vec<String> {
 }
 
 /// `ddb2pg <args>` (with the moto endpoint for s3://): exit code, stdout, stderr.
-fn ddb2pg(args: &[&str], cp: &str) -> (i32, String, String) {
+pub(crate) fn ddb2pg(args: &[&str], cp: &str) -> (i32, String, String) {
     let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     v.extend(["--checkpoint-dir".to_string(), cp.to_string()]);
     if cp.starts_with("s3://") {
@@ -52,7 +52,7 @@ fn status_json(cp: &str) -> Value {
 
 /// The followed checkpoint's `stream` object in `status --json` (null while there is no
 /// checkpoint yet).
-fn follower(cp: &str) -> Value {
+pub(crate) fn follower(cp: &str) -> Value {
     let (code, out, err) = ddb2pg(&["status", "--json"], cp);
     if code != 0 {
         eprintln!("status: exit {code}: {err}");
@@ -63,7 +63,12 @@ fn follower(cp: &str) -> Value {
 }
 
 /// Wait up to `secs` for `ready`, failing with `what` (and the run's stderr).
-async fn wait_for(what: &str, secs: u64, r: &mut Running, mut ready: impl FnMut() -> bool) {
+pub(crate) async fn wait_for(
+    what: &str,
+    secs: u64,
+    r: &mut Running,
+    mut ready: impl FnMut() -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !ready() {
         let stderr = std::fs::read_to_string(&r.stderr_path).unwrap_or_default();
@@ -76,14 +81,14 @@ async fn wait_for(what: &str, secs: u64, r: &mut Running, mut ready: impl FnMut(
     }
 }
 
-async fn wait_exit(r: Running, secs: u64) -> crate::support::Outcome {
+pub(crate) async fn wait_exit(r: Running, secs: u64) -> crate::support::Outcome {
     tokio::time::timeout(Duration::from_secs(secs), r.wait())
         .await
         .unwrap_or_else(|_| panic!("the follower did not exit within {secs} s"))
 }
 
 /// A table with a NEW_AND_OLD_IMAGES stream and two orders; a new database.
-async fn orders_table(prefix: &str) -> (String, String) {
+pub(crate) async fn orders_table(prefix: &str) -> (String, String) {
     let client = ddb().await;
     let table = unique_name(prefix);
     create_table(&client, &table, Some(StreamViewType::NewAndOldImages)).await;
@@ -95,12 +100,12 @@ async fn orders_table(prefix: &str) -> (String, String) {
 }
 
 /// The `.finish` request beside the only checkpoint of `dir`.
-fn request_path(dir: &Path) -> PathBuf {
+pub(crate) fn request_path(dir: &Path) -> PathBuf {
     checkpoint_path(dir).with_extension("finish")
 }
 
 /// The only checkpoint of `dir`.
-fn checkpoint_path(dir: &Path) -> PathBuf {
+pub(crate) fn checkpoint_path(dir: &Path) -> PathBuf {
     std::fs::read_dir(dir)
         .expect("checkpoint dir")
         .flatten()
