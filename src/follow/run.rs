@@ -25,7 +25,7 @@
 //! **Finish on request** (`crate::finish`): once asked, the follower behaves as with
 //! `--until-caught-up`, and removes the request when it exits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -69,6 +69,9 @@ struct Coordinator {
     flush_done: Arc<Notify>,
     stop_tx: watch::Sender<bool>,
     listed: Vec<ShardInfo>,
+    /// The shards the checkpoint had closed before `listed` was asked for: one closed since
+    /// may have children the listing does not show yet (see `closed`).
+    closed_before_list: HashSet<String>,
     last_list: Option<Instant>,
     last_log: Instant,
     list_failing_since: Option<Instant>,
@@ -166,6 +169,7 @@ async fn start(job: FollowJob) -> Result<Coordinator> {
         flush_done,
         stop_tx,
         listed: Vec::new(),
+        closed_before_list: HashSet::new(),
         last_list: None,
         last_log: Instant::now(),
         list_failing_since: None,
@@ -249,6 +253,7 @@ impl Coordinator {
     /// start for the shards that may be read.
     async fn relist(&mut self) -> Result<()> {
         let mut stop = self.job.shutdown.clone();
+        let closed_before = closed_ids(&self.state());
         let listed = tokio::select! {
             l = self.job.stream.shards() => l,
             _ = stop.changed() => return Ok(()),
@@ -315,13 +320,24 @@ impl Coordinator {
             t.retain(|id, _| known.contains_key(id));
         }
         self.listed = shards;
+        self.closed_before_list = closed_before;
         Ok(())
+    }
+
+    /// Whether shard `id` is done for the verdict: closed in the checkpoint before the shards
+    /// were last listed. One closed since is not yet (its children, which hold the changes
+    /// made after its end, may be missing from that listing, a failed DescribeStream
+    /// included): the next listing shows them.
+    fn closed(&self, state: &StreamState, id: &str) -> bool {
+        state.shards.get(id).is_some_and(|k| k.closed) && self.closed_before_list.contains(id)
     }
 
     /// Every listed shard done, or open and quiet at its end, its last empty page asked for
     /// at or after `after_ms`.
     fn caught_up(&self, after_ms: i64) -> bool {
-        if self.listed.is_empty() && self.last_list.is_none() {
+        // Nothing listed yet (the first DescribeStream may have failed): nothing is known,
+        // and no shard was read (`first_round_at` must not be noted).
+        if self.listed.is_empty() {
             return false;
         }
         let state = self.state();
@@ -330,7 +346,7 @@ impl Coordinator {
         // Every shard is looked at (no early stop): `all_read_once` must see them all.
         let (mut ok, mut all_read_once) = (true, true);
         for s in &self.listed {
-            if state.shards.get(&s.id).is_some_and(|k| k.closed) {
+            if self.closed(&state, &s.id) {
                 continue;
             }
             let t = tracks
@@ -355,7 +371,7 @@ impl Coordinator {
         let state = self.state();
         let tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
         let views = self.listed.iter().map(|s| {
-            if state.shards.get(&s.id).is_some_and(|k| k.closed) {
+            if self.closed(&state, &s.id) {
                 return View::Closed;
             }
             match tracks.get(&s.id) {
@@ -538,4 +554,10 @@ impl Coordinator {
             _ => flushed,
         }
     }
+}
+
+/// The shards `state` has closed.
+fn closed_ids(state: &StreamState) -> HashSet<String> {
+    let closed = state.shards.iter().filter(|(_, k)| k.closed);
+    closed.map(|(id, _)| id.clone()).collect()
 }

@@ -21,6 +21,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+/// An idle shard's last empty page counts as "at its end, now" for this long (its reader asks
+/// again every second; a busy machine or a slow answer may take a few more).
+pub const IDLE_SLACK_MS: i64 = 5_000;
+
 /// One shard's reading and committing progress.
 #[derive(Debug, Default)]
 pub struct ShardTrack {
@@ -131,15 +135,20 @@ impl ShardTrack {
     }
 
     /// How far behind the shard is (ms): now minus the creation of its oldest record not yet
-    /// committed; zero when nothing is in flight and its last page was empty (idle at its
-    /// end); otherwise now minus the last committed record's creation (records may wait
-    /// unread). None when nothing is known.
+    /// committed; zero when read to its end, or when nothing is in flight and its last page
+    /// was empty (idle at its end), as long as that page is recent: past `IDLE_SLACK_MS` (the
+    /// reader cannot reach the stream), the time since; otherwise now minus the last
+    /// committed record's creation (records may wait unread). None when nothing is known.
     pub fn lag_ms(&self, now_ms: i64) -> Option<i64> {
         if let Some((_, created)) = self.pending.front() {
             return created.map(|c| (now_ms - c).max(0));
         }
-        if self.read_to_end || self.empty_pages > 0 {
+        if self.read_to_end {
             return Some(0);
+        }
+        if self.empty_pages > 0 {
+            let since = self.last_call_ms.map_or(0, |c| now_ms - c - IDLE_SLACK_MS);
+            return Some(since.max(0));
         }
         self.committed_created_ms.map(|c| (now_ms - c).max(0))
     }
@@ -248,6 +257,10 @@ mod tests {
         // Committed, but the last page had records: more may wait unread.
         assert_eq!(s.lag_ms(12_000), Some(3_000));
         s.page(0, 12_000, 12_000);
+        assert_eq!(s.lag_ms(12_000 + IDLE_SLACK_MS), Some(0));
+        // No page since (the stream cannot be reached): records may wait unread.
+        assert_eq!(s.lag_ms(60_000), Some(60_000 - 12_000 - IDLE_SLACK_MS));
+        s.page(0, 59_000, 59_500);
         assert_eq!(s.lag_ms(60_000), Some(0));
     }
 
