@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::follow_verdict::{
-    ddb2pg, follow_args, follower, orders_table, request_path, wait_exit, wait_for,
+    caught_up_follower, ddb2pg, follow_args, follower, orders_table, request_path, wait_exit,
+    wait_for,
 };
 use crate::stream::{count, line, migrations, order};
 use crate::support::harness::{migrate_args, run, sample_table};
@@ -18,14 +19,7 @@ use crate::support::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_written_just_before_finish_is_applied_before_the_follower_exits() {
-    let (table, db) = orders_table("finishlate").await;
-    let dir = temp_dir(&table);
-    let cp = dir.join("checkpoints").to_string_lossy().to_string();
-    let mut r = spawn_in(&dir, &follow_args(&table, &db, &cp, &[]));
-    wait_for("caught up", 90, &mut r, || {
-        follower(&cp)["caught_up"] == true
-    })
-    .await;
+    let (table, db, cp, r) = caught_up_follower("finishlate").await;
     // Long idle: the reader asks its shard once a second, the verdict is long settled.
     tokio::time::sleep(Duration::from_secs(12)).await;
     // The writers' last change, then at once the cutover's finish.
@@ -133,14 +127,7 @@ async fn sigusr1_does_not_end_a_load_without_follow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finish_file_that_is_no_request_is_ignored_once_unread() {
-    let (table, db) = orders_table("finishbad").await;
-    let dir = temp_dir(&table);
-    let cp = dir.join("checkpoints").to_string_lossy().to_string();
-    let mut r = spawn_in(&dir, &follow_args(&table, &db, &cp, &[]));
-    wait_for("caught up", 90, &mut r, || {
-        follower(&cp)["caught_up"] == true
-    })
-    .await;
+    let (table, db, cp, mut r) = caught_up_follower("finishbad").await;
     let req = request_path(Path::new(&cp));
     // An endless device behind a link (read whole, it would fill the memory), a FIFO (opened
     // for reading, it would wait for a writer), a large file, text that is no request.

@@ -99,6 +99,20 @@ pub(crate) async fn orders_table(prefix: &str) -> (String, String) {
     (table, new_database().await)
 }
 
+/// A follower of a new orders table (prefix `prefix`), caught up in `status`: the table, the
+/// database, the checkpoint dir and the run.
+pub(crate) async fn caught_up_follower(prefix: &str) -> (String, String, String, Running) {
+    let (table, db) = orders_table(prefix).await;
+    let dir = temp_dir(&table);
+    let cp = dir.join("checkpoints").to_string_lossy().to_string();
+    let mut r = spawn_in(&dir, &follow_args(&table, &db, &cp, &[]));
+    wait_for("caught up", 90, &mut r, || {
+        follower(&cp)["caught_up"] == true
+    })
+    .await;
+    (table, db, cp, r)
+}
+
 /// The `.finish` request beside the only checkpoint of `dir`.
 pub(crate) fn request_path(dir: &Path) -> PathBuf {
     checkpoint_path(dir).with_extension("finish")
@@ -204,14 +218,7 @@ async fn an_idle_follower_is_caught_up_with_lag_zero_and_finish_ends_it_with_exi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_request_is_not_honoured_and_sigusr1_finishes() {
-    let (table, db) = orders_table("verdictsig").await;
-    let dir = temp_dir(&table);
-    let cp = dir.join("checkpoints").to_string_lossy().to_string();
-    let mut r = spawn_in(&dir, &follow_args(&table, &db, &cp, &[]));
-    wait_for("caught up", 90, &mut r, || {
-        follower(&cp)["caught_up"] == true
-    })
-    .await;
+    let (table, db, cp, mut r) = caught_up_follower("verdictsig").await;
     // A request made before this run began (for an earlier one): removed, not honoured.
     let req = request_path(Path::new(&cp));
     std::fs::write(&req, r#"{"requested_at_ms":1000,"by":"pid 1 on old"}"#).expect("request");
