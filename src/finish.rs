@@ -10,8 +10,13 @@
 //! `--until-caught-up`: it exits once caught up, with its verdict, and removes the request.
 //! A request made during the load is honoured once the load is done and the stream caught up.
 //!
-//! **Stale requests**: a request made before the run that finds it started was meant for an
-//! earlier run (which ended before it saw it): it is removed with a note, not honoured. The
+//! **Untrusted requests**: anyone who can add a name to the folder or prefix can put one
+//! there. At most `REQUEST_LIMIT` bytes are read, and locally only from a regular file of this
+//! user (never through a link, from a FIFO or a device); anything else is ignored with one
+//! warning (not one per look).
+//!
+//! **Stale requests**: a request made before the run that finds it took its lock was meant for
+//! an earlier run (which ended before it saw it): it is removed with a note, not honoured. The
 //! times compared are the clocks of the machine that ran `finish` and the follower's.
 //!
 //! **Refusals** (exit 2): no checkpoint of the table in the folder, several (give the
@@ -31,6 +36,8 @@ use crate::follow::now_ms;
 const LOCAL_EVERY: Duration = Duration::from_millis(500);
 /// An S3 request: at most one GET this often.
 const S3_EVERY: Duration = Duration::from_secs(5);
+/// The longest request read (`ddb2pg finish` writes well under 200 bytes).
+const REQUEST_LIMIT: u64 = 4096;
 
 /// The request document.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -70,8 +77,8 @@ pub fn run(args: &FinishArgs) -> Result<u8> {
     };
     let bytes = serde_json::to_vec(&request).map_err(|e| Error::config(e.to_string()))?;
     let name = names.finish();
-    let tag = storage.read(&name)?.map_or(Tag::Absent, |(_, t)| t);
-    storage.write(&name, &bytes, &tag)?;
+    // Replaced whatever is there, unread (anyone may have put it there: see `Watch::look`).
+    storage.write(&name, &bytes, &Tag::Local)?;
     crate::say!(
         "finish requested ({}): the follower ({}) exits once caught up, with exit code \
          0 (4 if this run of it rejected changes); `ddb2pg status` shows its verdict",
@@ -142,14 +149,19 @@ pub struct Watch {
     signalled: Arc<AtomicBool>,
     /// What asked, once something did.
     asked: Option<String>,
+    /// The last note about a request not honoured (said once, not at every look).
+    noted: Option<String>,
 }
 
 impl Watch {
-    /// For the run of `names`, started now; listens to SIGUSR1 from now on (without it, the
-    /// signal would end the process).
-    pub fn start(storage: Arc<dyn Storage>, names: &Names) -> Watch {
-        let signalled = Arc::new(AtomicBool::new(false));
-        listen_usr1(signalled.clone());
+    /// For the run of `names`, which took its lock at `started_ms`; `usr1`: set by SIGUSR1
+    /// ([`listen_usr1`]).
+    pub fn start(
+        storage: Arc<dyn Storage>,
+        names: &Names,
+        started_ms: i64,
+        usr1: Arc<AtomicBool>,
+    ) -> Watch {
         Watch {
             every: match storage.keeps_copies() {
                 true => S3_EVERY,
@@ -157,10 +169,11 @@ impl Watch {
             },
             storage,
             name: names.finish(),
-            started_ms: now_ms(),
+            started_ms,
             last: None,
-            signalled,
+            signalled: usr1,
             asked: None,
+            noted: None,
         }
     }
 
@@ -178,22 +191,29 @@ impl Watch {
         self.asked.as_deref()
     }
 
-    /// Read the request (off the async threads: the S3 storage blocks).
-    async fn look(&self) -> Option<String> {
+    /// Read the request (off the async threads: the S3 storage blocks), at most
+    /// `REQUEST_LIMIT` bytes of a regular file of this user (see `Storage::read_small`).
+    async fn look(&mut self) -> Option<String> {
         let (storage, name) = (self.storage.clone(), self.name.clone());
-        let read = tokio::task::spawn_blocking(move || storage.read(&name)).await;
+        let read =
+            tokio::task::spawn_blocking(move || storage.read_small(&name, REQUEST_LIMIT)).await;
+        let shown = printable(&self.storage.show(&self.name)).into_owned();
         let bytes = match read {
-            Ok(Ok(Some((bytes, _)))) => bytes,
+            Ok(Ok(Some(bytes))) => bytes,
             Ok(Ok(None)) => return None,
             Ok(Err(e)) => {
-                tracing::debug!("the finish request cannot be read: {e}");
+                self.note(format!(
+                    "the finish request cannot be used: {}; ignored",
+                    printable(&e.to_string())
+                ));
                 return None;
             }
             Err(_) => return None,
         };
-        let shown = printable(&self.storage.show(&self.name)).into_owned();
         let Ok(req) = serde_json::from_slice::<Request>(&bytes) else {
-            crate::say!("{shown} is not a finish request ddb2pg writes: ignored");
+            self.note(format!(
+                "{shown} is not a finish request ddb2pg writes: ignored"
+            ));
             return None;
         };
         if req.requested_at_ms < self.started_ms {
@@ -207,6 +227,14 @@ impl Watch {
         Some(format!("ddb2pg finish ({})", printable(&req.by)))
     }
 
+    /// Say why a request is not honoured, once while the reason stays the same.
+    fn note(&mut self, why: String) {
+        if self.noted.as_ref() != Some(&why) {
+            crate::say!(warn:"{why}");
+            self.noted = Some(why);
+        }
+    }
+
     /// Remove the request (when the follower exits).
     pub async fn clear(&self) {
         let (storage, name) = (self.storage.clone(), self.name.clone());
@@ -217,22 +245,32 @@ impl Watch {
     }
 }
 
-/// SIGUSR1 sets `flag` (unix; elsewhere there is no such signal).
-fn listen_usr1(flag: Arc<AtomicBool>) {
+/// Listen to SIGUSR1 from now on, for the whole process (its default action would end it):
+/// a run that `follows` a stream is asked to finish (the flag returned is set); any other
+/// says it has nothing to finish and goes on (unix; elsewhere there is no such signal).
+pub fn listen_usr1(follows: bool) -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         match signal(SignalKind::user_defined1()) {
             Ok(mut usr1) => {
+                let flag = flag.clone();
                 tokio::spawn(async move {
                     while usr1.recv().await.is_some() {
-                        flag.store(true, Ordering::SeqCst);
+                        if follows {
+                            flag.store(true, Ordering::SeqCst);
+                        } else {
+                            crate::say!(
+                                "SIGUSR1 ignored: this run does not follow a stream (without \
+                                 --follow a load ends by itself), there is nothing to finish"
+                            );
+                        }
                     }
                 });
             }
             Err(e) => tracing::debug!("SIGUSR1 cannot be listened to: {e}"),
         }
     }
-    #[cfg(not(unix))]
-    let _ = flag;
+    flag
 }

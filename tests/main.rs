@@ -32,6 +32,8 @@ mod files;
 mod first_hour;
 #[path = "suite/follow_deletes.rs"]
 mod follow_deletes;
+#[path = "suite/follow_finish.rs"]
+mod follow_finish;
 #[path = "suite/follow_scale.rs"]
 mod follow_scale;
 #[path = "suite/follow_shards.rs"]

@@ -39,6 +39,10 @@ impl Storage for LocalDir {
         Ok(read_file(&self.path(name))?.map(|b| (b, Tag::Local)))
     }
 
+    fn read_small(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        read_small(&self.path(name), limit)
+    }
+
     fn write(&self, name: &str, bytes: &[u8], _expect: &Tag) -> Result<Tag> {
         write_file(&self.path(name), bytes)?;
         Ok(Tag::Local)
@@ -191,6 +195,52 @@ pub(super) fn read_file(path: &Path) -> Result<Option<Vec<u8>>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::file(path, e)),
     }
+}
+
+/// `path`'s bytes if it is a regular file of this user of at most `limit` bytes (see
+/// `Storage::read_small`): opened without following a link or waiting for a FIFO's writer,
+/// looked at through the open file, read no further than the limit.
+fn read_small(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = match options.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if crate::private::is_symlink_error(&e) => {
+            return Err(Error::file(path, "a symbolic link, not read"))
+        }
+        Err(e) => return Err(Error::file(path, e)),
+    };
+    let m = file.metadata().map_err(|e| Error::file(path, e))?;
+    if !m.file_type().is_file() {
+        return Err(Error::file(path, "not a regular file, not read"));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if m.uid() != crate::private::uid() {
+            return Err(Error::file(
+                path,
+                format!("belongs to user {}, not to this one: not read", m.uid()),
+            ));
+        }
+    }
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::file(path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::file(
+            path,
+            format!("larger than {limit} bytes, not read"),
+        ));
+    }
+    Ok(Some(bytes))
 }
 
 pub(super) fn remove_leftover_tmp(path: &Path) {

@@ -324,6 +324,10 @@ impl Storage for S3Dir {
             .map(|(b, e)| (b, Tag::ETag(e))))
     }
 
+    fn read_small(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.get(name, limit)?.map(|(b, _)| b))
+    }
+
     fn write(&self, name: &str, bytes: &[u8], expect: &Tag) -> Result<Tag> {
         self.fence.check(&self.show(name))?;
         match self.put(name, bytes, expect)? {

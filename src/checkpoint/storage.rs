@@ -52,6 +52,11 @@ pub trait Storage: Send + Sync {
     fn show(&self, name: &str) -> String;
     /// The whole document, and its version; `None` when absent.
     fn read(&self, name: &str) -> Result<Option<(Vec<u8>, Tag)>>;
+    /// A small document others may have put there (a finish request): an error naming it when
+    /// it is longer than `limit` bytes, or, locally, not a regular file of this user (a link,
+    /// a FIFO, a device, another user's file in a folder others may add names to), which is
+    /// never read; `None` when absent.
+    fn read_small(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>>;
     /// Replace `name` atomically, only if it is still in version `expect` (`Tag::Absent`:
     /// only if absent). Returns the new version.
     fn write(&self, name: &str, bytes: &[u8], expect: &Tag) -> Result<Tag>;

@@ -223,14 +223,15 @@ async fn step(r: &Readers, s: &mut Reading) -> std::result::Result<Step, ReadErr
         Some(it) => it,
         None => r.stream.iterator(&s.info.id, &s.pos).await?,
     };
-    let page = {
+    let (page, called_ms) = {
         let _permit =
             r.reads.acquire().await.map_err(|_| {
                 ReadError::Other(Error::config("the follower's readers were closed"))
             })?;
         s.last_call = Some(Instant::now());
+        let called_ms = now_ms();
         let _busy = r.stats.reader.begin();
-        r.stream.read(&it).await?
+        (r.stream.read(&it).await?, called_ms)
     };
     s.renewed = false;
     s.failing_since = None;
@@ -255,7 +256,7 @@ async fn step(r: &Readers, s: &mut Reading) -> std::result::Result<Step, ReadErr
     {
         let mut t = r.tracks.lock().unwrap_or_else(|e| e.into_inner());
         let t = t.entry(s.info.id.clone()).or_default();
-        t.page(n, now_ms());
+        t.page(n, called_ms, now_ms());
         t.read_to_end |= ended;
     }
     r.sync(&s.info.id);

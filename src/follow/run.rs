@@ -10,7 +10,11 @@
 //! (each page moves the iterator on), so one empty page proves nothing; a run of them, each
 //! from a moved iterator, spread over seconds, is what "at its end" can mean on a stream that
 //! has no "behind latest" figure. A shard listed as ended must be read and committed to its
-//! end; a shard still waiting for its parent is not caught up.
+//! end; a shard still waiting for its parent is not caught up. An empty page only speaks for
+//! the records written before its call began: exiting also needs each open shard's last empty
+//! page asked for at least `SEEN_AFTER_ASKED_MS` after the exit was asked (the run's start
+//! with `--until-caught-up`, else when the request was found), so a change written just
+//! before `ddb2pg finish` is applied before the follower exits.
 //!
 //! **Lag** is per shard (`ShardTrack::lag_ms`): the oldest record not yet committed, zero for
 //! a shard idle at its end; the run's lag is the largest. Each tick it is noted in the
@@ -21,7 +25,7 @@
 //! **Finish on request** (`crate::finish`): once asked, the follower behaves as with
 //! `--until-caught-up`, and removes the request when it exits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,6 +54,10 @@ const TICK: Duration = Duration::from_millis(100);
 /// Caught up: empty pages in a row on each open shard, over at least this long.
 pub const QUIET_PAGES: u32 = 5;
 pub const QUIET_MS: i64 = 2_500;
+/// Exiting caught up: each open shard's last empty page is asked for at least this long after
+/// the exit was asked (a record written just before the request may take a moment to show in
+/// the stream; an empty page asked for before it was written proves nothing).
+const SEEN_AFTER_ASKED_MS: i64 = 1_000;
 
 struct Coordinator {
     job: FollowJob,
@@ -61,11 +69,16 @@ struct Coordinator {
     flush_done: Arc<Notify>,
     stop_tx: watch::Sender<bool>,
     listed: Vec<ShardInfo>,
+    /// The shards the checkpoint had closed before `listed` was asked for: one closed since
+    /// may have children the listing does not show yet (see `closed`).
+    closed_before_list: HashSet<String>,
     last_list: Option<Instant>,
     last_log: Instant,
     list_failing_since: Option<Instant>,
-    /// A finish was asked (logged once).
-    finishing: bool,
+    /// When a finish was asked (see `asked_at`; logged once).
+    asked_ms: Option<i64>,
+    /// When this run began following (ms).
+    started_ms: i64,
 }
 
 /// Apply the stream until stopped (or caught up, with `--until-caught-up`).
@@ -73,7 +86,7 @@ pub async fn run(job: FollowJob) -> Result<FollowEnd> {
     let mut c = start(job).await?;
     let end = c.watch().await;
     let closed = c.close().await;
-    if c.finishing {
+    if c.asked_ms.is_some() {
         if let Some(w) = &c.job.finish {
             w.clear().await;
         }
@@ -156,10 +169,12 @@ async fn start(job: FollowJob) -> Result<Coordinator> {
         flush_done,
         stop_tx,
         listed: Vec::new(),
+        closed_before_list: HashSet::new(),
         last_list: None,
         last_log: Instant::now(),
         list_failing_since: None,
-        finishing: false,
+        asked_ms: None,
+        started_ms: now_ms(),
     })
 }
 
@@ -190,11 +205,10 @@ impl Coordinator {
             let current = self.assess(now);
             self.note(current, now);
             self.log(false);
-            // Asked first: a request marks the shards, and quiet is then judged after it.
-            let finish = self.job.until_caught_up || self.finish_asked().await;
+            let asked = self.asked_at().await;
             // Also notes when every shard was first read to its end (`first_round_at`).
-            let quiet = self.caught_up();
-            if finish && quiet && current.current {
+            let quiet = self.caught_up(asked.map_or(i64::MIN, |t| t + SEEN_AFTER_ASKED_MS));
+            if asked.is_some() && quiet && current.current {
                 self.job
                     .store
                     .with_stream(|s| s.caught_up_at = Some(now_secs()));
@@ -239,6 +253,7 @@ impl Coordinator {
     /// start for the shards that may be read.
     async fn relist(&mut self) -> Result<()> {
         let mut stop = self.job.shutdown.clone();
+        let closed_before = closed_ids(&self.state());
         let listed = tokio::select! {
             l = self.job.stream.shards() => l,
             _ = stop.changed() => return Ok(()),
@@ -305,12 +320,24 @@ impl Coordinator {
             t.retain(|id, _| known.contains_key(id));
         }
         self.listed = shards;
+        self.closed_before_list = closed_before;
         Ok(())
     }
 
-    /// Every listed shard done, or open and quiet at its end.
-    fn caught_up(&self) -> bool {
-        if self.listed.is_empty() && self.last_list.is_none() {
+    /// Whether shard `id` is done for the verdict: closed in the checkpoint before the shards
+    /// were last listed. One closed since is not yet (its children, which hold the changes
+    /// made after its end, may be missing from that listing, a failed DescribeStream
+    /// included): the next listing shows them.
+    fn closed(&self, state: &StreamState, id: &str) -> bool {
+        state.shards.get(id).is_some_and(|k| k.closed) && self.closed_before_list.contains(id)
+    }
+
+    /// Every listed shard done, or open and quiet at its end, its last empty page asked for
+    /// at or after `after_ms`.
+    fn caught_up(&self, after_ms: i64) -> bool {
+        // Nothing listed yet (the first DescribeStream may have failed): nothing is known,
+        // and no shard was read (`first_round_at` must not be noted).
+        if self.listed.is_empty() {
             return false;
         }
         let state = self.state();
@@ -319,14 +346,14 @@ impl Coordinator {
         // Every shard is looked at (no early stop): `all_read_once` must see them all.
         let (mut ok, mut all_read_once) = (true, true);
         for s in &self.listed {
-            if state.shards.get(&s.id).is_some_and(|k| k.closed) {
+            if self.closed(&state, &s.id) {
                 continue;
             }
             let t = tracks
                 .get(&s.id)
                 .filter(|_| !s.ended && self.running.contains_key(&s.id));
             all_read_once &= t.is_some_and(|t| t.empty_pages > 0);
-            ok &= t.is_some_and(|t| t.quiet_since_mark(QUIET_PAGES, QUIET_MS, now));
+            ok &= t.is_some_and(|t| t.quiet(QUIET_PAGES, QUIET_MS, now, after_ms));
         }
         drop(tracks);
         if all_read_once {
@@ -344,7 +371,7 @@ impl Coordinator {
         let state = self.state();
         let tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
         let views = self.listed.iter().map(|s| {
-            if state.shards.get(&s.id).is_some_and(|k| k.closed) {
+            if self.closed(&state, &s.id) {
                 return View::Closed;
             }
             match tracks.get(&s.id) {
@@ -391,26 +418,21 @@ impl Coordinator {
         });
     }
 
-    /// Whether a finish was asked (`crate::finish`), logged the first time.
-    async fn finish_asked(&mut self) -> bool {
-        if self.finishing {
-            return true;
+    /// When this run was asked to exit once caught up (ms, this machine's clock): as it
+    /// started, with `--until-caught-up`; when it found the request (`crate::finish`, logged).
+    async fn asked_at(&mut self) -> Option<i64> {
+        if self.job.until_caught_up {
+            return Some(self.started_ms);
         }
-        let Some(w) = self.job.finish.as_mut() else {
-            return false;
-        };
+        if self.asked_ms.is_some() {
+            return self.asked_ms;
+        }
+        let w = self.job.finish.as_mut()?;
         if let Some(who) = w.asked().await {
             crate::say!("finish requested by {who}: finishing once caught up");
-            self.finishing = true;
-            // Caught up must be seen after the request: what was written just before it
-            // may not have been read yet.
-            let now = now_ms();
-            let mut tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
-            for t in tracks.values_mut() {
-                t.mark(now);
-            }
+            self.asked_ms = Some(now_ms());
         }
-        self.finishing
+        self.asked_ms
     }
 
     fn update_stats(&self) {
@@ -532,4 +554,10 @@ impl Coordinator {
             _ => flushed,
         }
     }
+}
+
+/// The shards `state` has closed.
+fn closed_ids(state: &StreamState) -> HashSet<String> {
+    let closed = state.shards.iter().filter(|(_, k)| k.closed);
+    closed.map(|(id, _)| id.clone()).collect()
 }

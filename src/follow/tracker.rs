@@ -21,6 +21,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+/// An idle shard's last empty page counts as "at its end, now" for this long (its reader asks
+/// again every second; a busy machine or a slow answer may take a few more).
+pub const IDLE_SLACK_MS: i64 = 5_000;
+
 /// One shard's reading and committing progress.
 #[derive(Debug, Default)]
 pub struct ShardTrack {
@@ -42,10 +46,9 @@ pub struct ShardTrack {
     pub empty_pages: u32,
     /// When the current run of empty pages began (ms since the epoch).
     pub empty_since_ms: Option<i64>,
-    /// Since when (ms) empty pages are also counted in `empty_pages_since_mark` (`mark`).
-    mark_ms: Option<i64>,
-    /// Empty pages in a row read at or after `mark_ms`.
-    empty_pages_since_mark: u32,
+    /// When the call that answered the last page began (ms since the epoch): that page holds
+    /// every record the stream had then, and no later one.
+    pub last_call_ms: Option<i64>,
     /// Reject lines of committed changes, by ticket, waiting for the watermark to pass them.
     held: BTreeMap<u64, Vec<String>>,
 }
@@ -107,45 +110,24 @@ impl ShardTrack {
         self.read_to_end && self.in_flight() == 0
     }
 
-    /// A page came back: with records, or empty (at `now_ms`).
-    pub fn page(&mut self, records: usize, now_ms: i64) {
+    /// A page came back at `now_ms`, with records or empty, from a call begun at `called_ms`.
+    pub fn page(&mut self, records: usize, called_ms: i64, now_ms: i64) {
+        self.last_call_ms = Some(called_ms);
         if records > 0 {
             self.empty_pages = 0;
             self.empty_since_ms = None;
-            self.empty_pages_since_mark = 0;
         } else {
             self.empty_pages = self.empty_pages.saturating_add(1);
             self.empty_since_ms.get_or_insert(now_ms);
-            if self.mark_ms.is_some_and(|m| now_ms >= m) {
-                self.empty_pages_since_mark = self.empty_pages_since_mark.saturating_add(1);
-            }
-        }
-    }
-
-    /// From `at_ms` on, `quiet_since_mark` counts only the empty pages read since then: a
-    /// finish request must see the shard quiet after it was made, not only before (a change
-    /// written just before the request may not have been read yet).
-    pub fn mark(&mut self, at_ms: i64) {
-        self.mark_ms = Some(at_ms);
-        self.empty_pages_since_mark = 0;
-    }
-
-    /// As `quiet`, counting only pages read since the mark (none: as `quiet`).
-    pub fn quiet_since_mark(&self, pages: u32, quiet_ms: i64, now_ms: i64) -> bool {
-        match self.mark_ms {
-            None => self.quiet(pages, quiet_ms, now_ms),
-            Some(m) => {
-                self.in_flight() == 0
-                    && self.empty_pages_since_mark >= pages
-                    && now_ms.saturating_sub(m) >= quiet_ms
-            }
         }
     }
 
     /// Whether the shard is quiet at its end: `pages` empty pages in a row over at least
-    /// `quiet_ms`, nothing in flight.
-    pub fn quiet(&self, pages: u32, quiet_ms: i64, now_ms: i64) -> bool {
+    /// `quiet_ms`, nothing in flight, and the last of them asked for at or after `after_ms`
+    /// (an empty page from before a record was written says nothing of it).
+    pub fn quiet(&self, pages: u32, quiet_ms: i64, now_ms: i64, after_ms: i64) -> bool {
         self.in_flight() == 0
+            && self.last_call_ms.is_some_and(|t| t >= after_ms)
             && self.empty_pages >= pages
             && self
                 .empty_since_ms
@@ -153,15 +135,20 @@ impl ShardTrack {
     }
 
     /// How far behind the shard is (ms): now minus the creation of its oldest record not yet
-    /// committed; zero when nothing is in flight and its last page was empty (idle at its
-    /// end); otherwise now minus the last committed record's creation (records may wait
-    /// unread). None when nothing is known.
+    /// committed; zero when read to its end, or when nothing is in flight and its last page
+    /// was empty (idle at its end), as long as that page is recent: past `IDLE_SLACK_MS` (the
+    /// reader cannot reach the stream), the time since; otherwise now minus the last
+    /// committed record's creation (records may wait unread). None when nothing is known.
     pub fn lag_ms(&self, now_ms: i64) -> Option<i64> {
         if let Some((_, created)) = self.pending.front() {
             return created.map(|c| (now_ms - c).max(0));
         }
-        if self.read_to_end || self.empty_pages > 0 {
+        if self.read_to_end {
             return Some(0);
+        }
+        if self.empty_pages > 0 {
+            let since = self.last_call_ms.map_or(0, |c| now_ms - c - IDLE_SLACK_MS);
+            return Some(since.max(0));
         }
         self.committed_created_ms.map(|c| (now_ms - c).max(0))
     }
@@ -266,49 +253,34 @@ mod tests {
         s.complete(a);
         assert_eq!(s.lag_ms(10_000), Some(1_000));
         s.complete(1);
-        s.page(2, 10_000);
+        s.page(2, 10_000, 10_000);
         // Committed, but the last page had records: more may wait unread.
         assert_eq!(s.lag_ms(12_000), Some(3_000));
-        s.page(0, 12_000);
+        s.page(0, 12_000, 12_000);
+        assert_eq!(s.lag_ms(12_000 + IDLE_SLACK_MS), Some(0));
+        // No page since (the stream cannot be reached): records may wait unread.
+        assert_eq!(s.lag_ms(60_000), Some(60_000 - 12_000 - IDLE_SLACK_MS));
+        s.page(0, 59_000, 59_500);
         assert_eq!(s.lag_ms(60_000), Some(0));
-    }
-
-    #[test]
-    fn a_mark_needs_a_quiet_run_after_it() {
-        let mut s = ShardTrack::default();
-        for t in [0, 500, 1_000, 1_500, 2_000, 2_500] {
-            s.page(0, t);
-        }
-        assert!(s.quiet(5, 2_000, 2_500));
-        s.mark(2_600);
-        // Quiet before the mark does not count after it.
-        assert!(!s.quiet_since_mark(5, 2_000, 2_700));
-        for t in [3_000, 3_500, 4_000, 4_500] {
-            s.page(0, t);
-        }
-        assert!(
-            !s.quiet_since_mark(5, 2_000, 4_600),
-            "4 pages since the mark"
-        );
-        s.page(0, 5_000);
-        assert!(s.quiet_since_mark(5, 2_000, 5_000));
-        // A record after the mark starts the count again.
-        s.page(1, 5_100);
-        assert!(!s.quiet_since_mark(5, 2_000, 9_000));
     }
 
     #[test]
     fn quiet_needs_enough_empty_pages_over_enough_time() {
         let mut s = ShardTrack::default();
         for i in 0..3 {
-            s.page(0, 1_000 + i * 100);
+            s.page(0, 1_000 + i * 100, 1_000 + i * 100);
         }
-        assert!(!s.quiet(5, 2_000, 1_300));
-        s.page(0, 1_400);
-        s.page(0, 1_500);
-        assert!(!s.quiet(5, 2_000, 1_500));
-        assert!(s.quiet(5, 2_000, 3_000));
-        s.page(1, 3_100);
-        assert!(!s.quiet(5, 2_000, 9_000));
+        assert!(!s.quiet(5, 2_000, 1_300, 0));
+        s.page(0, 1_400, 1_400);
+        s.page(0, 1_500, 1_500);
+        assert!(!s.quiet(5, 2_000, 1_500, 0));
+        assert!(s.quiet(5, 2_000, 3_000, 0));
+        // Quiet, but the last page was asked for before a record written at 1_600 could be in
+        // it: not known to be at the end.
+        assert!(!s.quiet(5, 2_000, 3_000, 1_600));
+        s.page(0, 1_700, 1_750);
+        assert!(s.quiet(5, 2_000, 3_000, 1_600));
+        s.page(1, 3_100, 3_100);
+        assert!(!s.quiet(5, 2_000, 9_000, 0));
     }
 }

@@ -119,7 +119,7 @@ mod tests {
     #[test]
     fn caught_up_needs_every_listed_shard_within_the_lag() {
         let mut idle = ShardTrack::default();
-        idle.page(0, 1_000);
+        idle.page(0, 1_000, 1_000);
         let mut busy = ShardTrack::default();
         busy.dispatch("1".into(), Some(5_000));
         let views = || vec![View::Closed, View::Read(&idle), View::Read(&busy)];

@@ -63,6 +63,9 @@ pub fn default_segments(concurrency: u32, table_bytes: u64) -> u32 {
 }
 
 pub async fn migrate(args: MigrateArgs) -> Result<u8> {
+    // From the start: SIGUSR1 (`ddb2pg finish`'s local shortcut) would otherwise end the
+    // process, a load without --follow or a follower still setting up.
+    let usr1 = crate::finish::listen_usr1(args.follow);
     handover::check_flags(&args)?;
     if args.scan_only {
         if args.metrics.metrics_addr.is_some() {
@@ -90,15 +93,21 @@ pub async fn migrate(args: MigrateArgs) -> Result<u8> {
     );
     // Declared after `src`, so dropped (released) before the storage it lives in.
     let lock = lock_run(&args, &src).await?;
+    // A finish request older than the lock was for an earlier run.
+    let locked_ms = crate::follow::now_ms();
     let stream = open_stream(&args, &src, handover.as_ref()).await?;
     let prepared = prepare_target(&args, &src).await?;
     let run = open_run(&args, &src, stream.as_ref(), lock).await?;
+    // Listening from the start: a finish asked during the setup or the load is honoured after.
+    let asked = stream
+        .as_ref()
+        .map(|_| crate::finish::Watch::start(src.storage.clone(), &run.names, locked_ms, usr1));
     run_info.segments.store(run.owned as u64, Ordering::Relaxed);
     run_info
         .segments_done_before
         .store(run.segments_skipped, Ordering::Relaxed);
     run.store.report_writes_to(stats.clone());
-    let ended = execute(&args, &src, &run, &prepared, stream, stats).await;
+    let ended = execute(&args, &src, &run, &prepared, stream, asked, stats).await;
     finish(&args, &mut src, &run, ended, started)
 }
 
@@ -305,6 +314,7 @@ async fn execute(
     run: &Run,
     prepared: &Prepared,
     stream: Option<Stream>,
+    finish: Option<crate::finish::Watch>,
     stats: Arc<Stats>,
 ) -> (Ended, Arc<Stats>) {
     let (shutdown, _keep_open) = watch::channel(false);
@@ -317,10 +327,6 @@ async fn execute(
         interrupted: Arc::new(AtomicBool::new(false)),
     };
     stop_on_signals(shared.shutdown.clone(), shared.interrupted.clone());
-    // Listening from the start: a finish asked during the load is honoured after it.
-    let finish = stream
-        .as_ref()
-        .map(|_| crate::finish::Watch::start(src.storage.clone(), &run.names));
     let load_began = Instant::now();
     let mut result = Ok(());
     if !run.already_complete {
