@@ -14,7 +14,8 @@
 //! precedence: a flag the user gives, then the environment (`DATABASE_URL` for `target`,
 //! `AWS_ENDPOINT_URL_DYNAMODB`/`AWS_ENDPOINT_URL` for `endpoint-url`, `AWS_ENDPOINT_URL_S3` for
 //! `s3-endpoint-url`, `AWS_REGION`/`AWS_DEFAULT_REGION` for `region`, `AWS_PROFILE` for
-//! `profile`), then the file. The file used is named on stderr.
+//! `profile`, `DDB2PG_LOG_FORMAT` for `log-format`, `DDB2PG_METRICS_ADDR` for `metrics-addr`),
+//! then the file. The file used is named on stderr.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -55,6 +56,8 @@ const FLAG_ENV: &[(&str, &[&str])] = &[
     ),
     ("--region", &["AWS_REGION", "AWS_DEFAULT_REGION"]),
     ("--profile", &["AWS_PROFILE"]),
+    ("--log-format", &["DDB2PG_LOG_FORMAT"]),
+    ("--metrics-addr", &["DDB2PG_METRICS_ADDR"]),
 ];
 
 /// The command line with the settings file spliced in, and what to tell the user about it.
@@ -288,6 +291,44 @@ mod tests {
         // Without the variable the file's target is used.
         let e = expand(args, &|_| None).expect("expands");
         assert!(strings(&e.args).contains(&"postgres://file@h/db".to_string()));
+    }
+
+    /// `DDB2PG_LOG_FORMAT` and `DDB2PG_METRICS_ADDR` beat the file's `log-format` and
+    /// `metrics-addr`, like every other variable of a flag.
+    #[test]
+    fn the_log_format_and_metrics_variables_beat_the_file() {
+        let dir =
+            std::env::temp_dir().join(format!("ddb2pg-config-ddb2pg-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let f = dir.join("c.toml");
+        std::fs::write(
+            &f,
+            "[migrate]\nlog-format = \"json\"\nmetrics_addr = \"127.0.0.1:9185\"\n",
+        )
+        .expect("write");
+        let args: Vec<OsString> = ["ddb2pg", "--config", f.to_str().expect("utf8"), "migrate"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let env = |k: &str| match k {
+            "DDB2PG_LOG_FORMAT" => Some("text".to_string()),
+            "DDB2PG_METRICS_ADDR" => Some("127.0.0.1:0".to_string()),
+            _ => None,
+        };
+        let e = expand(args.clone(), &env).expect("expands");
+        let out = strings(&e.args);
+        assert!(!out.contains(&"--log-format".to_string()), "{out:?}");
+        assert!(!out.contains(&"--metrics-addr".to_string()), "{out:?}");
+        let note = e.note.expect("a note");
+        assert!(
+            note.contains("log-format (DDB2PG_LOG_FORMAT)")
+                && note.contains("metrics_addr (DDB2PG_METRICS_ADDR)"),
+            "{note}"
+        );
+        // Without the variables the file's settings are used.
+        let out = strings(&expand(args, &|_| None).expect("expands").args);
+        assert!(out.contains(&"json".to_string()), "{out:?}");
+        assert!(out.contains(&"127.0.0.1:9185".to_string()), "{out:?}");
     }
 
     /// The error `ddb2pg --config f migrate` gives with `text` in `f`.

@@ -42,15 +42,10 @@ use cli::{Cli, Command};
 pub use error::{Error, Result};
 
 /// Run a parsed command line; returns the process exit code.
-pub async fn run(cli: Cli) -> Result<u8> {
-    refuse_bar_in_json(&cli)?;
+pub async fn run(mut cli: Cli) -> Result<u8> {
+    settle_progress(&mut cli)?;
     match cli.command {
-        Command::Migrate(mut args) => {
-            if cli.quiet {
-                args.progress = cli::ProgressMode::None;
-            }
-            migrate::migrate(args).await
-        }
+        Command::Migrate(args) => migrate::migrate(args).await,
         Command::Verify(args) => verify::verify(args).await,
         Command::Schema(args) => {
             let plan = mapping::load(&args.mapping)?;
@@ -99,15 +94,27 @@ pub async fn run(cli: Cli) -> Result<u8> {
     }
 }
 
-/// `--progress bar` draws on the terminal, between lines: with `--log-format json` stderr holds
-/// JSON objects only, so the bar is refused rather than left out.
-fn refuse_bar_in_json(cli: &Cli) -> Result<()> {
-    let progress = match &cli.command {
-        Command::Migrate(a) => a.progress,
-        Command::Verify(a) => a.progress,
+/// The progress display of `migrate` and `verify`, settled before the run:
+///
+/// - `-q` (only errors and the summary) turns the display off; with `--progress log` or `bar`,
+///   which ask for it, it is refused rather than one of them ignored;
+/// - `--progress bar` draws on the terminal, between lines: with `--log-format json` stderr
+///   holds JSON objects only, so the bar is refused rather than left out.
+fn settle_progress(cli: &mut Cli) -> Result<()> {
+    let progress = match &mut cli.command {
+        Command::Migrate(a) => &mut a.progress,
+        Command::Verify(a) => &mut a.progress,
         _ => return Ok(()),
     };
-    if cli.log_format == cli::LogFormat::Json && progress == cli::ProgressMode::Bar {
+    if cli.quiet {
+        if matches!(progress, cli::ProgressMode::Bar | cli::ProgressMode::Log) {
+            return Err(Error::config(
+                "-q (only errors and the summary) shows no progress: drop -q or --progress",
+            ));
+        }
+        *progress = cli::ProgressMode::None;
+    }
+    if cli.log_format == cli::LogFormat::Json && *progress == cli::ProgressMode::Bar {
         return Err(Error::config(
             "--progress bar cannot be drawn with --log-format json (every stderr line is a JSON \
              object): use --progress log or none",

@@ -13,6 +13,7 @@ use ddb2pg::say;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    say::on_panic();
     let env = |k: &str| std::env::var(k).ok();
     let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // Before the command line parses, what it says is in the format it asks for.

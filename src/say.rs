@@ -111,6 +111,45 @@ pub fn fatal(msg: &str, exit_code: u8) {
     });
 }
 
+/// Panics said like every other error, from the start of `main`: one line `ddb2pg: error:
+/// internal error: ...` (or one JSON object with `--log-format json`: a pipeline gets no
+/// line that is not one), redacted (a panic's message may quote anything), where the default
+/// hook writes several unredacted lines. With `RUST_BACKTRACE` the backtrace follows (in json:
+/// a `backtrace` field).
+pub fn on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let msg = format!(
+            "internal error: thread '{}' panicked at {}: {}",
+            thread.name().unwrap_or("unnamed"),
+            info.location().map_or(String::new(), |l| l.to_string()),
+            panic_message(info.payload())
+        );
+        let trace = std::backtrace::Backtrace::capture();
+        let trace = (trace.status() == std::backtrace::BacktraceStatus::Captured)
+            .then(|| trace.to_string());
+        let fields = trace
+            .as_ref()
+            .map_or_else(Map::new, |t| field("backtrace", t.as_str()));
+        event(Level::Error, &msg, fields, || match &trace {
+            Some(t) => format!("ddb2pg: error: {msg}\n{}", t.trim_end()),
+            None => format!("ddb2pg: error: {msg}"),
+        });
+    }));
+}
+
+/// What `panic!` was given: its text, else a placeholder.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    match (
+        payload.downcast_ref::<&str>(),
+        payload.downcast_ref::<String>(),
+    ) {
+        (Some(s), _) => s,
+        (None, Some(s)) => s,
+        (None, None) => "(no message)",
+    }
+}
+
 /// Whether a command line not yet parsed asks for JSON lines (`--log-format json`, the last
 /// one given, else `DDB2PG_LOG_FORMAT`): its errors and the settings file's note are said
 /// before clap has read it.

@@ -44,6 +44,8 @@ mod follow_verdict;
 mod help_examples;
 #[path = "suite/log_json.rs"]
 mod log_json;
+#[path = "suite/log_lines.rs"]
+mod log_lines;
 #[path = "suite/mapping.rs"]
 mod mapping;
 #[path = "suite/memory.rs"]

@@ -10,7 +10,9 @@
 //!   single-quoted value (backslash escapes) to its closing quote; a value holding a double quote
 //!   anywhere but at its end (libpq's quotes are single, so `password="two words"` is two words)
 //!   to the end of the line; else to the next blank (in a URI query also `&` or `#`);
-//! - URI query parameters whose percent-encoded name is `password` or `sslpassword`.
+//! - URI query parameters whose percent-encoded name is `password` or `sslpassword`;
+//! - a `postgres[ql]://` URI whose line or word runs on past 4 kB: all that follows it (so
+//!   that a long line of many URIs costs linear time).
 
 use super::conninfo::percent_decode;
 
@@ -32,13 +34,24 @@ fn redact_userinfo(s: &str) -> String {
         let postgres = scheme.ends_with("postgres") || scheme.ends_with("postgresql");
         out.push_str(&rest[..i + 3]);
         rest = &rest[i + 3..];
-        if let Some((colon, at)) = postgres.then(|| across_lines(rest)).flatten() {
+        // What the rules read: a prefix of `rest`, so their offsets are `rest`'s.
+        let text = match postgres {
+            false => rest,
+            true => match reach(rest) {
+                Some(text) => text,
+                None => {
+                    out.push_str("***");
+                    return out;
+                }
+            },
+        };
+        if let Some((colon, at)) = postgres.then(|| across_lines(text)).flatten() {
             out.push_str(&rest[..colon + 1]);
             out.push_str("***");
             rest = &rest[at..];
             continue;
         }
-        let scope = &rest[..scope_end(rest, postgres)];
+        let scope = &text[..scope_end(text, postgres)];
         if let Some((colon, at)) = credentials(scope) {
             out.push_str(&rest[..colon + 1]);
             out.push_str("***");
@@ -47,6 +60,34 @@ fn redact_userinfo(s: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// How far past its `://` a `postgres[ql]://` URI is read (see [`reach`]).
+const REACH: usize = 4096;
+
+/// The text in which the rules read the `postgres[ql]://` URI at the start of `rest` (after
+/// its `://`): `rest` when short; else its first [`REACH`] bytes when the URI's word, line and
+/// scope ([`across_lines`], [`scope_end`]) end within them, so that the rules read there what
+/// they would read in the whole; else None, and the caller hides all the rest (a line or word
+/// that long is not a target's: hide more). So each URI costs at most `REACH`, and a long line
+/// of many URIs (text quoted from the source's data) is redacted in linear time, not in the
+/// square of its length.
+fn reach(rest: &str) -> Option<&str> {
+    if rest.len() <= REACH {
+        return Some(rest);
+    }
+    let mut end = REACH;
+    while !rest.is_char_boundary(end) {
+        end -= 1;
+    }
+    let text = &rest[..end];
+    text.find([' ', '\t', '\'', '"', '`'])?;
+    let first = text.find(['\n', '\r'])?;
+    if !text[..first].contains(['@', '/']) {
+        let at = text.find(['@', '/'])?;
+        text[at..].find(['\n', '\r'])?;
+    }
+    Some(text)
 }
 
 /// A `postgres[ql]://` argument spanning line breaks (a quoted argument may hold them, and a
@@ -441,6 +482,42 @@ mod shapes {
         assert_eq!(
             redact("\"postgres://u:pw@h/db\"\nx = \"a@b\""),
             "\"postgres://u:***@h/db\"\nx = \"a@b\""
+        );
+    }
+
+    /// Many URIs on one long line (text quoted from the source's data): each is read within a
+    /// bounded reach, not to the end of the line (which took minutes for 100 kB); a URI whose
+    /// line or word is longer than that reach hides all that follows.
+    #[test]
+    fn many_uris_on_one_long_line_are_redacted_in_linear_time() {
+        for s in [
+            "postgres://u:p@h/@".repeat(6_000),
+            "postgres://u:p@h/@ x".repeat(5_000),
+            "postgres://u:p@h/@ x\n".repeat(5_000),
+        ] {
+            let started = std::time::Instant::now();
+            let r = redact(&s);
+            let took = started.elapsed();
+            assert!(!r.contains(":p@"), "{}", &r[..200]);
+            assert!(took < std::time::Duration::from_secs(20), "took {took:?}");
+            eprintln!("redacted {} bytes of URIs in {took:?}", s.len());
+        }
+        for s in [
+            format!("postgres://u:{}S3cr3tMARK@h/db", "a".repeat(5_000)),
+            format!("postgres://u:a b{}S3cr3tMARK@h/db x", "a".repeat(5_000)),
+            format!("postgres://u:a\nb{}S3cr3tMARK@h/db x", "a".repeat(5_000)),
+            format!(
+                "x postgres://u@h/db?x={} S3cr3tMARK@h/db",
+                "a".repeat(5_000)
+            ),
+        ] {
+            assert!(!redact(&s).contains("S3cr3tMARK"));
+        }
+        // A long line after a URI whose line ends within the reach is kept.
+        let s = format!("postgres://u:pw@h/db x\n{}", "b ".repeat(5_000));
+        assert_eq!(
+            redact(&s),
+            format!("postgres://u:***@h/db x\n{}", "b ".repeat(5_000))
         );
     }
 
