@@ -35,7 +35,9 @@
 //!
 //! **Changes of different items commute**: a write and a conditional delete of the same row by
 //! two items end the same in either order unless both map that row identically (the limit
-//! above), so changes may be applied on several connections, keeping each item's own order.
+//! above), so changes may be applied on several connections, keeping each item's own order,
+//! at the same time too: a parent guard locks the parent row it reads, so it never judges by a
+//! parent that a concurrent transaction has since rewritten (see `sink::statements`).
 //!
 //! **Order inside a batch.** A batch holds many changes, in source order; [`Applier`] collapses
 //! them to one operation per row key that ends as applying them one by one would (see there),

@@ -30,6 +30,8 @@ mod faults;
 mod files;
 #[path = "suite/first_hour.rs"]
 mod first_hour;
+#[path = "suite/follow_concurrent.rs"]
+mod follow_concurrent;
 #[path = "suite/follow_deletes.rs"]
 mod follow_deletes;
 #[path = "suite/follow_finish.rs"]

@@ -11,10 +11,22 @@
 //! DELETE FROM t USING ddb2pg_olds_N d
 //! WHERE t.key = d.key AND ROW(t.*) IS NOT DISTINCT FROM ROW(d.*)
 //!   AND (NOT d.guarded OR EXISTS (SELECT 1 FROM parent p
-//!        WHERE p.key = t.parent_key AND ROW(p.*) IS NOT DISTINCT FROM ROW(d.parent_*)))
+//!        WHERE p.key = t.parent_key AND ROW(p.*) IS NOT DISTINCT FROM ROW(d.parent_*)
+//!        FOR SHARE))
 //! ```
 //!
 //! where columns compared by text (`by_text`, as in the upsert) are compared as `::text`.
+//!
+//! **The guard locks the parent row it reads (`FOR SHARE`).** Another connection may be
+//! writing another item's rows at the same time (an order moved to another user: the new
+//! item's lane rewrites the `orders` row and its identical `order_lines` while this lane
+//! deletes the old item's). Under READ COMMITTED a plain subquery reads the parent as the
+//! statement's snapshot has it, even after the statement waited for that writer's lock on the
+//! child row and the writer committed: it would see the old parent, find the child still the
+//! removed item's and delete the other item's lines. A locking read waits for a concurrent
+//! writer of the parent and re-checks the newest committed version; and once taken, the lock
+//! keeps the parent as checked until this transaction commits. The condition on the row itself
+//! needs no lock: PostgreSQL re-checks it against the newest version of the row it deletes.
 
 use bytes::BytesMut;
 use tokio_postgres::{Client, Statement};
@@ -224,7 +236,7 @@ async fn olds_table(
             .unzip();
         on.push(format!(
             "(NOT d.{guarded} OR EXISTS (SELECT 1 FROM {parent} p WHERE {pkey} AND \
-             ROW({pt}) IS NOT DISTINCT FROM ROW({pd})))",
+             ROW({pt}) IS NOT DISTINCT FROM ROW({pd}) FOR SHARE))",
             guarded = ident(&guarded),
             parent = p.sql_name(),
             pkey = pkey.join(" AND "),

@@ -37,7 +37,7 @@ fn mapping() -> String {
 }
 
 /// The mapping file and the migrations dir (the example's, plus the lookup table).
-fn setup(name: &str) -> (String, String) {
+pub(crate) fn setup(name: &str) -> (String, String) {
     let dir = temp_dir(name);
     let map = dir.join("mapping.toml");
     std::fs::write(&map, mapping()).expect("mapping");
@@ -75,7 +75,7 @@ fn line(sku: &str, qty: u32, price: &str) -> AttributeValue {
 }
 
 /// Order `order_id` of user `user`, with two lines (the same for every user: a moved order).
-fn order(user: &str, order_id: &str) -> Item {
+pub(crate) fn order(user: &str, order_id: &str) -> Item {
     item(
         &format!("USER#{user}"),
         &format!("ORDER#{order_id}"),
@@ -91,7 +91,7 @@ fn order(user: &str, order_id: &str) -> Item {
     )
 }
 
-fn profile(user: &str, email: &str) -> Item {
+pub(crate) fn profile(user: &str, email: &str) -> Item {
     item(
         &format!("USER#{user}"),
         "PROFILE",
@@ -99,7 +99,7 @@ fn profile(user: &str, email: &str) -> Item {
     )
 }
 
-async fn delete(client: &Client, table: &str, it: &Item) {
+pub(crate) async fn delete(client: &Client, table: &str, it: &Item) {
     let key = |k: &str| it.get(k).cloned().expect("key attribute");
     client
         .delete_item()
@@ -132,7 +132,7 @@ async fn dump(db: &str) -> BTreeMap<&'static str, Vec<String>> {
 }
 
 /// `followed`'s mapped tables hold exactly what a one-shot migration of the table holds now.
-async fn assert_as_one_shot(table: &str, followed: &str, map: &str, migs: &str) {
+pub(crate) async fn assert_as_one_shot(table: &str, followed: &str, map: &str, migs: &str) {
     let fresh = new_database().await;
     Migration::new(table, &fresh)
         .run(&["--mapping", map, "--migrations", migs])
@@ -150,7 +150,7 @@ async fn assert_as_one_shot(table: &str, followed: &str, map: &str, migs: &str) 
 }
 
 /// `migrate --follow --until-caught-up` with the mapping: exit 0, caught up.
-async fn follow(m: &Migration, map: &str, migs: &str) {
+pub(crate) async fn follow(m: &Migration, map: &str, migs: &str) {
     let out = tokio::time::timeout(
         Duration::from_secs(120),
         m.run(&[
@@ -169,7 +169,11 @@ async fn follow(m: &Migration, map: &str, migs: &str) {
 }
 
 /// A followed table whose items start as `before`; returns (table, target, migration).
-async fn followed(client: &Client, name: &str, before: &[Item]) -> (String, String, Migration) {
+pub(crate) async fn followed(
+    client: &Client,
+    name: &str,
+    before: &[Item],
+) -> (String, String, Migration) {
     let table = unique_name(name);
     create_table(client, &table).await;
     for it in before {
